@@ -1,0 +1,151 @@
+//! The admin listener (separate from public traffic, loopback by default): `/metrics`,
+//! `/health`, `/ready`, `/live`. It keeps serving while the public listeners drain, so an
+//! orchestrator sees `/ready` turn 503.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::ResponseBody;
+use crate::gateway::Shared;
+
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("admin cannot bind {addr}: {e}"))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("admin {addr}: {e}"))?;
+    Ok(l)
+}
+
+pub async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener failed");
+            return;
+        }
+    };
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::gateway::stopped(&mut stop) => return,
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req)) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            shared.runtime().refresh_gauges();
+            let body = shared.metrics().render();
+            let mut r = Response::new(ResponseBody::plain(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/health" => {
+            let (status, doc) = health(shared);
+            let mut r = Response::new(ResponseBody::plain(doc.to_string()));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        "/ready" if shared.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/live" => text(StatusCode::OK, "live\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The `/health` document: one check per upstream. An upstream is healthy while it has at
+/// least one endpoint eligible for traffic.
+pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+    let rt = shared.runtime();
+    let mut unhealthy = false;
+    let checks: Vec<_> = rt
+        .upstreams
+        .values()
+        .map(|u| {
+            let total = u.endpoints.len();
+            let healthy = total;
+            let status = if healthy == 0 {
+                unhealthy = true;
+                "unhealthy"
+            } else {
+                "healthy"
+            };
+            json!({
+                "name": &*u.name,
+                "kind": "upstream",
+                "status": status,
+                "endpoints": total,
+                "healthy_endpoints": healthy,
+                "in_flight": u.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
+            })
+        })
+        .collect();
+    let status = if unhealthy { "unhealthy" } else { "healthy" };
+    let doc = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shared.uptime().as_secs_f64(),
+        "draining": shared.is_draining(),
+        "checks": checks,
+    });
+    let code = if unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, doc)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::plain(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

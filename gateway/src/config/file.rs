@@ -1,0 +1,153 @@
+//! The configuration file as written by operators: TOML, deserialised with unknown fields
+//! refused. Nothing here is trusted yet; [`super::validate`] turns it into typed runtime
+//! values and names the field at fault.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Top level of a `fedgate.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub reload: ReloadSection,
+    #[serde(default)]
+    pub forwarding: ForwardingSection,
+    #[serde(default)]
+    pub listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`: process-wide settings (read at start; changing them needs a restart).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads; 0 means one per available core.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Option<String>,
+    /// One log line per request on the `access` target.
+    pub access_log: Option<bool>,
+    /// `json` (default) or `text`.
+    pub log_format: Option<String>,
+    /// tracing filter directive, e.g. `info` or `fedgate=debug`; `RUST_LOG` overrides it.
+    pub log_level: Option<String>,
+}
+
+/// `[admin]`: the separate listener for `/metrics`, `/health`, `/ready`, `/live`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub address: Option<String>,
+}
+
+/// `[reload]`: hot reload on SIGHUP and on file change.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Watch the config file for changes (content hash, polled).
+    pub watch: Option<bool>,
+    pub poll_interval: Option<String>,
+}
+
+/// `[forwarding]`: what the proxy adds to and keeps in forwarded requests.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingSection {
+    /// `x-forwarded` (default), `forwarded` (RFC 7239), `both` or `none`.
+    pub client_headers: Option<String>,
+    /// Pseudonym used in `Via`; an empty string disables `Via`.
+    pub via: Option<String>,
+    /// Keep the client's `Host` (default true); false sends the endpoint's authority.
+    pub preserve_host: Option<bool>,
+    /// Header carrying the request id (default `x-request-id`).
+    pub request_id_header: Option<String>,
+    /// Keep an incoming request id (default true); false always replaces it.
+    pub trust_request_id: Option<bool>,
+}
+
+/// `[[listeners]]`: a public socket, plain or TLS.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub tls: Option<ListenerTlsSection>,
+}
+
+/// `[listeners.tls]`: certificates chosen by SNI; the first one is the default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSection {
+    #[serde(default)]
+    pub certificates: Vec<CertificateSection>,
+    /// Offer HTTP/2 through ALPN (default true).
+    pub http2: Option<bool>,
+    pub handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Names served by this certificate; empty means the names in the certificate itself.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// `[upstreams.NAME]`: a named service with one or more endpoints.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// `round_robin` (default) or `least_in_flight`.
+    pub balance: Option<String>,
+    /// `http1` (default) or `http2`.
+    pub protocol: Option<String>,
+    pub connect_timeout: Option<String>,
+    /// Time allowed from sending the request to receiving response headers.
+    pub response_timeout: Option<String>,
+    /// Idle pooled connections are closed after this long.
+    pub idle_timeout: Option<String>,
+    pub max_idle_per_endpoint: Option<usize>,
+    pub tls: Option<UpstreamTlsSection>,
+}
+
+/// `[upstreams.NAME.tls]`: for `https://` endpoints.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM bundle of trusted roots; default the Mozilla roots.
+    pub ca_file: Option<String>,
+    /// Name to verify and send as SNI instead of the endpoint host.
+    pub server_name: Option<String>,
+}
+
+/// `[[routes]]`: matched in file order; the first match wins.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: Option<String>,
+    /// Exact host names or `*.domain` wildcards; empty matches any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    /// Methods matched; empty matches any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub upstream: Option<String>,
+    /// Overall limit for the upstream to produce response headers on this route.
+    pub timeout: Option<String>,
+}

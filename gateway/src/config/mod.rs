@@ -1,0 +1,798 @@
+//! Configuration: file → validated [`Config`] → runtime.
+//!
+//! [`load`] reads a TOML file, [`validate`] turns the raw sections of [`file`] into typed values
+//! (socket addresses, durations, URIs, methods, loaded certificates) and names the field at
+//! fault. Nothing binds a port or touches the running gateway until a file has passed here.
+
+pub mod file;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Uri};
+use rustls::sign::CertifiedKey;
+
+pub use file::FileConfig;
+
+/// A configuration error that names the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("`{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+impl ConfigError {
+    fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub reload: ReloadConfig,
+    pub forwarding: ForwardingConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// The raw sections, kept to tell which parts a reload changed.
+    pub source: FileConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads; never zero (0 in the file is resolved to the core count).
+    pub workers: usize,
+    pub shutdown_grace: Duration,
+    pub access_log: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    pub watch: bool,
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingConfig {
+    pub x_forwarded: bool,
+    pub forwarded: bool,
+    /// `Via` entry pseudonym; `None` disables `Via`.
+    pub via: Option<String>,
+    pub preserve_host: bool,
+    pub request_id_header: HeaderName,
+    pub trust_request_id: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// Certificates with the names they serve; the first is the default for unknown SNI.
+    pub certificates: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    pub http2: bool,
+    pub handshake_timeout: Duration,
+}
+
+impl fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field(
+                "certificates",
+                &self.certificates.iter().map(|c| &c.0).collect::<Vec<_>>(),
+            )
+            .field("http2", &self.http2)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastInFlight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+}
+
+impl fmt::Display for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub balance: Balance,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.org`, stored as `.example.org`: matches any subdomain, not the apex.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub hosts: Vec<HostMatch>,
+    pub path_prefix: String,
+    pub methods: Vec<Method>,
+    pub upstream: String,
+    pub timeout: Option<Duration>,
+}
+
+/// Default admin address, also used by `demo`.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    from_str(&text, base)
+}
+
+/// Parses and validates configuration text; relative file paths resolve against `base`.
+pub fn from_str(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    validate(file, base)
+}
+
+/// Turns the raw file into a typed configuration, naming the first bad field.
+pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+    let server = validate_server(&file.server)?;
+    let admin = AdminConfig {
+        address: parse_addr(
+            "admin.address",
+            file.admin
+                .address
+                .as_deref()
+                .unwrap_or(DEFAULT_ADMIN_ADDRESS),
+        )?,
+    };
+    let reload = ReloadConfig {
+        watch: file.reload.watch.unwrap_or(true),
+        poll_interval: duration(
+            "reload.poll_interval",
+            file.reload.poll_interval.as_deref(),
+            Duration::from_secs(2),
+        )?,
+    };
+    let forwarding = validate_forwarding(&file.forwarding)?;
+
+    if file.listeners.is_empty() {
+        return Err(ConfigError::field(
+            "listeners",
+            "at least one [[listeners]] entry is required",
+        ));
+    }
+    let mut listeners = Vec::with_capacity(file.listeners.len());
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in file.listeners.iter().enumerate() {
+        let listener = validate_listener(i, l, base)?;
+        if !names.insert(listener.name.clone()) {
+            return Err(ConfigError::field(
+                format!("listeners[{i}].name"),
+                format!("duplicate listener name {:?}", listener.name),
+            ));
+        }
+        if listener.address.port() != 0 && !addrs.insert(listener.address) {
+            return Err(ConfigError::field(
+                format!("listeners[{i}].address"),
+                format!("{} is used by another listener", listener.address),
+            ));
+        }
+        listeners.push(listener);
+    }
+
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &file.upstreams {
+        upstreams.insert(name.clone(), validate_upstream(name, u, base)?);
+    }
+
+    let mut routes = Vec::with_capacity(file.routes.len());
+    let mut route_names = HashSet::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let route = validate_route(i, r, &upstreams)?;
+        if !route_names.insert(route.name.clone()) {
+            return Err(ConfigError::field(
+                format!("routes[{i}].name"),
+                format!("duplicate route name {:?}", route.name),
+            ));
+        }
+        routes.push(route);
+    }
+
+    Ok(Config {
+        server,
+        admin,
+        reload,
+        forwarding,
+        listeners,
+        upstreams,
+        routes,
+        source: file,
+    })
+}
+
+fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError> {
+    let workers = match s.workers.unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > 1024 => {
+            return Err(ConfigError::field(
+                "server.workers",
+                "must be between 0 and 1024",
+            ))
+        }
+        n => n,
+    };
+    let log_format = match s.log_format.as_deref().unwrap_or("json") {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            return Err(ConfigError::field(
+                "server.log_format",
+                format!("expected \"json\" or \"text\", got {other:?}"),
+            ))
+        }
+    };
+    let log_level = s.log_level.clone().unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(ConfigError::field(
+            "server.log_level",
+            format!("not a valid filter directive: {log_level:?}"),
+        ));
+    }
+    Ok(ServerConfig {
+        workers,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        access_log: s.access_log.unwrap_or(true),
+        log_format,
+        log_level,
+    })
+}
+
+fn validate_forwarding(f: &file::ForwardingSection) -> Result<ForwardingConfig, ConfigError> {
+    let (x_forwarded, forwarded) =
+        match f.client_headers.as_deref().unwrap_or("x-forwarded") {
+            "x-forwarded" => (true, false),
+            "forwarded" => (false, true),
+            "both" => (true, true),
+            "none" => (false, false),
+            other => return Err(ConfigError::field(
+                "forwarding.client_headers",
+                format!(
+                    "expected \"x-forwarded\", \"forwarded\", \"both\" or \"none\", got {other:?}"
+                ),
+            )),
+        };
+    let via = match f.via.as_deref() {
+        None => Some("fedgate".to_string()),
+        Some("") => None,
+        Some(v) if is_token(v) => Some(v.to_string()),
+        Some(v) => {
+            return Err(ConfigError::field(
+                "forwarding.via",
+                format!("{v:?} is not an HTTP token"),
+            ))
+        }
+    };
+    let header = f.request_id_header.as_deref().unwrap_or("x-request-id");
+    let request_id_header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+        ConfigError::field(
+            "forwarding.request_id_header",
+            format!("{header:?} is not a valid header name"),
+        )
+    })?;
+    Ok(ForwardingConfig {
+        x_forwarded,
+        forwarded,
+        via,
+        preserve_host: f.preserve_host.unwrap_or(true),
+        request_id_header,
+        trust_request_id: f.trust_request_id.unwrap_or(true),
+    })
+}
+
+fn validate_listener(
+    i: usize,
+    l: &file::ListenerSection,
+    base: &Path,
+) -> Result<ListenerConfig, ConfigError> {
+    let field = |k: &str| format!("listeners[{i}].{k}");
+    let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+    if !is_label_safe(&name) {
+        return Err(ConfigError::field(
+            field("name"),
+            "use letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let address = parse_addr(
+        &field("address"),
+        l.address
+            .as_deref()
+            .ok_or_else(|| ConfigError::field(field("address"), "missing"))?,
+    )?;
+    let max_connections = l.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        return Err(ConfigError::field(
+            field("max_connections"),
+            "must be at least 1",
+        ));
+    }
+    let max_header_bytes = l.max_header_bytes.unwrap_or(64 * 1024);
+    if !(1024..=16 * 1024 * 1024).contains(&max_header_bytes) {
+        return Err(ConfigError::field(
+            field("max_header_bytes"),
+            "must be between 1024 and 16777216",
+        ));
+    }
+    let tls = match &l.tls {
+        None => None,
+        Some(t) => Some(validate_listener_tls(i, t, base)?),
+    };
+    Ok(ListenerConfig {
+        name,
+        address,
+        max_connections,
+        header_read_timeout: duration(
+            &field("header_read_timeout"),
+            l.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        max_header_bytes,
+        tls,
+    })
+}
+
+fn validate_listener_tls(
+    i: usize,
+    t: &file::ListenerTlsSection,
+    base: &Path,
+) -> Result<ListenerTls, ConfigError> {
+    if t.certificates.is_empty() {
+        return Err(ConfigError::field(
+            format!("listeners[{i}].tls.certificates"),
+            "at least one certificate is required",
+        ));
+    }
+    let mut certificates = Vec::with_capacity(t.certificates.len());
+    for (j, c) in t.certificates.iter().enumerate() {
+        let field = |k: &str| format!("listeners[{i}].tls.certificates[{j}].{k}");
+        let cert_path = resolve(
+            base,
+            c.cert
+                .as_deref()
+                .ok_or_else(|| ConfigError::field(field("cert"), "missing"))?,
+        );
+        let key_path = resolve(
+            base,
+            c.key
+                .as_deref()
+                .ok_or_else(|| ConfigError::field(field("key"), "missing"))?,
+        );
+        let key = crate::tls::load_certified_key(&cert_path, &key_path)
+            .map_err(|e| ConfigError::field(field("cert"), e))?;
+        let mut names = Vec::new();
+        for (k, n) in c.server_names.iter().enumerate() {
+            let n = n.trim().to_ascii_lowercase();
+            if n.is_empty() || n.contains(['/', ' ', ':']) {
+                return Err(ConfigError::field(
+                    format!("listeners[{i}].tls.certificates[{j}].server_names[{k}]"),
+                    format!("{n:?} is not a host name"),
+                ));
+            }
+            names.push(n);
+        }
+        if names.is_empty() {
+            names = crate::tls::certificate_names(&key);
+        }
+        certificates.push((names, Arc::new(key)));
+    }
+    Ok(ListenerTls {
+        certificates,
+        http2: t.http2.unwrap_or(true),
+        handshake_timeout: duration(
+            &format!("listeners[{i}].tls.handshake_timeout"),
+            t.handshake_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+fn validate_upstream(
+    name: &str,
+    u: &file::UpstreamSection,
+    base: &Path,
+) -> Result<UpstreamConfig, ConfigError> {
+    let field = |k: &str| format!("upstreams.{name}.{k}");
+    if !is_label_safe(name) {
+        return Err(ConfigError::field(
+            format!("upstreams.{name}"),
+            "upstream names use letters, digits, '_', '-' or '.'",
+        ));
+    }
+    if u.endpoints.is_empty() {
+        return Err(ConfigError::field(
+            field("endpoints"),
+            "at least one endpoint is required",
+        ));
+    }
+    let mut endpoints = Vec::with_capacity(u.endpoints.len());
+    for (i, e) in u.endpoints.iter().enumerate() {
+        let ep = parse_endpoint(e)
+            .map_err(|m| ConfigError::field(format!("upstreams.{name}.endpoints[{i}]"), m))?;
+        if endpoints.contains(&ep) {
+            return Err(ConfigError::field(
+                format!("upstreams.{name}.endpoints[{i}]"),
+                format!("{e} is listed twice"),
+            ));
+        }
+        endpoints.push(ep);
+    }
+    let balance = match u.balance.as_deref().unwrap_or("round_robin") {
+        "round_robin" => Balance::RoundRobin,
+        "least_in_flight" => Balance::LeastInFlight,
+        other => {
+            return Err(ConfigError::field(
+                field("balance"),
+                format!("expected \"round_robin\" or \"least_in_flight\", got {other:?}"),
+            ))
+        }
+    };
+    let protocol = match u.protocol.as_deref().unwrap_or("http1") {
+        "http1" => UpstreamProtocol::Http1,
+        "http2" => UpstreamProtocol::Http2,
+        other => {
+            return Err(ConfigError::field(
+                field("protocol"),
+                format!("expected \"http1\" or \"http2\", got {other:?}"),
+            ))
+        }
+    };
+    let (tls_ca_file, tls_server_name) = match &u.tls {
+        None => (None, None),
+        Some(t) => {
+            let ca = t.ca_file.as_deref().map(|p| resolve(base, p));
+            if let Some(ca) = &ca {
+                crate::tls::load_roots(ca)
+                    .map_err(|e| ConfigError::field(field("tls.ca_file"), e))?;
+            }
+            if let Some(sn) = &t.server_name {
+                if rustls::pki_types::ServerName::try_from(sn.as_str()).is_err() {
+                    return Err(ConfigError::field(
+                        field("tls.server_name"),
+                        format!("{sn:?} is not a valid server name"),
+                    ));
+                }
+            }
+            (ca, t.server_name.clone())
+        }
+    };
+    let max_idle_per_endpoint = u.max_idle_per_endpoint.unwrap_or(256);
+    Ok(UpstreamConfig {
+        name: name.to_string(),
+        endpoints,
+        balance,
+        protocol,
+        connect_timeout: duration(
+            &field("connect_timeout"),
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        response_timeout: duration(
+            &field("response_timeout"),
+            u.response_timeout.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        idle_timeout: duration(
+            &field("idle_timeout"),
+            u.idle_timeout.as_deref(),
+            Duration::from_secs(90),
+        )?,
+        max_idle_per_endpoint,
+        tls_ca_file,
+        tls_server_name,
+    })
+}
+
+fn parse_endpoint(s: &str) -> Result<EndpointConfig, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URI: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} needs a scheme (http:// or https://)"))?;
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(format!("{s:?}: the scheme must be http or https"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: credentials in endpoint URIs are not supported"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "{s:?}: endpoints are scheme://host:port, without a path"
+        ));
+    }
+    Ok(EndpointConfig { scheme, authority })
+}
+
+fn validate_route(
+    i: usize,
+    r: &file::RouteSection,
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+) -> Result<RouteConfig, ConfigError> {
+    let field = |k: &str| format!("routes[{i}].{k}");
+    let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
+    if !is_label_safe(&name) {
+        return Err(ConfigError::field(
+            field("name"),
+            "use letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let mut hosts = Vec::with_capacity(r.hosts.len());
+    for (j, h) in r.hosts.iter().enumerate() {
+        let h = h.trim().to_ascii_lowercase();
+        let bad = |m: &str| ConfigError::field(format!("routes[{i}].hosts[{j}]"), m.to_string());
+        if let Some(rest) = h.strip_prefix("*.") {
+            if rest.is_empty() || rest.contains('*') {
+                return Err(bad("a wildcard is written *.domain"));
+            }
+            hosts.push(HostMatch::Suffix(format!(".{rest}")));
+        } else if h.is_empty() || h.contains(['*', '/', ' ']) {
+            return Err(bad("expected a host name or *.domain"));
+        } else {
+            hosts.push(HostMatch::Exact(h));
+        }
+    }
+    let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".to_string());
+    if !path_prefix.starts_with('/') {
+        return Err(ConfigError::field(
+            field("path_prefix"),
+            "must start with '/'",
+        ));
+    }
+    let mut methods = Vec::with_capacity(r.methods.len());
+    for (j, m) in r.methods.iter().enumerate() {
+        let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+            ConfigError::field(
+                format!("routes[{i}].methods[{j}]"),
+                format!("{m:?} is not a method"),
+            )
+        })?;
+        methods.push(m);
+    }
+    let upstream = r
+        .upstream
+        .clone()
+        .ok_or_else(|| ConfigError::field(field("upstream"), "missing"))?;
+    if !upstreams.contains_key(&upstream) {
+        return Err(ConfigError::field(
+            field("upstream"),
+            format!("no upstream named {upstream:?} is defined"),
+        ));
+    }
+    let timeout = match &r.timeout {
+        None => None,
+        Some(t) => Some(duration(&field("timeout"), Some(t), Duration::ZERO)?),
+    };
+    Ok(RouteConfig {
+        name,
+        hosts,
+        path_prefix,
+        methods,
+        upstream,
+        timeout,
+    })
+}
+
+fn duration(field: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    let d = humantime::parse_duration(v.trim()).map_err(|e| {
+        ConfigError::field(
+            field,
+            format!("{v:?} is not a duration (e.g. \"5s\", \"250ms\"): {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::field(field, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_addr(field: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| {
+        ConfigError::field(
+            field,
+            format!("{v:?} is not an address (e.g. \"0.0.0.0:8080\" or \"[::]:8443\")"),
+        )
+    })
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Names used as metric label values: short and from a safe alphabet.
+fn is_label_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `true` when the value is a plausible request id to keep: visible ASCII, bounded length.
+pub(crate) fn is_valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_str(text, Path::new("."))
+    }
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+[upstreams.app]
+endpoints = ["http://127.0.0.1:3000"]
+[[routes]]
+upstream = "app"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.admin.address, DEFAULT_ADMIN_ADDRESS.parse().unwrap());
+        assert_eq!(c.listeners[0].name, "listener0");
+        assert_eq!(c.routes[0].name, "route0");
+        assert_eq!(c.routes[0].path_prefix, "/");
+        let u = &c.upstreams["app"];
+        assert_eq!(u.connect_timeout, Duration::from_secs(5));
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert!(c.forwarding.x_forwarded && !c.forwarding.forwarded);
+        assert_eq!(c.forwarding.via.as_deref(), Some("fedgate"));
+    }
+
+    fn field_of(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let unknown_upstream = MINIMAL.replace("upstream = \"app\"", "upstream = \"nope\"");
+        assert_eq!(field_of(&unknown_upstream), "routes[0].upstream");
+        let bad_duration = format!(
+            "{MINIMAL}\n[upstreams.b]\nendpoints=[\"http://x:1\"]\nconnect_timeout = \"soon\"\n"
+        );
+        assert_eq!(field_of(&bad_duration), "upstreams.b.connect_timeout");
+        let bad_endpoint = MINIMAL.replace("http://127.0.0.1:3000", "ftp://x");
+        assert_eq!(field_of(&bad_endpoint), "upstreams.app.endpoints[0]");
+        let with_path = MINIMAL.replace("http://127.0.0.1:3000", "http://x:1/api");
+        assert_eq!(field_of(&with_path), "upstreams.app.endpoints[0]");
+        let bad_addr = MINIMAL.replace("127.0.0.1:0", "localhost");
+        assert_eq!(field_of(&bad_addr), "listeners[0].address");
+        let bad_prefix = format!("{MINIMAL}path_prefix = \"inbox\"\n");
+        assert_eq!(field_of(&bad_prefix), "routes[0].path_prefix");
+        let bad_host = format!("{MINIMAL}hosts = [\"*.\"]\n");
+        assert_eq!(field_of(&bad_host), "routes[0].hosts[0]");
+        let zero = MINIMAL.replace(
+            "[upstreams.app]",
+            "[upstreams.app]\nresponse_timeout = \"0s\"",
+        );
+        assert_eq!(field_of(&zero), "upstreams.app.response_timeout");
+        let no_listener = MINIMAL.replace("[[listeners]]\naddress = \"127.0.0.1:0\"", "");
+        assert_eq!(field_of(&no_listener), "listeners");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nendpoint = \"x\"");
+        match parse(&text) {
+            Err(ConfigError::Parse(m)) => assert!(m.contains("endpoint"), "{m}"),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wildcard_hosts_and_methods() {
+        let text = format!(
+            "{MINIMAL}hosts = [\"Example.org\", \"*.social.example\"]\nmethods = [\"post\"]\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.routes[0].hosts,
+            vec![
+                HostMatch::Exact("example.org".into()),
+                HostMatch::Suffix(".social.example".into())
+            ]
+        );
+        assert_eq!(c.routes[0].methods, vec![Method::POST]);
+    }
+}

@@ -1,0 +1,126 @@
+//! Rejections and failures of the request path, and the one edge step ("rescue") that turns
+//! each into a response. Nothing reaches hyper as an `Err`: every failure knows its status and
+//! carries a short fixed body that never echoes upstream internals.
+
+use http::StatusCode;
+
+use crate::metrics::UpstreamErrorKind;
+
+/// Why the gateway answered a request itself instead of relaying an upstream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("connecting to the upstream failed")]
+    UpstreamConnect,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream closed or reset the connection")]
+    UpstreamReset,
+    #[error("the upstream spoke invalid HTTP")]
+    UpstreamProtocol,
+    #[error("the upstream has no healthy endpoint")]
+    NoHealthyEndpoint,
+    #[error("the request could not be forwarded: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamConnect
+            | ProxyError::UpstreamReset
+            | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The fixed body sent to the client.
+    pub fn body(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route\n",
+            ProxyError::UpstreamConnect
+            | ProxyError::UpstreamReset
+            | ProxyError::UpstreamProtocol => "bad gateway\n",
+            ProxyError::UpstreamTimeout => "gateway timeout\n",
+            ProxyError::NoHealthyEndpoint => "no healthy upstream\n",
+            ProxyError::BadRequest(_) => "bad request\n",
+        }
+    }
+
+    /// The `kind` label of `fedgate_upstream_errors_total`, for upstream failures.
+    pub fn upstream_kind(self) -> Option<UpstreamErrorKind> {
+        match self {
+            ProxyError::UpstreamConnect => Some(UpstreamErrorKind::Connect),
+            ProxyError::UpstreamTimeout => Some(UpstreamErrorKind::Timeout),
+            ProxyError::UpstreamReset => Some(UpstreamErrorKind::Reset),
+            ProxyError::UpstreamProtocol => Some(UpstreamErrorKind::Protocol),
+            ProxyError::NoHealthyEndpoint => Some(UpstreamErrorKind::NoHealthyEndpoint),
+            ProxyError::NoRoute | ProxyError::BadRequest(_) => None,
+        }
+    }
+
+    /// Short machine-readable name for logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::BadRequest(_) => "bad_request",
+            other => other.upstream_kind().map_or("error", |k| k.as_str()),
+        }
+    }
+
+    /// Classifies a failure of the upstream client.
+    pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
+        if err.is_connect() {
+            return ProxyError::UpstreamConnect;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+        while let Some(e) = source {
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    return ProxyError::UpstreamTimeout;
+                }
+                if h.is_parse() || h.is_parse_status() || h.is_user() {
+                    return ProxyError::UpstreamProtocol;
+                }
+                if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                    return ProxyError::UpstreamReset;
+                }
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                return match io.kind() {
+                    TimedOut => ProxyError::UpstreamTimeout,
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                        ProxyError::UpstreamReset
+                    }
+                    _ => ProxyError::UpstreamProtocol,
+                };
+            }
+            source = e.source();
+        }
+        ProxyError::UpstreamReset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_maps_to_its_status() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::UpstreamConnect.status(), 502);
+        assert_eq!(ProxyError::UpstreamReset.status(), 502);
+        assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
+        assert_eq!(ProxyError::NoHealthyEndpoint.status(), 503);
+        assert_eq!(
+            ProxyError::UpstreamTimeout.upstream_kind(),
+            Some(UpstreamErrorKind::Timeout)
+        );
+        assert_eq!(ProxyError::NoRoute.upstream_kind(), None);
+    }
+}

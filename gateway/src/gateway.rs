@@ -1,0 +1,333 @@
+//! A running gateway: listeners, the admin server, the current [`Runtime`] and its reloads,
+//! and graceful drain. `main` drives it from signals; tests drive it directly.
+//!
+//! Reload = validate, diff, swap, keep state: a file that fails validation (or whose
+//! upstreams cannot be built) leaves the running runtime untouched and is counted as
+//! `fedgate_config_reloads_total{result="error"}`.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::runtime::{HandleCache, Runtime};
+
+/// State shared by listeners, the admin server and the reloader.
+#[derive(Debug)]
+pub struct Shared {
+    state: ArcSwap<Runtime>,
+    metrics: Metrics,
+    started: Instant,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    config_path: Option<PathBuf>,
+    reload: Mutex<ReloadState>,
+}
+
+#[derive(Debug)]
+struct ReloadState {
+    cache: HandleCache,
+    /// Hash of the file text last applied or rejected, so the watcher reacts to changes only.
+    last_seen: Option<u64>,
+}
+
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to reload from")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Build(String),
+}
+
+impl Shared {
+    /// The runtime requests are served with right now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.state.load_full()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the configuration file and applies it.
+    pub fn reload_from_file(&self) -> Result<(), ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ReloadError::Config(config::ConfigError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        });
+        let result = text.and_then(|text| {
+            self.reload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_seen = Some(hash(&text));
+            let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+            Ok(config::from_str(&text, base)?)
+        });
+        match result {
+            Ok(cfg) => self.apply(cfg),
+            Err(e) => {
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, path = %path.display(), "configuration reload rejected; keeping the running configuration");
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies a validated configuration: build beside the running one, then swap.
+    pub fn apply(&self, config: Config) -> Result<(), ReloadError> {
+        let mut guard = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.state.load_full();
+        let restart_only = [
+            (
+                "listeners",
+                current.config.source.listeners != config.source.listeners,
+            ),
+            ("admin", current.config.source.admin != config.source.admin),
+            (
+                "server",
+                current.config.source.server != config.source.server,
+            ),
+        ];
+        let next = match Runtime::build(config, &self.metrics, Some(&current), &mut guard.cache) {
+            Ok(next) => next,
+            Err(e) => {
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
+                return Err(ReloadError::Build(e));
+            }
+        };
+        let kept = next
+            .upstreams
+            .iter()
+            .filter(|(n, u)| current.upstreams.get(*n).is_some_and(|c| Arc::ptr_eq(c, u)))
+            .count();
+        current.retire_removed(&next, &self.metrics, &mut guard.cache);
+        let routes = next.routes.routes().len();
+        let upstreams = next.upstreams.len();
+        self.state.store(Arc::new(next));
+        self.metrics.config_reload(true);
+        for (section, changed) in restart_only {
+            if changed {
+                tracing::warn!(
+                    section,
+                    "configuration section changed; it takes effect after a restart"
+                );
+            }
+        }
+        tracing::info!(
+            routes,
+            upstreams,
+            upstreams_kept = kept,
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+}
+
+/// Resolves once `stop` holds `true` (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    admin_stop: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    admin_task: JoinHandle<()>,
+    watch_task: Option<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Binds every listener and the admin socket, then starts serving. Fails before serving
+    /// anything if a socket cannot be bound or an upstream cannot be built.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
+        let metrics = Metrics::new(prometheus::Registry::new()).map_err(|e| e.to_string())?;
+        let mut cache = HandleCache::default();
+        let grace = config.server.shutdown_grace;
+        let watch_cfg = config.reload.clone();
+        let listener_cfgs = config.listeners.clone();
+        let admin_cfg = config.admin.clone();
+        let runtime = Runtime::build(config, &metrics, None, &mut cache)?;
+
+        let mut bound = Vec::with_capacity(listener_cfgs.len());
+        for l in &listener_cfgs {
+            bound.push(crate::server::bind(l)?);
+        }
+        let admin = crate::admin::bind(admin_cfg.address)?;
+        let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+
+        let last_seen = config_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| hash(&t));
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(runtime),
+            metrics,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            config_path: config_path.clone(),
+            reload: Mutex::new(ReloadState { cache, last_seen }),
+        });
+
+        let (stop, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let mut listeners = Vec::with_capacity(bound.len());
+        let mut accept_tasks = Vec::with_capacity(bound.len());
+        for l in bound {
+            listeners.push((l.config.name.clone(), l.local_addr));
+            tracing::info!(listener = %l.config.name, address = %l.local_addr, tls = l.config.tls.is_some(), "listening");
+            accept_tasks.push(tokio::spawn(crate::server::accept_loop(
+                l,
+                shared.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), admin_stop_rx));
+        tracing::info!(address = %admin_addr, "admin listening");
+
+        let watch_task = match (&config_path, watch_cfg.watch) {
+            (Some(path), true) => Some(tokio::spawn(watch_file(
+                shared.clone(),
+                path.clone(),
+                watch_cfg.poll_interval,
+                stop_rx,
+            ))),
+            _ => None,
+        };
+        shared.ready.store(true, Ordering::Release);
+        Ok(Gateway {
+            shared,
+            listeners,
+            admin_addr,
+            stop,
+            admin_stop,
+            accept_tasks,
+            admin_task,
+            watch_task,
+            graceful,
+            grace,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Address a listener is bound to (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Reloads the configuration file (what SIGHUP does).
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.shared.reload_from_file()
+    }
+
+    /// Drains: `/ready` turns 503, listeners stop accepting, in-flight requests get up to the
+    /// grace period to finish. Returns `true` when every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        let started = Instant::now();
+        self.shared.draining.store(true, Ordering::Release);
+        tracing::info!(grace_seconds = self.grace.as_secs_f64(), "draining");
+        let _ = self.stop.send(true);
+        for t in self.accept_tasks {
+            let _ = t.await;
+        }
+        if let Some(t) = self.watch_task {
+            t.abort();
+        }
+        let clean = match Arc::try_unwrap(self.graceful) {
+            Ok(g) => tokio::time::timeout(self.grace, g.shutdown()).await.is_ok(),
+            Err(_) => false,
+        };
+        if clean {
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+        } else {
+            tracing::warn!("grace period ended with connections still open");
+        }
+        let _ = self.admin_stop.send(true);
+        let _ = self.admin_task.await;
+        clean
+    }
+}
+
+async fn watch_file(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = crate::gateway::stopped(&mut stop) => return,
+        }
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            continue;
+        };
+        let h = hash(&text);
+        let changed = shared
+            .reload
+            .lock()
+            .map(|s| s.last_seen != Some(h))
+            .unwrap_or(false);
+        if changed {
+            tracing::info!(path = %path.display(), "configuration file changed");
+            let _ = shared.reload_from_file();
+        }
+    }
+}

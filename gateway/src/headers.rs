@@ -1,0 +1,383 @@
+//! Header rewriting on the way through (phase 1 ids, phase 9 forwarding).
+//!
+//! What the proxy removes (hop-by-hop headers, RFC 9110 §7.6.1), what it adds (client
+//! address headers, `Via`), and the ids it keeps or creates (`X-Request-Id`, W3C
+//! `traceparent`). Everything else, `Host`, `Date`, `Digest`, `Signature` and the rest,
+//! passes untouched so that federation signatures still verify at the upstream.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::ForwardingConfig;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// `true` for an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Names listed in Connection are hop-by-hop too; collecting them allocates only when a
+    // client lists something beyond the usual keep-alive/close/upgrade.
+    if headers.contains_key(header::CONNECTION) {
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in headers.get_all(header::CONNECTION) {
+            let Ok(s) = v.to_str() else { continue };
+            for t in s.split(',') {
+                let t = t.trim();
+                if t.is_empty()
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    if !is_end_to_end_essential(&n) {
+                        listed.push(n);
+                    }
+                }
+            }
+        }
+        for n in listed {
+            headers.remove(n);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::TRAILER);
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for n in names {
+            headers.remove(n);
+        }
+    }
+}
+
+/// A hostile `Connection: host, date, digest` must not strip what signatures cover.
+fn is_end_to_end_essential(n: &HeaderName) -> bool {
+    n == header::HOST || n == header::DATE || n.as_str() == "digest" || n.as_str() == "signature"
+}
+
+/// Precomputed `Via` values for each protocol version a client may use.
+#[derive(Debug, Clone)]
+pub struct Via {
+    http10: HeaderValue,
+    http11: HeaderValue,
+    http2: HeaderValue,
+}
+
+impl Via {
+    pub fn new(pseudonym: &str) -> Option<Self> {
+        let v = |p: &str| HeaderValue::from_str(&format!("{p} {pseudonym}")).ok();
+        Some(Via {
+            http10: v("1.0")?,
+            http11: v("1.1")?,
+            http2: v("2")?,
+        })
+    }
+
+    pub fn for_version(&self, version: http::Version) -> &HeaderValue {
+        match version {
+            http::Version::HTTP_10 | http::Version::HTTP_09 => &self.http10,
+            http::Version::HTTP_2 | http::Version::HTTP_3 => &self.http2,
+            _ => &self.http11,
+        }
+    }
+}
+
+/// Adds the client-address headers the configuration asks for.
+pub fn add_client_headers(
+    headers: &mut HeaderMap,
+    cfg: &ForwardingConfig,
+    client: IpAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
+    let proto = if tls { "https" } else { "http" };
+    if cfg.x_forwarded {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+            _ => client.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        if let Some(h) = host {
+            headers.insert(&X_FORWARDED_HOST, h.clone());
+        }
+    }
+    if cfg.forwarded {
+        let mut v = String::with_capacity(64);
+        match client {
+            IpAddr::V4(a) => {
+                let _ = write!(v, "for={a}");
+            }
+            IpAddr::V6(a) => {
+                let _ = write!(v, "for=\"[{a}]\"");
+            }
+        }
+        let _ = write!(v, ";proto={proto}");
+        if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+            let _ = write!(v, ";host=\"{}\"", h.replace(['"', '\\'], ""));
+        }
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.append(&FORWARDED, v);
+        }
+    }
+}
+
+/// Returns the request id to use: the client's when trusted and well-formed, else a new one.
+pub fn request_id(headers: &HeaderMap, cfg: &ForwardingConfig) -> HeaderValue {
+    if cfg.trust_request_id {
+        if let Some(v) = headers.get(&cfg.request_id_header) {
+            if crate::config::is_valid_request_id(v) {
+                return v.clone();
+            }
+        }
+    }
+    new_request_id()
+}
+
+/// A random UUID (version 4) as a header value.
+pub fn new_request_id() -> HeaderValue {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = [0u8; 36];
+    let mut j = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s[j] = b'-';
+            j += 1;
+        }
+        s[j] = HEX[(byte >> 4) as usize];
+        s[j + 1] = HEX[(byte & 0xf) as usize];
+        j += 2;
+    }
+    HeaderValue::from_bytes(&s).expect("hex and dashes are valid header bytes")
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Keeps a valid W3C `traceparent` or replaces it with a new one; returns the trace id.
+pub fn ensure_traceparent(headers: &mut HeaderMap) -> TraceId {
+    if let Some(v) = headers.get(&TRACEPARENT) {
+        if let Some(id) = parse_traceparent(v.as_bytes()) {
+            return id;
+        }
+    }
+    let trace = loop {
+        let t = fastrand::u128(..);
+        if t != 0 {
+            break t;
+        }
+    };
+    let span = fastrand::u64(1..);
+    let mut s = [0u8; 55];
+    s[..3].copy_from_slice(b"00-");
+    hex_into(&mut s[3..35], &trace.to_be_bytes());
+    s[35] = b'-';
+    hex_into(&mut s[36..52], &span.to_be_bytes());
+    s[52..].copy_from_slice(b"-00");
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&s[3..35]);
+    headers.insert(
+        &TRACEPARENT,
+        HeaderValue::from_bytes(&s).expect("hex is a valid header value"),
+    );
+    TraceId(id)
+}
+
+/// A trace id as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+}
+
+/// Validates `version-traceid-parentid-flags` as W3C Trace Context level 1 defines it.
+fn parse_traceparent(v: &[u8]) -> Option<TraceId> {
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let lower_hex = |s: &[u8]| {
+        s.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    if !lower_hex(version)
+        || version == b"ff"
+        || !lower_hex(trace)
+        || !lower_hex(parent)
+        || !lower_hex(flags)
+    {
+        return None;
+    }
+    // Version 00 has exactly this length; later versions may append fields after a dash.
+    if (version == b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(trace);
+    Some(TraceId(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_what_connection_lists() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, date"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("trailer", "x"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "y"),
+            ("date", "Tue, 07 Jun 2022 20:51:35 GMT"),
+            ("digest", "SHA-256=abc"),
+            ("host", "example.org"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(h.contains_key("date") && h.contains_key("digest") && h.contains_key("host"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_upgrade_when_upgrading() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn traceparent_is_kept_when_valid_and_replaced_when_not() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", valid)]);
+        let id = ensure_traceparent(&mut h);
+        assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["traceparent"], valid);
+
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let mut h = map(&[("traceparent", bad)]);
+            let id = ensure_traceparent(&mut h);
+            let new = h["traceparent"].to_str().unwrap().to_string();
+            assert_ne!(new, bad);
+            assert!(parse_traceparent(new.as_bytes()).is_some(), "{new}");
+            assert_eq!(&new[3..35], id.as_str());
+        }
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let v = new_request_id();
+        let s = v.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert_ne!(new_request_id(), v);
+    }
+
+    #[test]
+    fn client_headers_append_to_an_existing_chain() {
+        let cfg = crate::config::ForwardingConfig {
+            x_forwarded: true,
+            forwarded: true,
+            via: None,
+            preserve_host: true,
+            request_id_header: HeaderName::from_static("x-request-id"),
+            trust_request_id: true,
+        };
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
+        let host = HeaderValue::from_static("social.example");
+        add_client_headers(&mut h, &cfg, "::1".parse().unwrap(), true, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "social.example");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"social.example\""
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! fedgate: an edge reverse proxy for federation services that measures what operators need.
+//!
+//! Module map, in request order (see `docs/architecture.md` for the phase chart):
+//! - [`server`]: phase 1, accept, TLS, HTTP/1.1 and HTTP/2 connections
+//! - [`headers`]: request ids, trace context, hop-by-hop and forwarding headers
+//! - [`routing`]: phase 2, route selection
+//! - [`upstream`]: phases 8 and 9, balancing and pooled upstream clients
+//! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
+//! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
+//! - [`metrics`]: the metric families and their pre-resolved handles
+//! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
+//! - [`config`], [`runtime`], [`gateway`]: config file → validated config → runtime, reload,
+//!   drain
+//! - [`tls`], [`demo`], [`logging`]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod record;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+pub use config::Config;
+pub use gateway::Gateway;

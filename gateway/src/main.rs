@@ -1,0 +1,184 @@
+//! The `fedgate` command: `run`, `check`, `demo` and `demo-upstream`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fedgate::config::{self, LogFormat};
+use fedgate::Gateway;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fedgate",
+    version,
+    about = "Monitoring gateway for federation services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit (non-zero, naming the field, when invalid).
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the gateway in front of a built-in demo federation server, no file needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = config::DEFAULT_ADMIN_ADDRESS)]
+        admin: SocketAddr,
+    },
+    /// Run only the built-in demo federation server.
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(config),
+        Command::Demo { listen, admin } => demo(listen, admin),
+        Command::DemoUpstream { listen } => demo_upstream(listen),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fedgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> anyhow::Result<ExitCode> {
+    match config::load(path) {
+        Ok(c) => {
+            eprintln!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                path.display(),
+                c.listeners.len(),
+                c.upstreams.len(),
+                c.routes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    // One worker runs on the calling thread: no cross-thread wake-ups at all.
+    let rt = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("fedgate-worker")
+            .enable_all()
+            .build()?
+    };
+    Ok(rt)
+}
+
+fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedgate: {}: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    fedgate::logging::init(cfg.server.log_format, &cfg.server.log_level);
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    runtime(cfg.server.workers)?.block_on(async move {
+        let workers = cfg.server.workers;
+        let gateway = Gateway::start(cfg, Some(path))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            workers,
+            "fedgate started"
+        );
+        serve_until_signal(gateway, true).await
+    })
+}
+
+fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
+    fedgate::logging::init(LogFormat::Text, "info");
+    runtime(std::thread::available_parallelism().map_or(1, |n| n.get()))?.block_on(async move {
+        let upstream = fedgate::demo::spawn_upstream("127.0.0.1:0".parse()?)
+            .await
+            .context("starting the demo upstream")?;
+        let cfg = fedgate::demo::config(listen, admin, upstream)?;
+        let gateway = Gateway::start(cfg, None)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            "demo: try `curl http://{listen}/users/alice` and `curl http://{}/metrics`",
+            gateway.admin_addr()
+        );
+        serve_until_signal(gateway, false).await
+    })
+}
+
+fn demo_upstream(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    fedgate::logging::init(LogFormat::Text, "info");
+    runtime(1)?.block_on(async move {
+        let addr = fedgate::demo::spawn_upstream(listen).await?;
+        tracing::info!(address = %addr, "demo federation server listening");
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Serves until SIGTERM/SIGINT, reloading on SIGHUP, then drains.
+async fn serve_until_signal(gateway: Gateway, reloadable: bool) -> anyhow::Result<ExitCode> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if reloadable {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    // The outcome is logged and counted by the reload itself.
+                    let _ = gateway.reload();
+                } else {
+                    tracing::info!("SIGHUP ignored: no configuration file");
+                }
+            }
+        }
+    }
+    let clean = gateway.shutdown().await;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}

@@ -1,0 +1,123 @@
+//! Phase 11: metrics and the access log, recorded once per request when its response body
+//! ends or is dropped. A [`Completion`] is created as soon as a route is known (or as soon as
+//! it is known that none matches) and travels inside the response body.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+
+use crate::headers::TraceId;
+use crate::metrics::{MethodLabel, RouteMetrics};
+use crate::upstream::Lease;
+
+/// What the access log needs beyond the metrics; allocated only when the log is on.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub path: String,
+    pub request_id: HeaderValue,
+    pub trace_id: TraceId,
+    pub client: SocketAddr,
+}
+
+/// The record of one request, written when dropped.
+#[derive(Debug)]
+pub struct Completion {
+    start: Instant,
+    metrics: Arc<RouteMetrics>,
+    method: MethodLabel,
+    status: u16,
+    request_bytes: Option<Arc<AtomicU64>>,
+    response_bytes: u64,
+    lease: Option<Lease>,
+    error: Option<&'static str>,
+    complete: bool,
+    log: Option<Box<AccessLog>>,
+}
+
+impl Completion {
+    pub fn new(
+        start: Instant,
+        metrics: Arc<RouteMetrics>,
+        method: MethodLabel,
+        request_bytes: Option<Arc<AtomicU64>>,
+        log: Option<Box<AccessLog>>,
+    ) -> Self {
+        metrics.in_flight.inc();
+        Completion {
+            start,
+            metrics,
+            method,
+            status: 0,
+            request_bytes,
+            response_bytes: 0,
+            lease: None,
+            error: None,
+            complete: false,
+            log,
+        }
+    }
+
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    pub fn set_error(&mut self, code: &'static str) {
+        self.error = Some(code);
+    }
+
+    /// Ties the upstream endpoint lease to the response: released when the body ends.
+    pub fn set_lease(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
+    pub fn add_response_bytes(&mut self, n: u64) {
+        self.response_bytes += n;
+    }
+
+    /// Ends the request; `complete` is false when the body was cut short.
+    pub fn finish(mut self, complete: bool) {
+        self.complete = complete;
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let request_bytes = self
+            .request_bytes
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        self.metrics.in_flight.dec();
+        self.metrics.record(
+            self.method,
+            self.status,
+            elapsed.as_secs_f64(),
+            request_bytes,
+            self.response_bytes,
+        );
+        let lease = self.lease.take();
+        if let Some(log) = self.log.take() {
+            let endpoint = lease.as_ref().map(|l| &*l.endpoint().label);
+            tracing::info!(
+                target: "fedgate::access",
+                route = self.metrics.route(),
+                upstream = self.metrics.upstream(),
+                endpoint = endpoint.unwrap_or("-"),
+                method = self.method.as_str(),
+                path = log.path,
+                status = self.status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes_in = request_bytes,
+                bytes_out = self.response_bytes,
+                complete = self.complete,
+                error = self.error.unwrap_or("-"),
+                request_id = log.request_id.to_str().unwrap_or("-"),
+                trace_id = log.trace_id.as_str(),
+                client = %log.client,
+            );
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The swappable part of a running gateway: routes, upstreams and forwarding settings built
+//! from one validated [`Config`]. A reload builds a new [`Runtime`] next to the running one,
+//! reusing every upstream whose config did not change, then swaps it in with one atomic store.
+//! Requests already in flight keep the `Arc<Runtime>` they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::{Config, ForwardingConfig};
+use crate::headers::Via;
+use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
+use crate::routing::{Route, RouteTable};
+use crate::upstream::Upstream;
+
+/// Route label used for requests that match no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// Upstream label used where no upstream was involved.
+pub const NO_UPSTREAM: &str = "none";
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub routes: RouteTable,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub forwarding: ForwardingConfig,
+    pub via: Option<Via>,
+    pub access_log: bool,
+    pub unmatched: Arc<RouteMetrics>,
+    pub config: Arc<Config>,
+}
+
+/// Upstream metric handles that outlive rebuilds of the upstream, keyed by name, so a changed
+/// upstream keeps counting into the same series and connection gauges.
+#[derive(Debug, Default)]
+pub struct HandleCache {
+    upstreams: HashMap<String, UpstreamMetrics>,
+}
+
+impl Runtime {
+    /// Builds a runtime; unchanged upstreams of `previous` are carried over as they are.
+    pub fn build(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Runtime>,
+        cache: &mut HandleCache,
+    ) -> Result<Runtime, String> {
+        let mut upstreams = BTreeMap::new();
+        for (name, uc) in &config.upstreams {
+            let reused = previous
+                .and_then(|p| p.upstreams.get(name))
+                .filter(|u| u.config == *uc)
+                .cloned();
+            let upstream = match reused {
+                Some(u) => u,
+                None => {
+                    let handles = cache
+                        .upstreams
+                        .entry(name.clone())
+                        .or_insert_with(|| metrics.upstream(name))
+                        .clone();
+                    Arc::new(
+                        Upstream::new(uc.clone(), handles)
+                            .map_err(|e| format!("upstreams.{name}: {e}"))?,
+                    )
+                }
+            };
+            upstreams.insert(name.clone(), upstream);
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
+                format!("route {} names unknown upstream {}", rc.name, rc.upstream)
+            })?;
+            let response_timeout = match rc.timeout {
+                Some(t) => t.min(upstream.config.response_timeout),
+                None => upstream.config.response_timeout,
+            };
+            routes.push(Arc::new(Route {
+                metrics: metrics.route(&rc.name, &rc.upstream),
+                config: rc.clone(),
+                upstream,
+                response_timeout,
+            }));
+        }
+        let via = config.forwarding.via.as_deref().and_then(Via::new);
+        Ok(Runtime {
+            routes: RouteTable::new(routes),
+            upstreams,
+            forwarding: config.forwarding.clone(),
+            via,
+            access_log: config.server.access_log,
+            unmatched: metrics.route(UNMATCHED_ROUTE, NO_UPSTREAM),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Drops the metric series of upstreams that `next` no longer has.
+    pub fn retire_removed(&self, next: &Runtime, metrics: &Metrics, cache: &mut HandleCache) {
+        for name in self.upstreams.keys() {
+            if !next.upstreams.contains_key(name) {
+                cache.upstreams.remove(name);
+                metrics.forget_upstream(name);
+            }
+        }
+    }
+
+    /// Publishes gauges that are computed rather than counted (before each scrape).
+    pub fn refresh_gauges(&self) {
+        for u in self.upstreams.values() {
+            u.metrics.refresh_connections();
+        }
+    }
+}

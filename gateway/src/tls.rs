@@ -1,0 +1,146 @@
+//! TLS material: PEM loading for listeners and upstream trust, and the SNI certificate
+//! resolver used by phase 1 (accept, TLS). All of it runs at config load, never per request,
+//! except [`SniResolver::resolve`], which is one hash lookup per handshake.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// The crypto provider used everywhere in the gateway.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a certificate chain and its private key from PEM files.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate found", cert.display()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
+    let ck = CertifiedKey::new(chain, signing_key);
+    ck.keys_match()
+        .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
+    Ok(ck)
+}
+
+/// DNS names (subject alternative names, else the common name) of a certificate's leaf.
+pub fn certificate_names(ck: &CertifiedKey) -> Vec<String> {
+    let Some(leaf) = ck.cert.first() else {
+        return Vec::new();
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
+
+/// Loads a PEM bundle of trusted roots.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(roots)
+}
+
+/// Chooses a certificate by SNI: exact name, then `*.parent` wildcard, then the default.
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("names", &self.exact.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SniResolver {
+    /// The first certificate is the default for clients that send no or an unknown name.
+    pub fn new(certificates: &[(Vec<String>, Arc<CertifiedKey>)]) -> Option<Self> {
+        let default = certificates.first()?.1.clone();
+        let mut exact = HashMap::new();
+        for (names, key) in certificates {
+            for n in names {
+                exact.entry(n.clone()).or_insert_with(|| key.clone());
+            }
+        }
+        Some(SniResolver { exact, default })
+    }
+
+    fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return k.clone();
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(k) = self.exact.get(&format!("*.{parent}")) {
+                return k.clone();
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(match hello.server_name() {
+            Some(n) => self.lookup(n),
+            None => self.default.clone(),
+        })
+    }
+}
+
+/// Builds the rustls server configuration for a TLS listener.
+pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerConfig, String> {
+    let resolver = SniResolver::new(&tls.certificates).ok_or("no certificate configured")?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = if tls.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(cfg)
+}

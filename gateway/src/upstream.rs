@@ -1,0 +1,269 @@
+//! Upstreams (phase 8 balancing, phase 9 forwarding): named services with one or more
+//! endpoints, a keep-alive connection pool (HTTP/1.1, or HTTP/2, plain or TLS), a balancer,
+//! and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
+//! changes, so a reload that leaves it alone keeps its pool and counters.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
+use crate::metrics::{ConnStats, UpstreamMetrics};
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// The pooled HTTP client of one upstream.
+pub type UpstreamClient = Client<CountingConnector, RequestBody>;
+
+/// One endpoint of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub config: EndpointConfig,
+    /// `scheme://authority`, the `endpoint` label and log field.
+    pub label: Arc<str>,
+    in_flight: AtomicUsize,
+}
+
+impl Endpoint {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A named upstream service.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub config: UpstreamConfig,
+    pub endpoints: Vec<Endpoint>,
+    pub client: UpstreamClient,
+    pub metrics: UpstreamMetrics,
+    next: AtomicUsize,
+}
+
+/// An endpoint chosen for one request; releases its in-flight count when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    upstream: Arc<Upstream>,
+    index: usize,
+}
+
+impl Lease {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.upstream.endpoints[self.index]
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.upstream.endpoints[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.upstream
+            .metrics
+            .conns
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream and its (empty) connection pool.
+    pub fn new(config: UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, String> {
+        let connector = CountingConnector {
+            inner: https_connector(&config)?,
+            stats: metrics.conns.clone(),
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            // Host is set by the proxy: the client's own, or the endpoint's when configured.
+            .set_host(false);
+        if config.protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        let client = builder.build(connector);
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| Endpoint {
+                label: e.to_string().into(),
+                config: e.clone(),
+                in_flight: AtomicUsize::new(0),
+            })
+            .collect();
+        Ok(Upstream {
+            name: config.name.as_str().into(),
+            config,
+            endpoints,
+            client,
+            metrics,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Chooses an endpoint by the configured balancing and leases it for one request.
+    pub fn pick(self: &Arc<Self>) -> Lease {
+        let n = self.endpoints.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let index = match self.config.balance {
+            Balance::RoundRobin => start,
+            // Scan from the round-robin position so ties spread instead of piling on the first.
+            Balance::LeastInFlight => (0..n)
+                .map(|i| (start + i) % n)
+                .min_by_key(|&i| self.endpoints[i].in_flight())
+                .unwrap_or(start),
+        };
+        self.endpoints[index]
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.conns.active.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            upstream: self.clone(),
+            index,
+        }
+    }
+}
+
+fn https_connector(config: &UpstreamConfig) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+
+    let roots = match &config.tls_ca_file {
+        Some(path) => crate::tls::load_roots(path)?,
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(sn) = &config.tls_server_name {
+        let name = rustls::pki_types::ServerName::try_from(sn.clone())
+            .map_err(|e| format!("tls.server_name: {e}"))?;
+        builder =
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    // ALPN offers exactly the protocol the pool will speak.
+    Ok(match config.protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+    })
+}
+
+/// Wraps the connector so every connection it opens is counted until it closes.
+#[derive(Debug, Clone)]
+pub struct CountingConnector {
+    inner: HttpsConnector<HttpConnector>,
+    stats: Arc<ConnStats>,
+}
+
+impl tower::Service<Uri> for CountingConnector {
+    type Response = Counted;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let fut = self.inner.call(uri);
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let io = fut.await?;
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            Ok(Counted { io, stats })
+        })
+    }
+}
+
+/// An upstream connection that decrements the open count when closed.
+#[derive(Debug)]
+pub struct Counted {
+    io: Io,
+    stats: Arc<ConnStats>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connection for Counted {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl Read for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
