@@ -1,1 +1,472 @@
+//! Test harness for fedgate's end-to-end suites: real sockets on 127.0.0.1:0, a real upstream
+//! server ([`TestUpstream`]), the gateway started from a real config file ([`TestGateway`]) or
+//! as the real binary ([`fedgate_bin`]), and small client helpers.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target exactly as received (path and query).
+    pub target: String,
+    pub headers: HeaderMap,
+    pub version: http::Version,
+    pub body_len: u64,
+    pub body_sha256: String,
+}
+
+/// A real HTTP/1.1 + HTTP/2 upstream on 127.0.0.1:0 whose behaviour is chosen by path:
+/// - `/hash`: reads the whole body, answers its length and SHA-256 (streaming, no buffering)
+/// - `/echo`: streams the body back
+/// - `/bytes/N`: streams N bytes of a known pattern
+/// - `/slow/MS`: waits MS milliseconds, then answers 200
+/// - `/status/N`: answers status N
+/// - `/ws`: WebSocket echo (HTTP/1.1 upgrade)
+/// - anything else: 200 with body `upstream NAME`
+///
+/// Every response carries `x-upstream: NAME`.
+#[derive(Debug, Clone)]
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl TestUpstream {
+    pub async fn start(name: &str) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let up = TestUpstream {
+            addr,
+            name: name.to_string(),
+            seen: Arc::default(),
+            hits: Arc::default(),
+            stop: Arc::new(tokio::sync::Notify::new()),
+        };
+        let state = up.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = state.stop.notified() => return,
+                };
+                let st = state.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, Infallible>(st.answer(req).await) }
+                    });
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        up
+    }
+
+    /// Stops accepting new connections (existing ones finish).
+    pub fn stop(&self) {
+        self.stop.notify_waiters();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw no request")
+    }
+
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let path = req.uri().path().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let mut seen = Seen {
+            method: req.method().to_string(),
+            target,
+            headers: req.headers().clone(),
+            version: req.version(),
+            body_len: 0,
+            body_sha256: String::new(),
+        };
+        let mut resp = if path == "/ws" {
+            self.websocket(&mut req)
+        } else if path == "/echo" {
+            let body = req.into_body().boxed();
+            self.record(seen);
+            Response::new(body)
+        } else {
+            // Hash the body as it streams in, so large uploads never sit in memory.
+            let mut hasher = Sha256::new();
+            let mut len = 0u64;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Some(d) = f.data_ref() {
+                            len += d.len() as u64;
+                            hasher.update(d);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            seen.body_len = len;
+            seen.body_sha256 = hex::encode(hasher.finalize());
+            let hash_body = format!("{} {}", len, seen.body_sha256);
+            self.record(seen);
+            if path == "/hash" {
+                full(hash_body)
+            } else if let Some(n) = path.strip_prefix("/bytes/") {
+                pattern_body(n.parse().unwrap_or(0))
+            } else if let Some(ms) = path.strip_prefix("/slow/") {
+                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+                full("slow done".to_string())
+            } else if let Some(code) = path.strip_prefix("/status/") {
+                let mut r = full(format!("status {code}"));
+                *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+                r
+            } else {
+                full(format!("upstream {}", self.name))
+            }
+        };
+        resp.headers_mut()
+            .insert("x-upstream", self.name.parse().unwrap());
+        resp
+    }
+
+    fn record(&self, seen: Seen) {
+        self.seen.lock().unwrap().push(seen);
+    }
+
+    fn websocket(&self, req: &mut Request<Incoming>) -> Response<Body> {
+        use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            let mut r = full("not a websocket request".into());
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        };
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                let (tx, rx) = ws.split();
+                let _ = rx
+                    .filter(|m| {
+                        futures_util::future::ready(
+                            m.as_ref().is_ok_and(|m| m.is_text() || m.is_binary()),
+                        )
+                    })
+                    .forward(tx)
+                    .await;
+            }
+        });
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert("connection", "upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert(
+            "sec-websocket-accept",
+            derive_accept_key(key.as_bytes()).parse().unwrap(),
+        );
+        r
+    }
+}
+
+pub fn full(s: String) -> Response<Body> {
+    Response::new(
+        Full::new(Bytes::from(s))
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body of `n` bytes of a repeating pattern, streamed in 64 KiB chunks.
+pub fn pattern_body(n: u64) -> Response<Body> {
+    Response::new(pattern_stream(n))
+}
+
+/// Streams `n` pattern bytes in 64 KiB chunks.
+pub fn pattern_stream(n: u64) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = Bytes::from((0..CHUNK).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let stream = futures_util::stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let take = left.min(CHUNK as u64) as usize;
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(chunk.slice(..take))),
+                left - take as u64,
+            ))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// SHA-256 of the pattern stream of `n` bytes.
+pub fn pattern_sha256(n: u64) -> String {
+    const CHUNK: usize = 64 * 1024;
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    let mut h = Sha256::new();
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(CHUNK as u64) as usize;
+        h.update(&chunk[..take]);
+        left -= take as u64;
+    }
+    hex::encode(h.finalize())
+}
+
+/// A gateway started in-process from a real config file written to a temp directory.
+#[derive(Debug)]
+pub struct TestGateway {
+    pub gateway: Option<fedgate::Gateway>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// Minimal config head: one plain listener and the admin socket on port 0, no file watching.
+pub const HEAD: &str = r#"
+[server]
+access_log = false
+shutdown_grace = "5s"
+[admin]
+address = "127.0.0.1:0"
+[reload]
+watch = false
+[[listeners]]
+name = "public"
+address = "127.0.0.1:0"
+"#;
+
+impl TestGateway {
+    /// Starts a gateway with `HEAD` followed by `body` (upstreams and routes).
+    pub async fn start(body: &str) -> TestGateway {
+        Self::start_full(&format!("{HEAD}\n{body}")).await
+    }
+
+    /// Starts a gateway from complete config text.
+    pub async fn start_full(text: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("fedgate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let cfg = fedgate::config::load(&config_path).expect("test config must be valid");
+        let gateway = fedgate::Gateway::start(cfg, Some(config_path.clone()))
+            .await
+            .expect("gateway starts");
+        let addr = gateway.listener_addrs()[0].1;
+        let admin = gateway.admin_addr();
+        TestGateway {
+            gateway: Some(gateway),
+            addr,
+            admin,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn gw(&self) -> &fedgate::Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
+    /// Writes new config text (with `HEAD`) to the file and reloads it.
+    pub fn rewrite(&self, body: &str) -> Result<(), fedgate::gateway::ReloadError> {
+        std::fs::write(&self.config_path, format!("{HEAD}\n{body}")).unwrap();
+        self.gw().reload()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = send(get(&format!("http://{}/metrics", self.admin))).await;
+        assert_eq!(status, 200);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    pub async fn shutdown(mut self) -> bool {
+        self.gateway.take().unwrap().shutdown().await
+    }
+}
+
+/// The value of one sample in Prometheus text output, labels given in any order.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, rest) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i + 1..series.len() - 1]),
+            None => (series, ""),
+        };
+        if n != name {
+            continue;
+        }
+        let found: HashMap<&str, &str> = rest
+            .split(',')
+            .filter(|kv| !kv.is_empty())
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if found.len() == labels.len() && labels.iter().all(|(k, v)| found.get(k) == Some(v)) {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+type PlainClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+/// A shared HTTP/1.1 keep-alive client.
+pub fn client() -> PlainClient {
+    static C: OnceLock<PlainClient> = OnceLock::new();
+    C.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+        .clone()
+}
+
+/// An HTTP/2 (prior knowledge) client.
+pub fn h2_client() -> PlainClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub fn get(url: &str) -> Request<Body> {
+    Request::get(url).body(empty()).unwrap()
+}
+
+pub fn post(url: &str, body: impl Into<Bytes>) -> Request<Body> {
+    Request::post(url)
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// Sends with the shared client and collects the response.
+pub async fn send(req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    send_with(&client(), req).await
+}
+
+pub async fn send_with(c: &PlainClient, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = c.request(req).await.expect("request failed");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body)
+}
+
+/// Upstream and route config for one upstream named `name`.
+pub fn upstream_block(name: &str, urls: &[String], extra: &str) -> String {
+    let eps: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[upstreams.{name}]\nendpoints = [{}]\n{extra}\n",
+        eps.join(", ")
+    )
+}
+
+/// The `fedgate` binary, built once per test process.
+pub fn fedgate_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "fedgate", "--bin", "fedgate"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the fedgate binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("fedgate")
+    })
+    .clone()
+}
+
+/// A free port on 127.0.0.1 for the binary's config (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `url` until it answers `want` or the deadline passes.
+pub async fn wait_for_status(url: &str, want: u16, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_millis(500), client().request(get(url))).await
+        {
+            if r.status().as_u16() == want {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

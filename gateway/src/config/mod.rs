@@ -316,19 +316,20 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError>
 }
 
 fn validate_forwarding(f: &file::ForwardingSection) -> Result<ForwardingConfig, ConfigError> {
-    let (x_forwarded, forwarded) =
-        match f.client_headers.as_deref().unwrap_or("x-forwarded") {
-            "x-forwarded" => (true, false),
-            "forwarded" => (false, true),
-            "both" => (true, true),
-            "none" => (false, false),
-            other => return Err(ConfigError::field(
+    let (x_forwarded, forwarded) = match f.client_headers.as_deref().unwrap_or("x-forwarded") {
+        "x-forwarded" => (true, false),
+        "forwarded" => (false, true),
+        "both" => (true, true),
+        "none" => (false, false),
+        other => {
+            return Err(ConfigError::field(
                 "forwarding.client_headers",
                 format!(
                     "expected \"x-forwarded\", \"forwarded\", \"both\" or \"none\", got {other:?}"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let via = match f.via.as_deref() {
         None => Some("fedgate".to_string()),
         Some("") => None,

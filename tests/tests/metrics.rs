@@ -1,0 +1,221 @@
+//! The metrics contract on the real `/metrics` output: exact values after a known sequence
+//! of requests, `promtool check metrics` on the output, and the admin endpoints.
+
+use std::process::{Command, Stdio};
+
+use fedgate_tests::*;
+use std::io::Write;
+
+async fn setup() -> (TestUpstream, TestGateway) {
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(&format!(
+        "{}\n[[routes]]\nname = \"inbox\"\npath_prefix = \"/inbox\"\nmethods = [\"POST\"]\nupstream = \"app\"\n[[routes]]\nname = \"web\"\npath_prefix = \"/\"\nmethods = [\"GET\"]\nupstream = \"app\"\n",
+        upstream_block("app", &[up.url()], "")
+    ))
+    .await;
+    (up, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_values_after_a_known_sequence() {
+    let (_up, gw) = setup().await;
+    for _ in 0..3 {
+        assert_eq!(send(post(&gw.url("/inbox"), vec![b'x'; 1000])).await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(send(get(&gw.url("/status/404"))).await.0, 404);
+    }
+    assert_eq!(send(get(&gw.url("/bytes/5000"))).await.0, 200);
+    assert_eq!(
+        send(Request::delete(gw.url("/nothing")).body(empty()).unwrap())
+            .await
+            .0,
+        404
+    );
+
+    let m = gw.metrics().await;
+    let req = |route: &str, up: &str, method: &str, status: &str| {
+        metric(
+            &m,
+            "fedgate_requests_total",
+            &[
+                ("route", route),
+                ("upstream", up),
+                ("method", method),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(req("inbox", "app", "POST", "200"), Some(3.0));
+    assert_eq!(req("web", "app", "GET", "404"), Some(2.0));
+    assert_eq!(req("web", "app", "GET", "200"), Some(1.0));
+    assert_eq!(req("unmatched", "none", "DELETE", "404"), Some(1.0));
+
+    let count = |name: &str, labels: &[(&str, &str)]| metric(&m, &format!("{name}_count"), labels);
+    let sum = |name: &str, labels: &[(&str, &str)]| metric(&m, &format!("{name}_sum"), labels);
+    assert_eq!(
+        count(
+            "fedgate_request_duration_seconds",
+            &[("route", "inbox"), ("upstream", "app"), ("method", "POST")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        count("fedgate_request_size_bytes", &[("route", "inbox")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        sum("fedgate_request_size_bytes", &[("route", "inbox")]),
+        Some(3000.0)
+    );
+    assert_eq!(
+        count("fedgate_response_size_bytes", &[("route", "web")]),
+        Some(3.0)
+    );
+    // "status 404" twice plus 5000 pattern bytes.
+    assert_eq!(
+        sum("fedgate_response_size_bytes", &[("route", "web")]),
+        Some(2.0 * 10.0 + 5000.0)
+    );
+    assert_eq!(
+        count(
+            "fedgate_upstream_request_duration_seconds",
+            &[("upstream", "app")]
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        metric(&m, "fedgate_requests_in_flight", &[("route", "inbox")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_upstream_connections",
+            &[("upstream", "app"), ("state", "active")]
+        ),
+        Some(0.0)
+    );
+    let idle = metric(
+        &m,
+        "fedgate_upstream_connections",
+        &[("upstream", "app"), ("state", "idle")],
+    )
+    .unwrap();
+    assert!(
+        idle >= 1.0,
+        "the keep-alive pool should hold an idle connection, got {idle}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    assert!(metric(&m, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    // Bucket boundaries: a 1000-byte request falls in le=1024 but not le=256.
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_request_size_bytes_bucket",
+            &[("route", "inbox"), ("le", "256")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_request_size_bytes_bucket",
+            &[("route", "inbox"), ("le", "1024")]
+        ),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_gauge_counts_open_requests() {
+    let (_up, gw) = setup().await;
+    let slow = tokio::spawn(send(get(&gw.url("/slow/700"))));
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_requests_in_flight", &[("route", "web")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_upstream_connections",
+            &[("upstream", "app"), ("state", "active")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(slow.await.unwrap().0, 200);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_requests_in_flight", &[("route", "web")]),
+        Some(0.0)
+    );
+}
+
+use http::Request;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_output() {
+    let (_up, gw) = setup().await;
+    send(post(&gw.url("/inbox"), "{}")).await;
+    send(get(&gw.url("/x"))).await;
+    send(get(&gw.url("/status/503"))).await;
+    let text = gw.metrics().await;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by the test command (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Lint findings are printed but do not fail; we want none.
+    let lint = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lint.trim().is_empty(), "promtool lint findings:\n{lint}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_answer() {
+    let (_up, gw) = setup().await;
+    let admin = |p: &str| format!("http://{}{}", gw.admin, p);
+    assert_eq!(send(get(&admin("/live"))).await.0, 200);
+    assert_eq!(send(get(&admin("/ready"))).await.0, 200);
+    let (s, h, body) = send(get(&admin("/health"))).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "application/json");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["status"], "healthy");
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    let checks = doc["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["name"], "app");
+    assert_eq!(checks[0]["healthy_endpoints"], 1);
+    assert_eq!(send(get(&admin("/nope"))).await.0, 404);
+    let (s, _, _) = send(post(&admin("/metrics"), "")).await;
+    assert_eq!(s, 405);
+}
