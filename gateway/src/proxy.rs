@@ -1,9 +1,9 @@
 //! The request path: the phases of `docs/architecture.md` in order, for one request.
 //!
-//! 1. ids (request id, trace context) · 2. route · 8. endpoint by balancing · 9. forward
-//! with timeouts · 11. record when the body ends. Later phases (blocklist, rate limits, auth,
-//! signatures, plugins, breakers) slot in between 2 and 8 with the same shape: a check that
-//! returns `Ok` or a [`ProxyError`] that [`rescue`] turns into a response.
+//! Phases here: ids (request id, trace context), route, endpoint by balancing, forward with
+//! timeouts, record when the body ends. Later phases (blocklist, rate limits, auth,
+//! signatures, plugins, breakers) slot in between route and endpoint with the same shape: a
+//! check that returns `Ok` or a [`ProxyError`] that [`rescue`] turns into a response.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
