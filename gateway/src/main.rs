@@ -10,6 +10,11 @@ use fedgate::config::{self, LogFormat};
 use fedgate::Gateway;
 use tokio::signal::unix::{signal, SignalKind};
 
+// Proxying allocates many small, short-lived buffers across threads; mimalloc handles that
+// pattern measurably better than the system allocator (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fedgate",

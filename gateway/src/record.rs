@@ -50,7 +50,9 @@ impl Completion {
             start,
             metrics,
             method,
-            status: 0,
+            // Until a response exists, the request counts as abandoned by the client (499,
+            // as nginx logs it): the client went away before anything was sent.
+            status: 499,
             request_bytes,
             response_bytes: 0,
             lease: None,
