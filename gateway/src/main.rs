@@ -10,8 +10,8 @@ use fedgate::config::{self, LogFormat};
 use fedgate::Gateway;
 use tokio::signal::unix::{signal, SignalKind};
 
-// Proxying allocates many small, short-lived buffers across threads; mimalloc handles that
-// pattern measurably better than the system allocator (see docs/benchmarks.md).
+// Proxying allocates many small, short-lived buffers across threads, a pattern mimalloc
+// serves with less contention than the system allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
