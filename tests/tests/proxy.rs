@@ -350,3 +350,38 @@ async fn websocket_upgrades_pass_through() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstreams_are_spoken_to_by_prior_knowledge() {
+    let up = TestUpstream::start("h2").await;
+    let gw = TestGateway::start(&one_route(&up, "protocol = \"http2\"")).await;
+    let payload = vec![9u8; 70_000];
+    let want = format!(
+        "{} {}",
+        payload.len(),
+        hex::encode(Sha256::digest(&payload))
+    );
+    for _ in 0..3 {
+        let (s, _, body) = send(post(&gw.url("/hash?q=1"), payload.clone())).await;
+        assert_eq!(s, 200);
+        assert_eq!(body, want.as_bytes());
+    }
+    let seen = up.last();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.target, "/hash?q=1");
+    // One multiplexed connection carries all three requests.
+    let m = gw.metrics().await;
+    let open = metric(
+        &m,
+        "fedgate_upstream_connections",
+        &[("upstream", "app"), ("state", "idle")],
+    )
+    .unwrap()
+        + metric(
+            &m,
+            "fedgate_upstream_connections",
+            &[("upstream", "app"), ("state", "active")],
+        )
+        .unwrap();
+    assert_eq!(open, 1.0);
+}
