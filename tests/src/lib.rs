@@ -470,3 +470,16 @@ pub async fn wait_for_status(url: &str, want: u16, within: Duration) -> bool {
     }
     false
 }
+
+/// Runs `fedgate SUBCOMMAND --config FILE` to completion; returns the exit code and stderr.
+pub fn run_bin(subcommand: &str, config: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(fedgate_bin())
+        .args([subcommand, "--config"])
+        .arg(config)
+        .output()
+        .expect("the fedgate binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -113,15 +113,8 @@ fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(fedgate_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, err) = run_bin("check", &path);
+    (code.unwrap_or(-1), err)
 }
 
 #[test]
@@ -187,13 +180,9 @@ fn run_refuses_a_bad_file_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(fedgate_bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].upstream"));
+    let (code, err) = run_bin("run", &path);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("routes[0].upstream"), "{err}");
     assert!(
         std::net::TcpListener::bind(("127.0.0.1", admin)).is_ok(),
         "the admin port was bound"

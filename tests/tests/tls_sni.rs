@@ -164,13 +164,8 @@ fn a_key_that_does_not_match_its_certificate_is_refused_by_check() {
     );
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(fedgate_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run_bin("check", &path);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("listeners[0].tls.certificates[0].cert"),
         "{err}"
