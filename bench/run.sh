@@ -1,256 +1,600 @@
 #!/usr/bin/env bash
-# Reverse-proxy benchmark: fedgate, nginx and HAProxy in front of the same upstream, each
-# pinned to the same single core with one worker, driven by the same wrk load in one run.
+# Reverse-proxy benchmark: fedgate, nginx and HAProxy in front of the same nginx upstream,
+# each proxy pinned to the same single core with one worker, all driven by the same wrk
+# load, one after the other, in one run. Prints requests/s, p50, p99, CPU time per request
+# of the proxy process and errors, then fedgate's throughput and p99 against the others.
 #
-#   bash bench/run.sh                 # GET and POST scenarios, 10 s each
-#   DURATION=30s CONNECTIONS=100 bash bench/run.sh
+#   bash bench/run.sh                          # every scenario, 10 s each
+#   bash bench/run.sh --duration 30s --connections 100 --json results.json
+#   SCENARIOS=get bash bench/run.sh --build
 #
-# Prints requests/s, p50, p99 and CPU time per request of the proxy process, then the
-# fedgate/HAProxy and fedgate/nginx ratios. Traffic only ever goes to 127.0.0.1.
+# Traffic only ever goes to 127.0.0.1. See bench/README.md for what is measured and how to
+# add scenarios.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-3s}
-CONNECTIONS=${CONNECTIONS:-50}
-PROXY_CPU=${PROXY_CPU:-0}     # the core every proxy under test is pinned to
-LOAD_CPU=${LOAD_CPU:-1}       # wrk and the upstream share the other core
-JSON_OUT=${JSON_OUT:-}
-FEDGATE=${FEDGATE:-target/release/fedgate}
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+# Settings: environment first, command-line flags override.
+DURATION=${DURATION:-10s}        # measured run per proxy (wrk -d)
+WARMUP=${WARMUP:-3s}             # unmeasured run just before it (pools filled, caches warm)
+CONNECTIONS=${CONNECTIONS:-50}   # keep-alive connections (wrk -c)
+THREADS=${THREADS:-1}            # wrk threads (wrk -t)
+PROXY_CPU=${PROXY_CPU:-0}        # core every proxy under test is pinned to
+LOAD_CPU=${LOAD_CPU:-1}          # core shared by wrk and the upstream
+SCENARIOS=${SCENARIOS:-get post} # scenario_<name> functions below, run in this order
+DEFAULT_FEDGATE=$REPO_DIR/target/release/fedgate
+FEDGATE=${FEDGATE:-$DEFAULT_FEDGATE}
+SKIP_FEDGATE=${SKIP_FEDGATE:-0}  # 1: measure only the baseline, nginx and HAProxy
+JSON_OUT=${JSON_OUT:-}           # also write the results as JSON to this file
+KEEP_WORK=${KEEP_WORK:-0}        # 1: keep the temporary directory (configs, logs, wrk output)
+BUILD=0
 
-if [ ! -x "$FEDGATE" ] || [ "${1:-}" = "--build" ]; then
-  cargo build --release -p fedgate
-fi
+usage() {
+  cat <<EOF
+usage: bash bench/run.sh [options]
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
+  --build               rebuild fedgate (cargo build --release -p fedgate) before running
+  --json FILE           also write the results as JSON to FILE       (env JSON_OUT)
+  --duration D          measured wrk run per proxy, e.g. 10s, 1m     (env DURATION, $DURATION)
+  --warmup D            unmeasured wrk run before each measured one  (env WARMUP, $WARMUP)
+  --connections N       keep-alive connections                       (env CONNECTIONS, $CONNECTIONS)
+  --threads N           wrk threads                                  (env THREADS, $THREADS)
+  --scenarios "A B"     scenarios to run, from: $(list_scenarios)  (env SCENARIOS)
+  --skip-fedgate        measure only the baseline, nginx and HAProxy (env SKIP_FEDGATE=1)
+  --keep                keep the temporary directory with configs and logs (env KEEP_WORK=1)
+
+Other environment: PROXY_CPU (core for the proxies, $PROXY_CPU), LOAD_CPU (core for wrk and
+the upstream, $LOAD_CPU), FEDGATE (binary, default target/release/fedgate).
+EOF
 }
-trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { # url
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+# The script's own stderr, kept as fd 3: traps run inside whatever redirection is active
+# when the signal arrives, and their messages must not end up in a wrk output file.
+exec 3>&2
+die() { echo "bench: $*" >&3; exit 1; }
+warn() { echo "bench: warning: $*" >&3; }
+
+# ---------------------------------------------------------------------------------------
+# Scenarios. Each scenario_NAME function prints one table. `compare` runs the baseline and
+# all three proxies on one request shape; `fedgate_row` runs one fedgate configuration and
+# is the building block for fedgate-only comparisons (plugins on/off, signatures on/off):
+# render another template from bench/conf/ and compare the rows with `print_ratio`.
+# ---------------------------------------------------------------------------------------
+
+# A GET with a small response: the bare cost of proxying a request.
+scenario_get() {
+  compare get /users/alice
+}
+
+# A remote instance delivering a 2 KiB ActivityPub Create activity to an inbox: the
+# request body has to be streamed through as well.
+scenario_post() {
+  compare post /users/alice/inbox -s "$BENCH_DIR/post-inbox.lua"
+}
+
+list_scenarios() {
+  declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s%s", sep, $3; sep = " " }'
+}
+
+# compare SCENARIO PATH [wrk options...]
+compare() {
+  local scenario=$1 path=$2
+  shift 2
+  table_header "$scenario" "$path"
+  measure "$scenario" direct "$UP_PORT" 0 "$path" "$@"
+  if [ "$SKIP_FEDGATE" != 1 ]; then
+    fedgate_row "$scenario" fedgate "$BENCH_DIR/conf/fedgate.toml" "$path" "$@"
+  fi
+  measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@"
+  measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@"
+  echo
+  if [ "$SKIP_FEDGATE" != 1 ]; then
+    print_ratio "$scenario" fedgate haproxy
+    print_ratio "$scenario" fedgate nginx
+  fi
+  print_notes
+}
+
+# ---------------------------------------------------------------------------------------
+# Setup helpers
+# ---------------------------------------------------------------------------------------
+
+# find_bin NAME: the binary on PATH or in /usr/sbin (not on PATH for ordinary users).
+find_bin() {
+  command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true
+}
+
+# Installs whatever of nginx, HAProxy, wrk, curl and python3 is missing (Debian packages).
+ensure_packages() {
+  local missing=() sudo=()
+  [ -n "$(find_bin nginx)" ] || missing+=(nginx-light)
+  [ -n "$(find_bin haproxy)" ] || missing+=(haproxy)
+  [ -n "$(find_bin wrk)" ] || missing+=(wrk)
+  [ -n "$(find_bin curl)" ] || missing+=(curl)
+  [ -n "$(find_bin python3)" ] || missing+=(python3)
+  [ -n "$(find_bin taskset)" ] || missing+=(util-linux)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "missing ${missing[*]}; run as root or install sudo"
+    sudo=(sudo)
+  fi
+  echo "bench: installing ${missing[*]}" >&2
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# free_ports N: N distinct free TCP ports on 127.0.0.1. All sockets stay bound until every
+# port is chosen, so the kernel cannot hand out the same port twice.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replaces @KEY@ in TEMPLATE, refusing leftovers so a
+# typo in a template fails here rather than as a confusing proxy start-up error.
+render() {
+  local template=$1 out=$2 kv key value args=()
+  shift 2
+  for kv in "$@"; do
+    key=${kv%%=*}
+    value=${kv#*=}
+    value=$(printf '%s' "$value" | sed 's/[\\|&]/\\&/g')
+    args+=(-e "s|@${key}@|${value}|g")
+  done
+  sed "${args[@]}" "$template" >"$out"
+  if grep -n '@[A-Z_][A-Z_]*@' "$out" >&2; then
+    die "$template: placeholders left unfilled in $out"
+  fi
+}
+
+# Every long-running process started here, so the exit trap can stop them all.
+PIDS=()
+STARTED_PID=
+
+# start_bg LOG CPU COMMAND...: starts COMMAND pinned to CPU in the background. taskset
+# execs the command, so $! is the pid of the server itself. Sets STARTED_PID.
+start_bg() {
+  local log=$1 cpu=$2
+  shift 2
+  taskset -c "$cpu" "$@" >"$log" 2>&1 3>&- &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
+# alive PID: PID exists and has not exited. kill -0 alone is not enough: a child that has
+# exited stays a zombie, and answers kill -0, until it is waited for.
+alive() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL if it has not exited after 5 s; then reaps it.
+stop_pid() {
+  local pid=$1 p keep=() _
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      warn "pid $pid still running 5 s after SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=(${keep[@]+"${keep[@]}"})
+}
+
+# http_ok URL: true when URL answers 2xx. --noproxy: an http_proxy in the environment
+# must never send this traffic anywhere but loopback.
+http_ok() {
+  curl --noproxy '*' -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+}
+
+# wait_ready URL PID LOG: waits up to 10 s for URL to answer 2xx, failing early (with the
+# log) if the process has already died.
+wait_ready() {
+  local url=$1 pid=$2 log=$3 i
+  for i in $(seq 1 100); do
+    http_ok "$url" && return 0
+    if ! alive "$pid"; then
+      tail -n 20 "$log" >&2 || true
+      die "process $pid exited before $url answered (log: $log)"
+    fi
     sleep 0.1
   done
-  echo "timed out waiting for $1" >&2; return 1
+  tail -n 20 "$log" >&2 || true
+  die "timed out after $i tries waiting for $url (log: $log)"
 }
 
-UP_PORT=$(free_port); FG_PORT=$(free_port); FG_ADMIN=$(free_port); NG_PORT=$(free_port); HA_PORT=$(free_port)
-
-# The upstream: nginx answering a fixed 100-byte body, on the load core.
-mkdir -p "$WORK/up" "$WORK/ng"
-BODY=$(printf 'x%.0s' $(seq 1 100))
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/up;
-  proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/up; uwsgi_temp_path $WORK/up; scgi_temp_path $WORK/up;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / { client_max_body_size 10m; client_body_buffer_size 64k; return 200 "$BODY"; }
-  }
+# check_forwards NAME PORT: NAME answers with the upstream's own body, so it really is
+# forwarding (and to the right place), not answering by itself.
+check_forwards() {
+  local body
+  body=$(curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$2/users/alice") ||
+    die "$1 (port $2) does not answer GET /users/alice with 2xx"
+  [ "$body" = "$UP_BODY" ] || die "$1 (port $2) answers, but not with the upstream's body: $body"
 }
-CONF
-taskset -c "$LOAD_CPU" "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
 
-# fedgate: one worker thread, full metrics, access log off (as for the peers).
-cat > "$WORK/fedgate.toml" <<CONF
-[server]
-workers = 1
-access_log = false
-log_level = "warn"
-[admin]
-address = "127.0.0.1:$FG_ADMIN"
-[reload]
-watch = false
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$FG_PORT"
-[upstreams.backend]
-endpoints = ["http://127.0.0.1:$UP_PORT"]
-[[routes]]
-name = "inbox"
-path_prefix = "/users/alice/inbox"
-methods = ["POST"]
-upstream = "backend"
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "backend"
-CONF
-taskset -c "$PROXY_CPU" "$FEDGATE" run --config "$WORK/fedgate.toml" & FG_PID=$!; PIDS+=($FG_PID)
+# ---------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------
 
-# nginx as a reverse proxy, one worker, upstream keep-alive.
-cat > "$WORK/ng/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/ng/nginx.pid;
-error_log $WORK/ng/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/ng;
-  proxy_temp_path $WORK/ng; fastcgi_temp_path $WORK/ng; uwsgi_temp_path $WORK/ng; scgi_temp_path $WORK/ng;
-  keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 256; }
-  server {
-    listen 127.0.0.1:$NG_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      client_max_body_size 10m;
-      client_body_buffer_size 64k;
-    }
-  }
+# children PID: direct children of PID (nginx serves from a worker forked by its master).
+children() {
+  if compgen -G "/proc/$1/task/*/children" >/dev/null; then
+    cat "/proc/$1/task/"*/children 2>/dev/null || true
+  else
+    ps -o pid= --ppid "$1" 2>/dev/null || true
+  fi
 }
-CONF
-taskset -c "$PROXY_CPU" "$NGINX" -c "$WORK/ng/nginx.conf" -p "$WORK/ng" & NG_PID=$!; PIDS+=($NG_PID)
 
-# HAProxy, one thread, connection reuse.
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  bind 127.0.0.1:$HA_PORT
-  default_backend be
-backend be
-  server up 127.0.0.1:$UP_PORT maxconn 1000
-CONF
-taskset -c "$PROXY_CPU" "$HAPROXY" -f "$WORK/haproxy.cfg" -db & HA_PID=$!; PIDS+=($HA_PID)
-
-wait_http "http://127.0.0.1:$UP_PORT/"
-wait_http "http://127.0.0.1:$FG_ADMIN/ready"
-wait_http "http://127.0.0.1:$NG_PORT/"
-wait_http "http://127.0.0.1:$HA_PORT/"
-
-# A 2 KiB ActivityPub Create activity posted to an inbox.
-python3 - "$WORK/post.lua" <<'PY'
-import json, sys
-note = {"id": "https://remote.example/users/bob/statuses/1", "type": "Note",
-        "attributedTo": "https://remote.example/users/bob", "to": ["https://www.w3.org/ns/activitystreams#Public"],
-        "content": "<p>" + "hello fediverse " * 90 + "</p>"}
-act = {"@context": "https://www.w3.org/ns/activitystreams", "id": "https://remote.example/users/bob/statuses/1/activity",
-       "type": "Create", "actor": "https://remote.example/users/bob", "object": note}
-body = json.dumps(act)[:2048]
-body = body + " " * (2048 - len(body))
-with open(sys.argv[1], "w") as f:
-    f.write('wrk.method = "POST"\n')
-    f.write('wrk.headers["Content-Type"] = "application/activity+json"\n')
-    f.write("wrk.body = %s\n" % json.dumps(body))
-PY
-
-# utime+stime of a process and its children (nginx's master forks the worker that serves).
+# cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat, in clock ticks) of PID
+# and its children. Both fields already cover every thread of a process. Field 2, the
+# command name, may contain spaces, so fields are counted from after its ")" (field 3 is
+# then the first).
 cpu_ticks() {
-  local t=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  local total=0 p t kids
+  read -r -a kids <<<"$(children "$1" | tr '\n' ' ')"
+  for p in "$1" ${kids[@]+"${kids[@]}"}; do
+    t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')
+    total=$((total + t))
   done
-  echo "$t"
+  echo "$total"
 }
-TICK=$(getconf CLK_TCK)
+
+# run_wrk OUT DURATION URL [options...]: wrk on the load core with the common settings,
+# its output to OUT. wrk runs in the background and the shell waits for it: wrk handles
+# SIGINT itself and exits 0, which would make a foreground wait swallow Ctrl-C and carry
+# on with the next proxy; the `wait` builtin instead returns at once and the INT trap
+# ends the run.
+run_wrk() {
+  local out=$1 duration=$2 url=$3 pid rc=0
+  shift 3
+  taskset -c "$LOAD_CPU" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$duration" "$@" "$url" \
+    >"$out" 2>&1 3>&- &
+  pid=$!
+  PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  stop_pid "$pid"
+  return "$rc"
+}
+
+# parse_wrk FILE: "requests rps p50_ms p99_ms errors" from wrk --latency output. Latencies
+# come as 812.00us, 1.36ms, 2.01s (or m, h); all are converted to milliseconds. Errors are
+# non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
+parse_wrk() {
+  awk '
+    function ms(v,   n, unit) {
+      n = v + 0; unit = v; sub(/^[0-9.]+/, "", unit)
+      if (unit == "us") return n / 1000
+      if (unit == "ms") return n
+      if (unit == "s")  return n * 1000
+      if (unit == "m")  return n * 60000
+      if (unit == "h")  return n * 3600000
+      return -1
+    }
+    /^ *50% / { p50 = ms($2) }
+    /^ *99% / { p99 = ms($2) }
+    / requests in / { requests = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Socket errors:/ { gsub(",", ""); errors += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { errors += $NF }
+    END {
+      if (requests == "" || rps == "" || p50 == "" || p99 == "" || p50 < 0 || p99 < 0) exit 1
+      printf "%d %.0f %.3f %.3f %d\n", requests, rps, p50, p99, errors
+    }' "$1"
+}
+
+# Result rows, tab-separated: scenario proxy path requests rps p50_ms p99_ms cpu_us errors.
 RESULTS=()
+NOTES=()
+# Requests wrk completed in the last measure's warm-up and measured runs.
+LAST_WARMUP_REQUESTS=0
+LAST_REQUESTS=0
 
-# run_one NAME PORT PID PATH [LUA]
-run_one() {
-  local name=$1 port=$2 pid=$3 path=$4 lua=${5:-} args=()
-  [ -n "$lua" ] && args=(-s "$lua")
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "${args[@]}" "http://127.0.0.1:$port$path" >/dev/null
-  local before after out
-  before=$( [ "$pid" -gt 0 ] && cpu_ticks "$pid" || echo 0 )
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" "http://127.0.0.1:$port$path")
-  after=$( [ "$pid" -gt 0 ] && cpu_ticks "$pid" || echo 0 )
-  python3 - "$name" "$before" "$after" "$TICK" <<PY
-import re, sys
-name, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-out = """$out"""
-if "Requests/sec" not in out:
-    sys.exit(f"{name}: wrk produced no result:\n{out}")
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s|m)", v)
-    n, u = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-total = int(re.search(r"(\d+) requests in", out).group(1))
-p50 = ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
-p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
-errs = 0
-m = re.search(r"Non-2xx or 3xx responses: (\d+)", out); errs += int(m.group(1)) if m else 0
-m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-errs += sum(map(int, m.groups())) if m else 0
-cpu = (after - before) / tick * 1e6 / total if before or after else float("nan")
-print(f"{name}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.1f}\t{errs}")
+table_header() {
+  echo
+  echo "== $1: $2 (wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up;" \
+    "proxy on CPU $PROXY_CPU, wrk and upstream on CPU $LOAD_CPU)"
+  printf '%-18s %10s %9s %9s %12s %8s\n' proxy 'req/s' 'p50 ms' 'p99 ms' 'CPU µs/req' errors
+}
+
+# measure SCENARIO PROXY PORT PID PATH [wrk options...]: a warm-up run, then the measured
+# run with the CPU time of PID (0: not measured, for the direct baseline) read around it.
+# Prints the row and appends it to RESULTS.
+measure() {
+  local scenario=$1 proxy=$2 port=$3 pid=$4 path=$5
+  shift 5
+  local url="http://127.0.0.1:$port$path" out="$WORK/wrk-$scenario-$proxy"
+  local before=0 after=0 kids_before kids_after parsed requests rps p50 p99 errors cpu
+
+  run_wrk "$out.warmup.txt" "$WARMUP" "$url" "$@" || {
+    cat "$out.warmup.txt" >&2
+    die "$scenario/$proxy: wrk warm-up failed"
+  }
+  LAST_WARMUP_REQUESTS=$(awk '/ requests in / { print $1 }' "$out.warmup.txt")
+  if parsed=$(awk '/Non-2xx or 3xx responses:|Socket errors:/' "$out.warmup.txt") &&
+    [ -n "$parsed" ]; then
+    NOTES+=("$proxy: errors during warm-up: $(echo "$parsed" | tr -s ' \n' ' ')")
+  fi
+
+  if [ "$pid" -gt 0 ]; then
+    kids_before=$(children "$pid" | tr '\n' ' ')
+    before=$(cpu_ticks "$pid")
+  fi
+  run_wrk "$out.txt" "$DURATION" "$url" --latency "$@" || {
+    cat "$out.txt" >&2
+    die "$scenario/$proxy: wrk failed"
+  }
+  if [ "$pid" -gt 0 ]; then
+    after=$(cpu_ticks "$pid")
+    kids_after=$(children "$pid" | tr '\n' ' ')
+    # A worker that died and was replaced mid-run takes its CPU time with it.
+    [ "$kids_before" = "$kids_after" ] ||
+      NOTES+=("$proxy: worker processes changed during the run; CPU figure is low")
+  fi
+
+  parsed=$(parse_wrk "$out.txt") || {
+    cat "$out.txt" >&2
+    die "$scenario/$proxy: could not parse wrk output"
+  }
+  read -r requests rps p50 p99 errors <<<"$parsed"
+  [ "$requests" -gt 0 ] || die "$scenario/$proxy: no request completed"
+  if [ "$pid" -gt 0 ]; then
+    cpu=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" \
+      'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+  else
+    cpu=-
+  fi
+  [ "$errors" -eq 0 ] || NOTES+=("$proxy: $errors errors in the measured run ($out.txt, kept with --keep)")
+
+  LAST_REQUESTS=$requests
+  RESULTS+=("$scenario"$'\t'"$proxy"$'\t'"$path"$'\t'"$requests"$'\t'"$rps"$'\t'"$p50"$'\t'"$p99"$'\t'"$cpu"$'\t'"$errors")
+  printf '%-18s %10s %9s %9s %12s %8s\n' "$proxy" "$rps" "$p50" "$p99" "$cpu" "$errors"
+}
+
+# fedgate_row SCENARIO LABEL TEMPLATE PATH [wrk options...]: starts fedgate with TEMPLATE
+# (placeholders @PORT@, @ADMIN_PORT@, @UPSTREAM_PORT@, @DIR@), measures it like any other
+# proxy under LABEL, checks that its /metrics counted the traffic, and stops it again.
+fedgate_row() {
+  local scenario=$1 label=$2 template=$3 path=$4
+  shift 4
+  local dir="$WORK/fedgate-$scenario-$label" port admin pid counted sent
+  mkdir -p "$dir"
+  # Fresh ports for every start: no dependence on how quickly the last one was released.
+  read -r port admin <<<"$(free_ports 2)"
+  render "$template" "$dir/fedgate.toml" \
+    PORT="$port" ADMIN_PORT="$admin" UPSTREAM_PORT="$UP_PORT" DIR="$dir"
+  "$FEDGATE" check --config "$dir/fedgate.toml" >"$dir/check.txt" 2>&1 || {
+    cat "$dir/check.txt" >&2
+    die "$template: fedgate check failed"
+  }
+  start_bg "$dir/fedgate.log" "$PROXY_CPU" "$FEDGATE" run --config "$dir/fedgate.toml"
+  pid=$STARTED_PID
+  wait_ready "http://127.0.0.1:$admin/ready" "$pid" "$dir/fedgate.log"
+  check_forwards "$label" "$port"
+
+  measure "$scenario" "$label" "$port" "$pid" "$path" "$@"
+
+  # The figures are only meaningful with the metrics doing their work: confirm they saw
+  # the load. wrk does not count requests still in flight when it stops, so /metrics may
+  # show a few more; the forwarding check adds one.
+  counted=$(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$admin/metrics" |
+    awk '/^fedgate_requests_total[{ ]/ { n += $NF } END { printf "%d", n }') || counted=unknown
+  sent=$((LAST_WARMUP_REQUESTS + LAST_REQUESTS))
+  NOTES+=("$label: /metrics counted $counted requests; wrk completed $sent (warm-up and run)")
+  stop_pid "$pid"
+}
+
+# row_field SCENARIO PROXY COLUMN: a column (1-based, as in RESULTS) of a stored row.
+row_field() {
+  local row f
+  for row in ${RESULTS[@]+"${RESULTS[@]}"}; do
+    IFS=$'\t' read -r -a f <<<"$row"
+    if [ "${f[0]}" = "$1" ] && [ "${f[1]}" = "$2" ]; then
+      echo "${f[$(($3 - 1))]}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# print_ratio SCENARIO A B: A's throughput relative to B's, and their p99 and CPU side by side.
+print_ratio() {
+  local scenario=$1 a=$2 b=$3
+  local rps_a rps_b p99_a p99_b cpu_a cpu_b
+  rps_a=$(row_field "$scenario" "$a" 5) && rps_b=$(row_field "$scenario" "$b" 5) || return 0
+  p99_a=$(row_field "$scenario" "$a" 7) p99_b=$(row_field "$scenario" "$b" 7)
+  cpu_a=$(row_field "$scenario" "$a" 8) cpu_b=$(row_field "$scenario" "$b" 8)
+  awk -v a="$a" -v b="$b" -v ra="$rps_a" -v rb="$rps_b" -v pa="$p99_a" -v pb="$p99_b" \
+    -v ca="$cpu_a" -v cb="$cpu_b" 'BEGIN {
+      printf "%s/%s: throughput %.2fx, p99 %.3f vs %.3f ms (%+.0f%%), CPU %s vs %s µs/req\n",
+        a, b, ra / rb, pa, pb, (pa / pb - 1) * 100, ca, cb
+    }'
+}
+
+print_notes() {
+  local n
+  for n in ${NOTES[@]+"${NOTES[@]}"}; do echo "  note: $n"; done
+  NOTES=()
+}
+
+write_json() {
+  # Values go through the environment rather than into the Python source, so no version
+  # string or path can break the quoting.
+  B_DURATION=$DURATION B_WARMUP=$WARMUP B_CONNECTIONS=$CONNECTIONS B_THREADS=$THREADS \
+    B_PROXY_CPU=$PROXY_CPU B_LOAD_CPU=$LOAD_CPU B_CLK_TCK=$CLK_TCK \
+    B_NGINX=$NGINX_VERSION B_HAPROXY=$HAPROXY_VERSION B_WRK=$WRK_VERSION \
+    B_FEDGATE=$FEDGATE_VERSION \
+    python3 - "$1" ${RESULTS[@]+"${RESULTS[@]}"} <<'PY'
+import json, os, sys
+e = os.environ
+meta = {
+    "duration": e["B_DURATION"], "warmup": e["B_WARMUP"],
+    "connections": int(e["B_CONNECTIONS"]), "threads": int(e["B_THREADS"]),
+    "proxy_cpu": e["B_PROXY_CPU"], "load_cpu": e["B_LOAD_CPU"], "clk_tck": int(e["B_CLK_TCK"]),
+    "versions": {"nginx": e["B_NGINX"], "haproxy": e["B_HAPROXY"], "wrk": e["B_WRK"],
+                 "fedgate": e["B_FEDGATE"]},
+}
+results = []
+for row in sys.argv[2:]:
+    scenario, proxy, path, requests, rps, p50, p99, cpu, errors = row.split("\t")
+    results.append({
+        "scenario": scenario, "proxy": proxy, "path": path, "requests": int(requests),
+        "rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99),
+        "cpu_us_per_req": None if cpu == "-" else float(cpu), "errors": int(errors),
+    })
+with open(sys.argv[1], "w") as f:
+    json.dump({"meta": meta, "results": results}, f, indent=2)
+    f.write("\n")
 PY
 }
 
-for scenario in get post; do
-  if [ "$scenario" = get ]; then path=/users/alice; lua=""; else path=/users/alice/inbox; lua="$WORK/post.lua"; fi
-  echo
-  echo "== $scenario $path ($CONNECTIONS connections, $DURATION, proxies on CPU $PROXY_CPU, wrk+upstream on CPU $LOAD_CPU)"
-  printf "%-10s %10s %9s %9s %12s %7s\n" proxy "req/s" "p50 ms" "p99 ms" "CPU us/req" errors
-  rows=()
-  for p in "direct:$UP_PORT:0" "fedgate:$FG_PORT:$FG_PID" "nginx:$NG_PORT:$NG_PID" "haproxy:$HA_PORT:$HA_PID"; do
-    IFS=: read -r name port pid <<<"$p"
-    row=$(run_one "$name" "$port" "$pid" "$path" "$lua")
-    rows+=("$row")
-    IFS=$'\t' read -r n rps p50 p99 cpu errs <<<"$row"
-    printf "%-10s %10s %9s %9s %12s %7s\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$errs"
-  done
-  python3 - "$scenario" "${rows[@]}" <<'PY'
-import sys
-scenario, rows = sys.argv[1], [r.split("\t") for r in sys.argv[2:]]
-d = {r[0]: r for r in rows}
-fg, ha, ng = d["fedgate"], d["haproxy"], d["nginx"]
-print(f"ratio fedgate/haproxy throughput {float(fg[1])/float(ha[1]):.2f}x, p99 {fg[3]} vs {ha[3]} ms")
-print(f"ratio fedgate/nginx   throughput {float(fg[1])/float(ng[1]):.2f}x, p99 {fg[3]} vs {ng[3]} ms")
-PY
-  RESULTS+=("${rows[@]/#/$scenario	}")
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --build) BUILD=1 ;;
+    --json) JSON_OUT=${2:?--json needs a file}; shift ;;
+    --duration) DURATION=${2:?}; shift ;;
+    --warmup) WARMUP=${2:?}; shift ;;
+    --connections) CONNECTIONS=${2:?}; shift ;;
+    --threads) THREADS=${2:?}; shift ;;
+    --scenarios) SCENARIOS=${2:?}; shift ;;
+    --skip-fedgate) SKIP_FEDGATE=1 ;;
+    --keep) KEEP_WORK=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+  shift
+done
+
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "connections must be a positive integer"
+[[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "threads must be a positive integer"
+[ "$CONNECTIONS" -ge "$THREADS" ] || die "wrk needs at least one connection per thread"
+for s in $SCENARIOS; do
+  declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(list_scenarios))"
+done
+if [ -n "$JSON_OUT" ]; then
+  # Fail before the run, not after it, if the file cannot be written.
+  [ -d "$(dirname "$JSON_OUT")" ] || die "--json: no directory $(dirname "$JSON_OUT")"
+  JSON_OUT=$(cd "$(dirname "$JSON_OUT")" && pwd)/$(basename "$JSON_OUT")
+fi
+
+ensure_packages
+NGINX=$(find_bin nginx)
+HAPROXY=$(find_bin haproxy)
+WRK=$(find_bin wrk)
+CLK_TCK=$(getconf CLK_TCK)
+
+taskset -c "$PROXY_CPU" true 2>/dev/null || die "PROXY_CPU=$PROXY_CPU is not a usable core"
+taskset -c "$LOAD_CPU" true 2>/dev/null || die "LOAD_CPU=$LOAD_CPU is not a usable core"
+[ "$PROXY_CPU" != "$LOAD_CPU" ] ||
+  warn "proxy and load share core $PROXY_CPU: the proxies compete with wrk and the upstream"
+
+if [ "$SKIP_FEDGATE" != 1 ]; then
+  # Build when asked, or when the workspace's own binary is missing; a binary named
+  # through FEDGATE is used as it is.
+  if [ "$BUILD" = 1 ] || { [ ! -x "$FEDGATE" ] && [ "$FEDGATE" = "$DEFAULT_FEDGATE" ]; }; then
+    (cd "$REPO_DIR" && cargo build --release -p fedgate)
+  fi
+  [ -x "$FEDGATE" ] || die "no fedgate binary at $FEDGATE"
+  FEDGATE_VERSION=$("$FEDGATE" --version 2>&1) || die "$FEDGATE does not run: $FEDGATE_VERSION"
+  FEDGATE_VERSION=${FEDGATE_VERSION%%$'\n'*}
+else
+  FEDGATE_VERSION=skipped
+fi
+NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
+HAPROXY_VERSION=$("$HAPROXY" -v 2>&1 | head -n 1 | awk '{ print $3 }')
+# wrk -v exits 1 after printing its version.
+WRK_VERSION=$({ "$WRK" -v 2>&1 || true; } | head -n 1 | awk '{ print $2 }')
+
+# 50 client connections, as many upstream ones, per proxy: well within the usual limit,
+# but larger --connections values need more descriptors than a default soft limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fedgate-bench.XXXXXX")
+
+# Stops every process started here and removes the temporary directory, on any exit:
+# normal, failure (set -e), Ctrl-C or SIGTERM. On failure the servers' logs are shown.
+cleanup() {
+  local rc=$? pid log
+  trap - EXIT INT TERM
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do stop_pid "$pid"; done
+  # A failure shows the servers' logs; an interrupt (130, 143) does not need them.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ] && [ "$rc" -ne 143 ]; then
+    for log in "$WORK"/*/*.log "$WORK"/*.log; do
+      [ -s "$log" ] || continue
+      echo "--- $log" >&3
+      tail -n 10 "$log" >&3
+    done
+  fi
+  if [ "$KEEP_WORK" = 1 ]; then
+    echo "bench: kept $WORK" >&3
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&3; exit 130' INT
+trap 'echo "bench: terminated" >&3; exit 143' TERM
+
+read -r UP_PORT NG_PORT HA_PORT <<<"$(free_ports 3)"
+
+echo "fedgate reverse-proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores:" \
+  "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "fedgate: $FEDGATE_VERSION; nginx $NGINX_VERSION; HAProxy $HAPROXY_VERSION; wrk $WRK_VERSION"
+
+# The upstream, on the load core.
+mkdir -p "$WORK/upstream"
+render "$BENCH_DIR/conf/upstream-nginx.conf" "$WORK/upstream/nginx.conf" \
+  DIR="$WORK/upstream" PORT="$UP_PORT"
+start_bg "$WORK/upstream/stderr.log" "$LOAD_CPU" \
+  "$NGINX" -p "$WORK/upstream/" -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf"
+UP_PID=$STARTED_PID
+wait_ready "http://127.0.0.1:$UP_PORT/" "$UP_PID" "$WORK/upstream/error.log"
+UP_BODY=$(curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$UP_PORT/users/alice")
+
+# nginx and HAProxy run for the whole benchmark; idle, they cost the others nothing.
+mkdir -p "$WORK/nginx" "$WORK/haproxy"
+render "$BENCH_DIR/conf/nginx-proxy.conf" "$WORK/nginx/nginx.conf" \
+  DIR="$WORK/nginx" PORT="$NG_PORT" UPSTREAM_PORT="$UP_PORT"
+start_bg "$WORK/nginx/stderr.log" "$PROXY_CPU" \
+  "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+NG_PID=$STARTED_PID
+render "$BENCH_DIR/conf/haproxy.cfg" "$WORK/haproxy/haproxy.cfg" \
+  PORT="$HA_PORT" UPSTREAM_PORT="$UP_PORT"
+# -db: stay in the foreground, a single process, so $! is the process doing the work.
+start_bg "$WORK/haproxy/haproxy.log" "$PROXY_CPU" "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg"
+HA_PID=$STARTED_PID
+wait_ready "http://127.0.0.1:$NG_PORT/" "$NG_PID" "$WORK/nginx/error.log"
+wait_ready "http://127.0.0.1:$HA_PORT/" "$HA_PID" "$WORK/haproxy/haproxy.log"
+check_forwards nginx "$NG_PORT"
+check_forwards haproxy "$HA_PORT"
+
+for s in $SCENARIOS; do
+  "scenario_$s"
 done
 
 if [ -n "$JSON_OUT" ]; then
-  python3 - "$JSON_OUT" "${RESULTS[@]}" <<'PY'
-import json, sys
-keys = ["scenario", "proxy", "rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors"]
-rows = [dict(zip(keys, r.split("\t"))) for r in sys.argv[2:]]
-json.dump(rows, open(sys.argv[1], "w"), indent=2)
-PY
+  write_json "$JSON_OUT"
+  echo
+  echo "results written to $JSON_OUT"
 fi
-
-# Show that fedgate recorded every request it served.
-echo
-curl -fsS "http://127.0.0.1:$FG_ADMIN/metrics" | grep -E '^fedgate_requests_total' || true
