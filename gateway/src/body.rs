@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::pool::Lent;
 use crate::record::Completion;
 
 /// The client's request body on its way upstream, counting bytes into a shared counter.
@@ -61,6 +62,9 @@ enum Inner {
 /// The body sent to the client: relayed from upstream or a fixed local body.
 pub struct ResponseBody {
     inner: Inner,
+    /// The HTTP/1.1 upstream connection the body arrives on: driven here, and returned to
+    /// its pool once the body is complete.
+    conn: Option<Lent>,
     completion: Option<Completion>,
 }
 
@@ -71,16 +75,23 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, completion: Completion) -> Self {
-        ResponseBody {
+    pub fn upstream(body: Incoming, conn: Option<Lent>, completion: Completion) -> Self {
+        let mut b = ResponseBody {
             inner: Inner::Upstream(body),
+            conn,
             completion: Some(completion),
+        };
+        // Nothing to read (HEAD, 204, 304, an empty body): the connection is free now.
+        if b.is_end_stream() {
+            b.release_conn();
         }
+        b
     }
 
     pub fn fixed(bytes: Bytes, completion: Option<Completion>) -> Self {
         let mut b = ResponseBody {
             inner: Inner::Fixed((!bytes.is_empty()).then_some(bytes)),
+            conn: None,
             completion,
         };
         if let Some(c) = &mut b.completion {
@@ -96,8 +107,15 @@ impl ResponseBody {
         Self::fixed(bytes.into(), None)
     }
 
+    fn release_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.release();
+        }
+    }
+
     /// Records now; the body counts as complete.
     fn finish(&mut self) {
+        self.release_conn();
         if let Some(c) = self.completion.take() {
             c.finish(true);
         }
@@ -122,6 +140,9 @@ impl Body for ResponseBody {
                 Poll::Ready(frame)
             }
             Inner::Upstream(body) => {
+                if let Some(conn) = &mut this.conn {
+                    conn.drive(cx);
+                }
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -131,6 +152,7 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(None) => this.finish(),
                     Poll::Ready(Some(Err(_))) => {
+                        this.conn = None;
                         if let Some(c) = this.completion.take() {
                             c.finish(false);
                         }
@@ -161,8 +183,11 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper may drop a body it knows is empty (HEAD, 204, 304) without polling it; that
         // is a complete response. Anything else dropped early was cut short by the client.
+        let complete = self.is_end_stream();
+        if complete {
+            self.release_conn();
+        }
         if let Some(c) = self.completion.take() {
-            let complete = self.is_end_stream();
             c.finish(complete);
         }
     }

@@ -72,12 +72,22 @@ impl ProxyError {
         }
     }
 
-    /// Classifies a failure of the upstream client.
+    /// Classifies a failure of the HTTP/2 upstream client.
     pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
             return ProxyError::UpstreamConnect;
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+        std::error::Error::source(err).map_or(ProxyError::UpstreamReset, Self::classify_chain)
+    }
+
+    /// Classifies a failed exchange on an open upstream connection.
+    pub fn classify(err: &hyper::Error) -> Self {
+        Self::classify_chain(err)
+    }
+
+    /// The first hyper or IO error in the chain decides.
+    fn classify_chain(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut source = Some(err);
         while let Some(e) = source {
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
                 if h.is_timeout() {

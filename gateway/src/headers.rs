@@ -13,7 +13,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::config::ForwardingConfig;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -34,9 +33,29 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Names listed in Connection are hop-by-hop too; collecting them allocates only when a
-    // client lists something beyond the usual keep-alive/close/upgrade.
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names finds what is there; most messages carry at most `Connection`,
+    // and a removal (a hash lookup) is only made for a header that is present.
+    let mut found = Found::default();
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            found.connection = true;
+        } else if name == header::TRANSFER_ENCODING {
+            found.transfer_encoding = true;
+        } else if name == header::TE {
+            found.te = true;
+        } else if name == header::TRAILER {
+            found.trailer = true;
+        } else if name == header::UPGRADE {
+            found.upgrade = true;
+        } else if name == KEEP_ALIVE {
+            found.keep_alive = true;
+        } else if name.as_str().starts_with("proxy-") {
+            found.proxy = true;
+        }
+    }
+    if found.connection {
+        // Names listed in Connection are hop-by-hop too; collecting them allocates only
+        // when a client lists something beyond the usual keep-alive/close/upgrade.
         let mut listed: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
             let Ok(s) = v.to_str() else { continue };
@@ -61,22 +80,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::TRAILER);
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    if found.keep_alive {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if found.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if found.trailer {
+        headers.remove(header::TRAILER);
+    }
+    if found.te
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
         headers.remove(header::TE);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if found.upgrade {
         headers.remove(header::UPGRADE);
     }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+    if found.proxy {
         let names: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with("proxy-"))
@@ -86,6 +111,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(n);
         }
     }
+}
+
+/// Which hop-by-hop headers a message carries.
+#[derive(Default)]
+struct Found {
+    connection: bool,
+    keep_alive: bool,
+    transfer_encoding: bool,
+    te: bool,
+    trailer: bool,
+    upgrade: bool,
+    /// `Proxy-Connection`, `Proxy-Authorization` and the rest of `Proxy-*`.
+    proxy: bool,
 }
 
 /// A hostile `Connection: host, date, digest` must not strip what signatures cover.
@@ -125,18 +163,22 @@ pub fn add_client_headers(
     headers: &mut HeaderMap,
     cfg: &ForwardingConfig,
     client: IpAddr,
+    client_value: &HeaderValue,
     tls: bool,
     host: Option<&HeaderValue>,
 ) {
     let proto = if tls { "https" } else { "http" };
     if cfg.x_forwarded {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-            _ => client.to_string(),
+        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {client}")).ok()
+            }
+            _ => None,
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(&X_FORWARDED_FOR, v);
-        }
+        headers.insert(
+            &X_FORWARDED_FOR,
+            appended.unwrap_or_else(|| client_value.clone()),
+        );
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         if let Some(h) = host {
             headers.insert(&X_FORWARDED_HOST, h.clone());
@@ -371,8 +413,13 @@ mod tests {
         };
         let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
         let host = HeaderValue::from_static("social.example");
-        add_client_headers(&mut h, &cfg, "::1".parse().unwrap(), true, Some(&host));
+        let ip = HeaderValue::from_static("::1");
+        add_client_headers(&mut h, &cfg, "::1".parse().unwrap(), &ip, true, Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");
+        let mut fresh = HeaderMap::new();
+        add_client_headers(&mut fresh, &cfg, "::1".parse().unwrap(), &ip, false, None);
+        assert_eq!(fresh["x-forwarded-for"], "::1");
+        assert_eq!(fresh["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "social.example");
         assert_eq!(

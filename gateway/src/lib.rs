@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod headers;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod record;
 pub mod routing;

@@ -27,17 +27,31 @@ use crate::runtime::Runtime;
 use crate::upstream::Lease;
 
 /// What the listener knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client address as a header value, formatted once per connection.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo {
+            client,
+            tls,
+            client_ip,
+        }
+    }
 }
 
 /// Serves one request through the current runtime. Never fails: errors become responses.
 pub async fn handle(
     rt: Arc<Runtime>,
     mut req: Request<Incoming>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let method = MethodLabel::of(req.method());
@@ -85,25 +99,10 @@ pub async fn handle(
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
 
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(endpoint.scheme.clone());
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-    parts.uri = match Uri::from_parts(uri) {
-        Ok(u) => u,
-        Err(_) => {
-            completion.set_lease(lease);
-            return rescue(
-                ProxyError::BadRequest("target"),
-                completion,
-                &request_id,
-                &rt,
-            );
-        }
+    // The target goes upstream in origin form, byte for byte; the endpoint decides where.
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
     };
     parts.version = match upstream.config.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -122,6 +121,7 @@ pub async fn handle(
         &mut parts.headers,
         &rt.forwarding,
         conn.client.ip(),
+        &conn.client_ip,
         conn.tls,
         host.as_ref(),
     );
@@ -136,17 +136,13 @@ pub async fn handle(
 
     let upstream_req = Request::from_parts(parts, RequestBody::new(body, counter));
     let sent = Instant::now();
-    let result = tokio::time::timeout(
-        route.response_timeout,
-        upstream.client.request(upstream_req),
-    )
-    .await;
-    let mut resp = match result {
-        Ok(Ok(resp)) => resp,
+    let result =
+        tokio::time::timeout(route.response_timeout, lease.forward(upstream_req, upgrade)).await;
+    let (mut resp, conn) = match result {
+        Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
-            let err = ProxyError::from_client(&e);
-            tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e, "upstream request failed");
-            return upstream_failure(err, lease, completion, &request_id, &rt);
+            tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
+            return upstream_failure(e.kind, lease, completion, &request_id, &rt);
         }
         Err(_) => {
             return upstream_failure(
@@ -194,7 +190,7 @@ pub async fn handle(
     parts
         .headers
         .insert(&rt.forwarding.request_id_header, request_id);
-    Response::from_parts(parts, ResponseBody::upstream(body, completion))
+    Response::from_parts(parts, ResponseBody::upstream(body, conn, completion))
 }
 
 /// The host a request is for: `Host`, or the URI authority (HTTP/2 `:authority`).

@@ -85,7 +85,8 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(config.header_read_timeout)
         // hyper's read buffer bounds the request head; it refuses less than 8 KiB.
         .max_buf_size(config.max_header_bytes.max(8192))
-        .keep_alive(true);
+        .keep_alive(true)
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -138,7 +139,7 @@ pub async fn accept_loop(
                 None => {
                     serve(
                         stream,
-                        ConnInfo { client, tls: false },
+                        ConnInfo::new(client, false),
                         shared,
                         &builder,
                         watcher,
@@ -151,7 +152,7 @@ pub async fn accept_loop(
                         Ok(Ok(tls_stream)) => {
                             serve(
                                 tls_stream,
-                                ConnInfo { client, tls: true },
+                                ConnInfo::new(client, true),
                                 shared,
                                 &builder,
                                 watcher,
@@ -176,14 +177,17 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let client = conn.client;
+    let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let rt = shared.runtime();
+        let conn = conn.clone();
         async move { Ok::<_, Infallible>(proxy::handle(rt, req, conn).await) }
     });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+        tracing::debug!(%client, error = %e, "connection ended with an error");
     }
 }

@@ -1,6 +1,6 @@
 //! Upstreams (phase 8 balancing, phase 9 forwarding): named services with one or more
-//! endpoints, a keep-alive connection pool (HTTP/1.1, or HTTP/2, plain or TLS), a balancer,
-//! and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
+//! endpoints, a keep-alive connection pool (HTTP/1.1 in [`crate::pool`], or HTTP/2
+//! multiplexed; plain or TLS), a balancer, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
 
 use std::future::Future;
@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::Uri;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -20,12 +21,29 @@ use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
+use crate::error::ProxyError;
 use crate::metrics::{ConnStats, UpstreamMetrics};
+use crate::pool::{Lent, Pool, SendError};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// The pooled HTTP client of one upstream.
-pub type UpstreamClient = Client<CountingConnector, RequestBody>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How requests reach an upstream's endpoints.
+#[derive(Debug)]
+enum Transport {
+    /// HTTP/1.1: one request per connection at a time, connections driven by the request.
+    Http1(Pool),
+    /// HTTP/2: one multiplexed connection per endpoint, each on a task of its own.
+    Http2(Client<CountingConnector, RequestBody>),
+}
+
+/// A failed upstream exchange.
+#[derive(Debug)]
+pub struct ForwardError {
+    pub kind: ProxyError,
+    pub detail: String,
+}
 
 /// One endpoint of an upstream.
 #[derive(Debug)]
@@ -48,7 +66,7 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
     pub endpoints: Vec<Endpoint>,
-    pub client: UpstreamClient,
+    transport: Transport,
     pub metrics: UpstreamMetrics,
     next: AtomicUsize,
 }
@@ -67,6 +85,59 @@ impl Lease {
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// Sends `req` to the leased endpoint and waits for the response head. `req` carries
+    /// the origin-form target; HTTP/2 gets the endpoint's scheme and authority added. An
+    /// HTTP/1.1 response comes with its connection, to be driven while the body is read.
+    pub async fn forward(
+        &self,
+        mut req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, Option<Lent>), ForwardError> {
+        match &self.upstream.transport {
+            Transport::Http1(pool) if upgrade => pool
+                .send_upgrade(self.index, req)
+                .await
+                .map(|r| (r, None))
+                .map_err(ForwardError::from_send),
+            Transport::Http1(pool) => pool
+                .send(self.index, req)
+                .await
+                .map(|(r, lent)| (r, Some(lent)))
+                .map_err(ForwardError::from_send),
+            Transport::Http2(client) => {
+                let endpoint = &self.endpoint().config;
+                let mut uri = std::mem::take(req.uri_mut()).into_parts();
+                uri.scheme = Some(endpoint.scheme.clone());
+                uri.authority = Some(endpoint.authority.clone());
+                *req.uri_mut() = Uri::from_parts(uri).map_err(|e| ForwardError {
+                    kind: ProxyError::BadRequest("target"),
+                    detail: e.to_string(),
+                })?;
+                client
+                    .request(req)
+                    .await
+                    .map(|r| (r, None))
+                    .map_err(|e| ForwardError {
+                        kind: ProxyError::from_client(&e),
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+impl ForwardError {
+    fn from_send(e: SendError) -> Self {
+        let kind = match &e {
+            SendError::Connect(_) => ProxyError::UpstreamConnect,
+            SendError::Http(h) => ProxyError::classify(h),
+        };
+        ForwardError {
+            kind,
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -90,18 +161,39 @@ impl Upstream {
             inner: https_connector(&config)?,
             stats: metrics.conns.clone(),
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // Host is set by the proxy: the client's own, or the endpoint's when configured.
-            .set_host(false);
-        if config.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        let client = builder.build(connector);
+        let transport = match config.protocol {
+            UpstreamProtocol::Http1 => {
+                let mut uris = Vec::with_capacity(config.endpoints.len());
+                for e in &config.endpoints {
+                    let uri = Uri::builder()
+                        .scheme(e.scheme.clone())
+                        .authority(e.authority.clone())
+                        .path_and_query("/")
+                        .build()
+                        .map_err(|err| format!("endpoint {e}: {err}"))?;
+                    uris.push(uri);
+                }
+                Transport::Http1(Pool::new(
+                    uris,
+                    connector,
+                    config.connect_timeout,
+                    config.idle_timeout,
+                    config.max_idle_per_endpoint,
+                ))
+            }
+            UpstreamProtocol::Http2 => {
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(config.idle_timeout)
+                    .pool_max_idle_per_host(config.max_idle_per_endpoint)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    // Host is set by the proxy: the client's own, or the endpoint's.
+                    .set_host(false)
+                    .http2_only(true);
+                Transport::Http2(builder.build(connector))
+            }
+        };
         let endpoints = config
             .endpoints
             .iter()
@@ -115,7 +207,7 @@ impl Upstream {
             name: config.name.as_str().into(),
             config,
             endpoints,
-            client,
+            transport,
             metrics,
             next: AtomicUsize::new(0),
         })
@@ -191,7 +283,7 @@ pub struct CountingConnector {
 
 impl tower::Service<Uri> for CountingConnector {
     type Response = Counted;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send + 'static>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

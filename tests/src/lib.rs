@@ -42,6 +42,7 @@ pub struct Seen {
 /// - `/bytes/N`: streams N bytes of a known pattern
 /// - `/slow/MS`: waits MS milliseconds, then answers 200
 /// - `/status/N`: answers status N
+/// - `/close`: answers 200 with `Connection: close`, then closes the connection
 /// - `/ws`: WebSocket echo (HTTP/1.1 upgrade)
 /// - anything else: 200 with body `upstream NAME`
 ///
@@ -52,6 +53,7 @@ pub struct TestUpstream {
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -66,6 +68,7 @@ impl TestUpstream {
             name: name.to_string(),
             seen: Arc::default(),
             hits: Arc::default(),
+            connections: Arc::default(),
             stop: Arc::new(tokio::sync::Notify::new()),
         };
         let state = up.clone();
@@ -76,6 +79,7 @@ impl TestUpstream {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                     _ = state.stop.notified() => return,
                 };
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 let st = state.clone();
                 let builder = builder.clone();
                 tokio::spawn(async move {
@@ -103,6 +107,11 @@ impl TestUpstream {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -162,6 +171,11 @@ impl TestUpstream {
             } else if let Some(ms) = path.strip_prefix("/slow/") {
                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
                 full("slow done".to_string())
+            } else if path == "/close" {
+                let mut r = full("closing".to_string());
+                r.headers_mut()
+                    .insert("connection", "close".parse().unwrap());
+                r
             } else if let Some(code) = path.strip_prefix("/status/") {
                 let mut r = full(format!("status {code}"));
                 *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
