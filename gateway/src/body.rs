@@ -140,10 +140,15 @@ impl Body for ResponseBody {
                 Poll::Ready(frame)
             }
             Inner::Upstream(body) => {
-                if let Some(conn) = &mut this.conn {
-                    conn.drive(cx);
+                // What the connection already read is delivered without touching its IO;
+                // only when nothing is waiting does the connection get to read more.
+                let mut polled = Pin::new(&mut *body).poll_frame(cx);
+                if polled.is_pending() {
+                    if let Some(conn) = &mut this.conn {
+                        conn.drive(cx);
+                        polled = Pin::new(body).poll_frame(cx);
+                    }
                 }
-                let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(d), Some(c)) = (frame.data_ref(), this.completion.as_mut()) {

@@ -8,12 +8,11 @@
 //! head and every body frame would otherwise each wake another task), and backpressure is
 //! plain: a client that stops reading stops the upstream read too.
 //!
-//! Idle connections are checked when taken (an upstream that closed one while it sat idle
-//! is noticed then, without a syscall when nothing arrived) and swept by a reaper task that
-//! closes the ones idle longer than `idle_timeout`. A request that a reused connection could
-//! not even start sending (the upstream closed it at that very moment) is retried once on a
-//! fresh connection; hyper hands such a request back untouched, so this is safe for every
-//! method.
+//! Idle connections are swept by a reaper task that closes the ones idle longer than
+//! `idle_timeout` or closed by the upstream. One the upstream closed since the last sweep is
+//! noticed by the first poll of the exchange that takes it: that poll reads the end of
+//! stream before it writes anything, so the request was never sent, hyper hands it back
+//! untouched, and it is retried on a fresh connection. That is safe for every method.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -139,9 +138,13 @@ impl Lent {
     /// Returns the connection to its idle list if the exchange left it reusable (the
     /// upstream did not ask to close, nothing is left unread), or closes it.
     pub fn release(mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        if !self.conn.reusable(&mut cx) {
-            return;
+        // Usually the read that finished the body also left the connection waiting for
+        // the next request; only otherwise is it polled (without a waker) to get there.
+        if !(!self.conn.done && self.conn.sender.is_ready()) {
+            let mut cx = Context::from_waker(Waker::noop());
+            if !self.conn.reusable(&mut cx) {
+                return;
+            }
         }
         let shared = self.shared;
         let mut idle = shared.slots[self.slot]
@@ -206,7 +209,7 @@ impl Pool {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lent), SendError> {
         loop {
-            let (conn, reused) = match poll_fn(|cx| Poll::Ready(self.checkout(slot, cx))).await {
+            let (conn, reused) = match self.checkout(slot) {
                 Some(conn) => (conn, true),
                 None => (self.connect(slot).await?, false),
             };
@@ -254,13 +257,20 @@ impl Pool {
         sender.send_request(req).await.map_err(SendError::Http)
     }
 
-    /// Takes the most recently used live idle connection, closing stale ones on the way.
-    fn checkout(&self, slot: usize, cx: &mut Context<'_>) -> Option<Box<Conn>> {
+    /// Takes the most recently used idle connection, closing expired ones on the way.
+    ///
+    /// Whether the upstream closed it while it sat idle is found out by the first poll of
+    /// the exchange, which reads the pending end of stream before writing anything; hyper
+    /// then hands the request back and [`send`](Self::send) retries on a fresh connection.
+    fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
         let idle = &self.shared.slots[slot].idle;
         loop {
             let entry = idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            let mut conn = entry.conn;
-            if entry.since.elapsed() < self.shared.idle_timeout && conn.reusable(cx) {
+            let conn = entry.conn;
+            if !conn.done
+                && conn.sender.is_ready()
+                && entry.since.elapsed() < self.shared.idle_timeout
+            {
                 return Some(conn);
             }
         }
