@@ -4,7 +4,7 @@
 # load, one after the other, in one run. Prints requests/s, p50, p99, CPU time per request
 # of the proxy process and errors, then fedgate's throughput and p99 against the others.
 #
-#   bash bench/run.sh                          # every scenario, 10 s each
+#   bash bench/run.sh                          # every scenario, 5 rounds of 10 s each
 #   bash bench/run.sh --duration 30s --connections 100 --json results.json
 #   SCENARIOS=get bash bench/run.sh --build
 #
@@ -20,6 +20,7 @@ DURATION=${DURATION:-10s}        # measured run per proxy (wrk -d)
 WARMUP=${WARMUP:-3s}             # unmeasured run just before it (pools filled, caches warm)
 CONNECTIONS=${CONNECTIONS:-50}   # keep-alive connections (wrk -c)
 THREADS=${THREADS:-1}            # wrk threads (wrk -t)
+ROUNDS=${ROUNDS:-5}              # rounds per scenario; each measures every proxy once
 PROXY_CPU=${PROXY_CPU:-0}        # core every proxy under test is pinned to
 LOAD_CPU=${LOAD_CPU:-1}          # core shared by wrk and the upstream
 SCENARIOS=${SCENARIOS:-get post} # scenario_<name> functions below, run in this order
@@ -40,6 +41,8 @@ usage: bash bench/run.sh [options]
   --warmup D            unmeasured wrk run before each measured one  (env WARMUP, $WARMUP)
   --connections N       keep-alive connections                       (env CONNECTIONS, $CONNECTIONS)
   --threads N           wrk threads                                  (env THREADS, $THREADS)
+  --rounds N            rounds per scenario, each measuring every proxy once, one after
+                        the other; the summary gives medians      (env ROUNDS, $ROUNDS)
   --scenarios "A B"     scenarios to run, from: $(list_scenarios)  (env SCENARIOS)
   --skip-fedgate        measure only the baseline, nginx and HAProxy (env SKIP_FEDGATE=1)
   --keep                keep the temporary directory with configs and logs (env KEEP_WORK=1)
@@ -77,17 +80,26 @@ list_scenarios() {
   declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s%s", sep, $3; sep = " " }'
 }
 
-# compare SCENARIO PATH [wrk options...]
+# compare SCENARIO PATH [wrk options...]: ROUNDS rounds, each measuring the baseline and
+# every proxy once, back to back. A machine shared with other work drifts in speed over a
+# run; measuring the proxies in alternation, and comparing them round by round, keeps that
+# drift out of the ratios.
 compare() {
-  local scenario=$1 path=$2
+  local scenario=$1 path=$2 round proxies=(direct)
   shift 2
+  [ "$SKIP_FEDGATE" = 1 ] || proxies+=(fedgate)
+  proxies+=(nginx haproxy)
   table_header "$scenario" "$path"
-  measure "$scenario" direct "$UP_PORT" 0 "$path" "$@"
-  if [ "$SKIP_FEDGATE" != 1 ]; then
-    fedgate_row "$scenario" fedgate "$BENCH_DIR/conf/fedgate.toml" "$path" "$@"
-  fi
-  measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@"
-  measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@"
+  for round in $(seq 1 "$ROUNDS"); do
+    ROUND=$round
+    measure "$scenario" direct "$UP_PORT" 0 "$path" "$@"
+    if [ "$SKIP_FEDGATE" != 1 ]; then
+      fedgate_row "$scenario" fedgate "$BENCH_DIR/conf/fedgate.toml" "$path" "$@"
+    fi
+    measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@"
+    measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@"
+  done
+  print_medians "$scenario" "${proxies[@]}"
   echo
   if [ "$SKIP_FEDGATE" != 1 ]; then
     print_ratio "$scenario" fedgate haproxy
@@ -299,8 +311,10 @@ parse_wrk() {
     }' "$1"
 }
 
-# Result rows, tab-separated: scenario proxy path requests rps p50_ms p99_ms cpu_us errors.
+# Result rows, tab-separated: scenario proxy path requests rps p50_ms p99_ms cpu_us errors
+# round.
 RESULTS=()
+ROUND=1
 NOTES=()
 # Requests wrk completed in the last measure's warm-up and measured runs.
 LAST_WARMUP_REQUESTS=0
@@ -308,9 +322,9 @@ LAST_REQUESTS=0
 
 table_header() {
   echo
-  echo "== $1: $2 (wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up;" \
-    "proxy on CPU $PROXY_CPU, wrk and upstream on CPU $LOAD_CPU)"
-  printf '%-18s %10s %9s %9s %12s %8s\n' proxy 'req/s' 'p50 ms' 'p99 ms' 'CPU µs/req' errors
+  echo "== $1: $2 (wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up," \
+    "$ROUNDS rounds; proxy on CPU $PROXY_CPU, wrk and upstream on CPU $LOAD_CPU)"
+  printf '%-18s %5s %10s %9s %9s %12s %8s\n' proxy round 'req/s' 'p50 ms' 'p99 ms' 'CPU µs/req' errors
 }
 
 # measure SCENARIO PROXY PORT PID PATH [wrk options...]: a warm-up run, then the measured
@@ -363,8 +377,8 @@ measure() {
   [ "$errors" -eq 0 ] || NOTES+=("$proxy: $errors errors in the measured run ($out.txt, kept with --keep)")
 
   LAST_REQUESTS=$requests
-  RESULTS+=("$scenario"$'\t'"$proxy"$'\t'"$path"$'\t'"$requests"$'\t'"$rps"$'\t'"$p50"$'\t'"$p99"$'\t'"$cpu"$'\t'"$errors")
-  printf '%-18s %10s %9s %9s %12s %8s\n' "$proxy" "$rps" "$p50" "$p99" "$cpu" "$errors"
+  RESULTS+=("$scenario"$'\t'"$proxy"$'\t'"$path"$'\t'"$requests"$'\t'"$rps"$'\t'"$p50"$'\t'"$p99"$'\t'"$cpu"$'\t'"$errors"$'\t'"$ROUND")
+  printf '%-18s %5s %10s %9s %9s %12s %8s\n' "$proxy" "$ROUND" "$rps" "$p50" "$p99" "$cpu" "$errors"
 }
 
 # fedgate_row SCENARIO LABEL TEMPLATE PATH [wrk options...]: starts fedgate with TEMPLATE
@@ -400,30 +414,63 @@ fedgate_row() {
   stop_pid "$pid"
 }
 
-# row_field SCENARIO PROXY COLUMN: a column (1-based, as in RESULTS) of a stored row.
-row_field() {
+# field_values SCENARIO PROXY COLUMN: a column (1-based, as in RESULTS) of every round's
+# row, one value per line, in round order.
+field_values() {
   local row f
   for row in ${RESULTS[@]+"${RESULTS[@]}"}; do
     IFS=$'\t' read -r -a f <<<"$row"
     if [ "${f[0]}" = "$1" ] && [ "${f[1]}" = "$2" ]; then
       echo "${f[$(($3 - 1))]}"
-      return 0
     fi
   done
-  return 1
 }
 
-# print_ratio SCENARIO A B: A's throughput relative to B's, and their p99 and CPU side by side.
+# median [FORMAT]: the median of the numbers on stdin, printed with FORMAT (default %.3f);
+# "-" when there are none, or any is "-".
+median() {
+  sort -g | awk -v fmt="${1:-%.3f}" '
+    $1 == "-" { dash = 1 }
+    { v[NR] = $1 }
+    END {
+      if (NR == 0 || dash) { print "-"; exit }
+      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf fmt "\n", m
+    }'
+}
+
+# print_medians SCENARIO PROXY...: one row per proxy with the median of each column.
+print_medians() {
+  local scenario=$1 proxy
+  shift
+  [ "$ROUNDS" -gt 1 ] || return 0
+  echo "median of $ROUNDS rounds:"
+  for proxy in "$@"; do
+    printf '%-18s %5s %10s %9s %9s %12s %8s\n' "$proxy" - \
+      "$(field_values "$scenario" "$proxy" 5 | median %.0f)" \
+      "$(field_values "$scenario" "$proxy" 6 | median)" \
+      "$(field_values "$scenario" "$proxy" 7 | median)" \
+      "$(field_values "$scenario" "$proxy" 8 | median %.1f)" \
+      "$(field_values "$scenario" "$proxy" 9 | awk '{ n += $1 } END { print n + 0 }')"
+  done
+}
+
+# print_ratio SCENARIO A B: A's throughput relative to B's, round by round (each round
+# measures both within a few seconds of each other) and as the median of those ratios,
+# then the median p99 and CPU per request side by side.
 print_ratio() {
-  local scenario=$1 a=$2 b=$3
-  local rps_a rps_b p99_a p99_b cpu_a cpu_b
-  rps_a=$(row_field "$scenario" "$a" 5) && rps_b=$(row_field "$scenario" "$b" 5) || return 0
-  p99_a=$(row_field "$scenario" "$a" 7) p99_b=$(row_field "$scenario" "$b" 7)
-  cpu_a=$(row_field "$scenario" "$a" 8) cpu_b=$(row_field "$scenario" "$b" 8)
-  awk -v a="$a" -v b="$b" -v ra="$rps_a" -v rb="$rps_b" -v pa="$p99_a" -v pb="$p99_b" \
-    -v ca="$cpu_a" -v cb="$cpu_b" 'BEGIN {
-      printf "%s/%s: throughput %.2fx, p99 %.3f vs %.3f ms (%+.0f%%), CPU %s vs %s µs/req\n",
-        a, b, ra / rb, pa, pb, (pa / pb - 1) * 100, ca, cb
+  local scenario=$1 a=$2 b=$3 ratios p99_a p99_b cpu_a cpu_b
+  ratios=$(paste <(field_values "$scenario" "$a" 5) <(field_values "$scenario" "$b" 5) |
+    awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }')
+  [ -n "$ratios" ] || return 0
+  p99_a=$(field_values "$scenario" "$a" 7 | median)
+  p99_b=$(field_values "$scenario" "$b" 7 | median)
+  cpu_a=$(field_values "$scenario" "$a" 8 | median %.1f)
+  cpu_b=$(field_values "$scenario" "$b" 8 | median %.1f)
+  awk -v a="$a" -v b="$b" -v r="$(echo "$ratios" | median %.2f)" -v rs="$(echo $ratios)" \
+    -v pa="$p99_a" -v pb="$p99_b" -v ca="$cpu_a" -v cb="$cpu_b" 'BEGIN {
+      printf "%s/%s: throughput %.2fx (rounds: %s), p99 %.3f vs %.3f ms (%+.0f%%), CPU %s vs %s µs/req\n",
+        a, b, r, rs, pa, pb, (pa / pb - 1) * 100, ca, cb
     }'
 }
 
@@ -436,7 +483,7 @@ print_notes() {
 write_json() {
   # Values go through the environment rather than into the Python source, so no version
   # string or path can break the quoting.
-  B_DURATION=$DURATION B_WARMUP=$WARMUP B_CONNECTIONS=$CONNECTIONS B_THREADS=$THREADS \
+  B_DURATION=$DURATION B_WARMUP=$WARMUP B_ROUNDS=$ROUNDS B_CONNECTIONS=$CONNECTIONS B_THREADS=$THREADS \
     B_PROXY_CPU=$PROXY_CPU B_LOAD_CPU=$LOAD_CPU B_CLK_TCK=$CLK_TCK \
     B_NGINX=$NGINX_VERSION B_HAPROXY=$HAPROXY_VERSION B_WRK=$WRK_VERSION \
     B_FEDGATE=$FEDGATE_VERSION \
@@ -444,7 +491,7 @@ write_json() {
 import json, os, sys
 e = os.environ
 meta = {
-    "duration": e["B_DURATION"], "warmup": e["B_WARMUP"],
+    "duration": e["B_DURATION"], "warmup": e["B_WARMUP"], "rounds": int(e["B_ROUNDS"]),
     "connections": int(e["B_CONNECTIONS"]), "threads": int(e["B_THREADS"]),
     "proxy_cpu": e["B_PROXY_CPU"], "load_cpu": e["B_LOAD_CPU"], "clk_tck": int(e["B_CLK_TCK"]),
     "versions": {"nginx": e["B_NGINX"], "haproxy": e["B_HAPROXY"], "wrk": e["B_WRK"],
@@ -452,9 +499,10 @@ meta = {
 }
 results = []
 for row in sys.argv[2:]:
-    scenario, proxy, path, requests, rps, p50, p99, cpu, errors = row.split("\t")
+    scenario, proxy, path, requests, rps, p50, p99, cpu, errors, rnd = row.split("\t")
     results.append({
-        "scenario": scenario, "proxy": proxy, "path": path, "requests": int(requests),
+        "scenario": scenario, "proxy": proxy, "round": int(rnd), "path": path,
+        "requests": int(requests),
         "rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99),
         "cpu_us_per_req": None if cpu == "-" else float(cpu), "errors": int(errors),
     })
@@ -476,6 +524,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=${2:?}; shift ;;
     --connections) CONNECTIONS=${2:?}; shift ;;
     --threads) THREADS=${2:?}; shift ;;
+    --rounds) ROUNDS=${2:?}; shift ;;
     --scenarios) SCENARIOS=${2:?}; shift ;;
     --skip-fedgate) SKIP_FEDGATE=1 ;;
     --keep) KEEP_WORK=1 ;;
@@ -487,6 +536,7 @@ done
 
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "connections must be a positive integer"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "threads must be a positive integer"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "rounds must be a positive integer"
 [ "$CONNECTIONS" -ge "$THREADS" ] || die "wrk needs at least one connection per thread"
 for s in $SCENARIOS; do
   declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(list_scenarios))"

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -82,7 +82,8 @@ impl Conn {
 
 struct Idle {
     conn: Box<Conn>,
-    since: Instant,
+    /// Sweeps this connection has sat through idle; no clock is read per request.
+    sweeps: u32,
 }
 
 struct Slot {
@@ -96,9 +97,13 @@ struct Shared {
     connector: CountingConnector,
     builder: http1::Builder,
     connect_timeout: Duration,
-    idle_timeout: Duration,
     max_idle: usize,
     reaper: AtomicBool,
+    /// How often the reaper sweeps, and how many sweeps a connection may sit through idle:
+    /// it is closed between `idle_timeout` and `idle_timeout` plus one period after its
+    /// last use.
+    sweep_period: Duration,
+    max_sweeps: u32,
 }
 
 /// The pool of one upstream: an idle list per endpoint.
@@ -154,7 +159,7 @@ impl Lent {
         if idle.len() < shared.max_idle {
             idle.push(Idle {
                 conn: self.conn,
-                since: Instant::now(),
+                sweeps: 0,
             });
         }
     }
@@ -169,6 +174,10 @@ impl Pool {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Self {
+        let sweep_period =
+            (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let max_sweeps = u32::try_from(idle_timeout.as_nanos().div_ceil(sweep_period.as_nanos()))
+            .unwrap_or(u32::MAX);
         let mut builder = http1::Builder::new();
         // One write per message: the head and a small body are copied into one buffer, which
         // costs less than a vectored write of separate slices.
@@ -185,9 +194,10 @@ impl Pool {
                 connector,
                 builder,
                 connect_timeout,
-                idle_timeout,
                 max_idle,
                 reaper: AtomicBool::new(false),
+                sweep_period,
+                max_sweeps,
             }),
         }
     }
@@ -211,7 +221,9 @@ impl Pool {
         loop {
             let (conn, reused) = match self.checkout(slot) {
                 Some(conn) => (conn, true),
-                None => (self.connect(slot).await?, false),
+                // Boxed: connecting is rare, and its state would otherwise make every
+                // request's future (moved several times on its way into hyper) larger.
+                None => (Box::pin(self.connect(slot)).await?, false),
             };
             let mut lent = Lent {
                 conn,
@@ -257,7 +269,7 @@ impl Pool {
         sender.send_request(req).await.map_err(SendError::Http)
     }
 
-    /// Takes the most recently used idle connection, closing expired ones on the way.
+    /// Takes the most recently used idle connection, closing closed ones on the way.
     ///
     /// Whether the upstream closed it while it sat idle is found out by the first poll of
     /// the exchange, which reads the pending end of stream before writing anything; hyper
@@ -267,10 +279,7 @@ impl Pool {
         loop {
             let entry = idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             let conn = entry.conn;
-            if !conn.done
-                && conn.sender.is_ready()
-                && entry.since.elapsed() < self.shared.idle_timeout
-            {
+            if !conn.done && conn.sender.is_ready() {
                 return Some(conn);
             }
         }
@@ -310,8 +319,7 @@ impl Pool {
             return;
         }
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
-        let period = (self.shared.idle_timeout / 2)
-            .clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let period = self.shared.sweep_period;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -326,7 +334,8 @@ impl Pool {
 }
 
 impl Shared {
-    /// Closes idle connections that timed out or that the upstream closed.
+    /// Closes idle connections that sat through more than `max_sweeps` sweeps, or that the
+    /// upstream closed.
     fn sweep(&self) {
         let mut cx = Context::from_waker(Waker::noop());
         for slot in &self.slots {
@@ -335,7 +344,8 @@ impl Shared {
                 let mut idle = slot.idle.lock().unwrap_or_else(|e| e.into_inner());
                 // Oldest first stays oldest first: checkout takes from the end.
                 for mut entry in std::mem::take(&mut *idle) {
-                    if entry.since.elapsed() < self.idle_timeout && entry.conn.reusable(&mut cx) {
+                    entry.sweeps += 1;
+                    if entry.sweeps <= self.max_sweeps && entry.conn.reusable(&mut cx) {
                         idle.push(entry);
                     } else {
                         closed.push(entry);

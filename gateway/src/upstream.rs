@@ -96,8 +96,7 @@ impl Lease {
         upgrade: bool,
     ) -> Result<(Response<Incoming>, Option<Lent>), ForwardError> {
         match &self.upstream.transport {
-            Transport::Http1(pool) if upgrade => pool
-                .send_upgrade(self.index, req)
+            Transport::Http1(pool) if upgrade => Box::pin(pool.send_upgrade(self.index, req))
                 .await
                 .map(|r| (r, None))
                 .map_err(ForwardError::from_send),
