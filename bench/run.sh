@@ -90,15 +90,17 @@ compare() {
   [ "$SKIP_FEDGATE" = 1 ] || proxies+=(fedgate)
   proxies+=(nginx haproxy)
   table_header "$scenario" "$path"
+  # Like nginx and HAProxy, fedgate keeps running across the rounds: every proxy is
+  # measured with warm connection pools and caches.
+  [ "$SKIP_FEDGATE" = 1 ] || fedgate_start fedgate "$BENCH_DIR/conf/fedgate.toml"
   for round in $(seq 1 "$ROUNDS"); do
     ROUND=$round
     measure "$scenario" direct "$UP_PORT" 0 "$path" "$@"
-    if [ "$SKIP_FEDGATE" != 1 ]; then
-      fedgate_row "$scenario" fedgate "$BENCH_DIR/conf/fedgate.toml" "$path" "$@"
-    fi
+    [ "$SKIP_FEDGATE" = 1 ] || fedgate_measure "$scenario" fedgate "$path" "$@"
     measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@"
     measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@"
   done
+  [ "$SKIP_FEDGATE" = 1 ] || fedgate_stop fedgate
   print_medians "$scenario" "${proxies[@]}"
   echo
   if [ "$SKIP_FEDGATE" != 1 ]; then
@@ -381,13 +383,14 @@ measure() {
   printf '%-18s %5s %10s %9s %9s %12s %8s\n' "$proxy" "$ROUND" "$rps" "$p50" "$p99" "$cpu" "$errors"
 }
 
-# fedgate_row SCENARIO LABEL TEMPLATE PATH [wrk options...]: starts fedgate with TEMPLATE
-# (placeholders @PORT@, @ADMIN_PORT@, @UPSTREAM_PORT@, @DIR@), measures it like any other
-# proxy under LABEL, checks that its /metrics counted the traffic, and stops it again.
-fedgate_row() {
-  local scenario=$1 label=$2 template=$3 path=$4
-  shift 4
-  local dir="$WORK/fedgate-$scenario-$label" port admin pid counted sent
+# fedgate instances by label: port, admin port, pid.
+declare -A FG_PORT FG_ADMIN FG_PID
+
+# fedgate_start LABEL TEMPLATE: starts fedgate with TEMPLATE (placeholders @PORT@,
+# @ADMIN_PORT@, @UPSTREAM_PORT@, @DIR@) on the proxy core and waits until it forwards.
+fedgate_start() {
+  local label=$1 template=$2
+  local dir="$WORK/fedgate-$label-$RANDOM" port admin
   mkdir -p "$dir"
   # Fresh ports for every start: no dependence on how quickly the last one was released.
   read -r port admin <<<"$(free_ports 2)"
@@ -398,20 +401,45 @@ fedgate_row() {
     die "$template: fedgate check failed"
   }
   start_bg "$dir/fedgate.log" "$PROXY_CPU" "$FEDGATE" run --config "$dir/fedgate.toml"
-  pid=$STARTED_PID
-  wait_ready "http://127.0.0.1:$admin/ready" "$pid" "$dir/fedgate.log"
+  FG_PID[$label]=$STARTED_PID FG_PORT[$label]=$port FG_ADMIN[$label]=$admin
+  wait_ready "http://127.0.0.1:$admin/ready" "$STARTED_PID" "$dir/fedgate.log"
   check_forwards "$label" "$port"
+}
 
-  measure "$scenario" "$label" "$port" "$pid" "$path" "$@"
-
+# fedgate_measure SCENARIO LABEL PATH [wrk options...]: measures a started fedgate like
+# any other proxy and checks that its /metrics counted the traffic.
+fedgate_measure() {
+  local scenario=$1 label=$2 path=$3 admin before counted
+  shift 3
+  admin=${FG_ADMIN[$label]}
+  before=$(fedgate_counted "$admin")
+  measure "$scenario" "$label" "${FG_PORT[$label]}" "${FG_PID[$label]}" "$path" "$@"
   # The figures are only meaningful with the metrics doing their work: confirm they saw
   # the load. wrk does not count requests still in flight when it stops, so /metrics may
-  # show a few more; the forwarding check adds one.
-  counted=$(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$admin/metrics" |
-    awk '/^fedgate_requests_total[{ ]/ { n += $NF } END { printf "%d", n }') || counted=unknown
-  sent=$((LAST_WARMUP_REQUESTS + LAST_REQUESTS))
-  NOTES+=("$label: /metrics counted $counted requests; wrk completed $sent (warm-up and run)")
-  stop_pid "$pid"
+  # show a few more.
+  counted=$(fedgate_counted "$admin")
+  NOTES+=("$label: /metrics counted $((counted - before)) requests; wrk completed $((LAST_WARMUP_REQUESTS + LAST_REQUESTS)) (warm-up and run)")
+}
+
+# fedgate_counted ADMIN_PORT: the sum of fedgate_requests_total.
+fedgate_counted() {
+  curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:$1/metrics" |
+    awk '/^fedgate_requests_total[{ ]/ { n += $NF } END { printf "%d", n }'
+}
+
+fedgate_stop() {
+  stop_pid "${FG_PID[$1]}"
+  unset "FG_PID[$1]" "FG_PORT[$1]" "FG_ADMIN[$1]"
+}
+
+# fedgate_row SCENARIO LABEL TEMPLATE PATH [wrk options...]: starts fedgate with TEMPLATE,
+# measures it once under LABEL and stops it again.
+fedgate_row() {
+  local scenario=$1 label=$2 template=$3 path=$4
+  shift 4
+  fedgate_start "$label" "$template"
+  fedgate_measure "$scenario" "$label" "$path" "$@"
+  fedgate_stop "$label"
 }
 
 # field_values SCENARIO PROXY COLUMN: a column (1-based, as in RESULTS) of every round's
