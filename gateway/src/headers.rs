@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::ForwardingConfig;
 
@@ -169,16 +169,28 @@ pub fn add_client_headers(
 ) {
     let proto = if tls { "https" } else { "http" };
     if cfg.x_forwarded {
-        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => {
-                HeaderValue::from_str(&format!("{prev}, {client}")).ok()
+        // One lookup: the usual request has no X-Forwarded-For and gets the value
+        // formatted when its connection was accepted.
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Vacant(e) => {
+                e.insert(client_value.clone());
             }
-            _ => None,
-        };
-        headers.insert(
-            &X_FORWARDED_FOR,
-            appended.unwrap_or_else(|| client_value.clone()),
-        );
+            Entry::Occupied(mut e) => {
+                let prev: Vec<&str> = e
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                let chain = if prev.is_empty() {
+                    None
+                } else {
+                    HeaderValue::from_str(&format!("{}, {client}", prev.join(", "))).ok()
+                };
+                // Replaces every line of the header with the one chain.
+                e.insert(chain.unwrap_or_else(|| client_value.clone()));
+            }
+        }
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         if let Some(h) = host {
             headers.insert(&X_FORWARDED_HOST, h.clone());
@@ -204,16 +216,18 @@ pub fn add_client_headers(
     }
 }
 
-/// Returns the request id to use: the client's when trusted and well-formed, else a new one.
-pub fn request_id(headers: &HeaderMap, cfg: &ForwardingConfig) -> HeaderValue {
+/// Returns the request id to use: the client's when trusted and well-formed, else a new
+/// one; and whether it is the client's, already in `headers` as it should be forwarded.
+pub fn request_id(headers: &HeaderMap, cfg: &ForwardingConfig) -> (HeaderValue, bool) {
     if cfg.trust_request_id {
-        if let Some(v) = headers.get(&cfg.request_id_header) {
+        let mut values = headers.get_all(&cfg.request_id_header).iter();
+        if let (Some(v), None) = (values.next(), values.next()) {
             if crate::config::is_valid_request_id(v) {
-                return v.clone();
+                return (v.clone(), true);
             }
         }
     }
-    new_request_id()
+    (new_request_id(), false)
 }
 
 /// A random UUID (version 4) as a header value.
@@ -239,11 +253,18 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Keeps a valid W3C `traceparent` or replaces it with a new one; returns the trace id.
 pub fn ensure_traceparent(headers: &mut HeaderMap) -> TraceId {
-    if let Some(v) = headers.get(&TRACEPARENT) {
-        if let Some(id) = parse_traceparent(v.as_bytes()) {
-            return id;
+    let entry = match headers.entry(&TRACEPARENT) {
+        Entry::Occupied(e) => {
+            let mut values = e.iter();
+            if let (Some(v), None) = (values.next(), values.next()) {
+                if let Some(id) = parse_traceparent(v.as_bytes()) {
+                    return id;
+                }
+            }
+            Entry::Occupied(e)
         }
-    }
+        vacant => vacant,
+    };
     let trace = loop {
         let t = fastrand::u128(..);
         if t != 0 {
@@ -259,10 +280,16 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) -> TraceId {
     s[52..].copy_from_slice(b"-00");
     let mut id = [0u8; 32];
     id.copy_from_slice(&s[3..35]);
-    headers.insert(
-        &TRACEPARENT,
-        HeaderValue::from_bytes(&s).expect("hex is a valid header value"),
-    );
+    let value = HeaderValue::from_bytes(&s).expect("hex is a valid header value");
+    match entry {
+        // Replaces every line of an invalid or repeated traceparent.
+        Entry::Occupied(mut e) => {
+            e.insert(value);
+        }
+        Entry::Vacant(e) => {
+            e.insert(value);
+        }
+    }
     TraceId(id)
 }
 
@@ -393,6 +420,30 @@ mod tests {
     }
 
     #[test]
+    fn repeated_ids_are_replaced_not_trusted() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", valid), ("traceparent", valid)]);
+        let id = ensure_traceparent(&mut h);
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert_ne!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let cfg = crate::config::ForwardingConfig {
+            x_forwarded: true,
+            forwarded: false,
+            via: None,
+            preserve_host: true,
+            request_id_header: HeaderName::from_static("x-request-id"),
+            trust_request_id: true,
+        };
+        let one = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&one, &cfg), (HeaderValue::from_static("abc-123"), true));
+        let two = map(&[("x-request-id", "abc-123"), ("x-request-id", "def")]);
+        let (id, kept) = request_id(&two, &cfg);
+        assert!(!kept);
+        assert_eq!(id.len(), 36);
+    }
+
+    #[test]
     fn request_ids_are_uuid_v4() {
         let v = new_request_id();
         let s = v.to_str().unwrap();
@@ -416,6 +467,14 @@ mod tests {
         let ip = HeaderValue::from_static("::1");
         add_client_headers(&mut h, &cfg, "::1".parse().unwrap(), &ip, true, Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, ::1");
+        // Several lines become one chain, in order.
+        let mut lines = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", " 198.51.100.2 "),
+        ]);
+        add_client_headers(&mut lines, &cfg, "::1".parse().unwrap(), &ip, true, None);
+        let chain: Vec<_> = lines.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(chain, ["203.0.113.7, 198.51.100.2, ::1"]);
         let mut fresh = HeaderMap::new();
         add_client_headers(&mut fresh, &cfg, "::1".parse().unwrap(), &ip, false, None);
         assert_eq!(fresh["x-forwarded-for"], "::1");

@@ -56,9 +56,14 @@ pub async fn handle(
     let start = Instant::now();
     let method = MethodLabel::of(req.method());
 
+    // Hop-by-hop headers belong to the client's connection, not to the request: every
+    // phase sees (and the upstream gets) the request without them.
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+
     // Phase 1: ids. The request id and trace context are set on the forwarded request and
     // echoed on the response, so a client report can be matched with the upstream's logs.
-    let request_id = headers::request_id(req.headers(), &rt.forwarding);
+    let (request_id, client_id) = headers::request_id(req.headers(), &rt.forwarding);
     let trace_id = headers::ensure_traceparent(req.headers_mut());
 
     // Phase 2: route.
@@ -94,7 +99,6 @@ pub async fn handle(
     let endpoint = &lease.endpoint().config;
 
     // Phase 9: forward.
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
@@ -109,7 +113,6 @@ pub async fn handle(
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
 
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if rt.forwarding.preserve_host {
         if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), host.clone()) {
             parts.headers.insert(header::HOST, h);
@@ -130,9 +133,11 @@ pub async fn handle(
             .headers
             .append(header::VIA, via.for_version(client_version).clone());
     }
-    parts
-        .headers
-        .insert(&rt.forwarding.request_id_header, request_id.clone());
+    if !client_id {
+        parts
+            .headers
+            .insert(&rt.forwarding.request_id_header, request_id.clone());
+    }
 
     let upstream_req = Request::from_parts(parts, RequestBody::new(body, counter));
     let sent = Instant::now();
