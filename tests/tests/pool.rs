@@ -204,3 +204,29 @@ async fn many_concurrent_requests_share_a_bounded_pool() {
     );
     assert_eq!(conns(&m, "active"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_responses_return_their_connection() {
+    let up = TestUpstream::start("a").await;
+    let gw = TestGateway::start(&one_route(&up.url(), "")).await;
+    for _ in 0..3 {
+        let req = http::Request::head(gw.url("/bytes/5000"))
+            .body(empty())
+            .unwrap();
+        let (status, _, body) = send(req).await;
+        assert_eq!(status, 200);
+        assert!(body.is_empty());
+        let (status, _, body) = send(get(&gw.url("/status/204"))).await;
+        assert_eq!(status, 204);
+        assert!(body.is_empty());
+        let (status, _, body) = send(get(&gw.url("/bytes/10"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), 10);
+    }
+    assert_eq!(up.hits(), 9);
+    assert_eq!(
+        up.connections(),
+        1,
+        "HEAD and 204 responses leave the connection reusable"
+    );
+}
