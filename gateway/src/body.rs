@@ -11,8 +11,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::h1::Framing;
 use crate::pool::Lent;
 use crate::record::Completion;
+use crate::upstream::BoxError;
 
 /// The client's request body on its way upstream, counting bytes into a shared counter.
 #[derive(Debug)]
@@ -54,16 +56,27 @@ impl Body for RequestBody {
     }
 }
 
+/// A response body as the upstream sends it.
+#[derive(Debug)]
+pub enum Relay {
+    /// From hyper's client: HTTP/2 upstreams and upgrades.
+    Incoming(Incoming),
+    /// From a pooled HTTP/1.1 connection, which reads it and is released at its end.
+    Pooled { framing: Framing, conn: Lent },
+}
+
 enum Inner {
-    Upstream(Incoming),
+    Incoming(Incoming),
+    /// Read from `ResponseBody::conn`.
+    Pooled(Framing),
     Fixed(Option<Bytes>),
 }
 
 /// The body sent to the client: relayed from upstream or a fixed local body.
 pub struct ResponseBody {
     inner: Inner,
-    /// The HTTP/1.1 upstream connection the body arrives on: driven here, and returned to
-    /// its pool once the body is complete.
+    /// The HTTP/1.1 upstream connection a pooled body is read from, returned to its pool
+    /// once the body is complete.
     conn: Option<Lent>,
     completion: Option<Completion>,
 }
@@ -75,17 +88,31 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, conn: Option<Lent>, completion: Completion) -> Self {
-        let mut b = ResponseBody {
-            inner: Inner::Upstream(body),
-            conn,
-            completion: Some(completion),
-        };
-        // Nothing to read (HEAD, 204, 304, an empty body): the connection is free now.
-        if b.is_end_stream() {
-            b.release_conn();
+    pub fn upstream(body: Relay, completion: Completion) -> Self {
+        match body {
+            Relay::Incoming(body) => ResponseBody {
+                inner: Inner::Incoming(body),
+                conn: None,
+                completion: Some(completion),
+            },
+            Relay::Pooled {
+                mut framing,
+                mut conn,
+            } => {
+                // A small response usually arrives whole with its head: its connection is
+                // free before a byte goes to the client.
+                let buffered = conn.take_buffered(&mut framing);
+                if framing.is_end() {
+                    conn.release();
+                    return Self::fixed(buffered.unwrap_or_default(), Some(completion));
+                }
+                ResponseBody {
+                    inner: Inner::Pooled(framing),
+                    conn: Some(conn),
+                    completion: Some(completion),
+                }
+            }
         }
-        b
     }
 
     pub fn fixed(bytes: Bytes, completion: Option<Completion>) -> Self {
@@ -120,16 +147,30 @@ impl ResponseBody {
             c.finish(true);
         }
     }
+
+    /// The body failed: its connection is closed, the request recorded as cut short.
+    fn fail(&mut self) {
+        self.conn = None;
+        if let Some(c) = self.completion.take() {
+            c.finish(false);
+        }
+    }
+
+    fn count(&mut self, frame: &Frame<Bytes>) {
+        if let (Some(d), Some(c)) = (frame.data_ref(), self.completion.as_mut()) {
+            c.add_response_bytes(d.len() as u64);
+        }
+    }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match &mut this.inner {
             Inner::Fixed(data) => {
@@ -139,32 +180,42 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(frame)
             }
-            Inner::Upstream(body) => {
-                // What the connection already read is delivered without touching its IO;
-                // only when nothing is waiting does the connection get to read more.
-                let mut polled = Pin::new(&mut *body).poll_frame(cx);
-                if polled.is_pending() {
-                    if let Some(conn) = &mut this.conn {
-                        conn.drive(cx);
-                        polled = Pin::new(body).poll_frame(cx);
-                    }
-                }
-                match &polled {
+            Inner::Pooled(framing) => {
+                let Some(conn) = &mut this.conn else {
+                    return Poll::Ready(None);
+                };
+                let polled = conn.poll_body(cx, framing);
+                let end = framing.is_end();
+                match polled {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(d), Some(c)) = (frame.data_ref(), this.completion.as_mut()) {
-                            c.add_response_bytes(d.len() as u64);
+                        this.count(&frame);
+                        // The last bytes are in hand: the connection can serve another
+                        // request while they go to the client.
+                        if end {
+                            this.finish();
                         }
+                        Poll::Ready(Some(Ok(frame)))
                     }
+                    Poll::Ready(None) => {
+                        this.finish();
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        this.fail();
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Inner::Incoming(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => this.count(frame),
                     Poll::Ready(None) => this.finish(),
-                    Poll::Ready(Some(Err(_))) => {
-                        this.conn = None;
-                        if let Some(c) = this.completion.take() {
-                            c.finish(false);
-                        }
-                    }
+                    Poll::Ready(Some(Err(_))) => this.fail(),
                     Poll::Pending => {}
                 }
-                polled
+                polled.map_err(Into::into)
             }
         }
     }
@@ -172,14 +223,18 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Fixed(d) => d.is_none(),
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Pooled(f) => f.is_end(),
+            Inner::Incoming(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Fixed(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Pooled(f) => f
+                .exact()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Inner::Incoming(b) => b.size_hint(),
         }
     }
 }

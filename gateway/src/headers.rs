@@ -436,7 +436,10 @@ mod tests {
             trust_request_id: true,
         };
         let one = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(request_id(&one, &cfg), (HeaderValue::from_static("abc-123"), true));
+        assert_eq!(
+            request_id(&one, &cfg),
+            (HeaderValue::from_static("abc-123"), true)
+        );
         let two = map(&[("x-request-id", "abc-123"), ("x-request-id", "def")]);
         let (id, kept) = request_id(&two, &cfg);
         assert!(!kept);

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod h1;
 pub mod headers;
 pub mod logging;
 pub mod metrics;

@@ -8,29 +8,28 @@
 //! head and every body frame would otherwise each wake another task), and backpressure is
 //! plain: a client that stops reading stops the upstream read too.
 //!
-//! Idle connections are swept by a reaper task that closes the ones idle longer than
-//! `idle_timeout` or closed by the upstream. One the upstream closed since the last sweep is
-//! noticed by the first poll of the exchange that takes it: that poll reads the end of
-//! stream before it writes anything, so the request was never sent, hyper hands it back
-//! untouched, and it is retried on a fresh connection. That is safe for every method.
+//! The protocol is spoken by [`crate::h1`]. Idle connections are swept by a reaper task
+//! that closes the ones idle longer than `idle_timeout` or closed by the upstream. Taking an
+//! idle connection checks, without blocking, that the upstream has not closed it since; one
+//! closed just after that check fails its exchange before any response byte, and the request
+//! is sent again on a fresh connection when that cannot repeat it: nothing was written yet,
+//! or it has no body and an idempotent method.
+//!
+//! Upgrade requests (WebSocket) go through hyper's client on a connection of their own,
+//! which the upgraded stream then keeps.
 
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::{request, response, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use tower::Service;
 
 use crate::body::RequestBody;
+use crate::h1::{self, Conn, Framing};
 use crate::upstream::{BoxError, Counted, CountingConnector};
-
-type Sender = http1::SendRequest<RequestBody>;
-type Driver = http1::Connection<Counted, RequestBody>;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug)]
@@ -38,45 +37,18 @@ pub enum SendError {
     /// Opening the connection (TCP, TLS) failed or took longer than `connect_timeout`.
     Connect(BoxError),
     /// The exchange on an open connection failed.
-    Http(hyper::Error),
+    Exchange(h1::Error),
+    /// The upgrade exchange (on hyper's client) failed.
+    Upgrade(hyper::Error),
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Http(e) => write!(f, "{e}"),
+            SendError::Exchange(e) => write!(f, "{e}"),
+            SendError::Upgrade(e) => write!(f, "{e}"),
         }
-    }
-}
-
-/// One HTTP/1.1 connection: the request sender and the protocol state machine that does
-/// the IO, driven by whoever holds it.
-struct Conn {
-    sender: Sender,
-    driver: Driver,
-    /// The driver finished (closed by either side, or failed): never poll it again.
-    done: bool,
-}
-
-impl Conn {
-    /// Lets the connection do whatever IO is ready. Registers `cx` for more.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if self.done {
-            return;
-        }
-        if let Poll::Ready(result) = Pin::new(&mut self.driver).poll(cx) {
-            self.done = true;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        }
-    }
-
-    /// Whether the connection can carry another request now.
-    fn reusable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx);
-        !self.done && matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
     }
 }
 
@@ -95,6 +67,7 @@ struct Slot {
 struct Shared {
     slots: Vec<Slot>,
     connector: CountingConnector,
+    /// For upgrades, which leave the pool.
     builder: http1::Builder,
     connect_timeout: Duration,
     max_idle: usize,
@@ -136,20 +109,26 @@ impl std::fmt::Debug for Lent {
 }
 
 impl Lent {
-    pub fn drive(&mut self, cx: &mut Context<'_>) {
-        self.conn.drive(cx);
+    /// The next frame of the response body (see [`Conn::poll_body`]).
+    pub fn poll_body(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        framing: &mut Framing,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, h1::Error>>> {
+        self.conn.poll_body(cx, framing)
+    }
+
+    /// The rest of the body if it is already read (see [`Conn::take_buffered`]).
+    pub fn take_buffered(&mut self, framing: &mut Framing) -> Option<bytes::Bytes> {
+        self.conn.take_buffered(framing)
     }
 
     /// Returns the connection to its idle list if the exchange left it reusable (the
-    /// upstream did not ask to close, nothing is left unread), or closes it.
-    pub fn release(mut self) {
-        // Usually the read that finished the body also left the connection waiting for
-        // the next request; only otherwise is it polled (without a waker) to get there.
-        if !(!self.conn.done && self.conn.sender.is_ready()) {
-            let mut cx = Context::from_waker(Waker::noop());
-            if !self.conn.reusable(&mut cx) {
-                return;
-            }
+    /// upstream did not ask to close, nothing is left unread or unsent), or closes it.
+    /// Only for an exchange whose response body was read to its end.
+    pub fn release(self) {
+        if !self.conn.is_reusable() {
+            return;
         }
         let shared = self.shared;
         let mut idle = shared.slots[self.slot]
@@ -211,18 +190,20 @@ impl Pool {
             .len()
     }
 
-    /// Sends `req` (origin-form target) to endpoint `slot` and waits for the response head.
-    /// The returned connection must be driven while the response body is read.
+    /// Sends a request (origin-form target in `parts`) to endpoint `slot` and waits for
+    /// the response head. The returned connection reads the response body.
     pub async fn send(
         &self,
         slot: usize,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lent), SendError> {
+        parts: request::Parts,
+        mut body: RequestBody,
+    ) -> Result<(response::Parts, Framing, Lent), SendError> {
+        let had_body = !http_body::Body::is_end_stream(&body);
         loop {
             let (conn, reused) = match self.checkout(slot) {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare, and its state would otherwise make every
-                // request's future (moved several times on its way into hyper) larger.
+                // request's future larger.
                 None => (Box::pin(self.connect(slot)).await?, false),
             };
             let mut lent = Lent {
@@ -230,19 +211,14 @@ impl Pool {
                 shared: self.shared.clone(),
                 slot,
             };
-            let mut response = std::pin::pin!(lent.conn.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                lent.conn.drive(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(resp) => return Ok((resp, lent)),
-                Err(mut e) => match e.take_message() {
-                    // Not a byte of it was written: the reused connection was closing.
-                    Some(back) if reused => req = back,
-                    _ => return Err(SendError::Http(e.into_error())),
-                },
+            match lent.conn.exchange(&parts, &mut body).await {
+                Ok((head, framing)) => return Ok((head, framing, lent)),
+                // A kept-alive connection the upstream closed just as it was taken: the
+                // request goes again on another, if that cannot repeat anything.
+                Err(e) if reused && lent.conn.may_retry(&parts.method, had_body) => {
+                    tracing::debug!(error = %e, "reused upstream connection was closed; retrying");
+                }
+                Err(e) => return Err(SendError::Exchange(e)),
             }
         }
     }
@@ -260,26 +236,24 @@ impl Pool {
             .builder
             .handshake(io)
             .await
-            .map_err(SendError::Http)?;
+            .map_err(SendError::Upgrade)?;
         tokio::spawn(async move {
             if let Err(e) = driver.with_upgrades().await {
                 tracing::debug!(error = %e, "upgraded upstream connection ended with an error");
             }
         });
-        sender.send_request(req).await.map_err(SendError::Http)
+        sender.send_request(req).await.map_err(SendError::Upgrade)
     }
 
-    /// Takes the most recently used idle connection, closing closed ones on the way.
-    ///
-    /// Whether the upstream closed it while it sat idle is found out by the first poll of
-    /// the exchange, which reads the pending end of stream before writing anything; hyper
-    /// then hands the request back and [`send`](Self::send) retries on a fresh connection.
+    /// Takes the most recently used idle connection that is still usable, closing the
+    /// others on the way. An upstream close that arrives after this check is caught by the
+    /// exchange, which retries when it safely can.
     fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
         let idle = &self.shared.slots[slot].idle;
         loop {
             let entry = idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            let conn = entry.conn;
-            if !conn.done && conn.sender.is_ready() {
+            let mut conn = entry.conn;
+            if conn.is_usable() {
                 return Some(conn);
             }
         }
@@ -287,18 +261,8 @@ impl Pool {
 
     async fn connect(&self, slot: usize) -> Result<Box<Conn>, SendError> {
         let io = self.dial(slot).await?;
-        let (sender, driver) = self
-            .shared
-            .builder
-            .handshake(io)
-            .await
-            .map_err(SendError::Http)?;
         self.start_reaper();
-        Ok(Box::new(Conn {
-            sender,
-            driver,
-            done: false,
-        }))
+        Ok(Box::new(Conn::new(io)))
     }
 
     /// Opens a transport connection (TCP, and TLS for `https`) within `connect_timeout`.
@@ -337,7 +301,6 @@ impl Shared {
     /// Closes idle connections that sat through more than `max_sweeps` sweeps, or that the
     /// upstream closed.
     fn sweep(&self) {
-        let mut cx = Context::from_waker(Waker::noop());
         for slot in &self.slots {
             let mut closed = Vec::new();
             {
@@ -345,7 +308,7 @@ impl Shared {
                 // Oldest first stays oldest first: checkout takes from the end.
                 for mut entry in std::mem::take(&mut *idle) {
                     entry.sweeps += 1;
-                    if entry.sweeps <= self.max_sweeps && entry.conn.reusable(&mut cx) {
+                    if entry.sweeps <= self.max_sweeps && entry.conn.is_usable() {
                         idle.push(entry);
                     } else {
                         closed.push(entry);

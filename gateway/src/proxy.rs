@@ -144,7 +144,7 @@ pub async fn handle(
     // The deadline comes from the instant already read: one clock read fewer per request.
     let deadline = tokio::time::Instant::from_std(sent) + route.response_timeout;
     let result = tokio::time::timeout_at(deadline, lease.forward(upstream_req, upgrade)).await;
-    let (mut resp, conn) = match result {
+    let mut resp = match result {
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
             tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
@@ -196,7 +196,7 @@ pub async fn handle(
     parts
         .headers
         .insert(&rt.forwarding.request_id_header, request_id);
-    Response::from_parts(parts, ResponseBody::upstream(body, conn, completion))
+    Response::from_parts(parts, ResponseBody::upstream(body, completion))
 }
 
 /// The host a request is for: `Host`, or the URI authority (HTTP/2 `:authority`).

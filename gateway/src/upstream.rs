@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -19,11 +18,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use crate::body::{Relay, RequestBody};
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::metrics::{ConnStats, UpstreamMetrics};
-use crate::pool::{Lent, Pool, SendError};
+use crate::pool::{Pool, SendError};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -35,7 +34,7 @@ enum Transport {
     /// HTTP/1.1: one request per connection at a time, connections driven by the request.
     Http1(Pool),
     /// HTTP/2: one multiplexed connection per endpoint, each on a task of its own.
-    Http2(Client<CountingConnector, RequestBody>),
+    Http2(Box<Client<CountingConnector, RequestBody>>),
 }
 
 /// A failed upstream exchange.
@@ -88,23 +87,26 @@ impl Lease {
     }
 
     /// Sends `req` to the leased endpoint and waits for the response head. `req` carries
-    /// the origin-form target; HTTP/2 gets the endpoint's scheme and authority added. An
-    /// HTTP/1.1 response comes with its connection, to be driven while the body is read.
+    /// the origin-form target; HTTP/2 gets the endpoint's scheme and authority added. A
+    /// pooled HTTP/1.1 response body reads from its connection and then releases it.
     pub async fn forward(
         &self,
         mut req: Request<RequestBody>,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Lent>), ForwardError> {
+    ) -> Result<Response<Relay>, ForwardError> {
         match &self.upstream.transport {
             Transport::Http1(pool) if upgrade => Box::pin(pool.send_upgrade(self.index, req))
                 .await
-                .map(|r| (r, None))
+                .map(|r| r.map(Relay::Incoming))
                 .map_err(ForwardError::from_send),
-            Transport::Http1(pool) => pool
-                .send(self.index, req)
-                .await
-                .map(|(r, lent)| (r, Some(lent)))
-                .map_err(ForwardError::from_send),
+            Transport::Http1(pool) => {
+                let (parts, body) = req.into_parts();
+                let (head, framing, conn) = pool
+                    .send(self.index, parts, body)
+                    .await
+                    .map_err(ForwardError::from_send)?;
+                Ok(Response::from_parts(head, Relay::Pooled { framing, conn }))
+            }
             Transport::Http2(client) => {
                 let endpoint = &self.endpoint().config;
                 let mut uri = std::mem::take(req.uri_mut()).into_parts();
@@ -117,7 +119,7 @@ impl Lease {
                 client
                     .request(req)
                     .await
-                    .map(|r| (r, None))
+                    .map(|r| r.map(Relay::Incoming))
                     .map_err(|e| ForwardError {
                         kind: ProxyError::from_client(&e),
                         detail: e.to_string(),
@@ -131,7 +133,8 @@ impl ForwardError {
     fn from_send(e: SendError) -> Self {
         let kind = match &e {
             SendError::Connect(_) => ProxyError::UpstreamConnect,
-            SendError::Http(h) => ProxyError::classify(h),
+            SendError::Exchange(e) => e.kind(),
+            SendError::Upgrade(h) => ProxyError::classify(h),
         };
         ForwardError {
             kind,
@@ -190,7 +193,7 @@ impl Upstream {
                     // Host is set by the proxy: the client's own, or the endpoint's.
                     .set_host(false)
                     .http2_only(true);
-                Transport::Http2(builder.build(connector))
+                Transport::Http2(Box::new(builder.build(connector)))
             }
         };
         let endpoints = config

@@ -84,7 +84,10 @@ async fn a_connection_closed_while_idle_is_not_used_again() {
     let gw = TestGateway::start(&one_route(&url, "")).await;
     for _ in 0..5 {
         let (status, _, body) = send(get(&gw.url("/"))).await;
-        assert_eq!(status, 200, "a closed pooled connection must not cost a 502");
+        assert_eq!(
+            status, 200,
+            "a closed pooled connection must not cost a 502"
+        );
         assert_eq!(body, "ok");
         // Let the upstream's FIN arrive while the connection sits idle.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,7 +121,11 @@ async fn connection_close_from_the_upstream_is_honoured() {
     let (status, _, _) = send(get(&gw.url("/"))).await;
     assert_eq!(status, 200);
     let m = gw.metrics().await;
-    assert_eq!(conns(&m, "idle"), 1.0, "only the last connection stays open");
+    assert_eq!(
+        conns(&m, "idle"),
+        1.0,
+        "only the last connection stays open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +143,10 @@ async fn idle_connections_close_after_the_idle_timeout() {
             break;
         }
     }
-    assert_eq!(idle, 0.0, "the reaper closes connections idle past the timeout");
+    assert_eq!(
+        idle, 0.0,
+        "the reaper closes connections idle past the timeout"
+    );
     // And the pool still works afterwards, on a new connection.
     let (status, _, _) = send(get(&gw.url("/"))).await;
     assert_eq!(status, 200);

@@ -1,0 +1,846 @@
+//! HTTP/1.1 to upstreams: the client side of one connection, driven directly by the task
+//! that holds it.
+//!
+//! A pooled upstream connection does its IO in the request's task: the request head and
+//! body are written, and the response head read, by the future of the exchange; the
+//! response body is read by the body the client connection relays. Nothing crosses a
+//! channel or wakes another task, and a request costs one write and one read on the
+//! upstream socket when its body is small.
+//!
+//! The framing follows RFC 9112: a request body goes out with the client's
+//! `Content-Length`, with the length the body knows, or chunked; a response body is empty
+//! (HEAD, 1xx, 204, 304), chunked, `Content-Length` delimited or delimited by the close of
+//! the connection. Interim 1xx responses are skipped. A response with both
+//! `Transfer-Encoding` and `Content-Length`, conflicting lengths, an oversized head or a
+//! malformed chunk is refused as a protocol error, never guessed at.
+
+use std::future::poll_fn;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, response, Method, StatusCode, Version};
+use http_body::{Body as _, Frame};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::upstream::{BoxError, Counted};
+
+/// The first read of a response reserves this much; reads that fill their buffer double it
+/// up to [`MAX_READ`], so large bodies move in large reads and small ones stay small.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+/// Largest response head (status line and fields) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted.
+const MAX_HEADERS: usize = 128;
+/// Largest chunk-size line, and largest trailer section.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Body frames up to this size are copied next to the head (one write); larger ones are
+/// written from their own buffer.
+const MAX_COPY: usize = 8 * 1024;
+/// Most bytes staged before they are written.
+const MAX_STAGE: usize = 64 * 1024;
+
+/// A failed exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading from or writing to the upstream failed.
+    #[error("upstream connection: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before the response was complete.
+    #[error("upstream closed the connection before the response was complete")]
+    Closed,
+    /// The upstream's response is not valid HTTP/1.1.
+    #[error("invalid response from upstream: {0}")]
+    Protocol(&'static str),
+    /// The client's request body failed or did not match its declared length.
+    #[error("request body: {0}")]
+    ClientBody(BoxError),
+}
+
+impl Error {
+    /// The rejection the client gets for this failure.
+    pub fn kind(&self) -> ProxyError {
+        match self {
+            Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => ProxyError::UpstreamTimeout,
+            Error::Io(_) | Error::Closed => ProxyError::UpstreamReset,
+            Error::Protocol(_) => ProxyError::UpstreamProtocol,
+            Error::ClientBody(_) => ProxyError::BadRequest("request body"),
+        }
+    }
+}
+
+/// How the body of a response is delimited, and how much of it is left.
+#[derive(Debug)]
+pub enum Framing {
+    /// No (more) body.
+    Empty,
+    /// `Content-Length`: this many bytes are left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, at this point of the decoding.
+    Chunked(Chunk),
+    /// Read until the upstream closes the connection.
+    Close,
+}
+
+impl Framing {
+    pub fn is_end(&self) -> bool {
+        matches!(self, Framing::Empty)
+    }
+
+    /// The exact length left, when it is known.
+    pub fn exact(&self) -> Option<u64> {
+        match self {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(*n),
+            Framing::Chunked(_) | Framing::Close => None,
+        }
+    }
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// In a chunk's data, with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF that ends a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then the final CRLF.
+    Trailers,
+}
+
+/// How the request body goes out.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    /// Nothing to send (or nothing left).
+    Done,
+    /// `Content-Length`: this many bytes are still to come.
+    Length(u64),
+    /// Chunked, until the body ends.
+    Chunked,
+}
+
+/// One HTTP/1.1 connection to an upstream endpoint.
+#[derive(Debug)]
+pub struct Conn {
+    io: TokioIo<Counted>,
+    /// Bytes read and not yet consumed.
+    rbuf: BytesMut,
+    /// Size of the next read reservation.
+    next_read: usize,
+    /// Bytes to write: `stage[written..]`, then `data`.
+    stage: Vec<u8>,
+    written: usize,
+    data: Option<Bytes>,
+    /// `\r\n` is due after `data` (the end of a large chunk).
+    crlf_after_data: bool,
+    /// Positions of the response header fields in the head being parsed.
+    fields: Vec<Field>,
+    /// The request body of the current exchange, and whether it is all written.
+    encoding: Encoding,
+    written_all: bool,
+    /// Nothing happened that rules out another exchange: no close asked for, nothing
+    /// abandoned, no error.
+    reusable: bool,
+    /// Whether the current exchange wrote or received anything (for retries).
+    wrote_any: bool,
+    received_any: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl Conn {
+    pub fn new(io: Counted) -> Self {
+        Conn {
+            io: TokioIo::new(io),
+            rbuf: BytesMut::new(),
+            next_read: MIN_READ,
+            stage: Vec::new(),
+            written: 0,
+            data: None,
+            crlf_after_data: false,
+            fields: Vec::new(),
+            encoding: Encoding::Done,
+            written_all: true,
+            reusable: true,
+            wrote_any: false,
+            received_any: false,
+        }
+    }
+
+    /// Whether this idle connection can carry a request: nothing unexpected happened on it,
+    /// and the upstream has not closed it or sent anything since. Does not block: the read
+    /// it tries only succeeds if something is pending.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.reusable || !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => true,
+            // End of stream, an error, or bytes nobody asked for.
+            Poll::Ready(_) => {
+                self.reusable = false;
+                false
+            }
+        }
+    }
+
+    /// Whether the exchange that just ended left the connection ready for another.
+    pub fn is_reusable(&self) -> bool {
+        self.reusable && self.written_all && self.rbuf.is_empty()
+    }
+
+    /// Whether the failed exchange can be repeated on another connection: the upstream sent
+    /// nothing back, and either nothing was written or the request had no body and an
+    /// idempotent method (the upstream closing a kept-alive connection just as it was
+    /// reused).
+    pub fn may_retry(&self, method: &Method, had_body: bool) -> bool {
+        !self.received_any && (!self.wrote_any || (!had_body && method.is_idempotent()))
+    }
+
+    /// Sends the request and waits for the final response head. The body is streamed as
+    /// the upstream takes it; a response that arrives before the body is all sent ends the
+    /// exchange (the connection is then not reused).
+    pub async fn exchange(
+        &mut self,
+        parts: &request::Parts,
+        body: &mut RequestBody,
+    ) -> Result<(response::Parts, Framing), Error> {
+        self.wrote_any = false;
+        self.received_any = false;
+        self.encode_head(parts, body)?;
+        let head_request = parts.method == Method::HEAD;
+        poll_fn(|cx| self.poll_exchange(cx, body, head_request)).await
+    }
+
+    fn encode_head(&mut self, parts: &request::Parts, body: &RequestBody) -> Result<(), Error> {
+        let stage = &mut self.stage;
+        stage.clear();
+        self.written = 0;
+        stage.extend_from_slice(parts.method.as_str().as_bytes());
+        stage.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        stage.extend_from_slice(if target.is_empty() {
+            b"/"
+        } else {
+            target.as_bytes()
+        });
+        stage.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            stage.extend_from_slice(name.as_str().as_bytes());
+            stage.extend_from_slice(b": ");
+            stage.extend_from_slice(value.as_bytes());
+            stage.extend_from_slice(b"\r\n");
+        }
+        self.encoding = if body.is_end_stream() {
+            Encoding::Done
+        } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            match content_length(&parts.headers) {
+                Some(n) => Encoding::Length(n),
+                None => return Err(Error::ClientBody("invalid Content-Length".into())),
+            }
+        } else if let Some(n) = body.size_hint().exact() {
+            let _ = write!(stage, "content-length: {n}\r\n");
+            Encoding::Length(n)
+        } else {
+            stage.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Encoding::Chunked
+        };
+        stage.extend_from_slice(b"\r\n");
+        self.written_all = false;
+        Ok(())
+    }
+
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut RequestBody,
+        head_request: bool,
+    ) -> Poll<Result<(response::Parts, Framing), Error>> {
+        let mut write_error = None;
+        loop {
+            if !self.written_all && write_error.is_none() {
+                match self.poll_write_request(cx, body) {
+                    Poll::Ready(Ok(())) => self.written_all = true,
+                    Poll::Ready(Err(Error::Io(e))) => {
+                        // The upstream may have answered and closed (a 413 for a large
+                        // body, say): look for its response before giving up.
+                        self.reusable = false;
+                        write_error = Some(e);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.reusable = false;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(head) = self.parse_head(head_request)? {
+                if !self.written_all {
+                    // Answered before the body was all sent: the rest is not sent, and the
+                    // connection cannot be reused.
+                    self.reusable = false;
+                }
+                return Poll::Ready(Ok(head));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    self.reusable = false;
+                    return Poll::Ready(Err(write_error.map_or(Error::Closed, Error::Io)));
+                }
+                Poll::Ready(Ok(_)) => self.received_any = true,
+                Poll::Ready(Err(e)) => {
+                    self.reusable = false;
+                    return Poll::Ready(Err(Error::Io(write_error.unwrap_or(e))));
+                }
+                Poll::Pending => {
+                    if let Some(e) = write_error {
+                        // Nothing more to read now and nothing can be written: the write
+                        // error is the answer.
+                        return Poll::Ready(Err(Error::Io(e)));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Writes the staged head and the request body as the upstream takes it. Frames that
+    /// are ready are staged behind the head first, so a small request goes out in one write.
+    fn poll_write_request(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut RequestBody,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            let room = self.data.is_none() && self.stage.len() - self.written < MAX_STAGE;
+            let chunked = match self.encoding {
+                Encoding::Done => {
+                    ready!(self.poll_write_out(cx))?;
+                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                _ if !room => {
+                    ready!(self.poll_write_out(cx))?;
+                    continue;
+                }
+                Encoding::Length(_) => false,
+                Encoding::Chunked => true,
+            };
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => {
+                    ready!(self.poll_write_out(cx))?;
+                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    if let Encoding::Length(n) = self.encoding {
+                        if n > 0 {
+                            return Poll::Ready(Err(Error::ClientBody(
+                                "the body ended before its Content-Length".into(),
+                            )));
+                        }
+                    }
+                    if chunked {
+                        self.stage.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    self.encoding = Encoding::Done;
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if let Encoding::Length(n) = &mut self.encoding {
+                        match n.checked_sub(data.len() as u64) {
+                            Some(left) => *n = left,
+                            None => {
+                                return Poll::Ready(Err(Error::ClientBody(
+                                    "the body is longer than its Content-Length".into(),
+                                )))
+                            }
+                        }
+                    }
+                    self.stage_data(data, chunked);
+                }
+                Err(frame) => {
+                    // Trailers can only travel in a chunked body; elsewhere they are dropped.
+                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                        self.stage.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            self.stage.extend_from_slice(name.as_str().as_bytes());
+                            self.stage.extend_from_slice(b": ");
+                            self.stage.extend_from_slice(value.as_bytes());
+                            self.stage.extend_from_slice(b"\r\n");
+                        }
+                        self.stage.extend_from_slice(b"\r\n");
+                        self.encoding = Encoding::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    fn stage_data(&mut self, data: Bytes, chunked: bool) {
+        if chunked {
+            let _ = write!(self.stage, "{:x}\r\n", data.len());
+        }
+        if data.len() <= MAX_COPY {
+            self.stage.extend_from_slice(&data);
+            if chunked {
+                self.stage.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.data = Some(data);
+            self.crlf_after_data = chunked;
+        }
+    }
+
+    /// Writes everything staged; ready when nothing is left.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.written < self.stage.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.stage[self.written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.wrote_any = true;
+                self.written += n;
+                continue;
+            }
+            self.stage.clear();
+            self.written = 0;
+            let Some(data) = &mut self.data else {
+                return Poll::Ready(Ok(()));
+            };
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, data))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wrote_any = true;
+            data.advance(n);
+            if data.is_empty() {
+                self.data = None;
+                if std::mem::take(&mut self.crlf_after_data) {
+                    self.stage.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+
+    /// Reads whatever is available into `rbuf`. `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < self.next_read / 2 {
+            self.rbuf.reserve(self.next_read);
+        }
+        let room = self.rbuf.capacity() - self.rbuf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.rbuf
+        ))?;
+        self.next_read = if n >= room {
+            (self.next_read * 2).min(MAX_READ)
+        } else {
+            MIN_READ
+        };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Parses a complete final response head out of `rbuf`, skipping interim (1xx) ones.
+    fn parse_head(
+        &mut self,
+        head_request: bool,
+    ) -> Result<Option<(response::Parts, Framing)>, Error> {
+        loop {
+            if self.rbuf.is_empty() {
+                return Ok(None);
+            }
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let base = self.rbuf.as_ptr() as usize;
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut res, &self.rbuf, &mut slots);
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                    return Err(Error::Protocol("response head too large"))
+                }
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => {
+                    if self.rbuf.len() > MAX_HEAD {
+                        return Err(Error::Protocol("response head too large"));
+                    }
+                    return Ok(None);
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::Protocol("too many response header fields"))
+                }
+                Err(_) => return Err(Error::Protocol("malformed response head")),
+            };
+            let code = res.code.unwrap_or(0);
+            let version = if res.version == Some(0) {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            };
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(Error::Protocol(
+                        "101 Switching Protocols without an upgrade",
+                    ));
+                }
+                self.rbuf.advance(len);
+                continue;
+            }
+            let status =
+                StatusCode::from_u16(code).map_err(|_| Error::Protocol("invalid status code"))?;
+            self.fields.clear();
+            for h in res.headers.iter() {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                self.fields.push(Field {
+                    name: (name, name + h.name.len()),
+                    value: (value, value + h.value.len()),
+                });
+            }
+            let head = self.rbuf.split_to(len).freeze();
+            let mut headers = HeaderMap::with_capacity(self.fields.len());
+            for f in &self.fields {
+                let name = HeaderName::from_bytes(&head[f.name.0..f.name.1])
+                    .map_err(|_| Error::Protocol("invalid header field name"))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1))
+                    .map_err(|_| Error::Protocol("invalid header field value"))?;
+                headers.append(name, value);
+            }
+            let framing = self.framing(status, version, &headers, head_request)?;
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.status = status;
+            parts.version = version;
+            parts.headers = headers;
+            return Ok(Some((parts, framing)));
+        }
+    }
+
+    /// Decides how the body is delimited (RFC 9112 §6.3) and whether the connection stays.
+    fn framing(
+        &mut self,
+        status: StatusCode,
+        version: Version,
+        headers: &HeaderMap,
+        head_request: bool,
+    ) -> Result<Framing, Error> {
+        if version == Version::HTTP_10 || connection_close(headers) {
+            self.reusable = false;
+        }
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Empty);
+        }
+        let te = headers.get_all(header::TRANSFER_ENCODING);
+        if te.iter().next().is_some() {
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                return Err(Error::Protocol("both Transfer-Encoding and Content-Length"));
+            }
+            if version == Version::HTTP_11 && is_chunked(te.iter()) {
+                return Ok(Framing::Chunked(Chunk::Size));
+            }
+            self.reusable = false;
+            return Ok(Framing::Close);
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return match content_length(headers) {
+                Some(0) => Ok(Framing::Empty),
+                Some(n) => Ok(Framing::Length(n)),
+                None => Err(Error::Protocol("invalid Content-Length")),
+            };
+        }
+        self.reusable = false;
+        Ok(Framing::Close)
+    }
+
+    /// The next frame of the response body. After the last one, `framing` is
+    /// [`Framing::Empty`].
+    pub fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: &mut Framing,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let result = self.poll_body_inner(cx, framing);
+        if let Poll::Ready(Some(Err(_))) = &result {
+            self.reusable = false;
+            *framing = Framing::Empty;
+        }
+        result
+    }
+
+    fn poll_body_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: &mut Framing,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            match framing {
+                Framing::Empty => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if !self.rbuf.is_empty() {
+                        let n = (*left).min(self.rbuf.len() as u64);
+                        *left -= n;
+                        if *left == 0 {
+                            *framing = Framing::Empty;
+                        }
+                        let data = self.rbuf.split_to(n as usize).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Close => {
+                    if !self.rbuf.is_empty() {
+                        let data = self.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(chunk) => match self.decode_chunked(chunk)? {
+                    Decoded::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                    Decoded::End => {
+                        *framing = Framing::Empty;
+                        return Poll::Ready(None);
+                    }
+                    Decoded::Trailers(trailers) => {
+                        *framing = Framing::Empty;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Decoded::More => {}
+                },
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    if let Framing::Close = framing {
+                        *framing = Framing::Empty;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Error::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            }
+        }
+    }
+
+    /// Takes the whole remaining body if it is already buffered and delimited by length:
+    /// the common small response, which then frees the connection at once.
+    pub fn take_buffered(&mut self, framing: &mut Framing) -> Option<Bytes> {
+        match *framing {
+            Framing::Length(n) if n <= self.rbuf.len() as u64 => {
+                *framing = Framing::Empty;
+                Some(self.rbuf.split_to(n as usize).freeze())
+            }
+            _ => None,
+        }
+    }
+
+    fn decode_chunked(&mut self, chunk: &mut Chunk) -> Result<Decoded, Error> {
+        loop {
+            match chunk {
+                Chunk::Size => match httparse::parse_chunk_size(&self.rbuf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.rbuf.advance(used);
+                        *chunk = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.rbuf.len() > MAX_CHUNK_LINE {
+                            return Err(Error::Protocol("chunk size line too long"));
+                        }
+                        return Ok(Decoded::More);
+                    }
+                    Err(_) => return Err(Error::Protocol("invalid chunk size")),
+                },
+                Chunk::Data(left) => {
+                    if self.rbuf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = (*left).min(self.rbuf.len() as u64);
+                    *left -= n;
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd;
+                    }
+                    let data = self.rbuf.split_to(n as usize).freeze();
+                    return Ok(Decoded::Frame(Frame::data(data)));
+                }
+                Chunk::DataEnd => {
+                    if self.rbuf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &self.rbuf[..2] != b"\r\n" {
+                        return Err(Error::Protocol("chunk data not followed by CRLF"));
+                    }
+                    self.rbuf.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    if self.rbuf.starts_with(b"\r\n") {
+                        self.rbuf.advance(2);
+                        return Ok(Decoded::End);
+                    }
+                    let mut fields = [httparse::EMPTY_HEADER; 32];
+                    match httparse::parse_headers(&self.rbuf, &mut fields) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| Error::Protocol("invalid trailer field name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| Error::Protocol("invalid trailer field value"))?;
+                                trailers.append(name, value);
+                            }
+                            self.rbuf.advance(used);
+                            return Ok(Decoded::Trailers(trailers));
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            if self.rbuf.len() > MAX_TRAILERS {
+                                return Err(Error::Protocol("trailer section too large"));
+                            }
+                            return Ok(Decoded::More);
+                        }
+                        Err(_) => return Err(Error::Protocol("malformed trailer section")),
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Frame(Frame<Bytes>),
+    Trailers(HeaderMap),
+    End,
+    /// More input is needed.
+    More,
+}
+
+/// The length every `Content-Length` field (and list element) agrees on, or `None` if they
+/// disagree or one is not a plain decimal number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+/// Whether the last transfer coding is `chunked`.
+fn is_chunked<'a>(values: impl DoubleEndedIterator<Item = &'a HeaderValue>) -> bool {
+    values
+        .last()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether `Connection` lists `close`.
+fn connection_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn content_lengths_must_agree_and_be_plain_numbers() {
+        assert_eq!(content_length(&map(&[("content-length", "42")])), Some(42));
+        assert_eq!(content_length(&map(&[("content-length", "7, 7")])), Some(7));
+        assert_eq!(
+            content_length(&map(&[("content-length", "7"), ("content-length", "7")])),
+            Some(7)
+        );
+        for bad in ["7, 8", "+7", "-1", "0x10", "", " ", "99999999999999999999"] {
+            assert_eq!(
+                content_length(&map(&[("content-length", bad)])),
+                None,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(content_length(&map(&[])), None);
+    }
+
+    #[test]
+    fn only_a_final_chunked_coding_is_chunked() {
+        let te = |v| map(&[("transfer-encoding", v)]);
+        assert!(is_chunked(
+            te("chunked").get_all("transfer-encoding").iter()
+        ));
+        assert!(is_chunked(
+            te("gzip, Chunked").get_all("transfer-encoding").iter()
+        ));
+        assert!(!is_chunked(
+            te("chunked, gzip").get_all("transfer-encoding").iter()
+        ));
+        assert!(!is_chunked(te("gzip").get_all("transfer-encoding").iter()));
+    }
+
+    #[test]
+    fn connection_close_is_found_among_tokens() {
+        assert!(connection_close(&map(&[("connection", "Close")])));
+        assert!(connection_close(&map(&[(
+            "connection",
+            "keep-alive, close"
+        )])));
+        assert!(!connection_close(&map(&[("connection", "keep-alive")])));
+        assert!(!connection_close(&map(&[("connection", "closed")])));
+    }
+
+    #[test]
+    fn failures_map_to_their_rejections() {
+        assert_eq!(Error::Closed.kind(), ProxyError::UpstreamReset);
+        assert_eq!(Error::Protocol("x").kind(), ProxyError::UpstreamProtocol);
+        assert_eq!(
+            Error::Io(io::ErrorKind::TimedOut.into()).kind(),
+            ProxyError::UpstreamTimeout
+        );
+        assert!(matches!(
+            Error::ClientBody("x".into()).kind(),
+            ProxyError::BadRequest(_)
+        ));
+    }
+}
