@@ -371,6 +371,10 @@ impl Conn {
                     }
                     if let Encoding::Length(n) = &mut self.encoding {
                         match n.checked_sub(data.len() as u64) {
+                            // The declared length is complete: the body is done, whether
+                            // or not its end was signalled yet (HTTP/2 may send END_STREAM
+                            // in a frame of its own, after the upstream answered).
+                            Some(0) => self.encoding = Encoding::Done,
                             Some(left) => *n = left,
                             None => {
                                 return Poll::Ready(Err(Error::ClientBody(
