@@ -526,7 +526,8 @@ impl Conn {
                 });
             }
             let head = self.rbuf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(self.fields.len());
+            // Room for what the proxy adds (`Via`, the request id) without growing the map.
+            let mut headers = HeaderMap::with_capacity(self.fields.len() + 4);
             for f in &self.fields {
                 let name = HeaderName::from_bytes(&head[f.name.0..f.name.1])
                     .map_err(|_| Error::Protocol("invalid header field name"))?;
