@@ -1,5 +1,6 @@
 //! TLS termination with generated certificates: the certificate is chosen by SNI, HTTP/2 is
-//! negotiated by ALPN, and an untrusting client fails the handshake.
+//! negotiated by ALPN, and an untrusting client fails the handshake. Upstreams over TLS:
+//! verified against a configured CA, connections reused, an untrusted upstream refused.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::Digest as _;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -21,7 +23,9 @@ fn make_pki(dir: &std::path::Path, names: &[&str]) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap().der().clone();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let ca = ca_cert.der().clone();
     let issuer = Issuer::new(ca_params, ca_key);
     let mut leaves = Vec::new();
     for n in names {
@@ -170,4 +174,56 @@ fn a_key_that_does_not_match_its_certificate_is_refused_by_check() {
         err.contains("listeners[0].tls.certificates[0].cert"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_over_tls_are_verified_and_their_connections_reused() {
+    // The TLS upstream is a second gateway terminating TLS in front of a plain upstream.
+    let up = TestUpstream::start("a").await;
+    let (tls_gw, _pki, pem_dir) = tls_gateway(&up).await;
+    let d = pem_dir.path().display();
+    let https = format!("https://127.0.0.1:{}", tls_gw.addr.port());
+    let trusted = format!(
+        "{}\n[upstreams.app.tls]\nca_file = \"{d}/ca.pem\"\nserver_name = \"b.example\"\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n",
+        upstream_block("app", std::slice::from_ref(&https), "")
+    );
+    let gw = TestGateway::start(&trusted).await;
+
+    for i in 0..5 {
+        let (status, _, body) = send(get(&gw.url(&format!("/tls/{i}")))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "upstream a");
+    }
+    let payload = vec![42u8; 300_000];
+    let (status, _, body) = send(post(&gw.url("/hash"), payload.clone())).await;
+    assert_eq!(status, 200);
+    let want = format!(
+        "{} {}",
+        payload.len(),
+        hex::encode(sha2::Sha256::digest(&payload))
+    );
+    assert_eq!(String::from_utf8_lossy(&body), want);
+    assert_eq!(up.last().headers["host"], gw.addr.to_string());
+    let m = gw.metrics().await;
+    let idle = metric(
+        &m,
+        "fedgate_upstream_connections",
+        &[("upstream", "app"), ("state", "idle")],
+    );
+    assert_eq!(idle, Some(1.0), "one TLS connection carried every request");
+
+    // A CA that did not sign the upstream's certificate: the handshake fails, 502.
+    let other = tempfile::tempdir().unwrap();
+    make_pki(other.path(), &["b.example"]);
+    let untrusted = trusted.replace(&d.to_string(), &other.path().display().to_string());
+    let gw2 = TestGateway::start(&untrusted).await;
+    let (status, _, _) = send(get(&gw2.url("/tls"))).await;
+    assert_eq!(status, 502);
+    let m = gw2.metrics().await;
+    let connect_errors = metric(
+        &m,
+        "fedgate_upstream_errors_total",
+        &[("upstream", "app"), ("kind", "connect")],
+    );
+    assert_eq!(connect_errors, Some(1.0));
 }
