@@ -93,12 +93,21 @@ compare() {
   # Like nginx and HAProxy, fedgate keeps running across the rounds: every proxy is
   # measured with warm connection pools and caches.
   [ "$SKIP_FEDGATE" = 1 ] || fedgate_start fedgate "$BENCH_DIR/conf/fedgate.toml"
+  local order=("${proxies[@]:1}") n i proxy
+  n=${#order[@]}
   for round in $(seq 1 "$ROUNDS"); do
     ROUND=$round
     measure "$scenario" direct "$UP_PORT" 0 "$path" "$@"
-    [ "$SKIP_FEDGATE" = 1 ] || fedgate_measure "$scenario" fedgate "$path" "$@"
-    measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@"
-    measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@"
+    # The proxies take turns going first: a machine whose speed drifts within a round
+    # favours no proxy across the rounds.
+    for i in $(seq 0 $((n - 1))); do
+      proxy=${order[$(((round - 1 + i) % n))]}
+      case $proxy in
+        fedgate) fedgate_measure "$scenario" fedgate "$path" "$@" ;;
+        nginx) measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@" ;;
+        haproxy) measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@" ;;
+      esac
+    done
   done
   [ "$SKIP_FEDGATE" = 1 ] || fedgate_stop fedgate
   print_medians "$scenario" "${proxies[@]}"
