@@ -29,6 +29,7 @@ use tokio::io::AsyncWrite;
 
 use crate::body::RequestBody;
 use crate::error::ProxyError;
+use crate::headers::{self, Hop};
 use crate::upstream::{BoxError, Counted};
 
 /// The first read of a response reserves this much; reads that fill their buffer double it
@@ -154,6 +155,24 @@ pub struct Conn {
     /// Whether the current exchange wrote or received anything (for retries).
     wrote_any: bool,
     received_any: bool,
+}
+
+/// What the framing of a response depends on, noted while its fields are read.
+#[derive(Debug, Default)]
+struct Fields {
+    transfer_encoding: bool,
+    chunked: bool,
+    content_length: Length,
+    close: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    #[default]
+    None,
+    Valid(u64),
+    /// Not a number, or values that disagree.
+    Invalid,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -526,16 +545,8 @@ impl Conn {
                 });
             }
             let head = self.rbuf.split_to(len).freeze();
-            // Room for what the proxy adds (`Via`, the request id) without growing the map.
-            let mut headers = HeaderMap::with_capacity(self.fields.len() + 4);
-            for f in &self.fields {
-                let name = HeaderName::from_bytes(&head[f.name.0..f.name.1])
-                    .map_err(|_| Error::Protocol("invalid header field name"))?;
-                let value = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1))
-                    .map_err(|_| Error::Protocol("invalid header field value"))?;
-                headers.append(name, value);
-            }
-            let framing = self.framing(status, version, &headers, head_request)?;
+            let (headers, fields) = self.read_fields(&head)?;
+            let framing = self.framing(status, version, &fields, head_request)?;
             let (mut parts, ()) = http::Response::new(()).into_parts();
             parts.status = status;
             parts.version = version;
@@ -544,40 +555,96 @@ impl Conn {
         }
     }
 
+    /// Builds the header map from the parsed field positions, dropping hop-by-hop fields as
+    /// it goes (RFC 9110 §7.6.1: `Connection` and what it lists, `Keep-Alive`, `TE` other
+    /// than `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) and noting
+    /// what the framing depends on, so no field is looked up or removed afterwards.
+    fn read_fields(&self, head: &Bytes) -> Result<(HeaderMap, Fields), Error> {
+        // Room for what the proxy adds (`Via`, the request id) without growing the map.
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + 4);
+        let mut fields = Fields::default();
+        let mut listed = false;
+        for f in &self.fields {
+            let name = &head[f.name.0..f.name.1];
+            let value = &head[f.value.0..f.value.1];
+            match headers::hop(name) {
+                Hop::Connection => {
+                    fields.close |= has_token(value, b"close");
+                    listed |= headers::connection_listed(value).next().is_some();
+                    continue;
+                }
+                Hop::TransferEncoding => {
+                    // The last coding of the last field decides.
+                    fields.transfer_encoding = true;
+                    fields.chunked = value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    continue;
+                }
+                Hop::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
+                Hop::Drop => continue,
+                Hop::Te | Hop::EndToEnd => {}
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                fields.content_length = match (fields.content_length, parse_length(value)) {
+                    (Length::None, Some(n)) => Length::Valid(n),
+                    (Length::Valid(m), Some(n)) if m == n => Length::Valid(n),
+                    _ => Length::Invalid,
+                };
+            }
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| Error::Protocol("invalid header field name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1))
+                .map_err(|_| Error::Protocol("invalid header field value"))?;
+            headers.append(name, value);
+        }
+        if listed {
+            // Fields named by `Connection` are hop-by-hop too (rare: a second pass).
+            for f in &self.fields {
+                if headers::hop(&head[f.name.0..f.name.1]) == Hop::Connection {
+                    for name in headers::connection_listed(&head[f.value.0..f.value.1]) {
+                        headers.remove(name);
+                    }
+                }
+            }
+        }
+        Ok((headers, fields))
+    }
+
     /// Decides how the body is delimited (RFC 9112 §6.3) and whether the connection stays.
     fn framing(
         &mut self,
         status: StatusCode,
         version: Version,
-        headers: &HeaderMap,
+        fields: &Fields,
         head_request: bool,
     ) -> Result<Framing, Error> {
-        if version == Version::HTTP_10 || connection_close(headers) {
+        if version == Version::HTTP_10 || fields.close {
             self.reusable = false;
         }
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Ok(Framing::Empty);
         }
-        let te = headers.get_all(header::TRANSFER_ENCODING);
-        if te.iter().next().is_some() {
-            if headers.contains_key(header::CONTENT_LENGTH) {
+        if fields.transfer_encoding {
+            if fields.content_length != Length::None {
                 return Err(Error::Protocol("both Transfer-Encoding and Content-Length"));
             }
-            if version == Version::HTTP_11 && is_chunked(te.iter()) {
+            if version == Version::HTTP_11 && fields.chunked {
                 return Ok(Framing::Chunked(Chunk::Size));
             }
             self.reusable = false;
             return Ok(Framing::Close);
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            return match content_length(headers) {
-                Some(0) => Ok(Framing::Empty),
-                Some(n) => Ok(Framing::Length(n)),
-                None => Err(Error::Protocol("invalid Content-Length")),
-            };
+        match fields.content_length {
+            Length::Valid(0) => Ok(Framing::Empty),
+            Length::Valid(n) => Ok(Framing::Length(n)),
+            Length::Invalid => Err(Error::Protocol("invalid Content-Length")),
+            Length::None => {
+                self.reusable = false;
+                Ok(Framing::Close)
+            }
         }
-        self.reusable = false;
-        Ok(Framing::Close)
     }
 
     /// The next frame of the response body. After the last one, `framing` is
@@ -742,41 +809,42 @@ enum Decoded {
     More,
 }
 
-/// The length every `Content-Length` field (and list element) agrees on, or `None` if they
-/// disagree or one is not a plain decimal number.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// The length a `Content-Length` value (possibly a list) gives, if every element is the
+/// same plain decimal number.
+fn parse_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
     }
     length
 }
 
-/// Whether the last transfer coding is `chunked`.
-fn is_chunked<'a>(values: impl DoubleEndedIterator<Item = &'a HeaderValue>) -> bool {
-    values
-        .last()
-        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+/// The length the request's `Content-Length` fields agree on.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let n = parse_length(value.as_bytes())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
 }
 
-/// Whether `Connection` lists `close`.
-fn connection_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+/// Whether a comma-separated value lists `token` (any case).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -810,29 +878,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_final_chunked_coding_is_chunked() {
-        let te = |v| map(&[("transfer-encoding", v)]);
-        assert!(is_chunked(
-            te("chunked").get_all("transfer-encoding").iter()
-        ));
-        assert!(is_chunked(
-            te("gzip, Chunked").get_all("transfer-encoding").iter()
-        ));
-        assert!(!is_chunked(
-            te("chunked, gzip").get_all("transfer-encoding").iter()
-        ));
-        assert!(!is_chunked(te("gzip").get_all("transfer-encoding").iter()));
-    }
-
-    #[test]
-    fn connection_close_is_found_among_tokens() {
-        assert!(connection_close(&map(&[("connection", "Close")])));
-        assert!(connection_close(&map(&[(
-            "connection",
-            "keep-alive, close"
-        )])));
-        assert!(!connection_close(&map(&[("connection", "keep-alive")])));
-        assert!(!connection_close(&map(&[("connection", "closed")])));
+    fn tokens_are_found_in_comma_separated_lists() {
+        assert!(has_token(b"Close", b"close"));
+        assert!(has_token(b"keep-alive, close", b"close"));
+        assert!(!has_token(b"keep-alive", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+        assert_eq!(parse_length(b" 12 "), Some(12));
+        assert_eq!(parse_length(b"12,12"), Some(12));
+        assert_eq!(parse_length(b"12,13"), None);
     }
 
     #[test]

@@ -56,25 +56,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if found.connection {
         // Names listed in Connection are hop-by-hop too; collecting them allocates only
         // when a client lists something beyond the usual keep-alive/close/upgrade.
-        let mut listed: Vec<HeaderName> = Vec::new();
-        for v in headers.get_all(header::CONNECTION) {
-            let Ok(s) = v.to_str() else { continue };
-            for t in s.split(',') {
-                let t = t.trim();
-                if t.is_empty()
-                    || t.eq_ignore_ascii_case("keep-alive")
-                    || t.eq_ignore_ascii_case("close")
-                    || t.eq_ignore_ascii_case("upgrade")
-                {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
-                    if !is_end_to_end_essential(&n) {
-                        listed.push(n);
-                    }
-                }
-            }
-        }
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| connection_listed(v.as_bytes()))
+            .collect();
         for n in listed {
             headers.remove(n);
         }
@@ -111,6 +97,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(n);
         }
     }
+}
+
+/// What a field name is to a proxy, judged from its raw bytes in any case (for heads parsed
+/// by [`crate::h1`], which drops hop-by-hop fields as it reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// `Connection`: its options, and the fields it names, are hop-by-hop.
+    Connection,
+    /// `Transfer-Encoding`: the framing of this connection only.
+    TransferEncoding,
+    /// `TE`: kept only as `TE: trailers`.
+    Te,
+    /// `Keep-Alive`, `Trailer`, `Upgrade`, `Proxy-*`: dropped.
+    Drop,
+    /// Everything else travels on.
+    EndToEnd,
+}
+
+pub fn hop(name: &[u8]) -> Hop {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is(b"te") => Hop::Te,
+        7 if is(b"upgrade") || is(b"trailer") => Hop::Drop,
+        10 if is(b"connection") => Hop::Connection,
+        10 if is(b"keep-alive") => Hop::Drop,
+        17 if is(b"transfer-encoding") => Hop::TransferEncoding,
+        n if n >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Hop::Drop,
+        _ => Hop::EndToEnd,
+    }
+}
+
+/// The field names a `Connection` value lists beyond its own options (`keep-alive`,
+/// `close`, `upgrade`), leaving out the ones signatures cover.
+pub fn connection_listed(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"upgrade")
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| !is_end_to_end_essential(n))
 }
 
 /// Which hop-by-hop headers a message carries.
@@ -349,6 +380,39 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_names_are_classified_in_any_case() {
+        assert_eq!(hop(b"Connection"), Hop::Connection);
+        assert_eq!(hop(b"TRANSFER-ENCODING"), Hop::TransferEncoding);
+        assert_eq!(hop(b"te"), Hop::Te);
+        for drop in [
+            &b"Keep-Alive"[..],
+            b"trailer",
+            b"Upgrade",
+            b"Proxy-Connection",
+            b"proxy-authenticate",
+        ] {
+            assert_eq!(hop(drop), Hop::Drop, "{}", String::from_utf8_lossy(drop));
+        }
+        for keep in [
+            &b"content-length"[..],
+            b"Date",
+            b"proxy",
+            b"tee",
+            b"x-connection",
+        ] {
+            assert_eq!(
+                hop(keep),
+                Hop::EndToEnd,
+                "{}",
+                String::from_utf8_lossy(keep)
+            );
+        }
+        let listed: Vec<_> =
+            connection_listed(b"keep-alive, X-Secret, close, Date, upgrade").collect();
+        assert_eq!(listed, vec![HeaderName::from_static("x-secret")]);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

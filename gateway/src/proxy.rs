@@ -17,7 +17,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{Relay, RequestBody, ResponseBody};
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers;
@@ -189,8 +189,11 @@ pub async fn handle(
     }
 
     let (mut parts, body) = resp.into_parts();
-    let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS && upgrade;
-    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    // A pooled HTTP/1.1 response had its hop-by-hop fields dropped as it was parsed.
+    if !matches!(body, Relay::Pooled { .. }) {
+        let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS && upgrade;
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
+    }
     if let Some(via) = &rt.via {
         parts
             .headers

@@ -477,3 +477,46 @@ async fn an_answer_before_the_body_is_read_reaches_the_client() {
         "the connection that answered early is not reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_fields_stay_on_the_upstream_connection() {
+    let up = Scripted::start(|_| {
+        vec![w(concat!(
+            "HTTP/1.1 200 OK\r\n",
+            "Connection: keep-alive, X-Hop, Date\r\n",
+            "Keep-Alive: timeout=5\r\n",
+            "X-Hop: secret\r\n",
+            "Proxy-Authenticate: Basic\r\n",
+            "Trailer: x-digest\r\n",
+            "Upgrade: h2c\r\n",
+            "Date: Mon, 23 Nov 2026 10:00:00 GMT\r\n",
+            "X-End: kept\r\n",
+            "Transfer-Encoding: chunked\r\n",
+            "\r\n",
+            "4\r\nbody\r\n0\r\n\r\n",
+        ))]
+    })
+    .await;
+    let gw = up.gateway().await;
+    let (status, headers, body) = send(get(&gw.url("/hops"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "body");
+    for gone in [
+        "keep-alive",
+        "x-hop",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the client");
+    }
+    assert_eq!(headers["x-end"], "kept");
+    assert_eq!(
+        headers["date"], "Mon, 23 Nov 2026 10:00:00 GMT",
+        "a Connection option cannot strip what signatures cover"
+    );
+    assert!(headers["via"].to_str().unwrap().contains("fedgate"));
+    // The connection itself was kept alive (no `close`): a second request reuses it.
+    assert_eq!(send(get(&gw.url("/hops"))).await.0, 200);
+    assert_eq!(up.connections(), 1);
+}
