@@ -383,31 +383,23 @@ mod tests {
 
     #[test]
     fn raw_names_are_classified_in_any_case() {
-        assert_eq!(hop(b"Connection"), Hop::Connection);
-        assert_eq!(hop(b"TRANSFER-ENCODING"), Hop::TransferEncoding);
-        assert_eq!(hop(b"te"), Hop::Te);
-        for drop in [
-            &b"Keep-Alive"[..],
-            b"trailer",
-            b"Upgrade",
-            b"Proxy-Connection",
-            b"proxy-authenticate",
-        ] {
-            assert_eq!(hop(drop), Hop::Drop, "{}", String::from_utf8_lossy(drop));
-        }
-        for keep in [
-            &b"content-length"[..],
-            b"Date",
-            b"proxy",
-            b"tee",
-            b"x-connection",
-        ] {
-            assert_eq!(
-                hop(keep),
-                Hop::EndToEnd,
-                "{}",
-                String::from_utf8_lossy(keep)
-            );
+        let cases: [(&[u8], Hop); 13] = [
+            (b"Connection", Hop::Connection),
+            (b"TRANSFER-ENCODING", Hop::TransferEncoding),
+            (b"te", Hop::Te),
+            (b"Keep-Alive", Hop::Drop),
+            (b"trailer", Hop::Drop),
+            (b"Upgrade", Hop::Drop),
+            (b"Proxy-Connection", Hop::Drop),
+            (b"proxy-authenticate", Hop::Drop),
+            (b"content-length", Hop::EndToEnd),
+            (b"Date", Hop::EndToEnd),
+            (b"proxy", Hop::EndToEnd),
+            (b"tee", Hop::EndToEnd),
+            (b"x-connection", Hop::EndToEnd),
+        ];
+        for (name, want) in cases {
+            assert_eq!(hop(name), want, "{}", String::from_utf8_lossy(name));
         }
         let listed: Vec<_> =
             connection_listed(b"keep-alive, X-Secret, close, Date, upgrade").collect();
