@@ -166,6 +166,7 @@ struct Fields {
     close: bool,
 }
 
+/// What the `Content-Length` fields of a message say, taken together.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Length {
     #[default]
@@ -173,6 +174,25 @@ enum Length {
     Valid(u64),
     /// Not a number, or values that disagree.
     Invalid,
+}
+
+impl Length {
+    /// Adds one field value (possibly a list): every element must be the same plain
+    /// decimal number.
+    fn and(self, value: &[u8]) -> Length {
+        value.split(|&b| b == b',').fold(self, |length, part| {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Length::Invalid;
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            match length {
+                Length::None => Length::Valid(n),
+                Length::Valid(m) if m == n => length,
+                _ => Length::Invalid,
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -259,12 +279,7 @@ impl Conn {
             target.as_bytes()
         });
         stage.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            stage.extend_from_slice(name.as_str().as_bytes());
-            stage.extend_from_slice(b": ");
-            stage.extend_from_slice(value.as_bytes());
-            stage.extend_from_slice(b"\r\n");
-        }
+        put_fields(stage, &parts.headers);
         self.encoding = if body.is_end_stream() {
             Encoding::Done
         } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
@@ -350,7 +365,6 @@ impl Conn {
             let chunked = match self.encoding {
                 Encoding::Done => {
                     ready!(self.poll_write_out(cx))?;
-                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
                     return Poll::Ready(Ok(()));
                 }
                 _ if !room => {
@@ -363,7 +377,6 @@ impl Conn {
             let frame = match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Pending => {
                     ready!(self.poll_write_out(cx))?;
-                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
                     return Poll::Pending;
                 }
                 Poll::Ready(None) => {
@@ -408,12 +421,7 @@ impl Conn {
                     // Trailers can only travel in a chunked body; elsewhere they are dropped.
                     if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                         self.stage.extend_from_slice(b"0\r\n");
-                        for (name, value) in &trailers {
-                            self.stage.extend_from_slice(name.as_str().as_bytes());
-                            self.stage.extend_from_slice(b": ");
-                            self.stage.extend_from_slice(value.as_bytes());
-                            self.stage.extend_from_slice(b"\r\n");
-                        }
+                        put_fields(&mut self.stage, &trailers);
                         self.stage.extend_from_slice(b"\r\n");
                         self.encoding = Encoding::Done;
                     }
@@ -437,7 +445,7 @@ impl Conn {
         }
     }
 
-    /// Writes everything staged; ready when nothing is left.
+    /// Writes and flushes everything staged; ready when nothing is left.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.written < self.stage.len() {
@@ -452,7 +460,7 @@ impl Conn {
             self.stage.clear();
             self.written = 0;
             let Some(data) = &mut self.data else {
-                return Poll::Ready(Ok(()));
+                return Pin::new(&mut self.io).poll_flush(cx);
             };
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, data))?;
             if n == 0 {
@@ -583,15 +591,11 @@ impl Conn {
                     continue;
                 }
                 Hop::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
-                Hop::Drop => continue,
+                Hop::Upgrade | Hop::Drop => continue,
                 Hop::Te | Hop::EndToEnd => {}
             }
             if name.eq_ignore_ascii_case(b"content-length") {
-                fields.content_length = match (fields.content_length, parse_length(value)) {
-                    (Length::None, Some(n)) => Length::Valid(n),
-                    (Length::Valid(m), Some(n)) if m == n => Length::Valid(n),
-                    _ => Length::Invalid,
-                };
+                fields.content_length = fields.content_length.and(value);
             }
             let name = HeaderName::from_bytes(name)
                 .map_err(|_| Error::Protocol("invalid header field name"))?;
@@ -671,13 +675,10 @@ impl Conn {
             match framing {
                 Framing::Empty => return Poll::Ready(None),
                 Framing::Length(left) => {
-                    if !self.rbuf.is_empty() {
-                        let n = (*left).min(self.rbuf.len() as u64);
-                        *left -= n;
+                    if let Some(data) = self.take_up_to(left) {
                         if *left == 0 {
                             *framing = Framing::Empty;
                         }
-                        let data = self.rbuf.split_to(n as usize).freeze();
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
@@ -714,6 +715,16 @@ impl Conn {
         }
     }
 
+    /// Takes what is buffered of the `left` bytes still to come, if anything is.
+    fn take_up_to(&mut self, left: &mut u64) -> Option<Bytes> {
+        if self.rbuf.is_empty() {
+            return None;
+        }
+        let n = (*left).min(self.rbuf.len() as u64);
+        *left -= n;
+        Some(self.rbuf.split_to(n as usize).freeze())
+    }
+
     /// Takes the whole remaining body if it is already buffered and delimited by length:
     /// the common small response, which then frees the connection at once.
     pub fn take_buffered(&mut self, framing: &mut Framing) -> Option<Bytes> {
@@ -747,15 +758,12 @@ impl Conn {
                     Err(_) => return Err(Error::Protocol("invalid chunk size")),
                 },
                 Chunk::Data(left) => {
-                    if self.rbuf.is_empty() {
+                    let Some(data) = self.take_up_to(left) else {
                         return Ok(Decoded::More);
-                    }
-                    let n = (*left).min(self.rbuf.len() as u64);
-                    *left -= n;
+                    };
                     if *left == 0 {
                         *chunk = Chunk::DataEnd;
                     }
-                    let data = self.rbuf.split_to(n as usize).freeze();
                     return Ok(Decoded::Frame(Frame::data(data)));
                 }
                 Chunk::DataEnd => {
@@ -809,35 +817,26 @@ enum Decoded {
     More,
 }
 
-/// The length a `Content-Length` value (possibly a list) gives, if every element is the
-/// same plain decimal number.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let mut length = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
+/// The length the `Content-Length` fields of `headers` agree on.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    match headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .fold(Length::None, |l, v| l.and(v.as_bytes()))
+    {
+        Length::Valid(n) => Some(n),
+        Length::None | Length::Invalid => None,
     }
-    length
 }
 
-/// The length the request's `Content-Length` fields agree on.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let n = parse_length(value.as_bytes())?;
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
+/// Writes `name: value` lines.
+fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    length
 }
 
 /// Whether a comma-separated value lists `token` (any case).
@@ -883,9 +882,9 @@ mod tests {
         assert!(has_token(b"keep-alive, close", b"close"));
         assert!(!has_token(b"keep-alive", b"close"));
         assert!(!has_token(b"closed", b"close"));
-        assert_eq!(parse_length(b" 12 "), Some(12));
-        assert_eq!(parse_length(b"12,12"), Some(12));
-        assert_eq!(parse_length(b"12,13"), None);
+        assert_eq!(Length::None.and(b" 12 "), Length::Valid(12));
+        assert_eq!(Length::None.and(b"12,12"), Length::Valid(12));
+        assert_eq!(Length::None.and(b"12,13"), Length::Invalid);
     }
 
     #[test]

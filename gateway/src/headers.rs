@@ -12,7 +12,6 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::ForwardingConfig;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -37,20 +36,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // and a removal (a hash lookup) is only made for a header that is present.
     let mut found = Found::default();
     for name in headers.keys() {
-        if name == header::CONNECTION {
-            found.connection = true;
-        } else if name == header::TRANSFER_ENCODING {
-            found.transfer_encoding = true;
-        } else if name == header::TE {
-            found.te = true;
-        } else if name == header::TRAILER {
-            found.trailer = true;
-        } else if name == header::UPGRADE {
-            found.upgrade = true;
-        } else if name == KEEP_ALIVE {
-            found.keep_alive = true;
-        } else if name.as_str().starts_with("proxy-") {
-            found.proxy = true;
+        match hop(name.as_str().as_bytes()) {
+            Hop::Connection => found.connection = true,
+            Hop::TransferEncoding => found.transfer_encoding = true,
+            Hop::Te => found.te = true,
+            Hop::Upgrade => found.upgrade = true,
+            Hop::Drop => found.drop = true,
+            Hop::EndToEnd => {}
         }
     }
     if found.connection {
@@ -66,14 +58,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    if found.keep_alive {
-        headers.remove(&KEEP_ALIVE);
-    }
     if found.transfer_encoding {
         headers.remove(header::TRANSFER_ENCODING);
-    }
-    if found.trailer {
-        headers.remove(header::TRAILER);
     }
     if found.te
         && headers
@@ -87,10 +73,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else if found.upgrade {
         headers.remove(header::UPGRADE);
     }
-    if found.proxy {
+    if found.drop {
         let names: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
+            .filter(|k| hop(k.as_str().as_bytes()) == Hop::Drop)
             .cloned()
             .collect();
         for n in names {
@@ -99,8 +85,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// What a field name is to a proxy, judged from its raw bytes in any case (for heads parsed
-/// by [`crate::h1`], which drops hop-by-hop fields as it reads them).
+/// What a field name is to a proxy (RFC 9110 §7.6.1), judged from its raw bytes in any case:
+/// the one list of hop-by-hop fields, used by [`strip_hop_by_hop`] and by [`crate::h1`],
+/// which drops them as it reads a response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hop {
     /// `Connection`: its options, and the fields it names, are hop-by-hop.
@@ -109,7 +96,9 @@ pub enum Hop {
     TransferEncoding,
     /// `TE`: kept only as `TE: trailers`.
     Te,
-    /// `Keep-Alive`, `Trailer`, `Upgrade`, `Proxy-*`: dropped.
+    /// `Upgrade`: kept only on an upgrade.
+    Upgrade,
+    /// `Keep-Alive`, `Trailer`, `Proxy-*`: dropped.
     Drop,
     /// Everything else travels on.
     EndToEnd,
@@ -119,7 +108,8 @@ pub fn hop(name: &[u8]) -> Hop {
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     match name.len() {
         2 if is(b"te") => Hop::Te,
-        7 if is(b"upgrade") || is(b"trailer") => Hop::Drop,
+        7 if is(b"upgrade") => Hop::Upgrade,
+        7 if is(b"trailer") => Hop::Drop,
         10 if is(b"connection") => Hop::Connection,
         10 if is(b"keep-alive") => Hop::Drop,
         17 if is(b"transfer-encoding") => Hop::TransferEncoding,
@@ -148,13 +138,11 @@ pub fn connection_listed(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ 
 #[derive(Default)]
 struct Found {
     connection: bool,
-    keep_alive: bool,
     transfer_encoding: bool,
     te: bool,
-    trailer: bool,
     upgrade: bool,
-    /// `Proxy-Connection`, `Proxy-Authorization` and the rest of `Proxy-*`.
-    proxy: bool,
+    /// `Keep-Alive`, `Trailer`, `Proxy-Connection` and the rest of `Proxy-*`.
+    drop: bool,
 }
 
 /// A hostile `Connection: host, date, digest` must not strip what signatures cover.
@@ -389,7 +377,7 @@ mod tests {
             (b"te", Hop::Te),
             (b"Keep-Alive", Hop::Drop),
             (b"trailer", Hop::Drop),
-            (b"Upgrade", Hop::Drop),
+            (b"Upgrade", Hop::Upgrade),
             (b"Proxy-Connection", Hop::Drop),
             (b"proxy-authenticate", Hop::Drop),
             (b"content-length", Hop::EndToEnd),

@@ -56,11 +56,11 @@ pub async fn handle(
     let start = Instant::now();
     let method = MethodLabel::of(req.method());
 
-    // Hop-by-hop headers belong to the client's connection, not to the request: every
-    // phase sees (and the upstream gets) the request without them.
     // The forwarding headers, request id, trace context and `Via` are added below: one
     // growth of the map now instead of several, each rehashing every field.
     req.headers_mut().reserve(8);
+    // Hop-by-hop headers belong to the client's connection, not to the request: every
+    // phase sees (and the upstream gets) the request without them.
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
 
