@@ -24,6 +24,7 @@ ROUNDS=${ROUNDS:-5}              # rounds per scenario; each measures every prox
 PROXY_CPU=${PROXY_CPU:-0}        # core every proxy under test is pinned to
 LOAD_CPU=${LOAD_CPU:-1}          # core shared by wrk and the upstream
 SCENARIOS=${SCENARIOS:-get post} # scenario_<name> functions below, run in this order
+HEADERS=${HEADERS:-full}         # full: nginx and HAProxy add what fedgate adds; minimal: XFF only
 DEFAULT_FEDGATE=$REPO_DIR/target/release/fedgate
 FEDGATE=${FEDGATE:-$DEFAULT_FEDGATE}
 SKIP_FEDGATE=${SKIP_FEDGATE:-0}  # 1: measure only the baseline, nginx and HAProxy
@@ -44,6 +45,11 @@ usage: bash bench/run.sh [options]
   --rounds N            rounds per scenario, each measuring every proxy once, one after
                         the other; the summary gives medians      (env ROUNDS, $ROUNDS)
   --scenarios "A B"     scenarios to run, from: $(list_scenarios)  (env SCENARIOS)
+  --headers full|minimal
+                        full: nginx and HAProxy add every field fedgate adds by default
+                        (X-Forwarded-Proto/-Host, Via, X-Request-Id, traceparent), so all
+                        three do the same forwarding work; minimal: they add only
+                        X-Forwarded-For, fedgate still adds its full set  (env HEADERS, $HEADERS)
   --skip-fedgate        measure only the baseline, nginx and HAProxy (env SKIP_FEDGATE=1)
   --keep                keep the temporary directory with configs and logs (env KEEP_WORK=1)
 
@@ -92,7 +98,10 @@ compare() {
   table_header "$scenario" "$path"
   # Like nginx and HAProxy, fedgate keeps running across the rounds: every proxy is
   # measured with warm connection pools and caches.
-  [ "$SKIP_FEDGATE" = 1 ] || fedgate_start fedgate "$BENCH_DIR/conf/fedgate.toml"
+  if [ "$SKIP_FEDGATE" != 1 ]; then
+    fedgate_start fedgate "$BENCH_DIR/conf/fedgate.toml"
+    check_forwarding fedgate "${FG_PORT[fedgate]}"
+  fi
   local order=("${proxies[@]:1}") n i proxy
   n=${#order[@]}
   for round in $(seq 1 "$ROUNDS"); do
@@ -250,6 +259,24 @@ check_forwards() {
   body=$(curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$2/users/alice") ||
     die "$1 (port $2) does not answer GET /users/alice with 2xx"
   [ "$body" = "$UP_BODY" ] || die "$1 (port $2) answers, but not with the upstream's body: $body"
+}
+
+# check_forwarding NAME PORT: NAME adds every field fedgate adds by default, to the request
+# (the upstream's /__forwarded echoes them) and to the response. With --headers full this is
+# what makes the comparison one of equal work rather than of configurations.
+check_forwarding() {
+  local echoed field head
+  echoed=$(curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$2/__forwarded") ||
+    die "$1 (port $2) does not answer GET /__forwarded with 2xx"
+  for field in xff proto host via id trace; do
+    [[ " $echoed" =~ \ $field=[^\ ] ]] ||
+      die "$1 (port $2) does not add the request field behind '$field=': $echoed"
+  done
+  head=$(curl --noproxy '*' -fsS --max-time 2 -D - -o /dev/null "http://127.0.0.1:$2/users/alice" |
+    tr 'A-Z' 'a-z') || die "$1 (port $2) does not answer GET /users/alice with 2xx"
+  for field in via x-request-id; do
+    grep -q "^$field: ." <<<"$head" || die "$1 (port $2) does not add $field to the response"
+  done
 }
 
 # ---------------------------------------------------------------------------------------
@@ -523,14 +550,14 @@ write_json() {
   B_DURATION=$DURATION B_WARMUP=$WARMUP B_ROUNDS=$ROUNDS B_CONNECTIONS=$CONNECTIONS B_THREADS=$THREADS \
     B_PROXY_CPU=$PROXY_CPU B_LOAD_CPU=$LOAD_CPU B_CLK_TCK=$CLK_TCK \
     B_NGINX=$NGINX_VERSION B_HAPROXY=$HAPROXY_VERSION B_WRK=$WRK_VERSION \
-    B_FEDGATE=$FEDGATE_VERSION \
+    B_FEDGATE=$FEDGATE_VERSION B_HEADERS=$HEADERS \
     python3 - "$1" ${RESULTS[@]+"${RESULTS[@]}"} <<'PY'
 import json, os, sys
 e = os.environ
 meta = {
     "duration": e["B_DURATION"], "warmup": e["B_WARMUP"], "rounds": int(e["B_ROUNDS"]),
     "connections": int(e["B_CONNECTIONS"]), "threads": int(e["B_THREADS"]),
-    "proxy_cpu": e["B_PROXY_CPU"], "load_cpu": e["B_LOAD_CPU"], "clk_tck": int(e["B_CLK_TCK"]),
+    "headers": e["B_HEADERS"], "proxy_cpu": e["B_PROXY_CPU"], "load_cpu": e["B_LOAD_CPU"], "clk_tck": int(e["B_CLK_TCK"]),
     "versions": {"nginx": e["B_NGINX"], "haproxy": e["B_HAPROXY"], "wrk": e["B_WRK"],
                  "fedgate": e["B_FEDGATE"]},
 }
@@ -563,6 +590,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=${2:?}; shift ;;
     --rounds) ROUNDS=${2:?}; shift ;;
     --scenarios) SCENARIOS=${2:?}; shift ;;
+    --headers) HEADERS=${2:?}; shift ;;
     --skip-fedgate) SKIP_FEDGATE=1 ;;
     --keep) KEEP_WORK=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -574,6 +602,11 @@ done
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "connections must be a positive integer"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "threads must be a positive integer"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "rounds must be a positive integer"
+case $HEADERS in
+  full) FULL_HEADERS=1 ;;
+  minimal) FULL_HEADERS=0 ;;
+  *) die "headers must be full or minimal, not '$HEADERS'" ;;
+esac
 [ "$CONNECTIONS" -ge "$THREADS" ] || die "wrk needs at least one connection per thread"
 for s in $SCENARIOS; do
   declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(list_scenarios))"
@@ -648,6 +681,11 @@ read -r UP_PORT NG_PORT HA_PORT <<<"$(free_ports 3)"
 echo "fedgate reverse-proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores:" \
   "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo "fedgate: $FEDGATE_VERSION; nginx $NGINX_VERSION; HAProxy $HAPROXY_VERSION; wrk $WRK_VERSION"
+if [ "$FULL_HEADERS" = 1 ]; then
+  echo "headers: full (nginx and HAProxy add every field fedgate adds by default)"
+else
+  echo "headers: minimal (nginx and HAProxy add only X-Forwarded-For; fedgate its full set)"
+fi
 
 # The upstream, on the load core.
 mkdir -p "$WORK/upstream"
@@ -662,12 +700,13 @@ UP_BODY=$(curl --noproxy '*' -fsS --max-time 2 "http://127.0.0.1:$UP_PORT/users/
 # nginx and HAProxy run for the whole benchmark; idle, they cost the others nothing.
 mkdir -p "$WORK/nginx" "$WORK/haproxy"
 render "$BENCH_DIR/conf/nginx-proxy.conf" "$WORK/nginx/nginx.conf" \
-  DIR="$WORK/nginx" PORT="$NG_PORT" UPSTREAM_PORT="$UP_PORT"
+  DIR="$WORK/nginx" PORT="$NG_PORT" UPSTREAM_PORT="$UP_PORT" \
+  HEADERS_CONF="$BENCH_DIR/conf/nginx-headers-$HEADERS.conf"
 start_bg "$WORK/nginx/stderr.log" "$PROXY_CPU" \
   "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
 NG_PID=$STARTED_PID
 render "$BENCH_DIR/conf/haproxy.cfg" "$WORK/haproxy/haproxy.cfg" \
-  PORT="$HA_PORT" UPSTREAM_PORT="$UP_PORT"
+  PORT="$HA_PORT" UPSTREAM_PORT="$UP_PORT" FULL_HEADERS="$FULL_HEADERS"
 # -db: stay in the foreground, a single process, so $! is the process doing the work.
 start_bg "$WORK/haproxy/haproxy.log" "$PROXY_CPU" "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg"
 HA_PID=$STARTED_PID
@@ -675,6 +714,10 @@ wait_ready "http://127.0.0.1:$NG_PORT/" "$NG_PID" "$WORK/nginx/error.log"
 wait_ready "http://127.0.0.1:$HA_PORT/" "$HA_PID" "$WORK/haproxy/haproxy.log"
 check_forwards nginx "$NG_PORT"
 check_forwards haproxy "$HA_PORT"
+[ "$FULL_HEADERS" = 0 ] || {
+  check_forwarding nginx "$NG_PORT"
+  check_forwarding haproxy "$HA_PORT"
+}
 
 for s in $SCENARIOS; do
   "scenario_$s"
