@@ -523,18 +523,23 @@ print_medians() {
 # measures both within a few seconds of each other) and as the median of those ratios,
 # then the median p99 and CPU per request side by side.
 print_ratio() {
-  local scenario=$1 a=$2 b=$3 ratios p99_a p99_b cpu_a cpu_b
+  local scenario=$1 a=$2 b=$3 ratios p99_ratios p99_a p99_b cpu_a cpu_b
   ratios=$(paste <(field_values "$scenario" "$a" 5) <(field_values "$scenario" "$b" 5) |
     awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }')
   [ -n "$ratios" ] || return 0
+  # p99 round by round as well: one round with a stall on the machine moves a proxy's
+  # median p99, the per-round ratios show whether it is that or a difference every round.
+  p99_ratios=$(paste <(field_values "$scenario" "$a" 7) <(field_values "$scenario" "$b" 7) |
+    awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }')
   p99_a=$(field_values "$scenario" "$a" 7 | median)
   p99_b=$(field_values "$scenario" "$b" 7 | median)
   cpu_a=$(field_values "$scenario" "$a" 8 | median %.1f)
   cpu_b=$(field_values "$scenario" "$b" 8 | median %.1f)
   awk -v a="$a" -v b="$b" -v r="$(echo "$ratios" | median %.2f)" -v rs="$(echo $ratios)" \
-    -v pa="$p99_a" -v pb="$p99_b" -v ca="$cpu_a" -v cb="$cpu_b" 'BEGIN {
-      printf "%s/%s: throughput %.2fx (rounds: %s), p99 %.3f vs %.3f ms (%+.0f%%), CPU %s vs %s µs/req\n",
-        a, b, r, rs, pa, pb, (pa / pb - 1) * 100, ca, cb
+    -v pa="$p99_a" -v pb="$p99_b" -v ca="$cpu_a" -v cb="$cpu_b" \
+    -v pr="$(echo "$p99_ratios" | median %.2f)" -v prs="$(echo $p99_ratios)" 'BEGIN {
+      printf "%s/%s: throughput %.2fx (rounds: %s), p99 %.3f vs %.3f ms (%+.0f%%; ratio %.2f, rounds: %s), CPU %s vs %s µs/req\n",
+        a, b, r, rs, pa, pb, (pa / pb - 1) * 100, pr, prs, ca, cb
     }'
 }
 

@@ -40,6 +40,12 @@ const MAX_READ: usize = 64 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response header fields accepted.
 const MAX_HEADERS: usize = 128;
+/// Header fields a response map holds without growing. hyper's HTTP/1 server keeps the map
+/// of the response it wrote and parses the connection's next request into it; sized for a
+/// federation delivery's head (a dozen fields: host, date, digest, signature, content type
+/// and length, ...) plus the forwarding fields the proxy adds, that parse and the additions
+/// never rehash the map. Smaller sizes make every such request grow it once.
+const RESPONSE_MAP_FIELDS: usize = 24;
 /// Largest chunk-size line, and largest trailer section.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -568,8 +574,10 @@ impl Conn {
     /// than `trailers`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) and noting
     /// what the framing depends on, so no field is looked up or removed afterwards.
     fn read_fields(&self, head: &Bytes) -> Result<(HeaderMap, Fields), Error> {
-        // Room for what the proxy adds (`Via`, the request id) without growing the map.
-        let mut headers = HeaderMap::with_capacity(self.fields.len() + 4);
+        // Room for what the proxy adds (`Via`, the request id) without growing the map, and
+        // for the client's next request head (see RESPONSE_MAP_FIELDS).
+        let mut headers =
+            HeaderMap::with_capacity((self.fields.len() + 4).max(RESPONSE_MAP_FIELDS));
         let mut fields = Fields::default();
         let mut listed = false;
         for f in &self.fields {
