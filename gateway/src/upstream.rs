@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Uri};
+use http::uri::Authority;
+use http::{header, Request, Response, Uri};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -33,8 +34,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 enum Transport {
     /// HTTP/1.1: one request per connection at a time, connections driven by the request.
     Http1(Pool),
-    /// HTTP/2: one multiplexed connection per endpoint, each on a task of its own.
-    Http2(Box<Client<CountingConnector, RequestBody>>),
+    /// HTTP/2: a client per endpoint (indexed like the endpoints), each keeping multiplexed
+    /// connections on tasks of their own. A client dials only its endpoint, whatever
+    /// authority a request carries, so `:authority` can be the client's `Host`.
+    Http2(Box<[Client<CountingConnector, RequestBody>]>),
 }
 
 /// A failed upstream exchange.
@@ -107,16 +110,25 @@ impl Lease {
                     .map_err(ForwardError::from_send)?;
                 Ok(Response::from_parts(head, Relay::Pooled { framing, conn }))
             }
-            Transport::Http2(client) => {
+            Transport::Http2(clients) => {
                 let endpoint = &self.endpoint().config;
+                // HTTP/2 carries the authority as `:authority`, which takes the place of
+                // `Host` (RFC 9113 §8.3.1): the `Host` the proxy chose (the client's, or the
+                // endpoint's without preserve_host) moves there instead of travelling
+                // beside a different `:authority`. The client dials its endpoint anyway.
+                let authority = req
+                    .headers_mut()
+                    .remove(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .unwrap_or_else(|| endpoint.authority.clone());
                 let mut uri = std::mem::take(req.uri_mut()).into_parts();
                 uri.scheme = Some(endpoint.scheme.clone());
-                uri.authority = Some(endpoint.authority.clone());
+                uri.authority = Some(authority);
                 *req.uri_mut() = Uri::from_parts(uri).map_err(|e| ForwardError {
                     kind: ProxyError::BadRequest("target"),
                     detail: e.to_string(),
                 })?;
-                client
+                clients[self.index]
                     .request(req)
                     .await
                     .map(|r| r.map(Relay::Incoming))
@@ -162,27 +174,26 @@ impl Upstream {
         let connector = CountingConnector {
             inner: https_connector(&config)?,
             stats: metrics.conns.clone(),
+            dial: None,
         };
+        let mut uris = Vec::with_capacity(config.endpoints.len());
+        for e in &config.endpoints {
+            let uri = Uri::builder()
+                .scheme(e.scheme.clone())
+                .authority(e.authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|err| format!("endpoint {e}: {err}"))?;
+            uris.push(uri);
+        }
         let transport = match config.protocol {
-            UpstreamProtocol::Http1 => {
-                let mut uris = Vec::with_capacity(config.endpoints.len());
-                for e in &config.endpoints {
-                    let uri = Uri::builder()
-                        .scheme(e.scheme.clone())
-                        .authority(e.authority.clone())
-                        .path_and_query("/")
-                        .build()
-                        .map_err(|err| format!("endpoint {e}: {err}"))?;
-                    uris.push(uri);
-                }
-                Transport::Http1(Pool::new(
-                    uris,
-                    connector,
-                    config.connect_timeout,
-                    config.idle_timeout,
-                    config.max_idle_per_endpoint,
-                ))
-            }
+            UpstreamProtocol::Http1 => Transport::Http1(Pool::new(
+                uris,
+                connector,
+                config.connect_timeout,
+                config.idle_timeout,
+                config.max_idle_per_endpoint,
+            )),
             UpstreamProtocol::Http2 => {
                 let mut builder = Client::builder(TokioExecutor::new());
                 builder
@@ -190,10 +201,19 @@ impl Upstream {
                     .pool_max_idle_per_host(config.max_idle_per_endpoint)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
-                    // Host is set by the proxy: the client's own, or the endpoint's.
+                    // The authority is set by the proxy: the client's own, or the endpoint's.
                     .set_host(false)
                     .http2_only(true);
-                Transport::Http2(Box::new(builder.build(connector)))
+                let clients = uris
+                    .into_iter()
+                    .map(|uri| {
+                        builder.build(CountingConnector {
+                            dial: Some(uri),
+                            ..connector.clone()
+                        })
+                    })
+                    .collect();
+                Transport::Http2(clients)
             }
         };
         let endpoints = config
@@ -281,6 +301,9 @@ fn https_connector(config: &UpstreamConfig) -> Result<HttpsConnector<HttpConnect
 pub struct CountingConnector {
     inner: HttpsConnector<HttpConnector>,
     stats: Arc<ConnStats>,
+    /// Dial this endpoint (scheme, authority: also the TLS server name) whatever the
+    /// request's URI says; `None` dials the URI given.
+    dial: Option<Uri>,
 }
 
 impl tower::Service<Uri> for CountingConnector {
@@ -293,7 +316,7 @@ impl tower::Service<Uri> for CountingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let fut = self.inner.call(uri);
+        let fut = self.inner.call(self.dial.clone().unwrap_or(uri));
         let stats = self.stats.clone();
         Box::pin(async move {
             let io = fut.await?;

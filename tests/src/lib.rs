@@ -30,6 +30,8 @@ pub struct Seen {
     pub method: String,
     /// The request target exactly as received (path and query).
     pub target: String,
+    /// The request URI's authority: HTTP/2's `:authority` (HTTP/1.1 targets have none).
+    pub authority: Option<String>,
     pub headers: HeaderMap,
     pub version: http::Version,
     pub body_len: u64,
@@ -133,6 +135,7 @@ impl TestUpstream {
         let mut seen = Seen {
             method: req.method().to_string(),
             target,
+            authority: req.uri().authority().map(|a| a.to_string()),
             headers: req.headers().clone(),
             version: req.version(),
             body_len: 0,

@@ -352,6 +352,25 @@ async fn websocket_upgrades_pass_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstreams_get_the_endpoint_authority_without_preserve_host() {
+    let up = TestUpstream::start("h2").await;
+    let gw = TestGateway::start(&format!(
+        "[forwarding]\npreserve_host = false\n{}",
+        one_route(&up, "protocol = \"http2\"")
+    ))
+    .await;
+    let (s, _, _) = send(get(&gw.url("/status/204"))).await;
+    assert_eq!(s, 204);
+    let seen = up.last();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(
+        seen.authority.as_deref(),
+        Some(up.addr.to_string().as_str())
+    );
+    assert!(seen.headers.get("host").is_none(), "{:?}", seen.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_upstreams_are_spoken_to_by_prior_knowledge() {
     let up = TestUpstream::start("h2").await;
     let gw = TestGateway::start(&one_route(&up, "protocol = \"http2\"")).await;
@@ -369,6 +388,13 @@ async fn http2_upstreams_are_spoken_to_by_prior_knowledge() {
     let seen = up.last();
     assert_eq!(seen.version, http::Version::HTTP_2);
     assert_eq!(seen.target, "/hash?q=1");
+    // The client's Host travels as `:authority` (RFC 9113 §8.3.1), not beside a different
+    // one: the endpoint is what is dialled, not what is named.
+    assert_eq!(
+        seen.authority.as_deref(),
+        Some(gw.addr.to_string().as_str())
+    );
+    assert!(seen.headers.get("host").is_none(), "{:?}", seen.headers);
     // One multiplexed connection carries all three requests.
     let m = gw.metrics().await;
     let open = metric(
