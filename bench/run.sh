@@ -519,18 +519,24 @@ print_medians() {
   done
 }
 
+# round_ratios SCENARIO A B FIELD: A's value of result field FIELD divided by B's, one line
+# per round.
+round_ratios() {
+  paste <(field_values "$1" "$2" "$4") <(field_values "$1" "$3" "$4") |
+    awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }'
+}
+
 # print_ratio SCENARIO A B: A's throughput relative to B's, round by round (each round
 # measures both within a few seconds of each other) and as the median of those ratios,
-# then the median p99 and CPU per request side by side.
+# then the median p99 side by side with the per-round p99 ratios, and the median CPU per
+# request side by side.
 print_ratio() {
   local scenario=$1 a=$2 b=$3 ratios p99_ratios p99_a p99_b cpu_a cpu_b
-  ratios=$(paste <(field_values "$scenario" "$a" 5) <(field_values "$scenario" "$b" 5) |
-    awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }')
+  ratios=$(round_ratios "$scenario" "$a" "$b" 5)
   [ -n "$ratios" ] || return 0
   # p99 round by round as well: one round with a stall on the machine moves a proxy's
   # median p99, the per-round ratios show whether it is that or a difference every round.
-  p99_ratios=$(paste <(field_values "$scenario" "$a" 7) <(field_values "$scenario" "$b" 7) |
-    awk '$1 != "" && $2 > 0 { printf "%.2f\n", $1 / $2 }')
+  p99_ratios=$(round_ratios "$scenario" "$a" "$b" 7)
   p99_a=$(field_values "$scenario" "$a" 7 | median)
   p99_b=$(field_values "$scenario" "$b" 7 | median)
   cpu_a=$(field_values "$scenario" "$a" 8 | median %.1f)
