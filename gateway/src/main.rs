@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use fedgate::config::{self, LogFormat};
+use fedgate::config::{self, LogFormat, DEFAULT_EVENT_INTERVAL};
 use fedgate::Gateway;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -88,20 +88,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime(workers: usize, event_interval: u32) -> anyhow::Result<tokio::runtime::Runtime> {
     // One worker runs on the calling thread: no cross-thread wake-ups at all.
-    let rt = if workers <= 1 {
+    let mut builder = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("fedgate-worker")
-            .enable_all()
-            .build()?
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers).thread_name("fedgate-worker");
+        b
     };
-    Ok(rt)
+    Ok(builder
+        .event_interval(event_interval)
+        .enable_all()
+        .build()?)
 }
 
 fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
@@ -114,7 +113,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     };
     fedgate::logging::init(cfg.server.log_format, &cfg.server.log_level);
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    runtime(cfg.server.workers)?.block_on(async move {
+    runtime(cfg.server.workers, cfg.server.event_interval)?.block_on(async move {
         let workers = cfg.server.workers;
         let gateway = Gateway::start(cfg, Some(path))
             .await
@@ -130,7 +129,11 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 
 fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
     fedgate::logging::init(LogFormat::Text, "info");
-    runtime(std::thread::available_parallelism().map_or(1, |n| n.get()))?.block_on(async move {
+    runtime(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        DEFAULT_EVENT_INTERVAL,
+    )?
+    .block_on(async move {
         let upstream = fedgate::demo::spawn_upstream("127.0.0.1:0".parse()?)
             .await
             .context("starting the demo upstream")?;
@@ -148,7 +151,7 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
 
 fn demo_upstream(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     fedgate::logging::init(LogFormat::Text, "info");
-    runtime(1)?.block_on(async move {
+    runtime(1, DEFAULT_EVENT_INTERVAL)?.block_on(async move {
         let addr = fedgate::demo::spawn_upstream(listen).await?;
         tracing::info!(address = %addr, "demo federation server listening");
         let mut term = signal(SignalKind::terminate())?;

@@ -31,6 +31,8 @@ pub struct FileConfig {
 pub struct ServerSection {
     /// Worker threads; 0 means one per available core.
     pub workers: Option<usize>,
+    /// Tasks a worker runs between two looks for new socket events.
+    pub event_interval: Option<u32>,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: Option<String>,
     /// One log line per request on the `access` target.

@@ -63,6 +63,9 @@ pub enum LogFormat {
 pub struct ServerConfig {
     /// Worker threads; never zero (0 in the file is resolved to the core count).
     pub workers: usize,
+    /// Tasks a worker polls between two checks for new I/O events (tokio's
+    /// `event_interval`).
+    pub event_interval: u32,
     pub shutdown_grace: Duration,
     pub access_log: bool,
     pub log_format: LogFormat,
@@ -274,6 +277,12 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// Checking for socket events every 16 task polls rather than tokio's 61 keeps a connection
+/// whose data has arrived from waiting behind a whole round of other connections: it lowers
+/// the p90 and p99 of a loaded worker by 5 to 20 % at no measurable cost in throughput
+/// (`bench/run.sh`, docs/benchmarks.md).
+pub const DEFAULT_EVENT_INTERVAL: u32 = 16;
+
 fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError> {
     let workers = match s.workers.unwrap_or(0) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -284,6 +293,15 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError>
             ))
         }
         n => n,
+    };
+    let event_interval = match s.event_interval.unwrap_or(DEFAULT_EVENT_INTERVAL) {
+        n @ 1..=1024 => n,
+        _ => {
+            return Err(ConfigError::field(
+                "server.event_interval",
+                "must be between 1 and 1024",
+            ))
+        }
     };
     let log_format = match s.log_format.as_deref().unwrap_or("json") {
         "json" => LogFormat::Json,
@@ -304,6 +322,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError>
     }
     Ok(ServerConfig {
         workers,
+        event_interval,
         shutdown_grace: duration(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),
@@ -736,6 +755,7 @@ upstream = "app"
         assert_eq!(u.balance, Balance::RoundRobin);
         assert!(c.forwarding.x_forwarded && !c.forwarding.forwarded);
         assert_eq!(c.forwarding.via.as_deref(), Some("fedgate"));
+        assert_eq!(c.server.event_interval, DEFAULT_EVENT_INTERVAL);
     }
 
     fn field_of(text: &str) -> String {
@@ -770,6 +790,8 @@ upstream = "app"
         assert_eq!(field_of(&zero), "upstreams.app.response_timeout");
         let no_listener = MINIMAL.replace("[[listeners]]\naddress = \"127.0.0.1:0\"", "");
         assert_eq!(field_of(&no_listener), "listeners");
+        let no_events = format!("[server]\nevent_interval = 0\n{MINIMAL}");
+        assert_eq!(field_of(&no_events), "server.event_interval");
     }
 
     #[test]
