@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs fedgate's whole test suite on a fresh machine: installs what the tests need
-# (promtool from Debian's prometheus package, the wasm32-wasip2 target), then runs every
-# unit and end-to-end test of the workspace.
+# (promtool from Debian's prometheus package, the wasm32-wasip2 target), builds the plugins,
+# then runs every unit and end-to-end test: the plugins', the SDK's and the gateway's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,14 @@ fi
 
 # Plugins are built for wasm32-wasip2; rustup here does not install targets on its own.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+# The plugins (plugins/) and the test fixtures (tests/plugins/) are workspaces of their own,
+# built for wasm32-wasip2 into the shared target directory, where the end-to-end tests load
+# them from. Their own unit tests run natively, against the SDK's in-memory host.
+for ws in plugins tests/plugins; do
+  cargo build --locked --release --target wasm32-wasip2 --manifest-path "$ws/Cargo.toml" --target-dir target
+  cargo test --locked --manifest-path "$ws/Cargo.toml" --target-dir target
+done
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "$@"

@@ -2,6 +2,7 @@
 //! `/health`, `/ready`, `/live`. It keeps serving while the public listeners drain, so an
 //! orchestrator sees `/ready` turn 503.
 
+use crate::plugin::abi::HealthStatus;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,7 +103,8 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
 pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let rt = shared.runtime();
     let mut unhealthy = false;
-    let checks: Vec<_> = rt
+    let mut degraded = false;
+    let mut checks: Vec<_> = rt
         .upstreams
         .values()
         .map(|u| {
@@ -124,7 +126,36 @@ pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
             })
         })
         .collect();
-    let status = if unhealthy { "unhealthy" } else { "healthy" };
+    // Each plugin's own health-check hook, bounded by its call deadline.
+    for p in rt.plugins.values() {
+        let Some((status, message)) = p.health() else {
+            continue;
+        };
+        let status = match status {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => {
+                degraded = true;
+                "degraded"
+            }
+            HealthStatus::Unhealthy => {
+                unhealthy = true;
+                "unhealthy"
+            }
+        };
+        checks.push(json!({
+            "name": &*p.name,
+            "kind": "plugin",
+            "status": status,
+            "message": message,
+        }));
+    }
+    let status = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
     let doc = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),

@@ -16,17 +16,87 @@ use crate::pool::Lent;
 use crate::record::Completion;
 use crate::upstream::BoxError;
 
-/// The client's request body on its way upstream, counting bytes into a shared counter.
+/// The client's request body on its way upstream, counting bytes into a shared counter:
+/// streamed as it arrives, or already read whole for a route that buffers bodies.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     counter: Option<Arc<AtomicU64>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Incoming(Incoming),
+    /// Read whole (and counted) before forwarding; `None` once sent.
+    Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, counter: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, counter }
+        RequestBody {
+            inner: Source::Incoming(inner),
+            counter,
+        }
     }
+
+    /// A body read whole before forwarding; its bytes were counted as they were read.
+    pub fn buffered(bytes: Bytes) -> Self {
+        RequestBody {
+            inner: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
+            counter: None,
+        }
+    }
+}
+
+/// Why a body could not be buffered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BufferError {
+    /// Longer than the route's `buffer_body`.
+    TooLarge,
+    /// The client's stream failed or ended early.
+    Client,
+}
+
+/// Reads a request body whole, refusing it as soon as it passes `limit` bytes.
+pub async fn read_whole(
+    mut body: Incoming,
+    limit: usize,
+    counter: Option<&AtomicU64>,
+) -> Result<Bytes, BufferError> {
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BufferError::TooLarge);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BufferError::Client)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if let Some(c) = counter {
+            c.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        let have = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if have + data.len() > limit {
+            return Err(BufferError::TooLarge);
+        }
+        // The usual small body arrives in one frame and is kept without a copy.
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 impl Body for RequestBody {
@@ -38,7 +108,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let inner = match &mut this.inner {
+            Source::Incoming(i) => i,
+            Source::Buffered(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(c)) = (&polled, &this.counter) {
             if let Some(d) = frame.data_ref() {
                 c.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -48,11 +122,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Incoming(i) => i.is_end_stream(),
+            Source::Buffered(b) => b.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Incoming(i) => i.size_hint(),
+            Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

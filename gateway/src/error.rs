@@ -23,6 +23,10 @@ pub enum ProxyError {
     NoHealthyEndpoint,
     #[error("the request could not be forwarded: {0}")]
     BadRequest(&'static str),
+    #[error("the request body is larger than the route buffers")]
+    BodyTooLarge,
+    #[error("a fail_closed plugin failed")]
+    PluginFailed,
 }
 
 impl ProxyError {
@@ -35,6 +39,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::PluginFailed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -48,6 +54,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "gateway timeout\n",
             ProxyError::NoHealthyEndpoint => "no healthy upstream\n",
             ProxyError::BadRequest(_) => "bad request\n",
+            ProxyError::BodyTooLarge => "request body too large\n",
+            ProxyError::PluginFailed => "service unavailable\n",
         }
     }
 
@@ -59,7 +67,10 @@ impl ProxyError {
             ProxyError::UpstreamReset => Some(UpstreamErrorKind::Reset),
             ProxyError::UpstreamProtocol => Some(UpstreamErrorKind::Protocol),
             ProxyError::NoHealthyEndpoint => Some(UpstreamErrorKind::NoHealthyEndpoint),
-            ProxyError::NoRoute | ProxyError::BadRequest(_) => None,
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::PluginFailed => None,
         }
     }
 
@@ -68,6 +79,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::PluginFailed => "plugin_failed",
             other => other.upstream_kind().map_or("error", |k| k.as_str()),
         }
     }

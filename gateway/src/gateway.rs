@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::runtime::{HandleCache, Runtime};
+use crate::plugin::PluginHost;
+use crate::runtime::{load_plugins, HandleCache, Runtime};
 
 /// State shared by listeners, the admin server and the reloader.
 #[derive(Debug)]
@@ -30,7 +31,8 @@ pub struct Shared {
     ready: AtomicBool,
     draining: AtomicBool,
     config_path: Option<PathBuf>,
-    reload: Mutex<ReloadState>,
+    reload: tokio::sync::Mutex<ReloadState>,
+    plugins: Arc<PluginHost>,
 }
 
 #[derive(Debug)]
@@ -73,25 +75,30 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// The engine plugins run in.
+    pub fn plugin_host(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+
     /// Re-reads the configuration file and applies it.
-    pub fn reload_from_file(&self) -> Result<(), ReloadError> {
+    pub async fn reload_from_file(&self) -> Result<(), ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
             ReloadError::Config(config::ConfigError::Io {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })
         });
-        let result = text.and_then(|text| {
-            self.reload
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .last_seen = Some(hash(&text));
-            let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
-            Ok(config::from_str(&text, base)?)
-        });
+        let result = match text {
+            Ok(text) => {
+                self.reload.lock().await.last_seen = Some(hash(&text));
+                let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+                config::from_str(&text, base).map_err(ReloadError::from)
+            }
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(cfg) => self.apply(cfg),
+            Ok(cfg) => self.apply(cfg).await,
             Err(e) => {
                 self.metrics.config_reload(false);
                 tracing::error!(error = %e, path = %path.display(), "configuration reload rejected; keeping the running configuration");
@@ -100,10 +107,21 @@ impl Shared {
         }
     }
 
-    /// Applies a validated configuration: build beside the running one, then swap.
-    pub fn apply(&self, config: Config) -> Result<(), ReloadError> {
-        let mut guard = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+    /// Applies a validated configuration: build beside the running one (compiling changed
+    /// plugins off the workers), then swap.
+    pub async fn apply(&self, config: Config) -> Result<(), ReloadError> {
+        let mut guard = self.reload.lock().await;
         let current = self.state.load_full();
+        let plugins = match load_plugins(&self.plugins, &config, Some(&current), &self.metrics)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
+                return Err(ReloadError::Build(e));
+            }
+        };
         let restart_only = [
             (
                 "listeners",
@@ -115,7 +133,13 @@ impl Shared {
                 current.config.source.server != config.source.server,
             ),
         ];
-        let next = match Runtime::build(config, &self.metrics, Some(&current), &mut guard.cache) {
+        let next = match Runtime::build(
+            config,
+            &self.metrics,
+            Some(&current),
+            &mut guard.cache,
+            plugins,
+        ) {
             Ok(next) => next,
             Err(e) => {
                 self.metrics.config_reload(false);
@@ -187,7 +211,9 @@ impl Gateway {
         let watch_cfg = config.reload.clone();
         let listener_cfgs = config.listeners.clone();
         let admin_cfg = config.admin.clone();
-        let runtime = Runtime::build(config, &metrics, None, &mut cache)?;
+        let plugin_host = Arc::new(PluginHost::new(&metrics, config.server.workers)?);
+        let plugins = load_plugins(&plugin_host, &config, None, &metrics).await?;
+        let runtime = Runtime::build(config, &metrics, None, &mut cache, plugins)?;
 
         let mut bound = Vec::with_capacity(listener_cfgs.len());
         for l in &listener_cfgs {
@@ -207,7 +233,8 @@ impl Gateway {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_path: config_path.clone(),
-            reload: Mutex::new(ReloadState { cache, last_seen }),
+            reload: tokio::sync::Mutex::new(ReloadState { cache, last_seen }),
+            plugins: plugin_host,
         });
 
         let (stop, stop_rx) = watch::channel(false);
@@ -273,8 +300,8 @@ impl Gateway {
     }
 
     /// Reloads the configuration file (what SIGHUP does).
-    pub fn reload(&self) -> Result<(), ReloadError> {
-        self.shared.reload_from_file()
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.shared.reload_from_file().await
     }
 
     /// Drains: `/ready` turns 503, listeners stop accepting, in-flight requests get up to the
@@ -311,6 +338,7 @@ async fn watch_file(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut plugin_files = plugin_stamps(&shared.runtime()).await;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -320,14 +348,26 @@ async fn watch_file(
             continue;
         };
         let h = hash(&text);
-        let changed = shared
-            .reload
-            .lock()
-            .map(|s| s.last_seen != Some(h))
-            .unwrap_or(false);
+        let changed = shared.reload.lock().await.last_seen != Some(h);
+        let stamps = plugin_stamps(&shared.runtime()).await;
         if changed {
             tracing::info!(path = %path.display(), "configuration file changed");
-            let _ = shared.reload_from_file();
+            let _ = shared.reload_from_file().await;
+        } else if stamps != plugin_files {
+            tracing::info!("a plugin file changed");
+            let _ = shared.reload_from_file().await;
         }
+        plugin_files = stamps;
     }
+}
+
+/// Size and modification time of each loaded plugin's file: a change triggers a reload,
+/// which recompiles the plugin if its content changed.
+async fn plugin_stamps(rt: &Runtime) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    let mut stamps = Vec::with_capacity(rt.plugins.len());
+    for p in rt.plugins.values() {
+        let meta = tokio::fs::metadata(&p.config.path).await.ok();
+        stamps.push(meta.and_then(|m| Some((m.len(), m.modified().ok()?))));
+    }
+    stamps
 }

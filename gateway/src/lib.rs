@@ -8,6 +8,7 @@
 //! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
 //! - [`metrics`]: the metric families and their pre-resolved handles
+//! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABI, declared metrics)
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
 //! - [`config`], [`runtime`], [`gateway`]: config file → validated config → runtime, reload,
 //!   drain
@@ -23,6 +24,7 @@ pub mod h1;
 pub mod headers;
 pub mod logging;
 pub mod metrics;
+pub mod plugin;
 pub mod pool;
 pub mod proxy;
 pub mod record;

@@ -1,4 +1,4 @@
-//! The `fedgate` command: `run`, `check`, `demo` and `demo-upstream`.
+//! The `fedgate` command: `run`, `check`, `demo`, `demo-upstream` and `plugin check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fedgate::config::{self, LogFormat, DEFAULT_EVENT_INTERVAL};
+use fedgate::metrics::Metrics;
+use fedgate::plugin::PluginHost;
 use fedgate::Gateway;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -50,6 +52,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
     },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Validate a plugin component against the ABI and print what it exports and imports.
+    Check {
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +75,9 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Demo { listen, admin } => demo(listen, admin),
         Command::DemoUpstream { listen } => demo_upstream(listen),
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => plugin_check(&file),
     };
     match result {
         Ok(code) => code,
@@ -72,17 +91,67 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match config::load(path) {
         Ok(c) => {
+            // Plugins are compiled and initialised as at start-up: a plugin that would stop
+            // the gateway from starting fails the check.
+            if !c.plugins.is_empty() {
+                let metrics = Metrics::new(prometheus::Registry::new())?;
+                let host = PluginHost::new(&metrics, 1).map_err(anyhow::Error::msg)?;
+                for (name, p) in &c.plugins {
+                    let loaded = std::fs::read(&p.path)
+                        .map_err(|e| format!("{}: {e}", p.path.display()))
+                        .and_then(|bytes| host.load(p, &bytes));
+                    if let Err(e) = loaded {
+                        eprintln!("{}: plugins.{name}: {e}", path.display());
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
             eprintln!(
-                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                "{}: ok ({} listeners, {} upstreams, {} routes, {} plugins)",
                 path.display(),
                 c.listeners.len(),
                 c.upstreams.len(),
-                c.routes.len()
+                c.routes.len(),
+                c.plugins.len()
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+fn plugin_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let metrics = Metrics::new(prometheus::Registry::new())?;
+    let host = PluginHost::new(&metrics, 1).map_err(anyhow::Error::msg)?;
+    match host.inspect(&bytes) {
+        Ok(i) => {
+            let mut out = format!(
+                "{}: ok, a fedgate plugin for ABI fedgate:plugin@{} ({} bytes)\n",
+                file.display(),
+                i.version,
+                bytes.len()
+            );
+            for e in &i.exports {
+                out += &format!("  export {e}\n");
+            }
+            for imp in &i.imports {
+                let note = if i.trapping_imports.contains(imp) {
+                    " (not provided: calls trap)"
+                } else {
+                    ""
+                };
+                out += &format!("  import {imp}{note}\n");
+            }
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
             Ok(ExitCode::from(2))
         }
     }
@@ -176,7 +245,7 @@ async fn serve_until_signal(gateway: Gateway, reloadable: bool) -> anyhow::Resul
                 if reloadable {
                     tracing::info!("SIGHUP: reloading configuration");
                     // The outcome is logged and counted by the reload itself.
-                    let _ = gateway.reload();
+                    let _ = gateway.reload().await;
                 } else {
                     tracing::info!("SIGHUP ignored: no configuration file");
                 }

@@ -128,7 +128,40 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     upstream_connections: IntGaugeVec,
     config_reloads: IntCounterVec,
+    plugins: Arc<PluginFamilies>,
+    declared: Arc<crate::plugin::declared::Declared>,
 }
+
+/// The `fedgate_plugin_*` families.
+#[derive(Debug)]
+pub struct PluginFamilies {
+    pub invocations: IntCounterVec,
+    pub duration: HistogramVec,
+    pub memory: IntGaugeVec,
+    pub reloads: IntCounterVec,
+}
+
+/// Plugin call latency buckets, in seconds: a microsecond to the longest deadline.
+pub const PLUGIN_BUCKETS: &[f64] = &[
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+];
 
 impl Metrics {
     /// Registers all families on `registry`.
@@ -224,6 +257,53 @@ impl Metrics {
         registry.register(Box::new(upstream_connections.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(build_info))?;
+        let plugins = Arc::new(PluginFamilies {
+            invocations: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_invocations_total",
+                    "Plugin hook calls, by plugin, hook and result (ok, deny, trap, timeout, error, skipped).",
+                ),
+                &["plugin", "hook", "result"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "fedgate_plugin_duration_seconds",
+                    "Time spent in plugin hook calls, including instantiation when one was needed.",
+                )
+                .buckets(PLUGIN_BUCKETS.to_vec()),
+                &["plugin", "hook"],
+            )?,
+            memory: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_plugin_memory_bytes",
+                    "Linear memory of a plugin's live instances.",
+                ),
+                &["plugin"],
+            )?,
+            reloads: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_reloads_total",
+                    "Plugin loads after start-up (a changed file or config), by result.",
+                ),
+                &["plugin", "result"],
+            )?,
+        });
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "fedgate_plugin_metric_drops_total",
+                "Updates of plugin-declared metrics not recorded as asked: series_cap (folded into the other series), labels, value.",
+            ),
+            &["plugin", "metric", "reason"],
+        )?;
+        registry.register(Box::new(plugins.invocations.clone()))?;
+        registry.register(Box::new(plugins.duration.clone()))?;
+        registry.register(Box::new(plugins.memory.clone()))?;
+        registry.register(Box::new(plugins.reloads.clone()))?;
+        registry.register(Box::new(drops.clone()))?;
+        let declared = Arc::new(crate::plugin::declared::Declared::new(
+            registry.clone(),
+            drops,
+        ));
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -240,11 +320,30 @@ impl Metrics {
             upstream_errors,
             upstream_connections,
             config_reloads,
+            plugins,
+            declared,
         })
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn plugin_families(&self) -> &PluginFamilies {
+        &self.plugins
+    }
+
+    /// The families plugins declare.
+    pub fn declared(&self) -> Arc<crate::plugin::declared::Declared> {
+        self.declared.clone()
+    }
+
+    /// Counts a plugin load done by a reload.
+    pub fn plugin_reload(&self, plugin: &str, ok: bool) {
+        self.plugins
+            .reloads
+            .with_label_values(&[plugin, if ok { "success" } else { "error" }])
+            .inc();
     }
 
     /// Handles for one route; resolved when the route is built.

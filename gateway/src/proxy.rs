@@ -12,17 +12,20 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::HeaderMap;
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Relay, RequestBody, ResponseBody};
+use crate::body::{BufferError, Relay, RequestBody, ResponseBody};
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::MethodLabel;
+use crate::plugin::{Decision, Denial, Exchange, ResponseView};
 use crate::record::{AccessLog, Completion};
+use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::upstream::Lease;
 
@@ -95,16 +98,37 @@ pub async fn handle(
     let counter = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
     let mut completion =
         Completion::new(start, route.metrics.clone(), method, counter.clone(), log);
-
-    // Phase 8: endpoint.
     let upstream = &route.upstream;
-    let lease = upstream.pick();
-    let endpoint = &lease.endpoint().config;
 
-    // Phase 9: forward.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
+
+    // Routes whose plugins read bodies get them whole, up to their limit.
+    let (body, buffered) = match route.config.buffer_body {
+        Some(limit) if !upgrade => {
+            let read = tokio::time::timeout(
+                route.response_timeout,
+                crate::body::read_whole(body, limit, counter.as_deref()),
+            )
+            .await;
+            match read {
+                Ok(Ok(bytes)) => (RequestBody::buffered(bytes.clone()), Some(bytes)),
+                Ok(Err(BufferError::TooLarge)) => {
+                    return rescue(ProxyError::BodyTooLarge, completion, &request_id, &rt)
+                }
+                Ok(Err(BufferError::Client)) | Err(_) => {
+                    return rescue(
+                        ProxyError::BadRequest("the request body could not be read"),
+                        completion,
+                        &request_id,
+                        &rt,
+                    )
+                }
+            }
+        }
+        _ => (RequestBody::new(body, counter), None),
+    };
 
     // The target goes upstream in origin form, byte for byte; the endpoint decides where.
     parts.uri = match parts.uri.path_and_query() {
@@ -120,8 +144,6 @@ pub async fn handle(
         if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), host.clone()) {
             parts.headers.insert(header::HOST, h);
         }
-    } else if let Ok(h) = HeaderValue::from_str(endpoint.authority.as_str()) {
-        parts.headers.insert(header::HOST, h);
     }
     headers::add_client_headers(
         &mut parts.headers,
@@ -142,7 +164,58 @@ pub async fn handle(
             .insert(&rt.forwarding.request_id_header, request_id.clone());
     }
 
-    let upstream_req = Request::from_parts(parts, RequestBody::new(body, counter));
+    // Phase 7: plugins see the request as the upstream will.
+    let mut seen = None;
+    if !route.plugins.is_empty() {
+        let mut exchange = Exchange {
+            method: std::mem::take(&mut parts.method),
+            uri: std::mem::take(&mut parts.uri),
+            headers: std::mem::take(&mut parts.headers),
+            scheme: if conn.tls { "https" } else { "http" },
+            authority: host.clone(),
+            client: Some(conn.client.ip()),
+            route: route.name.clone(),
+            upstream: route.upstream_name.clone(),
+            request_id: Some(request_id.clone()),
+            body: buffered,
+            started: Some(start),
+            response: None,
+        };
+        let decision = if route.plugins.wants_request() {
+            route.plugins.on_request(&mut exchange)
+        } else {
+            Decision::Continue
+        };
+        if route.plugins.wants_response() {
+            // on-response needs the request again after it has gone upstream.
+            parts.method = exchange.method.clone();
+            parts.uri = exchange.uri.clone();
+            parts.headers = exchange.headers.clone();
+            seen = Some(exchange);
+        } else {
+            parts.method = exchange.method;
+            parts.uri = exchange.uri;
+            parts.headers = exchange.headers;
+        }
+        match decision {
+            Decision::Continue => {}
+            Decision::Deny(d) => return denied(d, completion, &request_id, &rt),
+            Decision::Failed(_) => {
+                return rescue(ProxyError::PluginFailed, completion, &request_id, &rt)
+            }
+        }
+    }
+
+    // Phase 8: endpoint.
+    let lease = upstream.pick();
+    if !rt.forwarding.preserve_host {
+        if let Ok(h) = HeaderValue::from_str(lease.endpoint().config.authority.as_str()) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+
+    // Phase 9: forward.
+    let upstream_req = Request::from_parts(parts, body);
     let sent = Instant::now();
     // The deadline comes from the instant already read: one clock read fewer per request.
     let deadline = tokio::time::Instant::from_std(sent) + route.response_timeout;
@@ -151,22 +224,23 @@ pub async fn handle(
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
             tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
+            failure_seen(&route, seen, e.kind, &lease);
             return upstream_failure(e.kind, lease, completion, &request_id, &rt);
         }
         Err(_) => {
+            failure_seen(&route, seen, ProxyError::UpstreamTimeout, &lease);
             return upstream_failure(
                 ProxyError::UpstreamTimeout,
                 lease,
                 completion,
                 &request_id,
                 &rt,
-            )
+            );
         }
     };
-    upstream
-        .metrics
-        .duration
-        .observe(sent.elapsed().as_secs_f64());
+    let latency = sent.elapsed();
+    upstream.metrics.duration.observe(latency.as_secs_f64());
+    let endpoint_label = seen.as_ref().map(|_| lease.endpoint().label.clone());
     completion.set_lease(lease);
     completion.set_status(resp.status().as_u16());
 
@@ -202,7 +276,53 @@ pub async fn handle(
     parts
         .headers
         .insert(&rt.forwarding.request_id_header, request_id);
+
+    // Phase 10: plugins see the response head as the client will.
+    if let Some(mut exchange) = seen {
+        exchange.response = Some(ResponseView {
+            status: parts.status.as_u16(),
+            headers: std::mem::take(&mut parts.headers),
+            error: None,
+            endpoint: endpoint_label,
+            upstream_latency: Some(latency),
+        });
+        route.plugins.on_response(&mut exchange);
+        if let Some(view) = exchange.response {
+            parts.headers = view.headers;
+        }
+    }
     Response::from_parts(parts, ResponseBody::upstream(body, completion))
+}
+
+/// Phase 10 for a request the upstream failed: plugins see the gateway's answer.
+fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: &Lease) {
+    let Some(mut exchange) = seen else { return };
+    exchange.response = Some(ResponseView {
+        status: err.status().as_u16(),
+        headers: HeaderMap::new(),
+        error: Some(err.code()),
+        endpoint: Some(lease.endpoint().label.clone()),
+        upstream_latency: None,
+    });
+    route.plugins.on_response(&mut exchange);
+}
+
+/// A plugin's denial as the response.
+fn denied(
+    d: Denial,
+    mut completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    completion.set_status(d.status.as_u16());
+    completion.set_error("plugin_denied");
+    tracing::debug!(plugin = %d.plugin, status = d.status.as_u16(), "request denied by plugin");
+    let mut resp = Response::new(ResponseBody::fixed(d.body, Some(completion)));
+    *resp.status_mut() = d.status;
+    *resp.headers_mut() = d.headers;
+    resp.headers_mut()
+        .insert(&rt.forwarding.request_id_header, request_id.clone());
+    resp
 }
 
 /// The host a request is for: `Host`, or the URI authority (HTTP/2 `:authority`).

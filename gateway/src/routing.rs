@@ -17,6 +17,11 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Deadline for response headers: the route's timeout, else the upstream's.
     pub response_timeout: std::time::Duration,
+    /// Phase 7 and 10: the route's plugins, global ones first.
+    pub plugins: crate::plugin::Chain,
+    /// The route's and its upstream's names, as plugins see them.
+    pub name: Arc<str>,
+    pub upstream_name: Arc<str>,
 }
 
 impl Route {
@@ -98,6 +103,9 @@ mod tests {
                         metrics: metrics.route(&c.name, "a"),
                         upstream: up.clone(),
                         response_timeout: std::time::Duration::from_secs(1),
+                        plugins: crate::plugin::Chain::default(),
+                        name: c.name.as_str().into(),
+                        upstream_name: "a".into(),
                         config: c,
                     })
                 })

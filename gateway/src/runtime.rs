@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, ForwardingConfig};
 use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
+use crate::plugin::{Chain, Plugin, PluginHost};
 use crate::routing::{Route, RouteTable};
 use crate::upstream::Upstream;
 
@@ -25,6 +26,8 @@ pub struct Runtime {
     pub via: Option<Via>,
     pub access_log: bool,
     pub unmatched: Arc<RouteMetrics>,
+    /// Loaded plugins by name; a reload keeps those whose file and config did not change.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
     pub config: Arc<Config>,
 }
 
@@ -37,11 +40,13 @@ pub struct HandleCache {
 
 impl Runtime {
     /// Builds a runtime; unchanged upstreams of `previous` are carried over as they are.
+    /// `plugins` are the config's plugins, loaded by [`load_plugins`].
     pub fn build(
         config: Config,
         metrics: &Metrics,
         previous: Option<&Runtime>,
         cache: &mut HandleCache,
+        plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> Result<Runtime, String> {
         let mut upstreams = BTreeMap::new();
         for (name, uc) in &config.upstreams {
@@ -74,7 +79,20 @@ impl Runtime {
                 Some(t) => t.min(upstream.config.response_timeout),
                 None => upstream.config.response_timeout,
             };
+            let chain = rc
+                .plugins
+                .iter()
+                .map(|p| {
+                    plugins
+                        .get(p)
+                        .cloned()
+                        .ok_or_else(|| format!("route {} names unknown plugin {p}", rc.name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             routes.push(Arc::new(Route {
+                plugins: Chain::new(chain),
+                name: rc.name.as_str().into(),
+                upstream_name: rc.upstream.as_str().into(),
                 metrics: metrics.route(&rc.name, &rc.upstream),
                 config: rc.clone(),
                 upstream,
@@ -89,6 +107,7 @@ impl Runtime {
             via,
             access_log: config.server.access_log,
             unmatched: metrics.route(UNMATCHED_ROUTE, NO_UPSTREAM),
+            plugins,
             config: Arc::new(config),
         })
     }
@@ -109,4 +128,49 @@ impl Runtime {
             u.metrics.refresh_connections();
         }
     }
+}
+
+/// Loads the plugins `config` names: a plugin whose config and file are unchanged since
+/// `previous` is kept as it is (instances, state and all); the others are compiled, off the
+/// async workers, and started. Any failure names the plugin and leaves `previous` serving.
+pub async fn load_plugins(
+    host: &Arc<PluginHost>,
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+    let mut loaded = BTreeMap::new();
+    for (name, pc) in &config.plugins {
+        let bytes = tokio::fs::read(&pc.path)
+            .await
+            .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
+        let digest = crate::plugin::digest(&bytes);
+        let kept = previous
+            .and_then(|p| p.plugins.get(name))
+            .filter(|p| p.config == *pc && p.digest == digest);
+        if let Some(p) = kept {
+            loaded.insert(name.clone(), p.clone());
+            continue;
+        }
+        let (h, pc2) = (host.clone(), pc.clone());
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || h.load(&pc2, &bytes))
+            .await
+            .map_err(|e| format!("plugins.{name}: loading panicked: {e}"))?;
+        if previous.is_some() {
+            metrics.plugin_reload(name, result.is_ok());
+        }
+        let plugin = result.map_err(|e| format!("plugins.{name}: {e}"))?;
+        tracing::info!(
+            plugin = %name,
+            path = %pc.path.display(),
+            load_ms = started.elapsed().as_millis() as u64,
+            on_request = plugin.wants_request(),
+            on_response = plugin.wants_response(),
+            health_check = plugin.has_health_check(),
+            "plugin loaded"
+        );
+        loaded.insert(name.clone(), Arc::new(plugin));
+    }
+    Ok(loaded)
 }

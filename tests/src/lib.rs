@@ -346,9 +346,9 @@ impl TestGateway {
     }
 
     /// Writes new config text (with `HEAD`) to the file and reloads it.
-    pub fn rewrite(&self, body: &str) -> Result<(), fedgate::gateway::ReloadError> {
+    pub async fn rewrite(&self, body: &str) -> Result<(), fedgate::gateway::ReloadError> {
         std::fs::write(&self.config_path, format!("{HEAD}\n{body}")).unwrap();
-        self.gw().reload()
+        self.gw().reload().await
     }
 
     pub async fn metrics(&self) -> String {
@@ -499,4 +499,41 @@ pub fn run_bin(subcommand: &str, config: &Path) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A plugin component built for `wasm32-wasip2`: `crate_name` from `plugins/` (the shipped
+/// plugins) or `tests/plugins/` (test fixtures). The first call builds both workspaces
+/// (release, into the shared target directory), as the test command does, so a test always
+/// loads components built from the sources it runs with.
+pub fn plugin_wasm(crate_name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "--release", "--target", "wasm32-wasip2"])
+                .arg("--manifest-path")
+                .arg(root.join(manifest))
+                .arg("--target-dir")
+                .arg(&target)
+                .current_dir(&root)
+                .status()
+                .expect("cargo build runs");
+            assert!(
+                status.success(),
+                "building {manifest} for wasm32-wasip2 failed (the target is installed by \
+                 `rustup target add wasm32-wasip2`, which scripts/test.sh runs)"
+            );
+        }
+        target.join("wasm32-wasip2").join("release")
+    });
+    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.exists(), "no component at {}", path.display());
+    path
 }

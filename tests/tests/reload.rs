@@ -48,11 +48,12 @@ async fn reloads_under_traffic_fail_no_request() {
     for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let target = if round % 2 == 0 { "b" } else { "a" };
-        assert!(gw.rewrite(&routed_to(target, &a, &b)).is_ok());
+        assert!(gw.rewrite(&routed_to(target, &a, &b)).await.is_ok());
         good_reloads += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let err = gw
             .rewrite(&bad)
+            .await
             .expect_err("a route to an undefined upstream must be rejected");
         assert!(err.to_string().contains("routes[0].upstream"), "{err}");
         bad_reloads += 1;
@@ -100,7 +101,7 @@ async fn unchanged_upstreams_keep_their_pool_across_reloads() {
         upstream_block("a", &[a.url()], ""),
         upstream_block("b", &[b.url()], "connect_timeout = \"1s\"")
     );
-    gw.rewrite(&text).unwrap();
+    gw.rewrite(&text).await.unwrap();
     let rt = gw.gw().shared().runtime();
     assert!(
         Arc::ptr_eq(&before, &rt.upstreams["a"]),

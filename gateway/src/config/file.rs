@@ -23,6 +23,38 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[plugins.NAME]`: Wasm plugins, attached to routes by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSection>,
+    #[serde(default)]
+    pub global: GlobalSection,
+}
+
+/// `[plugins.NAME]`: one Wasm plugin and its limits.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// The component file, relative to the config file.
+    pub path: Option<String>,
+    /// `fail_open` (default) or `fail_closed`.
+    pub failure: Option<String>,
+    /// Deadline of one call.
+    pub timeout: Option<String>,
+    /// Linear memory cap per instance: bytes, or a string such as `"16MiB"`.
+    pub memory_limit: Option<toml::Value>,
+    /// Series cap per metric the plugin declares.
+    pub max_series: Option<usize>,
+    /// The plugin's own settings, passed to its `init` as JSON.
+    pub config: Option<toml::Table>,
+}
+
+/// `[global]`: what applies to every matched route.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalSection {
+    /// Plugins run on every matched route, before the route's own.
+    #[serde(default)]
+    pub plugins: Vec<String>,
 }
 
 /// `[server]`: process-wide settings (read at start; changing them needs a restart).
@@ -152,4 +184,10 @@ pub struct RouteSection {
     pub upstream: Option<String>,
     /// Overall limit for the upstream to produce response headers on this route.
     pub timeout: Option<String>,
+    /// Plugins run on this route (after the global ones), in order.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Read request bodies whole, up to this size (bytes or `"1MiB"`), before the plugins
+    /// run, so they can read them; larger bodies are refused with 413.
+    pub buffer_body: Option<toml::Value>,
 }

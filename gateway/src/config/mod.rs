@@ -49,6 +49,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Plugins run on every matched route, before the route's own.
+    pub global_plugins: Vec<String>,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -178,7 +181,40 @@ pub struct RouteConfig {
     pub methods: Vec<Method>,
     pub upstream: String,
     pub timeout: Option<Duration>,
+    /// Plugins of this route, global ones first, in the order they run.
+    pub plugins: Vec<String>,
+    /// Request bodies are read whole up to this many bytes before the plugins run.
+    pub buffer_body: Option<usize>,
 }
+
+/// What a plugin's failure (trap, timeout, error) does to the request it was called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Skip the plugin and serve the request.
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+/// One Wasm plugin, validated; the component itself is compiled when the runtime is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub failure: FailurePolicy,
+    pub timeout: Duration,
+    pub memory_limit: usize,
+    pub max_series: usize,
+    /// The `config` table as a JSON object, as `init` receives it.
+    pub config_json: String,
+}
+
+/// Default deadline of one plugin call.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Default linear-memory cap of one plugin instance.
+pub const DEFAULT_PLUGIN_MEMORY: usize = 16 << 20;
+/// Default series cap of one plugin-declared metric.
+pub const DEFAULT_PLUGIN_SERIES: usize = 1000;
 
 /// Default admin address, also used by `demo`.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
@@ -252,10 +288,29 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         upstreams.insert(name.clone(), validate_upstream(name, u, base)?);
     }
 
+    let mut plugins = BTreeMap::new();
+    for (name, p) in &file.plugins {
+        plugins.insert(name.clone(), validate_plugin(name, p, base)?);
+    }
+    for (j, p) in file.global.plugins.iter().enumerate() {
+        if !plugins.contains_key(p) {
+            return Err(ConfigError::field(
+                format!("global.plugins[{j}]"),
+                format!("no plugin named {p:?} is defined"),
+            ));
+        }
+        if file.global.plugins[..j].contains(p) {
+            return Err(ConfigError::field(
+                format!("global.plugins[{j}]"),
+                format!("{p:?} is listed twice"),
+            ));
+        }
+    }
+
     let mut routes = Vec::with_capacity(file.routes.len());
     let mut route_names = HashSet::new();
     for (i, r) in file.routes.iter().enumerate() {
-        let route = validate_route(i, r, &upstreams)?;
+        let route = validate_route(i, r, &upstreams, &plugins, &file.global.plugins)?;
         if !route_names.insert(route.name.clone()) {
             return Err(ConfigError::field(
                 format!("routes[{i}].name"),
@@ -273,6 +328,8 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         listeners,
         upstreams,
         routes,
+        plugins,
+        global_plugins: file.global.plugins.clone(),
         source: file,
     })
 }
@@ -609,6 +666,8 @@ fn validate_route(
     i: usize,
     r: &file::RouteSection,
     upstreams: &BTreeMap<String, UpstreamConfig>,
+    plugins: &BTreeMap<String, PluginConfig>,
+    global_plugins: &[String],
 ) -> Result<RouteConfig, ConfigError> {
     let field = |k: &str| format!("routes[{i}].{k}");
     let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
@@ -664,6 +723,27 @@ fn validate_route(
         None => None,
         Some(t) => Some(duration(&field("timeout"), Some(t), Duration::ZERO)?),
     };
+    let mut chain = global_plugins.to_vec();
+    for (j, p) in r.plugins.iter().enumerate() {
+        let field = format!("routes[{i}].plugins[{j}]");
+        if !plugins.contains_key(p) {
+            return Err(ConfigError::field(
+                field,
+                format!("no plugin named {p:?} is defined"),
+            ));
+        }
+        if chain.contains(p) {
+            return Err(ConfigError::field(
+                field,
+                format!("{p:?} is already in this route's chain (listed twice, or global)"),
+            ));
+        }
+        chain.push(p.clone());
+    }
+    let buffer_body = match &r.buffer_body {
+        None => None,
+        Some(v) => Some(byte_size(&field("buffer_body"), v, 1 << 30)?),
+    };
     Ok(RouteConfig {
         name,
         hosts,
@@ -671,7 +751,109 @@ fn validate_route(
         methods,
         upstream,
         timeout,
+        plugins: chain,
+        buffer_body,
     })
+}
+
+fn validate_plugin(
+    name: &str,
+    p: &file::PluginSection,
+    base: &Path,
+) -> Result<PluginConfig, ConfigError> {
+    let field = |k: &str| format!("plugins.{name}.{k}");
+    if !is_label_safe(name) {
+        return Err(ConfigError::field(
+            format!("plugins.{name}"),
+            "plugin names use letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let path = p
+        .path
+        .as_deref()
+        .ok_or_else(|| ConfigError::field(field("path"), "missing"))?;
+    let failure = match p.failure.as_deref().unwrap_or("fail_open") {
+        "fail_open" => FailurePolicy::Open,
+        "fail_closed" => FailurePolicy::Closed,
+        other => {
+            return Err(ConfigError::field(
+                field("failure"),
+                format!("expected \"fail_open\" or \"fail_closed\", got {other:?}"),
+            ))
+        }
+    };
+    let timeout = duration(
+        &field("timeout"),
+        p.timeout.as_deref(),
+        DEFAULT_PLUGIN_TIMEOUT,
+    )?;
+    if timeout > Duration::from_secs(10) {
+        return Err(ConfigError::field(field("timeout"), "at most 10s"));
+    }
+    let memory_limit = match &p.memory_limit {
+        None => DEFAULT_PLUGIN_MEMORY,
+        Some(v) => byte_size(&field("memory_limit"), v, 4 << 30)?,
+    };
+    if memory_limit < 64 << 10 {
+        return Err(ConfigError::field(
+            field("memory_limit"),
+            "at least 64KiB (one Wasm page)",
+        ));
+    }
+    let max_series = p.max_series.unwrap_or(DEFAULT_PLUGIN_SERIES);
+    if max_series == 0 || max_series > 1_000_000 {
+        return Err(ConfigError::field(
+            field("max_series"),
+            "must be between 1 and 1000000",
+        ));
+    }
+    let config_json = serde_json::to_string(&p.config.clone().unwrap_or_default())
+        .map_err(|e| ConfigError::field(field("config"), e.to_string()))?;
+    Ok(PluginConfig {
+        name: name.to_string(),
+        path: resolve(base, path),
+        failure,
+        timeout,
+        memory_limit,
+        max_series,
+        config_json,
+    })
+}
+
+/// A size in bytes: an integer, or a string with a unit (`"64KiB"`, `"16MiB"`, `"1GiB"`,
+/// `"512B"`), at least 1 and at most `max`.
+fn byte_size(field: &str, v: &toml::Value, max: usize) -> Result<usize, ConfigError> {
+    let bad = || {
+        ConfigError::field(
+            field,
+            format!("{v} is not a size (bytes, or a string such as \"64KiB\" or \"16MiB\")"),
+        )
+    };
+    let n: u64 = match v {
+        toml::Value::Integer(i) => u64::try_from(*i).map_err(|_| bad())?,
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            let scale: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(scale).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if n == 0 || n > max as u64 {
+        return Err(ConfigError::field(
+            field,
+            format!("must be between 1 byte and {max} bytes"),
+        ));
+    }
+    Ok(n as usize)
 }
 
 fn duration(field: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {

@@ -1,0 +1,351 @@
+//! ABI `fedgate:plugin@0.1.0` (`wit/0.1.0/plugin.wit`): the generated bindings and the host
+//! side of the plugin's imports.
+//!
+//! The request and response a hook sees are not copied into the store: the proxy lends its
+//! [`Exchange`] to the store for the length of the call, and each accessor copies out only
+//! what the plugin asks for. Both resources are therefore borrows with a fixed rep (0) that
+//! stands for "the exchange of the current call".
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use wasmtime::component::Resource;
+
+use super::declared::{Declaration, Handle, Kind};
+use super::{Exchange, PluginShared};
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit/0.1.0",
+});
+
+pub use exports::fedgate::plugin::handler::Guest as Handler;
+pub use fedgate::plugin::log::Level;
+pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
+pub use fedgate::plugin::types::{
+    Denial, Header, HealthReport, HealthStatus, Hooks, Request, Response, ResponseOrigin, Verdict,
+};
+
+/// The WIT package version these bindings are for.
+pub const VERSION: &str = "0.1.0";
+/// The interface a component must export, with its version.
+pub const HANDLER_EXPORT: &str = "fedgate:plugin/handler@0.1.0";
+
+/// Most metrics one instance may declare.
+const MAX_DECLARED: usize = 256;
+/// Longest log message kept, in bytes.
+const MAX_LOG: usize = 4096;
+
+/// What a store carries: the plugin's shared parts, the call's exchange, its metric handles.
+#[derive(Debug)]
+pub struct HostState {
+    pub(super) plugin: Arc<PluginShared>,
+    pub(super) limiter: super::MemoryLimiter,
+    pub(super) exchange: Exchange,
+    pub(super) hook: &'static str,
+    metrics: Vec<Handle>,
+}
+
+impl HostState {
+    pub(super) fn new(plugin: Arc<PluginShared>, limiter: super::MemoryLimiter) -> Self {
+        HostState {
+            plugin,
+            limiter,
+            exchange: Exchange::default(),
+            hook: "init",
+            metrics: Vec::new(),
+        }
+    }
+
+    fn declare(
+        &mut self,
+        kind: Kind,
+        name: String,
+        help: String,
+        labels: Vec<String>,
+        buckets: Vec<f64>,
+    ) -> Result<u32, String> {
+        if self.metrics.len() >= MAX_DECLARED {
+            return Err(format!("at most {MAX_DECLARED} metrics per plugin"));
+        }
+        let p = &self.plugin;
+        let declaration = Declaration {
+            kind,
+            name,
+            help,
+            labels,
+            buckets,
+        };
+        let handle = p.declared.declare(&p.name, declaration, p.max_series)?;
+        self.metrics.push(handle);
+        Ok((self.metrics.len() - 1) as u32)
+    }
+
+    fn handle(&self, rep: u32, kind: Kind) -> Option<&Handle> {
+        self.metrics.get(rep as usize).filter(|h| h.kind() == kind)
+    }
+}
+
+fn text(v: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+fn first(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(text)
+}
+
+fn all(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: text(v),
+        })
+        .collect()
+}
+
+impl fedgate::plugin::types::Host for HostState {}
+
+impl fedgate::plugin::types::HostRequest for HostState {
+    fn method(&mut self, _: Resource<Request>) -> String {
+        self.exchange.method.as_str().to_string()
+    }
+
+    fn scheme(&mut self, _: Resource<Request>) -> String {
+        self.exchange.scheme.to_string()
+    }
+
+    fn authority(&mut self, _: Resource<Request>) -> String {
+        self.exchange
+            .authority
+            .as_ref()
+            .map(text)
+            .unwrap_or_default()
+    }
+
+    fn path(&mut self, _: Resource<Request>) -> String {
+        self.exchange.uri.path().to_string()
+    }
+
+    fn query(&mut self, _: Resource<Request>) -> Option<String> {
+        self.exchange.uri.query().map(str::to_string)
+    }
+
+    fn header(&mut self, _: Resource<Request>, name: String) -> Option<String> {
+        first(&self.exchange.headers, &name)
+    }
+
+    fn header_values(&mut self, _: Resource<Request>, name: String) -> Vec<String> {
+        self.exchange
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .map(text)
+            .collect()
+    }
+
+    fn headers(&mut self, _: Resource<Request>) -> Vec<Header> {
+        all(&self.exchange.headers)
+    }
+
+    fn client_address(&mut self, _: Resource<Request>) -> String {
+        self.exchange
+            .client
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    }
+
+    fn route(&mut self, _: Resource<Request>) -> String {
+        self.exchange.route.to_string()
+    }
+
+    fn upstream(&mut self, _: Resource<Request>) -> String {
+        self.exchange.upstream.to_string()
+    }
+
+    fn request_id(&mut self, _: Resource<Request>) -> String {
+        self.exchange
+            .request_id
+            .as_ref()
+            .map(text)
+            .unwrap_or_default()
+    }
+
+    fn body(&mut self, _: Resource<Request>) -> Option<Vec<u8>> {
+        self.exchange.body.as_ref().map(|b| b.to_vec())
+    }
+
+    fn drop(&mut self, _: Resource<Request>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::types::HostResponse for HostState {
+    fn status(&mut self, _: Resource<Response>) -> u16 {
+        self.exchange.response.as_ref().map_or(0, |r| r.status)
+    }
+
+    fn origin(&mut self, _: Resource<Response>) -> ResponseOrigin {
+        match self.exchange.response.as_ref().and_then(|r| r.error) {
+            Some(_) => ResponseOrigin::Gateway,
+            None => ResponseOrigin::Upstream,
+        }
+    }
+
+    fn error(&mut self, _: Resource<Response>) -> Option<String> {
+        self.exchange
+            .response
+            .as_ref()
+            .and_then(|r| r.error)
+            .map(str::to_string)
+    }
+
+    fn header(&mut self, _: Resource<Response>, name: String) -> Option<String> {
+        self.exchange
+            .response
+            .as_ref()
+            .and_then(|r| first(&r.headers, &name))
+    }
+
+    fn headers(&mut self, _: Resource<Response>) -> Vec<Header> {
+        self.exchange
+            .response
+            .as_ref()
+            .map(|r| all(&r.headers))
+            .unwrap_or_default()
+    }
+
+    fn endpoint(&mut self, _: Resource<Response>) -> Option<String> {
+        self.exchange
+            .response
+            .as_ref()
+            .and_then(|r| r.endpoint.as_ref())
+            .map(|e| e.to_string())
+    }
+
+    fn upstream_latency(&mut self, _: Resource<Response>) -> Option<u64> {
+        self.exchange
+            .response
+            .as_ref()
+            .and_then(|r| r.upstream_latency)
+            .map(|d| d.as_nanos() as u64)
+    }
+
+    fn elapsed(&mut self, _: Resource<Response>) -> u64 {
+        self.exchange
+            .started
+            .map_or(0, |s| s.elapsed().as_nanos() as u64)
+    }
+
+    fn drop(&mut self, _: Resource<Response>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::metrics::Host for HostState {
+    fn declare_counter(
+        &mut self,
+        name: String,
+        help: String,
+        labels: Vec<String>,
+    ) -> Result<Resource<Counter>, String> {
+        self.declare(Kind::Counter, name, help, labels, Vec::new())
+            .map(Resource::new_own)
+    }
+
+    fn declare_gauge(
+        &mut self,
+        name: String,
+        help: String,
+        labels: Vec<String>,
+    ) -> Result<Resource<Gauge>, String> {
+        self.declare(Kind::Gauge, name, help, labels, Vec::new())
+            .map(Resource::new_own)
+    }
+
+    fn declare_histogram(
+        &mut self,
+        name: String,
+        help: String,
+        labels: Vec<String>,
+        buckets: Vec<f64>,
+    ) -> Result<Resource<Histogram>, String> {
+        self.declare(Kind::Histogram, name, help, labels, buckets)
+            .map(Resource::new_own)
+    }
+}
+
+impl fedgate::plugin::metrics::HostCounter for HostState {
+    fn add(&mut self, c: Resource<Counter>, labels: Vec<String>, value: f64) {
+        if let Some(h) = self.handle(c.rep(), Kind::Counter) {
+            h.counter_add(labels, value);
+        }
+    }
+
+    fn drop(&mut self, _: Resource<Counter>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::metrics::HostGauge for HostState {
+    fn set(&mut self, g: Resource<Gauge>, labels: Vec<String>, value: f64) {
+        if let Some(h) = self.handle(g.rep(), Kind::Gauge) {
+            h.gauge_set(labels, value);
+        }
+    }
+
+    fn add(&mut self, g: Resource<Gauge>, labels: Vec<String>, delta: f64) {
+        if let Some(h) = self.handle(g.rep(), Kind::Gauge) {
+            h.gauge_add(labels, delta);
+        }
+    }
+
+    fn drop(&mut self, _: Resource<Gauge>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::metrics::HostHistogram for HostState {
+    fn observe(&mut self, h: Resource<Histogram>, labels: Vec<String>, value: f64) {
+        if let Some(h) = self.handle(h.rep(), Kind::Histogram) {
+            h.observe(labels, value);
+        }
+    }
+
+    fn drop(&mut self, _: Resource<Histogram>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::log::Host for HostState {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_LOG {
+            let mut end = MAX_LOG;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let plugin = &*self.plugin.name;
+        let hook = self.hook;
+        match level {
+            Level::Error => {
+                tracing::error!(target: "fedgate::plugin", plugin, hook, "{message}")
+            }
+            Level::Warn => tracing::warn!(target: "fedgate::plugin", plugin, hook, "{message}"),
+            Level::Info => tracing::info!(target: "fedgate::plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "fedgate::plugin", plugin, "{message}"),
+            Level::Trace => tracing::trace!(target: "fedgate::plugin", plugin, "{message}"),
+        }
+    }
+
+    fn enabled(&mut self, level: Level) -> bool {
+        match level {
+            Level::Error => tracing::enabled!(target: "fedgate::plugin", tracing::Level::ERROR),
+            Level::Warn => tracing::enabled!(target: "fedgate::plugin", tracing::Level::WARN),
+            Level::Info => tracing::enabled!(target: "fedgate::plugin", tracing::Level::INFO),
+            Level::Debug => tracing::enabled!(target: "fedgate::plugin", tracing::Level::DEBUG),
+            Level::Trace => tracing::enabled!(target: "fedgate::plugin", tracing::Level::TRACE),
+        }
+    }
+}

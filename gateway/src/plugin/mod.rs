@@ -1,0 +1,896 @@
+//! Wasm plugins: phases 7 (`on-request`) and 10 (`on-response`) of the request lifecycle,
+//! and the plugin entries of `/health`.
+//!
+//! One [`PluginHost`] per gateway owns the wasmtime [`Engine`] (cranelift, component model,
+//! epoch interruption, no async) and the [`Linker`] that provides the ABI's imports. A
+//! [`Plugin`] is one component compiled once, when the config that names it is loaded (off
+//! the request path), with a pool of live instances. A call takes an idle instance (or
+//! instantiates one), lends it the request's [`Exchange`], runs the hook under an epoch
+//! deadline and a memory cap, and puts the instance back. An instance whose call failed
+//! (trap, deadline, memory cap, error) is thrown away: the next call gets a fresh one, so
+//! nothing a failed call left behind is ever seen again. After
+//! [`FAILURES_BEFORE_BACKOFF`] consecutive failures the plugin is skipped for a backoff
+//! period that doubles on each repeated trip, up to [`MAX_BACKOFF`].
+//!
+//! State a plugin keeps between calls lives in its instance's memory: it persists from one
+//! request to the next on that instance, and is lost when the instance is replaced. With
+//! several workers there is an instance per concurrently running call (at most one per
+//! worker), each with its own state; `health-check` runs on each idle instance and the
+//! worst report counts. Metrics a plugin declares live in the gateway, not the instance, and
+//! survive both.
+
+pub mod abi;
+pub mod declared;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use prometheus::{Histogram, IntCounter, IntGauge};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::{Engine, ResourceLimiter, Store};
+
+use crate::config::{FailurePolicy, PluginConfig};
+use crate::metrics::Metrics;
+use abi::{HealthStatus, HostState, Verdict};
+use declared::Declared;
+
+/// How often the engine's epoch advances: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Consecutive failed calls after which a plugin is backed off.
+pub const FAILURES_BEFORE_BACKOFF: u32 = 3;
+/// First backoff; each further trip without a successful call in between doubles it.
+pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Most table elements an instance may have.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Longest denial body sent, in bytes.
+const MAX_DENIAL_BODY: usize = 4096;
+/// Failure log lines per plugin per second; the rest are counted only.
+const FAILURE_LOGS_PER_SECOND: u64 = 10;
+
+/// The hooks, as the `hook` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Init,
+    OnRequest,
+    OnResponse,
+    HealthCheck,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [
+        Hook::Init,
+        Hook::OnRequest,
+        Hook::OnResponse,
+        Hook::HealthCheck,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Init => "init",
+            Hook::OnRequest => "on_request",
+            Hook::OnResponse => "on_response",
+            Hook::HealthCheck => "health_check",
+        }
+    }
+}
+
+/// How one call ended, as the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Deny,
+    Trap,
+    Timeout,
+    Error,
+    /// Not called: the plugin is backed off.
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Deny,
+        Outcome::Trap,
+        Outcome::Timeout,
+        Outcome::Error,
+        Outcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Deny => "deny",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// What plugins see of one request (and, in `on-response`, its response). The proxy moves
+/// its request head in, the store holds it for the call, and the proxy moves it back out.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub scheme: &'static str,
+    pub authority: Option<HeaderValue>,
+    pub client: Option<IpAddr>,
+    pub route: Arc<str>,
+    pub upstream: Arc<str>,
+    pub request_id: Option<HeaderValue>,
+    pub body: Option<Bytes>,
+    pub started: Option<Instant>,
+    pub response: Option<ResponseView>,
+}
+
+/// The response head `on-response` sees.
+#[derive(Debug, Default)]
+pub struct ResponseView {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// Set when the gateway answered for the upstream: `connect`, `timeout`, ...
+    pub error: Option<&'static str>,
+    pub endpoint: Option<Arc<str>>,
+    pub upstream_latency: Option<Duration>,
+}
+
+/// The response a plugin's `deny` asks for.
+#[derive(Debug)]
+pub struct Denial {
+    pub plugin: Arc<str>,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What phase 7 decided.
+#[derive(Debug)]
+pub enum Decision {
+    Continue,
+    Deny(Denial),
+    /// A `fail_closed` plugin failed: answer 503.
+    Failed(Arc<str>),
+}
+
+/// The shared engine, linker and metric families of all plugins.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    metrics: Metrics,
+    declared: Arc<Declared>,
+    /// Idle instances kept per plugin: one per worker thread.
+    pool_size: usize,
+    ticker: OnceLock<()>,
+    clock: Instant,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `fedgate plugin check` reports about a component.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The ABI version the component was built for.
+    pub version: String,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    /// Imports the gateway does not provide: calling them traps.
+    pub trapping_imports: Vec<String>,
+}
+
+impl PluginHost {
+    pub fn new(metrics: &Metrics, workers: usize) -> Result<Self, String> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .max_wasm_stack(512 << 10);
+        let engine = Engine::new(&cfg).map_err(|e| format!("Wasm engine: {e}"))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        abi::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| format!("Wasm linker: {e}"))?;
+        // Rust's standard library seeds its HashMap keys from this WASI import in any
+        // component that uses one. It is the only WASI function a plugin gets; every other
+        // WASI import traps when called.
+        for version in [
+            "0.2.0", "0.2.1", "0.2.2", "0.2.3", "0.2.4", "0.2.5", "0.2.6", "0.2.7", "0.2.8",
+        ] {
+            linker
+                .instance(&format!("wasi:random/insecure-seed@{version}"))
+                .and_then(|mut i| {
+                    i.func_wrap("insecure-seed", |_, (): ()| {
+                        Ok(((fastrand::u64(..), fastrand::u64(..)),))
+                    })
+                })
+                .map_err(|e| format!("Wasm linker: {e}"))?;
+        }
+        Ok(PluginHost {
+            engine,
+            linker,
+            metrics: metrics.clone(),
+            declared: metrics.declared(),
+            pool_size: workers.max(1),
+            ticker: OnceLock::new(),
+            clock: Instant::now(),
+        })
+    }
+
+    /// Advances the engine's epoch every [`EPOCH_TICK`] from a thread of its own, once any
+    /// plugin is loaded. The thread ends with the engine.
+    fn start_ticker(&self) {
+        self.ticker.get_or_init(|| {
+            let weak = self.engine.weak();
+            let _ = std::thread::Builder::new()
+                .name("fedgate-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                });
+        });
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<(Component, Inspection), String> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            let e = format!("{e:#}");
+            if e.contains("component") || bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+                format!("not a Wasm component: {e} (build plugins for wasm32-wasip2)")
+            } else {
+                format!("not a Wasm component: {e}")
+            }
+        })?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let version = match exports
+            .iter()
+            .find(|e| e.starts_with("fedgate:plugin/handler"))
+        {
+            Some(e) if e == abi::HANDLER_EXPORT => abi::VERSION.to_string(),
+            Some(e) => {
+                let v = e.rsplit_once('@').map_or("(unversioned)", |(_, v)| v);
+                return Err(format!(
+                    "built for ABI fedgate:plugin@{v}; this gateway serves fedgate:plugin@{} (exports {e})",
+                    abi::VERSION
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "not a fedgate plugin: it does not export {} (it exports: {})",
+                    abi::HANDLER_EXPORT,
+                    if exports.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        exports.join(", ")
+                    }
+                ))
+            }
+        };
+        let trapping_imports = imports
+            .iter()
+            .filter(|i| {
+                !i.starts_with("fedgate:plugin/") && !i.starts_with("wasi:random/insecure-seed")
+            })
+            .cloned()
+            .collect();
+        Ok((
+            component,
+            Inspection {
+                version,
+                exports,
+                imports,
+                trapping_imports,
+            },
+        ))
+    }
+
+    /// Compiles a component and checks it targets this gateway's ABI, without running it.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, String> {
+        let (component, inspection) = self.compile(bytes)?;
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| e.to_string())?;
+        abi::PluginPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("{e:#}"))?,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        Ok(inspection)
+    }
+
+    /// Compiles and starts a plugin: one instance is created and its `init` must accept the
+    /// configuration. Slow (compilation): call it off the request path.
+    pub fn load(&self, config: &PluginConfig, bytes: &[u8]) -> Result<Plugin, String> {
+        let (component, _) = self.compile(bytes)?;
+        let mut linker = self.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| e.to_string())?;
+        let pre = abi::PluginPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("{e:#}"))?,
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        self.start_ticker();
+        let name: Arc<str> = config.name.as_str().into();
+        let handles = PluginHandles::new(&self.metrics, &name);
+        let mut plugin = Plugin {
+            name: name.clone(),
+            config: config.clone(),
+            digest: digest(bytes),
+            shared: Arc::new(PluginShared {
+                name,
+                declared: self.declared.clone(),
+                max_series: config.max_series,
+            }),
+            pre,
+            engine: self.engine.clone(),
+            hooks: abi::Hooks::empty(),
+            idle: ArrayQueue::new(self.pool_size),
+            deadline_ticks: (config.timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1,
+            failures: AtomicU32::new(0),
+            backoff_level: AtomicU32::new(0),
+            backoff_until: AtomicU64::new(0),
+            log_window: AtomicU64::new(0),
+            clock: self.clock,
+            handles,
+        };
+        let started = Instant::now();
+        let instance = plugin.instantiate().map_err(|f| f.reason)?;
+        plugin.handles.duration[Hook::Init as usize].observe(started.elapsed().as_secs_f64());
+        plugin.handles.count(Hook::Init, Outcome::Ok);
+        plugin.hooks = instance.hooks;
+        let _ = plugin.idle.push(instance);
+        Ok(plugin)
+    }
+}
+
+/// SHA-256 of a component file: a reload recompiles a plugin only when this changes.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// What every instance of one plugin shares.
+#[derive(Debug)]
+pub struct PluginShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) declared: Arc<Declared>,
+    pub(crate) max_series: usize,
+}
+
+/// Pre-resolved metric handles of one plugin.
+#[derive(Debug)]
+struct PluginHandles {
+    invocations: Vec<IntCounter>,
+    duration: Vec<Histogram>,
+    memory: IntGauge,
+}
+
+impl PluginHandles {
+    fn new(metrics: &Metrics, plugin: &str) -> Self {
+        let families = metrics.plugin_families();
+        let mut invocations = Vec::with_capacity(Hook::ALL.len() * Outcome::ALL.len());
+        for h in Hook::ALL {
+            for o in Outcome::ALL {
+                invocations.push(families.invocations.with_label_values(&[
+                    plugin,
+                    h.as_str(),
+                    o.as_str(),
+                ]));
+            }
+        }
+        PluginHandles {
+            invocations,
+            duration: Hook::ALL
+                .iter()
+                .map(|h| families.duration.with_label_values(&[plugin, h.as_str()]))
+                .collect(),
+            memory: families.memory.with_label_values(&[plugin]),
+        }
+    }
+
+    fn count(&self, hook: Hook, outcome: Outcome) {
+        self.invocations[hook as usize * Outcome::ALL.len() + outcome as usize].inc();
+    }
+}
+
+/// Caps an instance's linear memory and reports its size to the plugin's memory gauge.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    cap: usize,
+    used: usize,
+    gauge: IntGauge,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit exceeded: the instance asked for {desired} bytes, its cap is {}",
+                self.cap
+            )));
+        }
+        let grown = desired.saturating_sub(current);
+        self.used += grown;
+        self.gauge.add(grown as i64);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.gauge.sub(self.used as i64);
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: abi::Plugin,
+    hooks: abi::Hooks,
+}
+
+/// Why a call did not give a result.
+#[derive(Debug)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+/// One loaded plugin.
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub config: PluginConfig,
+    /// SHA-256 of the component file it was compiled from.
+    pub digest: [u8; 32],
+    shared: Arc<PluginShared>,
+    pre: abi::PluginPre<HostState>,
+    engine: Engine,
+    hooks: abi::Hooks,
+    idle: ArrayQueue<Instance>,
+    deadline_ticks: u64,
+    failures: AtomicU32,
+    backoff_level: AtomicU32,
+    /// Milliseconds since `clock` before which calls are skipped.
+    backoff_until: AtomicU64,
+    /// Second (since `clock`) and count of failure log lines, packed: second << 16 | count.
+    log_window: AtomicU64,
+    clock: Instant,
+    handles: PluginHandles,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub fn wants_request(&self) -> bool {
+        self.hooks.contains(abi::Hooks::ON_REQUEST)
+    }
+
+    pub fn wants_response(&self) -> bool {
+        self.hooks.contains(abi::Hooks::ON_RESPONSE)
+    }
+
+    pub fn has_health_check(&self) -> bool {
+        self.hooks.contains(abi::Hooks::HEALTH_CHECK)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Whether calls are being skipped after repeated failures.
+    pub fn backed_off(&self) -> bool {
+        self.now_ms() < self.backoff_until.load(Ordering::Relaxed)
+    }
+
+    fn instantiate(&self) -> Result<Instance, Failure> {
+        let limiter = MemoryLimiter {
+            cap: self.config.memory_limit,
+            used: 0,
+            gauge: self.handles.memory.clone(),
+            exceeded: false,
+        };
+        let mut store = Store::new(&self.engine, HostState::new(self.shared.clone(), limiter));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
+            store.data_mut().hook = Hook::Init.as_str();
+            let hooks = bindings
+                .fedgate_plugin_handler()
+                .call_init(&mut store, &self.config.config_json)?;
+            Ok((bindings, hooks))
+        });
+        match result {
+            Ok((bindings, Ok(hooks))) => Ok(Instance {
+                store,
+                bindings,
+                hooks,
+            }),
+            Ok((_, Err(message))) => Err(Failure {
+                outcome: Outcome::Error,
+                reason: format!("init refused the configuration: {message}"),
+            }),
+            Err(e) => Err(classify(
+                &e,
+                store.data().limiter.exceeded,
+                self.config.timeout,
+            )),
+        }
+    }
+
+    /// Runs one hook on an idle (or new) instance with the exchange lent to it.
+    fn call<R>(
+        &self,
+        hook: Hook,
+        exchange: &mut Exchange,
+        f: impl FnOnce(&abi::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        if self.backed_off() {
+            self.handles.count(hook, Outcome::Skipped);
+            return Err(Failure {
+                outcome: Outcome::Skipped,
+                reason: "backed off after repeated failures".into(),
+            });
+        }
+        let started = Instant::now();
+        let mut instance = match self.idle.pop() {
+            Some(i) => i,
+            None => match self.instantiate() {
+                Ok(i) => i,
+                Err(failure) => {
+                    self.failed(Hook::Init, &failure);
+                    return Err(failure);
+                }
+            },
+        };
+        let store = &mut instance.store;
+        store.set_epoch_deadline(self.deadline_ticks);
+        let data = store.data_mut();
+        data.hook = hook.as_str();
+        std::mem::swap(&mut data.exchange, exchange);
+        let result = f(&instance.bindings, store);
+        std::mem::swap(&mut store.data_mut().exchange, exchange);
+        self.handles.duration[hook as usize].observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.backoff_level.store(0, Ordering::Relaxed);
+                // A full pool (more instances than workers, briefly, after a burst of
+                // health checks) drops the spare.
+                let _ = self.idle.push(instance);
+                Ok(r)
+            }
+            Err(e) => {
+                let failure = classify(&e, store.data().limiter.exceeded, self.config.timeout);
+                // The instance is poisoned: dropped here, replaced on the next call.
+                drop(instance);
+                self.failed(hook, &failure);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Counts and logs a failure, and backs the plugin off after too many in a row.
+    fn failed(&self, hook: Hook, failure: &Failure) {
+        self.handles.count(hook, failure.outcome);
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut backoff = None;
+        if n >= FAILURES_BEFORE_BACKOFF {
+            self.failures.store(0, Ordering::Relaxed);
+            let level = self.backoff_level.fetch_add(1, Ordering::Relaxed).min(16);
+            let d = BASE_BACKOFF.saturating_mul(1 << level).min(MAX_BACKOFF);
+            self.backoff_until
+                .store(self.now_ms() + d.as_millis() as u64, Ordering::Relaxed);
+            backoff = Some(d);
+        }
+        if let Some(d) = backoff {
+            tracing::warn!(
+                plugin = %self.name,
+                hook = hook.as_str(),
+                result = failure.outcome.as_str(),
+                reason = %failure.reason,
+                backoff_ms = d.as_millis() as u64,
+                "plugin failed repeatedly; skipping it for the backoff period"
+            );
+        } else if self.may_log() {
+            tracing::warn!(
+                plugin = %self.name,
+                hook = hook.as_str(),
+                result = failure.outcome.as_str(),
+                reason = %failure.reason,
+                policy = match self.config.failure {
+                    FailurePolicy::Open => "fail_open",
+                    FailurePolicy::Closed => "fail_closed",
+                },
+                "plugin call failed"
+            );
+        }
+    }
+
+    /// At most [`FAILURE_LOGS_PER_SECOND`] failure lines per second per plugin.
+    fn may_log(&self) -> bool {
+        let second = self.clock.elapsed().as_secs();
+        let w = self.log_window.load(Ordering::Relaxed);
+        let (s, count) = (w >> 16, w & 0xffff);
+        let next = if s == second {
+            if count >= FAILURE_LOGS_PER_SECOND {
+                return false;
+            }
+            w + 1
+        } else {
+            (second << 16) | 1
+        };
+        self.log_window
+            .compare_exchange(w, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Phase 7 for this plugin.
+    fn on_request(&self, exchange: &mut Exchange) -> Result<Verdict, Failure> {
+        self.call(Hook::OnRequest, exchange, |b, s| {
+            b.fedgate_plugin_handler()
+                .call_on_request(s, Resource::new_borrow(0))
+        })
+    }
+
+    /// Phase 10 for this plugin.
+    fn on_response(&self, exchange: &mut Exchange) {
+        if self
+            .call(Hook::OnResponse, exchange, |b, s| {
+                b.fedgate_plugin_handler().call_on_response(
+                    s,
+                    Resource::new_borrow(0),
+                    Resource::new_borrow(0),
+                )
+            })
+            .is_ok()
+        {
+            self.handles.count(Hook::OnResponse, Outcome::Ok);
+        }
+    }
+
+    /// The plugin's health: its `health-check` on every idle instance (or a new one), the
+    /// worst report counting. `None` when the plugin has no health check.
+    pub fn health(&self) -> Option<(HealthStatus, String)> {
+        if !self.has_health_check() {
+            return self.backed_off().then(|| {
+                (
+                    HealthStatus::Degraded,
+                    "backed off after repeated failures".into(),
+                )
+            });
+        }
+        let mut worst: Option<(HealthStatus, String)> = None;
+        let rounds = self.idle.len().max(1);
+        let mut exchange = Exchange::default();
+        for _ in 0..rounds {
+            let report = match self.call(Hook::HealthCheck, &mut exchange, |b, s| {
+                b.fedgate_plugin_handler().call_health_check(s)
+            }) {
+                Ok(r) => {
+                    self.handles.count(Hook::HealthCheck, Outcome::Ok);
+                    (r.status, r.message)
+                }
+                Err(f) if f.outcome == Outcome::Skipped => (HealthStatus::Degraded, f.reason),
+                Err(f) => (
+                    HealthStatus::Unhealthy,
+                    format!("health check failed ({}): {}", f.outcome.as_str(), f.reason),
+                ),
+            };
+            if worst.as_ref().is_none_or(|w| rank(report.0) > rank(w.0)) {
+                worst = Some(report);
+            }
+        }
+        worst
+    }
+}
+
+fn rank(s: HealthStatus) -> u8 {
+    match s {
+        HealthStatus::Healthy => 0,
+        HealthStatus::Degraded => 1,
+        HealthStatus::Unhealthy => 2,
+    }
+}
+
+/// Sorts a failed call into trap, timeout or error, with a reason for the log.
+fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout: Duration) -> Failure {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return Failure {
+                outcome: Outcome::Timeout,
+                reason: format!("deadline of {timeout:?} exceeded"),
+            };
+        }
+        return Failure {
+            outcome: Outcome::Trap,
+            reason: trap.to_string(),
+        };
+    }
+    if memory_exceeded {
+        return Failure {
+            outcome: Outcome::Trap,
+            reason: e.to_string(),
+        };
+    }
+    Failure {
+        outcome: Outcome::Error,
+        reason: format!("{e:#}"),
+    }
+}
+
+/// The plugins of one route, in the order they run.
+#[derive(Debug, Default)]
+pub struct Chain {
+    plugins: Vec<Arc<Plugin>>,
+    request: bool,
+    response: bool,
+}
+
+impl Chain {
+    pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
+        Chain {
+            request: plugins.iter().any(|p| p.wants_request()),
+            response: plugins.iter().any(|p| p.wants_response()),
+            plugins,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Whether any plugin has an `on-request` hook.
+    pub fn wants_request(&self) -> bool {
+        self.request
+    }
+
+    /// Whether any plugin has an `on-response` hook.
+    pub fn wants_response(&self) -> bool {
+        self.response
+    }
+
+    /// Phase 7: each plugin in order; the first denial (or failure of a `fail_closed`
+    /// plugin) ends it.
+    pub fn on_request(&self, exchange: &mut Exchange) -> Decision {
+        for p in self.plugins.iter().filter(|p| p.wants_request()) {
+            match p.on_request(exchange) {
+                Ok(Verdict::Continue) => p.handles.count(Hook::OnRequest, Outcome::Ok),
+                Ok(Verdict::ContinueWith(headers)) => {
+                    let mut bad = 0;
+                    for h in headers {
+                        match addable(&h.name, &h.value) {
+                            Some((n, v)) => {
+                                exchange.headers.append(n, v);
+                            }
+                            None => bad += 1,
+                        }
+                    }
+                    if bad > 0 {
+                        p.handles.count(Hook::OnRequest, Outcome::Error);
+                        if p.may_log() {
+                            tracing::warn!(plugin = %p.name, skipped = bad, "plugin asked to add header fields that cannot be added");
+                        }
+                    } else {
+                        p.handles.count(Hook::OnRequest, Outcome::Ok);
+                    }
+                }
+                Ok(Verdict::Deny(d)) => {
+                    p.handles.count(Hook::OnRequest, Outcome::Deny);
+                    return Decision::Deny(denial(p, d));
+                }
+                Err(_) => {
+                    if p.config.failure == FailurePolicy::Closed {
+                        return Decision::Failed(p.name.clone());
+                    }
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    /// Phase 10: each plugin in order. Failures are counted and logged, and change nothing.
+    pub fn on_response(&self, exchange: &mut Exchange) {
+        for p in self.plugins.iter().filter(|p| p.wants_response()) {
+            p.on_response(exchange);
+        }
+    }
+}
+
+/// A field a plugin may add to the forwarded request: valid, and neither hop-by-hop nor
+/// `host`.
+fn addable(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let v = HeaderValue::from_str(value).ok()?;
+    if n == http::header::HOST
+        || !matches!(
+            crate::headers::hop(n.as_str().as_bytes()),
+            crate::headers::Hop::EndToEnd
+        )
+    {
+        return None;
+    }
+    Some((n, v))
+}
+
+fn denial(p: &Plugin, d: abi::Denial) -> Denial {
+    let status = match StatusCode::from_u16(d.status) {
+        Ok(s) if (400..600).contains(&d.status) => s,
+        _ => {
+            p.handles.count(Hook::OnRequest, Outcome::Error);
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    let mut headers = HeaderMap::new();
+    for h in d.headers {
+        if let Some((n, v)) = addable(&h.name, &h.value) {
+            if n != http::header::CONTENT_LENGTH {
+                headers.append(n, v);
+            }
+        }
+    }
+    if !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    let mut body = d.body.into_bytes();
+    body.truncate(MAX_DENIAL_BODY);
+    Denial {
+        plugin: p.name.clone(),
+        status,
+        headers,
+        body: Bytes::from(body),
+    }
+}

@@ -1,0 +1,425 @@
+//! Counts the ActivityPub activities delivered to inboxes, by activity type and by the
+//! instance that sent them: `federation_activities_total{type,instance}`.
+//!
+//! Runs in `on-request` on the routes it is attached to; it needs the body, so those routes
+//! must buffer it (`buffer_body`). Only `POST`s to a path ending in one of `path_suffixes`
+//! count. It never refuses a request.
+
+use std::collections::BTreeSet;
+
+use fedgate_sdk::{export_plugin, log, Config, Counter, Hooks, Plugin, Request, Verdict};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Activity types counted under their own name; any other type counts as `other`.
+const ACTIVITY_TYPES: [&str; 12] = [
+    "Create", "Update", "Delete", "Follow", "Accept", "Reject", "Like", "Announce", "Undo",
+    "Block", "Flag", "Move",
+];
+
+/// The `type` label of bodies that are not an activity: no body, not JSON, not an object, or
+/// no `type`.
+const INVALID: &str = "invalid";
+/// The `instance` label when the sender cannot be told (no body, no usable `actor`).
+const UNKNOWN: &str = "unknown";
+/// The `type` label of unlisted types, and the `instance` label beyond `max_instances`.
+const OTHER: &str = "other";
+
+/// Longest host name DNS allows; longer ones are not hosts.
+const MAX_HOST_BYTES: usize = 253;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// How many distinct instances get their own label value; later ones count as `other`.
+    #[serde(default = "default_max_instances")]
+    max_instances: usize,
+    /// Path endings that make a `POST` an inbox delivery; empty counts every `POST`.
+    #[serde(default = "default_path_suffixes")]
+    path_suffixes: Vec<String>,
+}
+
+fn default_max_instances() -> usize {
+    1000
+}
+
+fn default_path_suffixes() -> Vec<String> {
+    vec!["/inbox".to_owned()]
+}
+
+/// The fields of an activity this plugin reads; the rest of the body is skipped unparsed.
+#[derive(Deserialize)]
+struct Activity {
+    #[serde(rename = "type", default)]
+    kind: Option<Value>,
+    #[serde(default)]
+    actor: Option<Value>,
+}
+
+#[derive(Debug)]
+struct ActivityPubMetrics {
+    activities: Counter,
+    max_instances: usize,
+    path_suffixes: Vec<String>,
+    /// The instances that have their own label value in this plugin instance.
+    instances: BTreeSet<String>,
+    /// Whether the "no body" warning was logged, so it is logged once per instance.
+    warned_no_body: bool,
+    /// Whether reaching `max_instances` was logged.
+    logged_cap: bool,
+}
+
+impl Plugin for ActivityPubMetrics {
+    fn init(config: &Config) -> Result<Self, String> {
+        let settings: Settings = config.parse()?;
+        if let Some(suffix) = settings.path_suffixes.iter().find(|s| !s.starts_with('/')) {
+            return Err(format!(
+                "invalid config: `path_suffixes`: {suffix:?} does not start with `/`"
+            ));
+        }
+        let activities = Counter::declare(
+            "federation_activities_total",
+            "ActivityPub activities delivered to inboxes, by activity type and sending instance.",
+            &["type", "instance"],
+        )?;
+        Ok(ActivityPubMetrics {
+            activities,
+            max_instances: settings.max_instances,
+            path_suffixes: settings.path_suffixes,
+            instances: BTreeSet::new(),
+            warned_no_body: false,
+            logged_cap: false,
+        })
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_REQUEST
+    }
+
+    fn on_request(&mut self, request: &Request) -> Verdict {
+        if !request.method().eq_ignore_ascii_case("POST") || !self.is_inbox(&request.path()) {
+            return Verdict::Continue;
+        }
+        let Some(body) = request.body() else {
+            if !self.warned_no_body {
+                self.warned_no_body = true;
+                log::warn!(
+                    "an inbox POST on route {} has no body to read; set buffer_body on the \
+                     route (counted as type \"invalid\")",
+                    request.route()
+                );
+            }
+            self.activities.inc(&[INVALID, UNKNOWN]);
+            return Verdict::Continue;
+        };
+        let (kind, host) = classify(&body);
+        let instance = match host {
+            Some(host) => self.instance_label(host),
+            None => UNKNOWN.to_owned(),
+        };
+        self.activities.inc(&[kind, &instance]);
+        Verdict::Continue
+    }
+}
+
+impl ActivityPubMetrics {
+    fn is_inbox(&self, path: &str) -> bool {
+        let path = path.trim_end_matches('/');
+        self.path_suffixes.is_empty()
+            || self
+                .path_suffixes
+                .iter()
+                .any(|suffix| path.ends_with(suffix.trim_end_matches('/')))
+    }
+
+    /// The label for `host`: itself while fewer than `max_instances` hosts have labels,
+    /// `other` after.
+    fn instance_label(&mut self, host: String) -> String {
+        if self.instances.contains(&host) {
+            return host;
+        }
+        if self.instances.len() < self.max_instances {
+            self.instances.insert(host.clone());
+            return host;
+        }
+        if !self.logged_cap {
+            self.logged_cap = true;
+            log::info!(
+                "{} instances have their own label; further instances count as \"other\"",
+                self.max_instances
+            );
+        }
+        OTHER.to_owned()
+    }
+}
+
+/// The activity's `type` label and its sender's host.
+fn classify(body: &[u8]) -> (&'static str, Option<String>) {
+    let Ok(activity) = serde_json::from_slice::<Activity>(body) else {
+        return (INVALID, None);
+    };
+    let kind = match activity.kind {
+        Some(kind) => activity_type(&kind),
+        None => INVALID,
+    };
+    (kind, activity.actor.as_ref().and_then(actor_host))
+}
+
+/// The label for an activity's `type`: a string, or an array of strings (JSON-LD allows
+/// several types; the first listed one wins). Compact (`as:Like`) and full IRIs are read as
+/// the plain name.
+fn activity_type(kind: &Value) -> &'static str {
+    let names: Vec<&str> = match kind {
+        Value::String(name) => vec![name.as_str()],
+        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        return INVALID;
+    }
+    names
+        .iter()
+        .find_map(|name| {
+            let name = name
+                .strip_prefix("https://www.w3.org/ns/activitystreams#")
+                .or_else(|| name.strip_prefix("as:"))
+                .unwrap_or(name);
+            ACTIVITY_TYPES.iter().find(|known| **known == name).copied()
+        })
+        .unwrap_or(OTHER)
+}
+
+/// The host of an activity's `actor`: a URL, an object with an `id`, or an array whose first
+/// entry is one of those.
+fn actor_host(actor: &Value) -> Option<String> {
+    match actor {
+        Value::String(url) => url_host(url),
+        Value::Object(object) => object.get("id").and_then(Value::as_str).and_then(url_host),
+        Value::Array(actors) => actors.first().and_then(|first| match first {
+            Value::Array(_) => None,
+            other => actor_host(other),
+        }),
+        _ => None,
+    }
+}
+
+/// The lowercased host of an `http` or `https` URL, with its port unless it is the scheme's
+/// default; `None` for anything else.
+fn url_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let mut host = authority.to_ascii_lowercase();
+    if host.ends_with(default_port) {
+        host.truncate(host.len() - default_port.len());
+    }
+    let valid = !host.is_empty()
+        && host.len() <= MAX_HOST_BYTES
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    valid.then_some(host)
+}
+
+export_plugin!(ActivityPubMetrics);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedgate_sdk::testing::{self, TestRequest};
+
+    fn plugin(config: &str) -> ActivityPubMetrics {
+        testing::init(config).expect("config is valid")
+    }
+
+    fn deliver(plugin: &mut ActivityPubMetrics, body: &str) -> Verdict {
+        plugin.on_request(
+            &TestRequest::post("/users/alice/inbox")
+                .header("content-type", "application/activity+json")
+                .body(body)
+                .build(),
+        )
+    }
+
+    fn count(kind: &str, instance: &str) -> f64 {
+        testing::counter_value("federation_activities_total", &[kind, instance])
+    }
+
+    #[test]
+    fn counts_activities_by_type_and_instance() {
+        let mut p = plugin("{}");
+        assert_eq!(p.hooks(), Hooks::ON_REQUEST);
+        let verdict = deliver(
+            &mut p,
+            r#"{"@context": "https://www.w3.org/ns/activitystreams", "type": "Create",
+                "actor": "https://Example.ORG/users/bob", "object": {"type": "Note"}}"#,
+        );
+        assert_eq!(verdict, Verdict::Continue);
+        deliver(
+            &mut p,
+            r#"{"type": "Like", "actor": {"id": "https://example.org/users/bob"}}"#,
+        );
+        deliver(
+            &mut p,
+            r#"{"type": "Announce", "actor": ["https://relay.example/actor"]}"#,
+        );
+        deliver(
+            &mut p,
+            r#"{"type": "as:Follow", "actor": "https://a.example:443/u/x"}"#,
+        );
+        deliver(
+            &mut p,
+            r#"{"type": "https://www.w3.org/ns/activitystreams#Move",
+                "actor": "http://b.example:8080/u/x"}"#,
+        );
+        assert_eq!(count("Create", "example.org"), 1.0);
+        assert_eq!(count("Like", "example.org"), 1.0);
+        assert_eq!(count("Announce", "relay.example"), 1.0);
+        assert_eq!(count("Follow", "a.example"), 1.0);
+        assert_eq!(count("Move", "b.example:8080"), 1.0);
+    }
+
+    #[test]
+    fn every_listed_type_has_its_own_label() {
+        let mut p = plugin("{}");
+        for kind in ACTIVITY_TYPES {
+            deliver(
+                &mut p,
+                &format!(r#"{{"type": "{kind}", "actor": "https://x.example/a"}}"#),
+            );
+            assert_eq!(count(kind, "x.example"), 1.0, "{kind}");
+        }
+    }
+
+    #[test]
+    fn unlisted_types_count_as_other() {
+        let mut p = plugin("{}");
+        deliver(
+            &mut p,
+            r#"{"type": "EmojiReact", "actor": "https://x.example/a"}"#,
+        );
+        deliver(
+            &mut p,
+            r#"{"type": ["Hashtag", "Like"], "actor": "https://x.example/a"}"#,
+        );
+        deliver(
+            &mut p,
+            r#"{"type": ["Hashtag"], "actor": "https://x.example/a"}"#,
+        );
+        assert_eq!(count("other", "x.example"), 2.0);
+        assert_eq!(count("Like", "x.example"), 1.0);
+    }
+
+    #[test]
+    fn bodies_that_are_not_activities_count_as_invalid() {
+        let mut p = plugin("{}");
+        deliver(&mut p, "not json");
+        deliver(&mut p, "[1, 2]");
+        deliver(&mut p, r#"{"type": "Create""#);
+        deliver(&mut p, r#"{"actor": "https://x.example/a"}"#);
+        deliver(&mut p, r#"{"type": 7, "actor": "https://x.example/a"}"#);
+        let verdict = p.on_request(&TestRequest::post("/inbox").build());
+        assert_eq!(verdict, Verdict::Continue);
+        assert_eq!(count("invalid", "unknown"), 4.0);
+        assert_eq!(count("invalid", "x.example"), 2.0);
+        assert_eq!(testing::logs().len(), 1, "the missing body is logged once");
+        p.on_request(&TestRequest::post("/inbox").build());
+        assert_eq!(testing::logs().len(), 1);
+    }
+
+    #[test]
+    fn actors_that_name_no_host_count_as_unknown() {
+        let mut p = plugin("{}");
+        for actor in [
+            r#""acct:bob@example.org""#,
+            r#""/users/bob""#,
+            r#"{"type": "Person"}"#,
+            "42",
+            "[]",
+            r#""https://""#,
+            r#""https://bad host/""#,
+        ] {
+            deliver(
+                &mut p,
+                &format!(r#"{{"type": "Create", "actor": {actor}}}"#),
+            );
+        }
+        deliver(&mut p, r#"{"type": "Create"}"#);
+        assert_eq!(count("Create", "unknown"), 8.0);
+        assert_eq!(testing::series("federation_activities_total").len(), 1);
+    }
+
+    #[test]
+    fn userinfo_and_case_do_not_make_new_instances() {
+        assert_eq!(
+            url_host("HTTPS://user@Example.org/x").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            url_host("https://[2001:db8::1]:8443/").as_deref(),
+            Some("[2001:db8::1]:8443")
+        );
+        assert_eq!(
+            url_host("https://example.org?x#y").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(url_host("ftp://example.org/"), None);
+    }
+
+    #[test]
+    fn instances_beyond_the_cap_count_as_other() {
+        let mut p = plugin(r#"{"max_instances": 2}"#);
+        for host in [
+            "a.example",
+            "b.example",
+            "c.example",
+            "d.example",
+            "a.example",
+        ] {
+            deliver(
+                &mut p,
+                &format!(r#"{{"type": "Like", "actor": "https://{host}/u"}}"#),
+            );
+        }
+        assert_eq!(count("Like", "a.example"), 2.0);
+        assert_eq!(count("Like", "b.example"), 1.0);
+        assert_eq!(count("Like", "other"), 2.0);
+        let notes: Vec<_> = testing::logs()
+            .into_iter()
+            .map(|line| line.message)
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+    }
+
+    #[test]
+    fn only_inbox_posts_count() {
+        let mut p = plugin("{}");
+        let body = r#"{"type": "Like", "actor": "https://x.example/a"}"#;
+        p.on_request(&TestRequest::get("/users/alice/inbox").build());
+        p.on_request(&TestRequest::post("/users/alice/outbox").body(body).build());
+        p.on_request(&TestRequest::post("/inbox/").body(body).build());
+        p.on_request(&TestRequest::new("post", "/inbox?x=1").body(body).build());
+        assert_eq!(count("Like", "x.example"), 2.0);
+
+        testing::reset();
+        let mut p = plugin(r#"{"path_suffixes": []}"#);
+        p.on_request(&TestRequest::post("/users/alice/outbox").body(body).build());
+        assert_eq!(count("Like", "x.example"), 1.0);
+    }
+
+    #[test]
+    fn configuration_errors_name_the_key() {
+        let error = testing::init::<ActivityPubMetrics>(r#"{"max_instance": 3}"#).unwrap_err();
+        assert!(error.contains("unknown field `max_instance`"), "{error}");
+        let error = testing::init::<ActivityPubMetrics>(r#"{"max_instances": -1}"#).unwrap_err();
+        assert!(error.contains("`max_instances`"), "{error}");
+        let error =
+            testing::init::<ActivityPubMetrics>(r#"{"path_suffixes": ["inbox"]}"#).unwrap_err();
+        assert!(error.contains("`path_suffixes`"), "{error}");
+    }
+}

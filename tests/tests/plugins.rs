@@ -1,0 +1,472 @@
+//! Wasm plugins end to end: real components built from `plugins/` and `tests/plugins/`,
+//! loaded by an in-process gateway in front of a real upstream.
+
+use std::time::{Duration, Instant};
+
+use fedgate_tests::*;
+
+/// A plugin section for component `crate_name` with extra keys and a JSON-ish config table.
+fn plugin(name: &str, crate_name: &str, extra: &str, config: &str) -> String {
+    format!(
+        "[plugins.{name}]\npath = {:?}\n{extra}\n[plugins.{name}.config]\n{config}\n",
+        plugin_wasm(crate_name).display().to_string()
+    )
+}
+
+fn route(name: &str, prefix: &str, plugins: &[&str], extra: &str) -> String {
+    let list: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\nupstream = \"app\"\nplugins = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+fn activity(kind: &str, actor: &str) -> String {
+    format!(
+        r#"{{"@context":"https://www.w3.org/ns/activitystreams","id":"{actor}/activities/1","type":"{kind}","actor":"{actor}","object":"https://local.example/users/alice"}}"#
+    )
+}
+
+fn invocations(m: &str, plugin: &str, hook: &str, result: &str) -> f64 {
+    metric(
+        m,
+        "fedgate_plugin_invocations_total",
+        &[("plugin", plugin), ("hook", hook), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn activitypub_metrics_counts_activities_by_type_and_instance() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("ap", "activitypub-metrics", "", ""),
+        route("inbox", "/users/", &["ap"], "buffer_body = \"64KiB\"")
+    ))
+    .await;
+    let sends = [
+        activity("Create", "https://mastodon.social/users/bob"),
+        activity("Create", "https://Mastodon.Social/users/carol"),
+        activity("Follow", "https://gts.example.org/users/dave"),
+        "this is not json".to_string(),
+    ];
+    for body in &sends {
+        let (status, _, _) = send(post(&gw.url("/users/alice/inbox"), body.clone())).await;
+        assert_eq!(status, 200);
+        // The upstream gets the body the client sent, byte for byte.
+        assert_eq!(up.last().body_len, body.len() as u64);
+    }
+    let m = gw.metrics().await;
+    let count = |t: &str, i: &str| {
+        metric(
+            &m,
+            "federation_activities_total",
+            &[("type", t), ("instance", i)],
+        )
+    };
+    assert_eq!(count("Create", "mastodon.social"), Some(2.0), "{m}");
+    assert_eq!(count("Follow", "gts.example.org"), Some(1.0));
+    let invalid: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("federation_activities_total{") && l.contains("type=\"invalid\""))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(invalid, 1.0, "{m}");
+    assert_eq!(invocations(&m, "ap", "on_request", "ok"), 4.0);
+    assert_eq!(invocations(&m, "ap", "init", "ok"), 1.0);
+    assert!(metric(&m, "fedgate_plugin_memory_bytes", &[("plugin", "ap")]).unwrap() > 0.0);
+    let calls = metric(
+        &m,
+        "fedgate_plugin_duration_seconds_count",
+        &[("plugin", "ap"), ("hook", "on_request")],
+    );
+    assert_eq!(calls, Some(4.0));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn verdicts_deny_or_add_headers_and_plugins_read_the_body() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "deny",
+            "hostile",
+            "",
+            "mode = \"deny\"\nstatus = 451\nbody = \"not here\""
+        ),
+        plugin(
+            "tag",
+            "hostile",
+            "",
+            "mode = \"add-header\"\nheader = \"x-plugin-tag\"\nvalue = \"seen\""
+        ),
+        plugin("body", "hostile", "", "mode = \"echo-body\""),
+        route("denied", "/denied", &["deny"], ""),
+        route("tagged", "/tagged", &["tag", "body"], "buffer_body = 1024"),
+        route("plain", "/", &[], ""),
+    ))
+    .await;
+
+    let hits = up.hits();
+    let (status, headers, body) = send(get(&gw.url("/denied/x"))).await;
+    assert_eq!(status, 451);
+    assert_eq!(&body[..], b"not here");
+    assert!(headers.contains_key("x-request-id"));
+    assert_eq!(
+        up.hits(),
+        hits,
+        "a denied request never reaches the upstream"
+    );
+
+    let (status, _, _) = send(post(&gw.url("/tagged/x"), "twelve bytes")).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last().headers["x-plugin-tag"], "seen");
+    assert_eq!(up.last().body_len, 12);
+
+    // Past the route's buffer limit: 413, and the upstream is not contacted.
+    let hits = up.hits();
+    let (status, _, _) = send(post(&gw.url("/tagged/x"), vec![b'a'; 2000])).await;
+    assert_eq!(status, 413);
+    assert_eq!(up.hits(), hits);
+
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "deny", "on_request", "deny"), 1.0);
+    assert_eq!(invocations(&m, "tag", "on_request", "ok"), 1.0);
+    assert_eq!(
+        metric(&m, "hostile_body_bytes_total", &[]),
+        Some(12.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_requests_total",
+            &[
+                ("route", "denied"),
+                ("upstream", "app"),
+                ("method", "GET"),
+                ("status", "451")
+            ]
+        ),
+        Some(1.0)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_cut_at_the_deadline_and_the_policy_decides() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("open", "hostile", "timeout = \"20ms\"", "mode = \"loop\""),
+        plugin(
+            "closed",
+            "hostile",
+            "timeout = \"20ms\"\nfailure = \"fail_closed\"",
+            "mode = \"loop\""
+        ),
+        route("open", "/open", &["open"], ""),
+        route("closed", "/closed", &["closed"], ""),
+        route("plain", "/", &[], ""),
+    ))
+    .await;
+    let started = Instant::now();
+    let (status, _, _) = send(get(&gw.url("/open/x"))).await;
+    let open_took = started.elapsed();
+    assert_eq!(
+        status, 200,
+        "fail_open serves the request without the plugin"
+    );
+    let started = Instant::now();
+    let (status, _, _) = send(get(&gw.url("/closed/x"))).await;
+    let closed_took = started.elapsed();
+    assert_eq!(status, 503, "fail_closed answers 503");
+    // The deadline is 20 ms on a 1 ms epoch tick; the margin covers a loaded machine.
+    for took in [open_took, closed_took] {
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+    }
+    // Other routes are served meanwhile.
+    let (status, _, _) = send(get(&gw.url("/plain"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "open", "on_request", "timeout"), 1.0, "{m}");
+    assert_eq!(invocations(&m, "closed", "on_request", "timeout"), 1.0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_capped_and_isolated() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "bomb",
+            "hostile",
+            "memory_limit = \"4MiB\"\ntimeout = \"2s\"",
+            "mode = \"bomb\""
+        ),
+        route("bomb", "/bomb", &["bomb"], ""),
+        route("plain", "/", &[], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/bomb"))).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = send(get(&gw.url("/plain"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "bomb", "on_request", "trap"), 1.0, "{m}");
+    let memory = metric(&m, "fedgate_plugin_memory_bytes", &[("plugin", "bomb")]).unwrap();
+    assert!(memory <= 4.0 * 1024.0 * 1024.0, "memory gauge {memory}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trapping_plugin_is_backed_off_then_recovers_once_fixed() {
+    let up = TestUpstream::start("app").await;
+    let other = plugin("calm", "hostile", "", "mode = \"ok\"");
+    let config = |mode: &str| {
+        format!(
+            "{}{}{other}{}{}",
+            upstream_block("app", &[up.url()], ""),
+            plugin("trap", "hostile", "", &format!("mode = {mode:?}")),
+            route("trap", "/trap", &["trap", "calm"], ""),
+            route("plain", "/", &["calm"], ""),
+        )
+    };
+    let gw = TestGateway::start(&config("trap")).await;
+    for _ in 0..5 {
+        let (status, _, _) = send(get(&gw.url("/trap"))).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = send(get(&gw.url("/plain"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "trap", "on_request", "trap"), 3.0, "{m}");
+    assert_eq!(invocations(&m, "trap", "on_request", "skipped"), 2.0);
+    // The other plugin on the same route, and on another route, kept working.
+    assert_eq!(invocations(&m, "calm", "on_request", "ok"), 6.0);
+
+    // Fixed: a reload with a working configuration replaces the plugin at once.
+    gw.rewrite(&config("ok")).await.unwrap();
+    let (status, _, _) = send(get(&gw.url("/trap"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "trap", "on_request", "ok"), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_reloads_total",
+            &[("plugin", "trap"), ("result", "success")]
+        ),
+        Some(1.0)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_explode_cardinality() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "labels",
+            "hostile",
+            "max_series = 100\ntimeout = \"5s\"",
+            "mode = \"labels\"\nseries = 100000"
+        ),
+        route("all", "/", &["labels"], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    let series = m
+        .lines()
+        .filter(|l| l.starts_with("hostile_series_total{"))
+        .count();
+    assert_eq!(series, 101, "100 series and the overflow one");
+    assert_eq!(
+        metric(&m, "hostile_series_total", &[("n", "other")]),
+        Some(99_900.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_metric_drops_total",
+            &[
+                ("plugin", "labels"),
+                ("metric", "hostile_series_total"),
+                ("reason", "series_cap")
+            ]
+        ),
+        Some(99_900.0)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_checks_of_plugins_feed_health() {
+    let up = TestUpstream::start("app").await;
+    let config = |status: &str| {
+        format!(
+            "{}{}{}",
+            upstream_block("app", &[up.url()], ""),
+            plugin(
+                "slo",
+                "hostile",
+                "",
+                &format!("mode = \"health\"\nhealth = {status:?}\nmessage = \"checked\"")
+            ),
+            route("all", "/", &["slo"], ""),
+        )
+    };
+    let gw = TestGateway::start(&config("degraded")).await;
+    let health = |gw: &TestGateway| {
+        let url = format!("http://{}/health", gw.admin);
+        async move {
+            let (code, _, body) = send(get(&url)).await;
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (code.as_u16(), doc)
+        }
+    };
+    let (code, doc) = health(&gw).await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["status"], "degraded");
+    let entry = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "plugin")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["name"], "slo");
+    assert_eq!(entry["message"], "checked");
+
+    gw.rewrite(&config("unhealthy")).await.unwrap();
+    let (code, doc) = health(&gw).await;
+    assert_eq!(code, 503);
+    assert_eq!(doc["status"], "unhealthy");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_plugins_are_refused_with_their_reason() {
+    let up = TestUpstream::start("app").await;
+    let base = upstream_block("app", &[up.url()], "");
+    let good = format!(
+        "{base}{}{}",
+        plugin("p", "hostile", "", "mode = \"ok\""),
+        route("all", "/", &["p"], "")
+    );
+    let gw = TestGateway::start(&good).await;
+
+    let wrong_abi = format!(
+        "{base}{}{}",
+        plugin("p", "other-world", "", ""),
+        route("all", "/", &["p"], "")
+    );
+    let err = gw.rewrite(&wrong_abi).await.unwrap_err().to_string();
+    assert!(err.contains("plugins.p"), "{err}");
+    assert!(err.contains("fedgate:plugin@0.2.0"), "{err}");
+
+    let init_error = format!(
+        "{base}{}{}",
+        plugin("p", "hostile", "", "mode = \"init-error\""),
+        route("all", "/", &["p"], "")
+    );
+    let err = gw.rewrite(&init_error).await.unwrap_err().to_string();
+    assert!(err.contains("the configuration says no"), "{err}");
+
+    let not_wasm = gw.dir.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"\0asm but not really").unwrap();
+    let garbage = format!(
+        "{base}[plugins.p]\npath = {:?}\n{}",
+        not_wasm.display().to_string(),
+        route("all", "/", &["p"], "")
+    );
+    let err = gw.rewrite(&garbage).await.unwrap_err().to_string();
+    assert!(err.contains("not a Wasm component"), "{err}");
+
+    // The running plugin kept serving through every rejected reload.
+    let (status, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(status, 200);
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "p", "on_request", "ok"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_reloads_total",
+            &[("plugin", "p"), ("result", "error")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&m, "fedgate_config_reloads_total", &[("result", "error")]),
+        Some(3.0)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_component_file_reloads_under_load_without_failed_requests() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start("").await;
+    let wasm = gw.dir.path().join("p.wasm");
+    std::fs::copy(plugin_wasm("hostile"), &wasm).unwrap();
+    let text = format!(
+        "{}[plugins.p]\npath = \"p.wasm\"\n[plugins.p.config]\nmode = \"add-header\"\nheader = \"x-version\"\nvalue = \"one\"\n{}",
+        upstream_block("app", &[up.url()], ""),
+        route("all", "/", &["p"], "")
+    );
+    gw.rewrite(&text).await.unwrap();
+
+    let url = gw.url("/x");
+    let load = tokio::spawn(async move {
+        let mut failed = 0;
+        let mut ok = 0;
+        for _ in 0..400 {
+            let (status, _, _) = send(get(&url)).await;
+            if status == 200 {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A different component (the activitypub plugin) replaces the file: the reload
+    // recompiles it because the content changed.
+    std::fs::copy(plugin_wasm("activitypub-metrics"), &wasm).unwrap();
+    let swapped = format!(
+        "{}[plugins.p]\npath = \"p.wasm\"\n{}",
+        upstream_block("app", &[up.url()], ""),
+        route("all", "/", &["p"], "")
+    );
+    gw.rewrite(&swapped).await.unwrap();
+    let (ok, failed) = load.await.unwrap();
+    assert_eq!(failed, 0);
+    assert_eq!(ok, 400);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_reloads_total",
+            &[("plugin", "p"), ("result", "success")]
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    // Requests after the swap no longer get the first component's header.
+    let (status, _, _) = send(get(&gw.url("/y"))).await;
+    assert_eq!(status, 200);
+    assert!(!up.last().headers.contains_key("x-version"));
+    gw.shutdown().await;
+}
