@@ -82,6 +82,49 @@ scenario_post() {
   compare post /users/alice/inbox -s "$BENCH_DIR/post-inbox.lua"
 }
 
+# The same inbox POST through fedgate alone, with 0, 1 and 2 plugins on the route: the
+# activitypub-metrics plugin (reads the buffered body, counts the activity by type and
+# instance), then request-policy in front of it (four header and size rules). The three
+# configurations run side by side and take turns, like the proxies of `compare`.
+scenario_plugins() {
+  local path=/users/alice/inbox round label i order=(plugins0 plugins1 plugins2)
+  local wasm="$REPO_DIR/target/wasm32-wasip2/release"
+  local ap policy
+  ap=$(printf '[plugins.ap]\npath = "%s/activitypub_metrics.wasm"\n' "$wasm")
+  policy=$(printf '%s\n' \
+    '[plugins.policy]' "path = \"$wasm/request_policy.wasm\"" '[plugins.policy.config]' \
+    'required_headers = ["host", "accept"]' \
+    'denied_user_agents = ["*bot*", "python-requests/*"]' \
+    'allowed_content_types = ["application/activity+json", "application/ld+json"]' \
+    'max_body_size = "1MiB"')
+  [ "$SKIP_FEDGATE" != 1 ] || die "the plugins scenario measures fedgate only"
+  table_header plugins "$path"
+  fedgate_start plugins0 "$BENCH_DIR/conf/fedgate.toml"
+  fedgate_start plugins1 "$BENCH_DIR/conf/fedgate.toml" \
+    "$(printf 'plugins = ["ap"]\nbuffer_body = "64KiB"\n%s' "$ap")"
+  fedgate_start plugins2 "$BENCH_DIR/conf/fedgate.toml" \
+    "$(printf 'plugins = ["policy", "ap"]\nbuffer_body = "64KiB"\n%s\n%s' "$ap" "$policy")"
+  for round in $(seq 1 "$ROUNDS"); do
+    ROUND=$round
+    for i in 0 1 2; do
+      label=${order[$(((round - 1 + i) % 3))]}
+      fedgate_measure plugins "$label" "$path" -s "$BENCH_DIR/post-inbox.lua"
+    done
+  done
+  # The plugins did their work: the POSTs were counted as Create activities.
+  for label in plugins1 plugins2; do
+    NOTES+=("$label: federation_activities_total counted $(curl --noproxy '*' -fsS --max-time 5 \
+      "http://127.0.0.1:${FG_ADMIN[$label]}/metrics" |
+      awk '/^federation_activities_total[{]/ && /type="Create"/ { n += $NF } END { printf "%d", n }') Create activities")
+  done
+  for label in "${order[@]}"; do fedgate_stop "$label"; done
+  print_medians plugins "${order[@]}"
+  echo
+  print_ratio plugins plugins1 plugins0
+  print_ratio plugins plugins2 plugins0
+  print_notes
+}
+
 list_scenarios() {
   declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s%s", sep, $3; sep = " " }'
 }
@@ -422,16 +465,18 @@ measure() {
 # fedgate instances by label: port, admin port, pid.
 declare -A FG_PORT FG_ADMIN FG_PID
 
-# fedgate_start LABEL TEMPLATE: starts fedgate with TEMPLATE (placeholders @PORT@,
-# @ADMIN_PORT@, @UPSTREAM_PORT@, @DIR@) on the proxy core and waits until it forwards.
+# fedgate_start LABEL TEMPLATE [EXTRA]: starts fedgate with TEMPLATE (placeholders @PORT@,
+# @ADMIN_PORT@, @UPSTREAM_PORT@, @DIR@), with the text EXTRA appended (keys of its last
+# table, then tables of its own), on the proxy core and waits until it forwards.
 fedgate_start() {
-  local label=$1 template=$2
+  local label=$1 template=$2 extra=${3:-}
   local dir="$WORK/fedgate-$label-$RANDOM" port admin
   mkdir -p "$dir"
   # Fresh ports for every start: no dependence on how quickly the last one was released.
   read -r port admin <<<"$(free_ports 2)"
   render "$template" "$dir/fedgate.toml" \
     PORT="$port" ADMIN_PORT="$admin" UPSTREAM_PORT="$UP_PORT" DIR="$dir"
+  printf '%s\n' "$extra" >>"$dir/fedgate.toml"
   "$FEDGATE" check --config "$dir/fedgate.toml" >"$dir/check.txt" 2>&1 || {
     cat "$dir/check.txt" >&2
     die "$template: fedgate check failed"
@@ -644,6 +689,11 @@ if [ "$SKIP_FEDGATE" != 1 ]; then
   # through FEDGATE is used as it is.
   if [ "$BUILD" = 1 ] || { [ ! -x "$FEDGATE" ] && [ "$FEDGATE" = "$DEFAULT_FEDGATE" ]; }; then
     (cd "$REPO_DIR" && cargo build --release -p fedgate)
+  fi
+  if [[ " $SCENARIOS " == *" plugins "* ]]; then
+    # The plugin components, built as the test command builds them.
+    (cd "$REPO_DIR" && cargo build -q --release --target wasm32-wasip2 \
+      --manifest-path plugins/Cargo.toml --target-dir target)
   fi
   [ -x "$FEDGATE" ] || die "no fedgate binary at $FEDGATE"
   FEDGATE_VERSION=$("$FEDGATE" --version 2>&1) || die "$FEDGATE does not run: $FEDGATE_VERSION"
