@@ -12,6 +12,9 @@
 //! COMPONENT_DIR holds the `.wasm` files of `plugins/` and `tests/plugins/` (default
 //! `target/wasm32-wasip2/release`, where the commands above and the test command build them).
 
+// The figures are the benchmark's output.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

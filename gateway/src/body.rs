@@ -69,7 +69,13 @@ pub async fn read_whole(
     }
     let mut first: Option<Bytes> = None;
     let mut rest: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
+    // A body with a length is complete once that many bytes arrived: waiting for hyper to
+    // signal its end as well would cost the connection's task another trip through the
+    // scheduler.
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let frame = frame.map_err(|_| BufferError::Client)?;
         let Ok(data) = frame.into_data() else {
             continue;

@@ -260,6 +260,8 @@ impl Gateway {
                 shared.clone(),
                 path.clone(),
                 watch_cfg.poll_interval,
+                // Read before serving starts: a plugin file replaced from here on is seen.
+                plugin_stamps(&shared.runtime()).await,
                 stop_rx,
             ))),
             _ => None,
@@ -336,9 +338,9 @@ async fn watch_file(
     shared: Arc<Shared>,
     path: PathBuf,
     every: Duration,
+    mut plugin_files: Vec<Option<(u64, std::time::SystemTime)>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut plugin_files = plugin_stamps(&shared.runtime()).await;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
