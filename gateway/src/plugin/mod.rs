@@ -204,6 +204,11 @@ impl PluginHost {
             .epoch_interruption(true)
             .concurrency_support(false)
             .max_wasm_stack(512 << 10);
+        // `perf` can name the functions of compiled plugins when they are listed in
+        // /tmp/perf-PID.map: FEDGATE_PLUGIN_PROFILE=perfmap, for profiling only.
+        if std::env::var_os("FEDGATE_PLUGIN_PROFILE").is_some_and(|v| v == "perfmap") {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).map_err(|e| format!("Wasm engine: {e}"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         abi::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
