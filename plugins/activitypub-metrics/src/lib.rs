@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use fedgate_sdk::{export_plugin, log, Config, Counter, Hooks, Plugin, Request, Verdict};
-use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -161,15 +161,9 @@ impl ActivityPubMetrics {
 /// rest of the body, which the upstream validates anyway, costs nothing. A body that is
 /// malformed before both were found counts as `invalid`.
 fn classify(body: &[u8]) -> (&'static str, Option<String>) {
-    let mut found = Activity::default();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = Scan(&mut found)
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
-    let both = found.kind.is_some() && found.actor.is_some();
-    if parsed.is_err() && !both {
+    let Some(found) = top_level(body) else {
         return (INVALID, None);
-    }
+    };
     let kind = match &found.kind {
         Some(kind) => activity_type(kind),
         None => INVALID,
@@ -187,40 +181,61 @@ enum Key {
     Other,
 }
 
-/// Reads a JSON object's members into an [`Activity`] until both fields are found, then
-/// stops (with an error the caller ignores once both are there).
-struct Scan<'a>(&'a mut Activity);
-
-impl<'de> DeserializeSeed<'de> for Scan<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
+/// Walks a JSON object's members, one value at a time, until `type` and `actor` are both
+/// found or the object ends. `None` when the body is not a JSON object or is malformed
+/// before that point. Values other than the two are skipped without being built, and
+/// nothing here goes through serde_json's error path (which locates the error in the input
+/// and would cost as much as the parse).
+fn top_level(body: &[u8]) -> Option<Activity> {
+    let mut at = skip_space(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_space(body, at + 1);
+    let mut found = Activity::default();
+    if body.get(at) == Some(&b'}') {
+        return Some(found);
+    }
+    loop {
+        let key: Key = next_value(body, &mut at)?;
+        at = skip_space(body, at);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        at += 1;
+        match key {
+            Key::Type => found.kind = Some(next_value(body, &mut at)?),
+            Key::Actor => found.actor = Some(next_value(body, &mut at)?),
+            Key::Other => {
+                next_value::<IgnoredAny>(body, &mut at)?;
+            }
+        }
+        if found.kind.is_some() && found.actor.is_some() {
+            return Some(found);
+        }
+        at = skip_space(body, at);
+        match body.get(at) {
+            Some(b',') => at += 1,
+            Some(b'}') => return Some(found),
+            _ => return None,
+        }
     }
 }
 
-impl<'de> Visitor<'de> for Scan<'_> {
-    type Value = ();
+/// Parses one JSON value starting at `*at` (after optional whitespace) and moves `*at`
+/// past it.
+fn next_value<'de, T: Deserialize<'de>>(body: &'de [u8], at: &mut usize) -> Option<T> {
+    let mut values = serde_json::Deserializer::from_slice(body.get(*at..)?).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    *at += values.byte_offset();
+    Some(value)
+}
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an ActivityPub activity (a JSON object)")
+fn skip_space(body: &[u8], mut at: usize) -> usize {
+    while body.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Type => self.0.kind = Some(map.next_value()?),
-                Key::Actor => self.0.actor = Some(map.next_value()?),
-                Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            if self.0.kind.is_some() && self.0.actor.is_some() {
-                return Err(A::Error::custom("both fields found"));
-            }
-        }
-        Ok(())
-    }
+    at
 }
 
 /// The label for an activity's `type`: a string, or an array of strings (JSON-LD allows
