@@ -57,7 +57,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req)) }
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -66,7 +66,7 @@ pub async fn serve(
     }
 }
 
-fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -82,7 +82,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
             r
         }
         "/health" => {
-            let (status, doc) = health(shared);
+            let (status, doc) = health(shared).await;
             let mut r = Response::new(ResponseBody::plain(doc.to_string()));
             *r.status_mut() = status;
             r.headers_mut().insert(
@@ -98,9 +98,9 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     }
 }
 
-/// The `/health` document: one check per upstream. An upstream is healthy while it has at
-/// least one endpoint eligible for traffic.
-pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+/// The `/health` document: one check per upstream and one per plugin with a health check.
+/// An upstream is healthy while it has at least one endpoint eligible for traffic.
+pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let rt = shared.runtime();
     let mut unhealthy = false;
     let mut degraded = false;
@@ -126,11 +126,21 @@ pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
             })
         })
         .collect();
-    // Each plugin's own health-check hook, bounded by its call deadline.
-    for p in rt.plugins.values() {
-        let Some((status, message)) = p.health() else {
-            continue;
-        };
+    // Each plugin's own health-check hook, bounded by its call deadline. The hooks run Wasm
+    // on a blocking thread: a slow check holds no worker that serves traffic.
+    let plugins: Vec<_> = rt.plugins.values().cloned().collect();
+    let reports = tokio::task::spawn_blocking(move || {
+        plugins
+            .iter()
+            .filter_map(|p| {
+                p.health()
+                    .map(|(status, message)| (p.name.clone(), status, message))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (name, status, message) in reports {
         let status = match status {
             HealthStatus::Healthy => "healthy",
             HealthStatus::Degraded => {
@@ -143,7 +153,7 @@ pub fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
             }
         };
         checks.push(json!({
-            "name": &*p.name,
+            "name": &*name,
             "kind": "plugin",
             "status": status,
             "message": message,
