@@ -537,3 +537,91 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     assert!(path.exists(), "no component at {}", path.display());
     path
 }
+
+/// A `[plugins.NAME]` section for component `crate_name` (see [`plugin_wasm`]), with extra
+/// keys and the plugin's own `config` table (TOML lines).
+pub fn plugin(name: &str, crate_name: &str, extra: &str, config: &str) -> String {
+    plugin_at(name, &plugin_wasm(crate_name), extra, config)
+}
+
+/// A `[plugins.NAME]` section for the component at `path`.
+pub fn plugin_at(name: &str, path: &Path, extra: &str, config: &str) -> String {
+    format!(
+        "[plugins.{name}]\npath = {:?}\n{extra}\n[plugins.{name}.config]\n{config}\n",
+        path.display().to_string()
+    )
+}
+
+/// A `[[routes]]` entry with its plugin chain and extra keys.
+pub fn plugin_route(
+    name: &str,
+    prefix: &str,
+    upstream: &str,
+    plugins: &[&str],
+    extra: &str,
+) -> String {
+    let list: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\nupstream = {upstream:?}\nplugins = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// `fedgate_plugin_invocations_total` for one plugin, hook and result; 0 when absent.
+pub fn invocations(m: &str, plugin: &str, hook: &str, result: &str) -> f64 {
+    metric(
+        m,
+        "fedgate_plugin_invocations_total",
+        &[("plugin", plugin), ("hook", hook), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Every sample of metric `name` that has labels (one line each).
+pub fn series<'a>(m: &'a str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("{name}{{");
+    m.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// `/health` of a test gateway: the status code and the document.
+pub async fn health(gw: &TestGateway) -> (u16, serde_json::Value) {
+    let (code, _, body) = send(get(&format!("http://{}/health", gw.admin))).await;
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (code.as_u16(), doc)
+}
+
+/// The `/health` entry of plugin `name`.
+pub fn plugin_health(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "plugin" && c["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin entry {name} in {doc}"))
+        .clone()
+}
+
+/// Runs `promtool check metrics` on `text`: whether it passed, and what it printed.
+pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by the test command (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}

@@ -1,10 +1,7 @@
 //! The metrics contract on the real `/metrics` output: exact values after a known sequence
 //! of requests, `promtool check metrics` on the output, and the admin endpoints.
 
-use std::process::{Command, Stdio};
-
 use fedgate_tests::*;
-use std::io::Write;
 
 async fn setup() -> (TestUpstream, TestGateway) {
     let up = TestUpstream::start("a").await;
@@ -169,33 +166,13 @@ async fn promtool_accepts_the_output() {
     send(get(&gw.url("/x"))).await;
     send(get(&gw.url("/status/503"))).await;
     let text = gw.metrics().await;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by the test command (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, report) = promtool_check_metrics(&text);
+    assert!(ok, "promtool rejected the metrics:\n{report}");
     // Lint findings are printed but do not fail; we want none.
-    let lint = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert!(
+        report.trim().is_empty(),
+        "promtool lint findings:\n{report}"
     );
-    assert!(lint.trim().is_empty(), "promtool lint findings:\n{lint}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,35 +5,10 @@ use std::time::{Duration, Instant};
 
 use fedgate_tests::*;
 
-/// A plugin section for component `crate_name` with extra keys and a JSON-ish config table.
-fn plugin(name: &str, crate_name: &str, extra: &str, config: &str) -> String {
-    format!(
-        "[plugins.{name}]\npath = {:?}\n{extra}\n[plugins.{name}.config]\n{config}\n",
-        plugin_wasm(crate_name).display().to_string()
-    )
-}
-
-fn route(name: &str, prefix: &str, plugins: &[&str], extra: &str) -> String {
-    let list: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
-    format!(
-        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\nupstream = \"app\"\nplugins = [{}]\n{extra}\n",
-        list.join(", ")
-    )
-}
-
 fn activity(kind: &str, actor: &str) -> String {
     format!(
         r#"{{"@context":"https://www.w3.org/ns/activitystreams","id":"{actor}/activities/1","type":"{kind}","actor":"{actor}","object":"https://local.example/users/alice"}}"#
     )
-}
-
-fn invocations(m: &str, plugin: &str, hook: &str, result: &str) -> f64 {
-    metric(
-        m,
-        "fedgate_plugin_invocations_total",
-        &[("plugin", plugin), ("hook", hook), ("result", result)],
-    )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -43,7 +18,13 @@ async fn activitypub_metrics_counts_activities_by_type_and_instance() {
         "{}{}{}",
         upstream_block("app", &[up.url()], ""),
         plugin("ap", "activitypub-metrics", "", ""),
-        route("inbox", "/users/", &["ap"], "buffer_body = \"64KiB\"")
+        plugin_route(
+            "inbox",
+            "/users/",
+            "app",
+            &["ap"],
+            "buffer_body = \"64KiB\""
+        )
     ))
     .await;
     let sends = [
@@ -105,9 +86,15 @@ async fn verdicts_deny_or_add_headers_and_plugins_read_the_body() {
             "mode = \"add-header\"\nheader = \"x-plugin-tag\"\nvalue = \"seen\""
         ),
         plugin("body", "hostile", "", "mode = \"echo-body\""),
-        route("denied", "/denied", &["deny"], ""),
-        route("tagged", "/tagged", &["tag", "body"], "buffer_body = 1024"),
-        route("plain", "/", &[], ""),
+        plugin_route("denied", "/denied", "app", &["deny"], ""),
+        plugin_route(
+            "tagged",
+            "/tagged",
+            "app",
+            &["tag", "body"],
+            "buffer_body = 1024"
+        ),
+        plugin_route("plain", "/", "app", &[], ""),
     ))
     .await;
 
@@ -170,9 +157,9 @@ async fn an_infinite_loop_is_cut_at_the_deadline_and_the_policy_decides() {
             "timeout = \"20ms\"\nfailure = \"fail_closed\"",
             "mode = \"loop\""
         ),
-        route("open", "/open", &["open"], ""),
-        route("closed", "/closed", &["closed"], ""),
-        route("plain", "/", &[], ""),
+        plugin_route("open", "/open", "app", &["open"], ""),
+        plugin_route("closed", "/closed", "app", &["closed"], ""),
+        plugin_route("plain", "/", "app", &[], ""),
     ))
     .await;
     let started = Instant::now();
@@ -211,8 +198,8 @@ async fn a_memory_bomb_is_capped_and_isolated() {
             "memory_limit = \"4MiB\"\ntimeout = \"2s\"",
             "mode = \"bomb\""
         ),
-        route("bomb", "/bomb", &["bomb"], ""),
-        route("plain", "/", &[], ""),
+        plugin_route("bomb", "/bomb", "app", &["bomb"], ""),
+        plugin_route("plain", "/", "app", &[], ""),
     ))
     .await;
     let (status, _, _) = send(get(&gw.url("/bomb"))).await;
@@ -235,8 +222,8 @@ async fn a_trapping_plugin_is_backed_off_then_recovers_once_fixed() {
             "{}{}{other}{}{}",
             upstream_block("app", &[up.url()], ""),
             plugin("trap", "hostile", "", &format!("mode = {mode:?}")),
-            route("trap", "/trap", &["trap", "calm"], ""),
-            route("plain", "/", &["calm"], ""),
+            plugin_route("trap", "/trap", "app", &["trap", "calm"], ""),
+            plugin_route("plain", "/", "app", &["calm"], ""),
         )
     };
     let gw = TestGateway::start(&config("trap")).await;
@@ -281,7 +268,7 @@ async fn a_plugin_cannot_explode_cardinality() {
             "max_series = 100\ntimeout = \"5s\"",
             "mode = \"labels\"\nseries = 100000"
         ),
-        route("all", "/", &["labels"], ""),
+        plugin_route("all", "/", "app", &["labels"], ""),
     ))
     .await;
     let (status, _, _) = send(get(&gw.url("/x"))).await;
@@ -324,28 +311,14 @@ async fn health_checks_of_plugins_feed_health() {
                 "",
                 &format!("mode = \"health\"\nhealth = {status:?}\nmessage = \"checked\"")
             ),
-            route("all", "/", &["slo"], ""),
+            plugin_route("all", "/", "app", &["slo"], ""),
         )
     };
     let gw = TestGateway::start(&config("degraded")).await;
-    let health = |gw: &TestGateway| {
-        let url = format!("http://{}/health", gw.admin);
-        async move {
-            let (code, _, body) = send(get(&url)).await;
-            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            (code.as_u16(), doc)
-        }
-    };
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200);
     assert_eq!(doc["status"], "degraded");
-    let entry = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "plugin")
-        .unwrap()
-        .clone();
+    let entry = plugin_health(&doc, "slo");
     assert_eq!(entry["name"], "slo");
     assert_eq!(entry["message"], "checked");
 
@@ -363,14 +336,14 @@ async fn broken_plugins_are_refused_with_their_reason() {
     let good = format!(
         "{base}{}{}",
         plugin("p", "hostile", "", "mode = \"ok\""),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     let gw = TestGateway::start(&good).await;
 
     let wrong_abi = format!(
         "{base}{}{}",
         plugin("p", "other-world", "", ""),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     let err = gw.rewrite(&wrong_abi).await.unwrap_err().to_string();
     assert!(err.contains("plugins.p"), "{err}");
@@ -379,7 +352,7 @@ async fn broken_plugins_are_refused_with_their_reason() {
     let init_error = format!(
         "{base}{}{}",
         plugin("p", "hostile", "", "mode = \"init-error\""),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     let err = gw.rewrite(&init_error).await.unwrap_err().to_string();
     assert!(err.contains("the configuration says no"), "{err}");
@@ -389,7 +362,7 @@ async fn broken_plugins_are_refused_with_their_reason() {
     let garbage = format!(
         "{base}[plugins.p]\npath = {:?}\n{}",
         not_wasm.display().to_string(),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     let err = gw.rewrite(&garbage).await.unwrap_err().to_string();
     assert!(err.contains("not a Wasm component"), "{err}");
@@ -423,7 +396,7 @@ async fn a_changed_component_file_reloads_under_load_without_failed_requests() {
     let text = format!(
         "{}[plugins.p]\npath = \"p.wasm\"\n[plugins.p.config]\nmode = \"add-header\"\nheader = \"x-version\"\nvalue = \"one\"\n{}",
         upstream_block("app", &[up.url()], ""),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     gw.rewrite(&text).await.unwrap();
 
@@ -448,7 +421,7 @@ async fn a_changed_component_file_reloads_under_load_without_failed_requests() {
     let swapped = format!(
         "{}[plugins.p]\npath = \"p.wasm\"\n{}",
         upstream_block("app", &[up.url()], ""),
-        route("all", "/", &["p"], "")
+        plugin_route("all", "/", "app", &["p"], "")
     );
     gw.rewrite(&swapped).await.unwrap();
     let (ok, failed) = load.await.unwrap();

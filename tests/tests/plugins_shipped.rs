@@ -2,43 +2,13 @@
 //! the file watcher's reaction to a changed component, and promtool on output that carries
 //! plugin metrics. Real sockets, real components, real upstreams.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fedgate_tests::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-
-/// A plugin section for component `crate_name` with extra keys and a config table.
-fn plugin(name: &str, crate_name: &str, extra: &str, config: &str) -> String {
-    plugin_at(name, &plugin_wasm(crate_name), extra, config)
-}
-
-/// A plugin section for the component at `path`.
-fn plugin_at(name: &str, path: &Path, extra: &str, config: &str) -> String {
-    format!(
-        "[plugins.{name}]\npath = {:?}\n{extra}\n[plugins.{name}.config]\n{config}\n",
-        path.display().to_string()
-    )
-}
-
-fn route(name: &str, prefix: &str, upstream: &str, plugins: &[&str], extra: &str) -> String {
-    let list: Vec<String> = plugins.iter().map(|p| format!("{p:?}")).collect();
-    format!(
-        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\nupstream = {upstream:?}\nplugins = [{}]\n{extra}\n",
-        list.join(", ")
-    )
-}
-
-fn invocations(m: &str, plugin: &str, hook: &str, result: &str) -> Option<f64> {
-    metric(
-        m,
-        "fedgate_plugin_invocations_total",
-        &[("plugin", plugin), ("hook", hook), ("result", result)],
-    )
-}
 
 /// A request with the given method, headers and body.
 fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Body> {
@@ -52,29 +22,6 @@ fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> 
             .boxed(),
     )
     .unwrap()
-}
-
-/// Every sample of metric `name` (one line each), labels and all.
-fn series<'a>(m: &'a str, name: &str) -> Vec<&'a str> {
-    let prefix = format!("{name}{{");
-    m.lines().filter(|l| l.starts_with(&prefix)).collect()
-}
-
-async fn health(gw: &TestGateway) -> (u16, serde_json::Value) {
-    let (code, _, body) = send(get(&format!("http://{}/health", gw.admin))).await;
-    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    (code.as_u16(), doc)
-}
-
-/// The `/health` entry of plugin `name`.
-fn plugin_check(doc: &serde_json::Value, name: &str) -> serde_json::Value {
-    doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "plugin" && c["name"] == name)
-        .unwrap_or_else(|| panic!("no plugin entry {name} in {doc}"))
-        .clone()
 }
 
 /// Replaces `path` with `content` in one rename, so a poller never sees a half-written file.
@@ -94,20 +41,10 @@ type Refused = (
     &'static str,
 );
 
-/// A config head with the file watcher on, polling every 100 ms.
-const WATCHING_HEAD: &str = r#"
-[server]
-access_log = false
-shutdown_grace = "5s"
-[admin]
-address = "127.0.0.1:0"
-[reload]
-watch = true
-poll_interval = "100ms"
-[[listeners]]
-name = "public"
-address = "127.0.0.1:0"
-"#;
+/// The harness's config head with the file watcher on, polling every 100 ms.
+fn watching_head() -> String {
+    HEAD.replace("watch = false", "watch = true\npoll_interval = \"100ms\"")
+}
 
 #[tokio::test]
 async fn moderation_events_are_counted_by_action_and_target() {
@@ -116,7 +53,7 @@ async fn moderation_events_are_counted_by_action_and_target() {
         "{}{}{}",
         upstream_block("app", &[up.url()], ""),
         plugin("moderation", "moderation-events", "", ""),
-        route(
+        plugin_route(
             "inbox",
             "/users/",
             "app",
@@ -177,7 +114,7 @@ async fn moderation_events_are_counted_by_action_and_target() {
     );
     assert_eq!(
         invocations(&m, "moderation", "on_request", "ok"),
-        Some(deliveries.len() as f64 + 1.0)
+        deliveries.len() as f64 + 1.0
     );
     gw.shutdown().await;
 }
@@ -198,8 +135,8 @@ async fn request_policy_attached_globally_refuses_before_the_upstream() {
              max_body_size = 100"
         ),
         // Neither route names the plugin: `[global]` puts it on both.
-        route("inbox", "/inbox", "app", &[], ""),
-        route("web", "/web", "app", &[], ""),
+        plugin_route("inbox", "/inbox", "app", &[], ""),
+        plugin_route("web", "/web", "app", &[], ""),
     ))
     .await;
     let ap = "application/activity+json";
@@ -306,8 +243,8 @@ async fn request_policy_attached_globally_refuses_before_the_upstream() {
     assert_eq!(decisions("body_size", "deny"), Some(1.0));
     assert_eq!(decisions("body_size", "allow"), Some(2.0));
     assert_eq!(series(&m, "policy_decisions_total").len(), 8, "{m}");
-    assert_eq!(invocations(&m, "policy", "on_request", "ok"), Some(2.0));
-    assert_eq!(invocations(&m, "policy", "on_request", "deny"), Some(5.0));
+    assert_eq!(invocations(&m, "policy", "on_request", "ok"), 2.0);
+    assert_eq!(invocations(&m, "policy", "on_request", "deny"), 5.0);
     let req = |route: &str, method: &str, status: &str| {
         metric(
             &m,
@@ -343,8 +280,8 @@ async fn request_policy_in_observe_mode_counts_without_refusing() {
             "",
             &format!("{rules}\nmode = \"observe\"")
         ),
-        route("observed", "/observed", "app", &["observer"], ""),
-        route("enforced", "/", "app", &["enforcer"], ""),
+        plugin_route("observed", "/observed", "app", &["observer"], ""),
+        plugin_route("enforced", "/", "app", &["enforcer"], ""),
     ))
     .await;
     // Breaks every rule at once.
@@ -401,12 +338,9 @@ async fn request_policy_in_observe_mode_counts_without_refusing() {
     }
     assert_eq!(decisions("required_headers", "deny"), Some(1.0));
     assert_eq!(series(&m, "policy_decisions_total").len(), 9, "{m}");
-    assert_eq!(invocations(&m, "observer", "on_request", "ok"), Some(2.0));
-    assert_eq!(
-        invocations(&m, "observer", "on_request", "deny").unwrap_or(0.0),
-        0.0
-    );
-    assert_eq!(invocations(&m, "enforcer", "on_request", "deny"), Some(1.0));
+    assert_eq!(invocations(&m, "observer", "on_request", "ok"), 2.0);
+    assert_eq!(invocations(&m, "observer", "on_request", "deny"), 0.0);
+    assert_eq!(invocations(&m, "enforcer", "on_request", "deny"), 1.0);
     gw.shutdown().await;
 }
 
@@ -428,9 +362,9 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
              unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
              unhealthy_latency = \"off\""
         ),
-        route("bad", "/status/", "bad", &["slo"], ""),
-        route("dead", "/dead", "dead", &["slo"], ""),
-        route("good", "/", "good", &["slo"], ""),
+        plugin_route("bad", "/status/", "bad", &["slo"], ""),
+        plugin_route("dead", "/dead", "dead", &["slo"], ""),
+        plugin_route("good", "/", "good", &["slo"], ""),
     ))
     .await;
     let hit = |path: &str, want: u16| {
@@ -455,7 +389,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["status"], "healthy");
-    let entry = plugin_check(&doc, "slo");
+    let entry = plugin_health(&doc, "slo");
     assert_eq!(entry["status"], "healthy");
     assert_eq!(
         entry["message"],
@@ -475,7 +409,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "degraded keeps /health at 200: {doc}");
     assert_eq!(doc["status"], "degraded");
-    let entry = plugin_check(&doc, "slo");
+    let entry = plugin_health(&doc, "slo");
     assert_eq!(entry["status"], "degraded");
     assert_eq!(
         entry["message"],
@@ -492,14 +426,14 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     hit("/status/500", 500).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "{doc}");
-    assert_eq!(plugin_check(&doc, "slo")["status"], "degraded");
+    assert_eq!(plugin_health(&doc, "slo")["status"], "degraded");
     assert_eq!(ratio(&gw.metrics().await, "bad"), Some(0.5));
     // ... and a third makes 75%: unhealthy, and /health answers 503.
     hit("/status/502", 502).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 503, "{doc}");
     assert_eq!(doc["status"], "unhealthy");
-    let entry = plugin_check(&doc, "slo");
+    let entry = plugin_health(&doc, "slo");
     assert_eq!(entry["status"], "unhealthy");
     assert_eq!(
         entry["message"],
@@ -514,7 +448,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 503, "{doc}");
     assert_eq!(
-        plugin_check(&doc, "slo")["message"],
+        plugin_health(&doc, "slo")["message"],
         "upstream bad unhealthy: error ratio 75.0% over the last 4 responses (unhealthy above 50.0%); \
          upstream dead unhealthy: error ratio 100.0% over the last 4 responses (unhealthy above 50.0%)"
     );
@@ -545,7 +479,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
         Some(4.0)
     );
     // Every response went through on-response: 7 bad, 4 good, 4 dead.
-    assert_eq!(invocations(&m, "slo", "on_response", "ok"), Some(15.0));
+    assert_eq!(invocations(&m, "slo", "on_response", "ok"), 15.0);
     assert_eq!(bad.hits(), 7);
     assert_eq!(good.hits(), 4);
     gw.shutdown().await;
@@ -618,7 +552,7 @@ fn check_loads_plugins_and_names_the_one_that_fails() {
                 "{HEAD}\n{}{}{}",
                 upstream_block("app", &["http://127.0.0.1:9".to_string()], ""),
                 plugin("gatekeeper", "hostile", "", plugin_config),
-                route("all", "/", "app", &["gatekeeper"], ""),
+                plugin_route("all", "/", "app", &["gatekeeper"], ""),
             ),
         )
         .unwrap();
@@ -650,10 +584,11 @@ async fn the_watcher_reloads_a_changed_component_without_a_config_change() {
     // Config both components accept: request-policy reads it, hostile ignores unknown keys
     // (and runs in its default `ok` mode).
     let gw = TestGateway::start_full(&format!(
-        "{WATCHING_HEAD}\n{}{}{}",
+        "{}\n{}{}{}",
+        watching_head(),
         upstream_block("app", &[up.url()], ""),
         plugin_at("p", &wasm, "", "required_headers = [\"x-token\"]"),
-        route("all", "/", "app", &["p"], ""),
+        plugin_route("all", "/", "app", &["p"], ""),
     ))
     .await;
     let config_text = std::fs::read_to_string(&gw.config_path).unwrap();
@@ -721,7 +656,8 @@ async fn the_watcher_keeps_the_running_component_when_the_new_one_refuses_the_co
     let wasm = files.path().join("p.wasm");
     std::fs::copy(plugin_wasm("hostile"), &wasm).unwrap();
     let gw = TestGateway::start_full(&format!(
-        "{WATCHING_HEAD}\n{}{}{}",
+        "{}\n{}{}{}",
+        watching_head(),
         upstream_block("app", &[up.url()], ""),
         plugin_at(
             "p",
@@ -729,7 +665,7 @@ async fn the_watcher_keeps_the_running_component_when_the_new_one_refuses_the_co
             "",
             "mode = \"add-header\"\nheader = \"x-version\"\nvalue = \"one\""
         ),
-        route("all", "/", "app", &["p"], ""),
+        plugin_route("all", "/", "app", &["p"], ""),
     ))
     .await;
     let (status, _, _) = send(get(&gw.url("/x"))).await;
@@ -775,7 +711,7 @@ async fn the_watcher_keeps_the_running_component_when_the_new_one_refuses_the_co
         metric(&m, "fedgate_config_reloads_total", &[("result", "error")]),
         Some(1.0)
     );
-    assert_eq!(invocations(&m, "p", "on_request", "ok"), Some(2.0));
+    assert_eq!(invocations(&m, "p", "on_request", "ok"), 2.0);
     gw.shutdown().await;
 }
 
@@ -792,7 +728,7 @@ async fn promtool_accepts_output_with_plugin_metrics() {
             "max_series = 3",
             "mode = \"labels\"\nseries = 5"
         ),
-        route(
+        plugin_route(
             "inbox",
             "/users/",
             "app",
@@ -827,29 +763,8 @@ async fn promtool_accepts_output_with_plugin_metrics() {
         Some(12.0)
     );
 
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by the test command (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool rejected the metrics:\n{report}\n{text}"
-    );
+    let (ok, report) = promtool_check_metrics(&text);
+    assert!(ok, "promtool rejected the metrics:\n{report}\n{text}");
     assert!(
         report.trim().is_empty(),
         "promtool lint findings:\n{report}"
