@@ -87,7 +87,12 @@ impl HostState {
 }
 
 fn text(v: &http::HeaderValue) -> String {
-    String::from_utf8_lossy(v.as_bytes()).into_owned()
+    // Nearly every value is ASCII: validate and copy in one pass, and only fall back to the
+    // lossy conversion for the rare value that is not UTF-8.
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    }
 }
 
 fn first(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -347,5 +352,18 @@ impl fedgate::plugin::log::Host for HostState {
             Level::Debug => tracing::enabled!(target: "fedgate::plugin", tracing::Level::DEBUG),
             Level::Trace => tracing::enabled!(target: "fedgate::plugin", tracing::Level::TRACE),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_reach_plugins_as_text_with_invalid_bytes_replaced() {
+        let ascii = http::HeaderValue::from_static("application/activity+json");
+        assert_eq!(text(&ascii), "application/activity+json");
+        let latin1 = http::HeaderValue::from_bytes(b"caf\xe9 au lait").unwrap();
+        assert_eq!(text(&latin1), "caf\u{FFFD} au lait");
     }
 }
