@@ -537,9 +537,11 @@ impl Plugin {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// Whether calls are being skipped after repeated failures.
+    /// Whether calls are being skipped after repeated failures. A plugin that never failed
+    /// three times in a row answers without reading the clock.
     pub fn backed_off(&self) -> bool {
-        self.now_ms() < self.backoff_until.load(Ordering::Relaxed)
+        let until = self.backoff_until.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
     }
 
     fn instantiate(&self) -> Result<Instance, Failure> {
