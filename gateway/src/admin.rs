@@ -129,17 +129,21 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     // Each plugin's own health-check hook, bounded by its call deadline. The hooks run Wasm
     // on a blocking thread: a slow check holds no worker that serves traffic.
     let plugins: Vec<_> = rt.plugins.values().cloned().collect();
-    let reports = tokio::task::spawn_blocking(move || {
-        plugins
-            .iter()
-            .filter_map(|p| {
-                p.health()
-                    .map(|(status, message)| (p.name.clone(), status, message))
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let reports = if plugins.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || {
+            plugins
+                .iter()
+                .filter_map(|p| {
+                    p.health()
+                        .map(|(status, message)| (p.name.clone(), status, message))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
     for (name, status, message) in reports {
         let status = match status {
             HealthStatus::Healthy => "healthy",

@@ -75,11 +75,6 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// The engine plugins run in.
-    pub fn plugin_host(&self) -> &Arc<PluginHost> {
-        &self.plugins
-    }
-
     /// Re-reads the configuration file and applies it.
     pub async fn reload_from_file(&self) -> Result<(), ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
@@ -112,16 +107,6 @@ impl Shared {
     pub async fn apply(&self, config: Config) -> Result<(), ReloadError> {
         let mut guard = self.reload.lock().await;
         let current = self.state.load_full();
-        let plugins = match load_plugins(&self.plugins, &config, Some(&current), &self.metrics)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                self.metrics.config_reload(false);
-                tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
-                return Err(ReloadError::Build(e));
-            }
-        };
         let restart_only = [
             (
                 "listeners",
@@ -133,13 +118,18 @@ impl Shared {
                 current.config.source.server != config.source.server,
             ),
         ];
-        let next = match Runtime::build(
-            config,
-            &self.metrics,
-            Some(&current),
-            &mut guard.cache,
-            plugins,
-        ) {
+        let built = match load_plugins(&self.plugins, &config, Some(&current), &self.metrics).await
+        {
+            Ok(plugins) => Runtime::build(
+                config,
+                &self.metrics,
+                Some(&current),
+                &mut guard.cache,
+                plugins,
+            ),
+            Err(e) => Err(e),
+        };
+        let next = match built {
             Ok(next) => next,
             Err(e) => {
                 self.metrics.config_reload(false);
@@ -354,12 +344,15 @@ async fn watch_file(
         let stamps = plugin_stamps(&shared.runtime()).await;
         if changed {
             tracing::info!(path = %path.display(), "configuration file changed");
-            let _ = shared.reload_from_file().await;
         } else if stamps != plugin_files {
             tracing::info!("a plugin file changed");
-            let _ = shared.reload_from_file().await;
+        } else {
+            continue;
         }
-        plugin_files = stamps;
+        let _ = shared.reload_from_file().await;
+        // A reload may have added or removed plugins: compare against the files of the
+        // runtime now serving, or the next poll would see a change that is not one.
+        plugin_files = plugin_stamps(&shared.runtime()).await;
     }
 }
 

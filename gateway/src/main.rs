@@ -94,8 +94,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             // Plugins are compiled and initialised as at start-up: a plugin that would stop
             // the gateway from starting fails the check.
             if !c.plugins.is_empty() {
-                let metrics = Metrics::new(prometheus::Registry::new())?;
-                let host = PluginHost::new(&metrics, 1).map_err(anyhow::Error::msg)?;
+                let host = standalone_plugin_host()?;
                 for (name, p) in &c.plugins {
                     let loaded = std::fs::read(&p.path)
                         .map_err(|e| format!("{}: {e}", p.path.display()))
@@ -123,12 +122,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A plugin host for the commands that load plugins without serving: its metrics go nowhere.
+fn standalone_plugin_host() -> anyhow::Result<PluginHost> {
+    let metrics = Metrics::new(prometheus::Registry::new())?;
+    PluginHost::new(&metrics, 1).map_err(anyhow::Error::msg)
+}
+
 #[allow(clippy::print_stdout)] // the report is the command's output
 fn plugin_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
-    let metrics = Metrics::new(prometheus::Registry::new())?;
-    let host = PluginHost::new(&metrics, 1).map_err(anyhow::Error::msg)?;
-    match host.inspect(&bytes) {
+    match standalone_plugin_host()?.inspect(&bytes) {
         Ok(i) => {
             let mut out = format!(
                 "{}: ok, a fedgate plugin for ABI fedgate:plugin@{} ({} bytes)\n",

@@ -164,9 +164,10 @@ pub async fn handle(
             .insert(&rt.forwarding.request_id_header, request_id.clone());
     }
 
-    // Phase 7: plugins see the request as the upstream will.
+    // Phase 7: plugins see the request as the upstream will. A chain of health-check-only
+    // plugins has nothing to do here.
     let mut seen = None;
-    if !route.plugins.is_empty() {
+    if route.plugins.wants_request() || route.plugins.wants_response() {
         let mut exchange = Exchange {
             method: std::mem::take(&mut parts.method),
             uri: std::mem::take(&mut parts.uri),
@@ -200,7 +201,7 @@ pub async fn handle(
         match decision {
             Decision::Continue => {}
             Decision::Deny(d) => return denied(d, completion, &request_id, &rt),
-            Decision::Failed(_) => {
+            Decision::Failed => {
                 return rescue(ProxyError::PluginFailed, completion, &request_id, &rt)
             }
         }

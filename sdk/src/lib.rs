@@ -97,6 +97,7 @@ extern crate self as fedgate_sdk;
 
 mod config;
 mod http;
+mod inbox;
 pub mod log;
 mod metrics;
 mod verdict;
@@ -109,6 +110,7 @@ pub mod testing;
 
 pub use config::{Config, ConfigError};
 pub use http::{Header, Origin, Request, Response};
+pub use inbox::InboxPaths;
 pub use metrics::{Counter, Gauge, Histogram};
 pub use verdict::{HealthReport, HealthStatus, Hooks, Verdict};
 

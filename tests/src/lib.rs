@@ -441,24 +441,32 @@ pub fn upstream_block(name: &str, urls: &[String], extra: &str) -> String {
     )
 }
 
+/// The repository root (the workspace the tests belong to).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR`, else `target/` in the repository.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// The `fedgate` binary, built once per test process.
 pub fn fedgate_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "fedgate", "--bin", "fedgate"])
-            .current_dir(&root)
+            .current_dir(workspace_root())
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building the fedgate binary failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("fedgate")
+        target_dir().join("debug").join("fedgate")
     })
     .clone()
 }
@@ -508,13 +516,7 @@ pub fn run_bin(subcommand: &str, config: &Path) -> (Option<i32>, String) {
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let (root, target) = (workspace_root(), target_dir());
         for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "-q", "--release", "--target", "wasm32-wasip2"])

@@ -50,8 +50,6 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
-    /// Plugins run on every matched route, before the route's own.
-    pub global_plugins: Vec<String>,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -329,7 +327,6 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         upstreams,
         routes,
         plugins,
-        global_plugins: file.global.plugins.clone(),
         source: file,
     })
 }

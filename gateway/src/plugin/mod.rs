@@ -162,8 +162,8 @@ pub struct Denial {
 pub enum Decision {
     Continue,
     Deny(Denial),
-    /// A `fail_closed` plugin failed: answer 503.
-    Failed(Arc<str>),
+    /// A `fail_closed` plugin failed (and said why in the log): answer 503.
+    Failed,
 }
 
 /// The shared engine, linker and metric families of all plugins.
@@ -316,36 +316,30 @@ impl PluginHost {
         ))
     }
 
-    /// Compiles a component and checks it targets this gateway's ABI, without running it.
-    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, String> {
+    /// Compiles a component, checks it targets this gateway's ABI and links it: imports the
+    /// gateway does not provide become traps.
+    fn prepare(&self, bytes: &[u8]) -> Result<(abi::PluginPre<HostState>, Inspection), String> {
         let (component, inspection) = self.compile(bytes)?;
         let mut linker = self.linker.clone();
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| e.to_string())?;
-        abi::PluginPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| format!("{e:#}"))?,
-        )
-        .map_err(|e| format!("{e:#}"))?;
-        Ok(inspection)
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(abi::PluginPre::new)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok((pre, inspection))
+    }
+
+    /// Compiles and links a component without running it.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, String> {
+        self.prepare(bytes).map(|(_, inspection)| inspection)
     }
 
     /// Compiles and starts a plugin: one instance is created and its `init` must accept the
     /// configuration. Slow (compilation): call it off the request path.
     pub fn load(&self, config: &PluginConfig, bytes: &[u8]) -> Result<Plugin, String> {
-        let (component, _) = self.compile(bytes)?;
-        let mut linker = self.linker.clone();
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| e.to_string())?;
-        let pre = abi::PluginPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| format!("{e:#}"))?,
-        )
-        .map_err(|e| format!("{e:#}"))?;
+        let (pre, _) = self.prepare(bytes)?;
         self.start_ticker();
         let name: Arc<str> = config.name.as_str().into();
         let handles = PluginHandles::new(&self.metrics, &name);
@@ -371,10 +365,7 @@ impl PluginHost {
             clock: self.clock,
             handles,
         };
-        let started = Instant::now();
         let instance = plugin.instantiate().map_err(|f| f.reason)?;
-        plugin.handles.duration[Hook::Init as usize].observe(started.elapsed().as_secs_f64());
-        plugin.handles.count(Hook::Init, Outcome::Ok);
         plugin.hooks = instance.hooks;
         let _ = plugin.idle.push(instance);
         Ok(plugin)
@@ -537,14 +528,17 @@ impl Plugin {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// Whether calls are being skipped after repeated failures. A plugin that never failed
-    /// three times in a row answers without reading the clock.
+    /// Whether calls are being skipped after repeated failures. A plugin that is not backing
+    /// off answers without reading the clock.
     pub fn backed_off(&self) -> bool {
         let until = self.backoff_until.load(Ordering::Relaxed);
         until != 0 && self.now_ms() < until
     }
 
+    /// A new instance with `init` run; the init call is counted and timed when it succeeds
+    /// (failures are counted by the caller, which knows whether the plugin is serving yet).
     fn instantiate(&self) -> Result<Instance, Failure> {
+        let started = Instant::now();
         let limiter = MemoryLimiter {
             cap: self.config.memory_limit,
             used: 0,
@@ -562,11 +556,15 @@ impl Plugin {
             Ok((bindings, hooks))
         });
         match result {
-            Ok((bindings, Ok(hooks))) => Ok(Instance {
-                store,
-                bindings,
-                hooks,
-            }),
+            Ok((bindings, Ok(hooks))) => {
+                self.handles.duration[Hook::Init as usize].observe(started.elapsed().as_secs_f64());
+                self.handles.count(Hook::Init, Outcome::Ok);
+                Ok(Instance {
+                    store,
+                    bindings,
+                    hooks,
+                })
+            }
             Ok((_, Err(message))) => Err(Failure {
                 outcome: Outcome::Error,
                 reason: format!("init refused the configuration: {message}"),
@@ -614,8 +612,7 @@ impl Plugin {
         self.handles.duration[hook as usize].observe(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => {
-                self.failures.store(0, Ordering::Relaxed);
-                self.backoff_level.store(0, Ordering::Relaxed);
+                self.succeeded();
                 // A full pool (more instances than workers, briefly, after a burst of
                 // health checks) drops the spare.
                 let _ = self.idle.push(instance);
@@ -628,6 +625,18 @@ impl Plugin {
                 self.failed(hook, &failure);
                 Err(failure)
             }
+        }
+    }
+
+    /// Clears the failure streak and any past backoff. Reads first: a plugin that has not
+    /// failed costs no writes to memory shared with the other workers.
+    fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.backoff_until.load(Ordering::Relaxed) != 0 {
+            self.backoff_level.store(0, Ordering::Relaxed);
+            self.backoff_until.store(0, Ordering::Relaxed);
         }
     }
 
@@ -797,10 +806,6 @@ impl Chain {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-    }
-
     /// Whether any plugin has an `on-request` hook.
     pub fn wants_request(&self) -> bool {
         self.request
@@ -842,7 +847,7 @@ impl Chain {
                 }
                 Err(_) => {
                     if p.config.failure == FailurePolicy::Closed {
-                        return Decision::Failed(p.name.clone());
+                        return Decision::Failed;
                     }
                 }
             }

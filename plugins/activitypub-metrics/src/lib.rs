@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use fedgate_sdk::{export_plugin, log, Config, Counter, Hooks, Plugin, Request, Verdict};
+use fedgate_sdk::{
+    export_plugin, log, Config, Counter, Hooks, InboxPaths, Plugin, Request, Verdict,
+};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
@@ -36,16 +38,12 @@ struct Settings {
     #[serde(default = "default_max_instances")]
     max_instances: usize,
     /// Path endings that make a `POST` an inbox delivery; empty counts every `POST`.
-    #[serde(default = "default_path_suffixes")]
-    path_suffixes: Vec<String>,
+    #[serde(default)]
+    path_suffixes: InboxPaths,
 }
 
 fn default_max_instances() -> usize {
     1000
-}
-
-fn default_path_suffixes() -> Vec<String> {
-    vec!["/inbox".to_owned()]
 }
 
 /// The fields of an activity this plugin reads; see [`classify`] for how little of the body
@@ -60,7 +58,7 @@ struct Activity {
 struct ActivityPubMetrics {
     activities: Counter,
     max_instances: usize,
-    path_suffixes: Vec<String>,
+    path_suffixes: InboxPaths,
     /// The instances that have their own label value in this plugin instance.
     instances: BTreeSet<String>,
     /// Whether the "no body" warning was logged, so it is logged once per instance.
@@ -72,11 +70,6 @@ struct ActivityPubMetrics {
 impl Plugin for ActivityPubMetrics {
     fn init(config: &Config) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
-        if let Some(suffix) = settings.path_suffixes.iter().find(|s| !s.starts_with('/')) {
-            return Err(format!(
-                "invalid config: `path_suffixes`: {suffix:?} does not start with `/`"
-            ));
-        }
         let activities = Counter::declare(
             "federation_activities_total",
             "ActivityPub activities delivered to inboxes, by activity type and sending instance.",
@@ -97,7 +90,7 @@ impl Plugin for ActivityPubMetrics {
     }
 
     fn on_request(&mut self, request: &Request) -> Verdict {
-        if !request.method().eq_ignore_ascii_case("POST") || !self.is_inbox(&request.path()) {
+        if !self.path_suffixes.is_delivery(request) {
             return Verdict::Continue;
         }
         let Some(body) = request.body() else {
@@ -123,15 +116,6 @@ impl Plugin for ActivityPubMetrics {
 }
 
 impl ActivityPubMetrics {
-    fn is_inbox(&self, path: &str) -> bool {
-        let path = path.trim_end_matches('/');
-        self.path_suffixes.is_empty()
-            || self
-                .path_suffixes
-                .iter()
-                .any(|suffix| path.ends_with(suffix.trim_end_matches('/')))
-    }
-
     /// The label for `host`: itself while fewer than `max_instances` hosts have labels,
     /// `other` after.
     fn instance_label(&mut self, host: String) -> String {
@@ -232,7 +216,10 @@ fn next_value<'de, T: Deserialize<'de>>(body: &'de [u8], at: &mut usize) -> Opti
 }
 
 fn skip_space(body: &[u8], mut at: usize) -> usize {
-    while body.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    while body
+        .get(at)
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         at += 1;
     }
     at

@@ -7,7 +7,7 @@
 //! count. Other activities, and bodies that are not activities, are not counted (the
 //! `activitypub-metrics` plugin counts those). It never refuses a request.
 
-use fedgate_sdk::{export_plugin, Config, Counter, Hooks, Plugin, Request, Verdict};
+use fedgate_sdk::{export_plugin, Config, Counter, Hooks, InboxPaths, Plugin, Request, Verdict};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -40,12 +40,8 @@ const CONTENT_SEGMENTS: [&str; 6] = ["statuses", "notes", "objects", "post", "co
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// Path endings that make a `POST` an inbox delivery; empty counts every `POST`.
-    #[serde(default = "default_path_suffixes")]
-    path_suffixes: Vec<String>,
-}
-
-fn default_path_suffixes() -> Vec<String> {
-    vec!["/inbox".to_owned()]
+    #[serde(default)]
+    path_suffixes: InboxPaths,
 }
 
 /// The fields of an activity this plugin reads; the rest of the body is skipped unparsed.
@@ -62,17 +58,12 @@ struct Activity {
 #[derive(Debug)]
 struct ModerationEvents {
     events: Counter,
-    path_suffixes: Vec<String>,
+    path_suffixes: InboxPaths,
 }
 
 impl Plugin for ModerationEvents {
     fn init(config: &Config) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
-        if let Some(suffix) = settings.path_suffixes.iter().find(|s| !s.starts_with('/')) {
-            return Err(format!(
-                "invalid config: `path_suffixes`: {suffix:?} does not start with `/`"
-            ));
-        }
         let events = Counter::declare(
             "moderation_events_total",
             "Moderation activities delivered to inboxes: reports, blocks, deletions and their \
@@ -90,24 +81,13 @@ impl Plugin for ModerationEvents {
     }
 
     fn on_request(&mut self, request: &Request) -> Verdict {
-        if !request.method().eq_ignore_ascii_case("POST") || !self.is_inbox(&request.path()) {
+        if !self.path_suffixes.is_delivery(request) {
             return Verdict::Continue;
         }
         if let Some((action, target)) = request.body().as_deref().and_then(moderation_event) {
             self.events.inc(&[action, target]);
         }
         Verdict::Continue
-    }
-}
-
-impl ModerationEvents {
-    fn is_inbox(&self, path: &str) -> bool {
-        let path = path.trim_end_matches('/');
-        self.path_suffixes.is_empty()
-            || self
-                .path_suffixes
-                .iter()
-                .any(|suffix| path.ends_with(suffix.trim_end_matches('/')))
     }
 }
 
