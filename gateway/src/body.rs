@@ -39,6 +39,26 @@ impl RequestBody {
         }
     }
 
+    /// Reads the rest of the body in a task of its own and drops it, for at most
+    /// [`DISCARD_TIME`] and [`DISCARD_BYTES`], like a lingering close.
+    pub fn discard(mut self) {
+        tokio::spawn(async move {
+            let mut left = DISCARD_BYTES;
+            let drain = async {
+                while let Some(Ok(frame)) =
+                    std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await
+                {
+                    let n = frame.data_ref().map_or(0, Bytes::len) as u64;
+                    match left.checked_sub(n) {
+                        Some(l) => left = l,
+                        None => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+        });
+    }
+
     /// A body read whole before forwarding; its bytes were counted as they were read.
     pub fn buffered(bytes: Bytes) -> Self {
         RequestBody {
@@ -47,6 +67,10 @@ impl RequestBody {
         }
     }
 }
+
+/// Longest a request body the upstream did not wait for is still read, and how much of it.
+pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub const DISCARD_BYTES: u64 = 64 << 20;
 
 /// Why a body could not be buffered.
 #[derive(Debug, PartialEq, Eq)]

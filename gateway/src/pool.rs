@@ -212,7 +212,16 @@ impl Pool {
                 slot,
             };
             match lent.conn.exchange(&parts, &mut body).await {
-                Ok((head, framing)) => return Ok((head, framing, lent)),
+                Ok((head, framing)) => {
+                    // Answered before the body was all sent (a 413, say): the rest of the
+                    // body is read and discarded, so the client can finish sending and then
+                    // read the answer; closing on unread data would reset the connection
+                    // and could destroy the answer on its way.
+                    if !http_body::Body::is_end_stream(&body) {
+                        body.discard();
+                    }
+                    return Ok((head, framing, lent));
+                }
                 // A kept-alive connection the upstream closed just as it was taken: the
                 // request goes again on another, if that cannot repeat anything.
                 Err(e) if reused && lent.conn.may_retry(&parts.method, had_body) => {
