@@ -111,7 +111,7 @@ pub mod testing;
 pub use config::{Config, ConfigError};
 pub use http::{Header, Origin, Request, Response};
 pub use inbox::InboxPaths;
-pub use metrics::{Counter, Gauge, Histogram};
+pub use metrics::{Counter, CounterSeries, Gauge, GaugeSeries, Histogram, HistogramSeries};
 pub use verdict::{HealthReport, HealthStatus, Hooks, Verdict};
 
 /// The ABI version this SDK builds plugins for: the WIT package `fedgate:plugin@0.1.0`.

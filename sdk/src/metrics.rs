@@ -9,6 +9,19 @@
 //! with the wrong number of labels, a label value over 256 bytes or an invalid value
 //! (negative or not finite for counters, not finite otherwise) are dropped and counted in
 //! `fedgate_plugin_metric_drops_total`.
+//!
+//! A label set updated on every request is best resolved once, in `init`, with `series`:
+//! the update then passes a number instead of label values, and the gateway finds the
+//! series without hashing them.
+//!
+//! ```
+//! use fedgate_sdk::Counter;
+//!
+//! let decisions = Counter::declare("policy_total", "Decisions.", &["decision"])?;
+//! let allowed = decisions.series(&["allow"]);
+//! allowed.inc();
+//! # Ok::<(), String>(())
+//! ```
 
 #[cfg(target_arch = "wasm32")]
 use crate::host::bindings::fedgate::plugin::metrics as imp;
@@ -48,6 +61,29 @@ impl Counter {
     pub fn add(&self, labels: &[&str], value: f64) {
         self.0.add(labels, value);
     }
+
+    /// The series with these label values, resolved once for cheap updates. Resolving the
+    /// same labels again gives the same series. Labels past the series cap resolve to the
+    /// `other` series; invalid labels to a series that drops every update.
+    pub fn series(&self, labels: &[&str]) -> CounterSeries {
+        CounterSeries(self.0.series(labels))
+    }
+}
+
+/// One series of a [`Counter`], from [`Counter::series`].
+#[derive(Debug, Clone, Copy)]
+pub struct CounterSeries(imp::Series);
+
+impl CounterSeries {
+    /// Adds one.
+    pub fn inc(&self) {
+        imp::series_add(self.0, 1.0);
+    }
+
+    /// Adds `value` (finite, at least 0).
+    pub fn add(&self, value: f64) {
+        imp::series_add(self.0, value);
+    }
 }
 
 /// A gauge: a value that goes up and down.
@@ -77,6 +113,28 @@ impl Gauge {
     /// Adds `delta` (may be negative) to the series with these label values.
     pub fn add(&self, labels: &[&str], delta: f64) {
         self.0.add(labels, delta);
+    }
+
+    /// The series with these label values, resolved once for cheap updates (see
+    /// [`Counter::series`]).
+    pub fn series(&self, labels: &[&str]) -> GaugeSeries {
+        GaugeSeries(self.0.series(labels))
+    }
+}
+
+/// One series of a [`Gauge`], from [`Gauge::series`].
+#[derive(Debug, Clone, Copy)]
+pub struct GaugeSeries(imp::Series);
+
+impl GaugeSeries {
+    /// Sets the value.
+    pub fn set(&self, value: f64) {
+        imp::series_set(self.0, value);
+    }
+
+    /// Adds `delta` (may be negative).
+    pub fn add(&self, delta: f64) {
+        imp::series_add(self.0, delta);
     }
 }
 
@@ -112,5 +170,22 @@ impl Histogram {
     /// Records one observation in the series with these label values.
     pub fn observe(&self, labels: &[&str], value: f64) {
         self.0.observe(labels, value);
+    }
+
+    /// The series with these label values, resolved once for cheap updates (see
+    /// [`Counter::series`]).
+    pub fn series(&self, labels: &[&str]) -> HistogramSeries {
+        HistogramSeries(self.0.series(labels))
+    }
+}
+
+/// One series of a [`Histogram`], from [`Histogram::series`].
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramSeries(imp::Series);
+
+impl HistogramSeries {
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        imp::series_observe(self.0, value);
     }
 }

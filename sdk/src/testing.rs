@@ -94,13 +94,13 @@ fn key(labels: &[&str]) -> Vec<String> {
 pub fn counter_value(name: &str, labels: &[&str]) -> f64 {
     with_metric(name, backend::Kind::Counter, |metric| {
         match metric.series.get(&key(labels)) {
-            Some(backend::Series::Value(value)) => *value,
+            Some(backend::SeriesValue::Value(value)) => *value,
             _ => 0.0,
         }
     })
 }
 
-/// The value of a gauge's series; `None` when the series was never set.
+/// The value of a gauge's series; `None` when the series was never set nor resolved.
 ///
 /// # Panics
 ///
@@ -108,7 +108,7 @@ pub fn counter_value(name: &str, labels: &[&str]) -> f64 {
 pub fn gauge_value(name: &str, labels: &[&str]) -> Option<f64> {
     with_metric(name, backend::Kind::Gauge, |metric| {
         match metric.series.get(&key(labels)) {
-            Some(backend::Series::Value(value)) => Some(*value),
+            Some(backend::SeriesValue::Value(value)) => Some(*value),
             _ => None,
         }
     })
@@ -126,7 +126,7 @@ pub struct HistogramSnapshot {
     pub buckets: Vec<(f64, u64)>,
 }
 
-/// A histogram series; `None` when it was never observed.
+/// A histogram series; `None` when it was never observed nor resolved.
 ///
 /// # Panics
 ///
@@ -134,7 +134,7 @@ pub struct HistogramSnapshot {
 pub fn histogram(name: &str, labels: &[&str]) -> Option<HistogramSnapshot> {
     with_metric(name, backend::Kind::Histogram, |metric| {
         match metric.series.get(&key(labels)) {
-            Some(backend::Series::Histogram { count, sum, counts }) => {
+            Some(backend::SeriesValue::Histogram { count, sum, counts }) => {
                 let mut cumulative = 0;
                 let buckets = metric
                     .buckets
@@ -513,6 +513,42 @@ mod tests {
         assert_eq!(counter_value("things_total", &["a"]), 4.5);
         assert!(Counter::declare("things_total", "", &["other"]).is_err());
         assert!(Gauge::declare("things_total", "", &["kind"]).is_err());
+    }
+
+    #[test]
+    fn resolved_series_follow_the_host_rules() {
+        set_max_series(2);
+        let counter = Counter::declare("resolved_total", "", &["kind"]).unwrap();
+        let a = counter.series(&["a"]);
+        // Resolving creates the series at zero, as the gateway does.
+        assert_eq!(series("resolved_total"), vec![vec!["a".to_owned()]]);
+        a.inc();
+        a.add(2.0);
+        a.add(-1.0);
+        counter.series(&["a"]).inc();
+        counter.inc(&["b"]);
+        let past_cap = counter.series(&["c"]);
+        past_cap.add(5.0);
+        counter.series(&["a", "b"]).inc();
+        assert_eq!(counter_value("resolved_total", &["a"]), 4.0);
+        assert_eq!(counter_value("resolved_total", &["other"]), 5.0);
+        assert_eq!(drops("resolved_total", "value"), 1);
+        assert_eq!(drops("resolved_total", "series_cap"), 1);
+        assert_eq!(drops("resolved_total", "labels"), 1);
+
+        let gauge = Gauge::declare("resolved_gauge", "", &[])
+            .unwrap()
+            .series(&[]);
+        gauge.set(3.0);
+        gauge.add(-1.5);
+        assert_eq!(gauge_value("resolved_gauge", &[]), Some(1.5));
+        let histogram = Histogram::declare("resolved_seconds", "", &[], &[1.0])
+            .unwrap()
+            .series(&[]);
+        histogram.observe(0.5);
+        histogram.observe(2.0);
+        let snapshot = super::histogram("resolved_seconds", &[]).unwrap();
+        assert_eq!((snapshot.count, snapshot.sum), (2, 2.5));
     }
 
     #[test]

@@ -258,42 +258,74 @@ async fn a_trapping_plugin_is_backed_off_then_recovers_once_fixed() {
 
 #[tokio::test]
 async fn a_plugin_cannot_explode_cardinality() {
+    // By label values, and through resolved series (past the host's table of resolved
+    // series too: 100 000 label sets against its 4 096 entries).
+    for resolve in [false, true] {
+        let up = TestUpstream::start("app").await;
+        let gw = TestGateway::start(&format!(
+            "{}{}{}",
+            upstream_block("app", &[up.url()], ""),
+            plugin(
+                "labels",
+                "hostile",
+                "max_series = 100\ntimeout = \"5s\"",
+                &format!("mode = \"labels\"\nseries = 100000\nresolve = {resolve}")
+            ),
+            plugin_route("all", "/", "app", &["labels"], ""),
+        ))
+        .await;
+        let (status, _, _) = send(get(&gw.url("/x"))).await;
+        assert_eq!(status, 200);
+        let m = gw.metrics().await;
+        assert_eq!(invocations(&m, "labels", "on_request", "ok"), 1.0, "{m}");
+        let series = m
+            .lines()
+            .filter(|l| l.starts_with("hostile_series_total{"))
+            .count();
+        assert_eq!(
+            series, 101,
+            "resolve {resolve}: 100 series and the overflow one"
+        );
+        assert_eq!(
+            metric(&m, "hostile_series_total", &[("n", "other")]),
+            Some(99_900.0),
+            "resolve {resolve}"
+        );
+        assert_eq!(
+            metric(
+                &m,
+                "fedgate_plugin_metric_drops_total",
+                &[
+                    ("plugin", "labels"),
+                    ("metric", "hostile_series_total"),
+                    ("reason", "series_cap")
+                ]
+            ),
+            Some(99_900.0),
+            "resolve {resolve}"
+        );
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_series_used_for_the_wrong_kind_of_update_traps_the_call() {
     let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&format!(
         "{}{}{}",
         upstream_block("app", &[up.url()], ""),
-        plugin(
-            "labels",
-            "hostile",
-            "max_series = 100\ntimeout = \"5s\"",
-            "mode = \"labels\"\nseries = 100000"
-        ),
-        plugin_route("all", "/", "app", &["labels"], ""),
+        plugin("wrong", "hostile", "", "mode = \"wrong-series\""),
+        plugin_route("all", "/", "app", &["wrong"], ""),
     ))
     .await;
     let (status, _, _) = send(get(&gw.url("/x"))).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "fail_open: the request is served");
     let m = gw.metrics().await;
-    let series = m
-        .lines()
-        .filter(|l| l.starts_with("hostile_series_total{"))
-        .count();
-    assert_eq!(series, 101, "100 series and the overflow one");
+    assert_eq!(invocations(&m, "wrong", "on_request", "trap"), 1.0, "{m}");
     assert_eq!(
-        metric(&m, "hostile_series_total", &[("n", "other")]),
-        Some(99_900.0)
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "fedgate_plugin_metric_drops_total",
-            &[
-                ("plugin", "labels"),
-                ("metric", "hostile_series_total"),
-                ("reason", "series_cap")
-            ]
-        ),
-        Some(99_900.0)
+        metric(&m, "hostile_wrong_total", &[]),
+        Some(0.0),
+        "resolved, never added to"
     );
     gw.shutdown().await;
 }

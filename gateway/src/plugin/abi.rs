@@ -6,17 +6,25 @@
 //! what the plugin asks for. Both resources are therefore borrows with a fixed rep (0) that
 //! stands for "the exchange of the current call".
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
 use wasmtime::component::Resource;
 
-use super::declared::{Declaration, Handle, Kind};
+use super::declared::{Declaration, Handle, Kind, Series, Update};
 use super::{Exchange, PluginShared};
 
 wasmtime::component::bindgen!({
     world: "plugin",
     path: "../wit/0.1.0",
+    // A series number the instance was not given, or one used for the wrong kind of
+    // update, is a bug in the plugin: the call traps and the failure policy applies.
+    imports: {
+        "fedgate:plugin/metrics.series-add": trappable,
+        "fedgate:plugin/metrics.series-set": trappable,
+        "fedgate:plugin/metrics.series-observe": trappable,
+    },
 });
 
 pub use exports::fedgate::plugin::handler::Guest as Handler;
@@ -33,6 +41,10 @@ pub const HANDLER_EXPORT: &str = "fedgate:plugin/handler@0.1.0";
 
 /// Most metrics one instance may declare.
 const MAX_DECLARED: usize = 256;
+/// Most label sets one instance may resolve into series numbers; past it, `series` hands
+/// out the metric's `other` series (so a plugin resolving every label set it meets cannot
+/// grow the host's memory).
+const MAX_RESOLVED: usize = 4096;
 /// Longest log message kept, in bytes.
 const MAX_LOG: usize = 4096;
 
@@ -44,6 +56,12 @@ pub struct HostState {
     pub(super) exchange: Exchange,
     pub(super) hook: &'static str,
     metrics: Vec<Handle>,
+    /// Resolved series by number: the metric (index into `metrics`) and the series.
+    series: Vec<(u32, Series)>,
+    /// Series numbers by metric and label values, so resolving twice gives one number.
+    resolved: HashMap<(u32, Vec<String>), u32>,
+    /// Each metric's `other` series number, once one was handed out past `MAX_RESOLVED`.
+    overflow: HashMap<u32, u32>,
 }
 
 impl HostState {
@@ -54,6 +72,9 @@ impl HostState {
             exchange: Exchange::default(),
             hook: "init",
             metrics: Vec::new(),
+            series: Vec::new(),
+            resolved: HashMap::new(),
+            overflow: HashMap::new(),
         }
     }
 
@@ -84,7 +105,73 @@ impl HostState {
     fn handle(&self, rep: u32, kind: Kind) -> Option<&Handle> {
         self.metrics.get(rep as usize).filter(|h| h.kind() == kind)
     }
+
+    /// The series number of `labels` of metric `rep`.
+    fn resolve(&mut self, rep: u32, labels: Vec<String>) -> u32 {
+        let key = (rep, labels);
+        if let Some(&n) = self.resolved.get(&key) {
+            return n;
+        }
+        let handle = &self.metrics[rep as usize];
+        if self.resolved.len() >= MAX_RESOLVED {
+            if let Some(&n) = self.overflow.get(&rep) {
+                return n;
+            }
+            let n = self.series.len() as u32;
+            let names = vec![super::declared::OVERFLOW_VALUE.to_string(); key.1.len()];
+            let series = match handle.resolve(names) {
+                Series::Live(c) | Series::Overflow(c) => Series::Overflow(c),
+                Series::Invalid => Series::Invalid,
+            };
+            self.series.push((rep, series));
+            self.overflow.insert(rep, n);
+            return n;
+        }
+        let n = self.series.len() as u32;
+        self.series.push((rep, handle.resolve(key.1.clone())));
+        self.resolved.insert(key, n);
+        n
+    }
+
+    /// Applies `update` to series number `n`; a number the instance was not given, or an
+    /// update that does not fit the metric's type, traps.
+    fn update_series(&self, n: u32, update: Update) -> wasmtime::Result<()> {
+        let Some((rep, series)) = self.series.get(n as usize) else {
+            return Err(Misuse(format!(
+                "metric series {n} was never resolved by this instance"
+            ))
+            .into());
+        };
+        let handle = &self.metrics[*rep as usize];
+        if !handle.apply(series, update) {
+            let what = match update {
+                Update::Add(_) => "series-add",
+                Update::Set(_) => "series-set",
+                Update::Observe(_) => "series-observe",
+            };
+            return Err(Misuse(format!(
+                "{what} on metric series {n}, which belongs to {} (a {})",
+                handle.name(),
+                handle.kind().as_str()
+            ))
+            .into());
+        }
+        Ok(())
+    }
 }
+
+/// A call of an import that breaks the ABI's rules: the call traps, like a trap in the
+/// plugin's own code.
+#[derive(Debug)]
+pub struct Misuse(pub String);
+
+impl std::fmt::Display for Misuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misuse {}
 
 fn text(v: &http::HeaderValue) -> String {
     // Nearly every value is ASCII: validate and copy in one pass, and only fall back to the
@@ -278,13 +365,29 @@ impl fedgate::plugin::metrics::Host for HostState {
         self.declare(Kind::Histogram, name, help, labels, buckets)
             .map(Resource::new_own)
     }
+
+    fn series_add(&mut self, series: u32, value: f64) -> wasmtime::Result<()> {
+        self.update_series(series, Update::Add(value))
+    }
+
+    fn series_set(&mut self, series: u32, value: f64) -> wasmtime::Result<()> {
+        self.update_series(series, Update::Set(value))
+    }
+
+    fn series_observe(&mut self, series: u32, value: f64) -> wasmtime::Result<()> {
+        self.update_series(series, Update::Observe(value))
+    }
 }
 
 impl fedgate::plugin::metrics::HostCounter for HostState {
     fn add(&mut self, c: Resource<Counter>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(c.rep(), Kind::Counter) {
-            h.counter_add(labels, value);
+            h.update(labels, Update::Add(value));
         }
+    }
+
+    fn series(&mut self, c: Resource<Counter>, labels: Vec<String>) -> u32 {
+        self.resolve(c.rep(), labels)
     }
 
     fn drop(&mut self, _: Resource<Counter>) -> wasmtime::Result<()> {
@@ -295,14 +398,18 @@ impl fedgate::plugin::metrics::HostCounter for HostState {
 impl fedgate::plugin::metrics::HostGauge for HostState {
     fn set(&mut self, g: Resource<Gauge>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(g.rep(), Kind::Gauge) {
-            h.gauge_set(labels, value);
+            h.update(labels, Update::Set(value));
         }
     }
 
     fn add(&mut self, g: Resource<Gauge>, labels: Vec<String>, delta: f64) {
         if let Some(h) = self.handle(g.rep(), Kind::Gauge) {
-            h.gauge_add(labels, delta);
+            h.update(labels, Update::Add(delta));
         }
+    }
+
+    fn series(&mut self, g: Resource<Gauge>, labels: Vec<String>) -> u32 {
+        self.resolve(g.rep(), labels)
     }
 
     fn drop(&mut self, _: Resource<Gauge>) -> wasmtime::Result<()> {
@@ -313,8 +420,12 @@ impl fedgate::plugin::metrics::HostGauge for HostState {
 impl fedgate::plugin::metrics::HostHistogram for HostState {
     fn observe(&mut self, h: Resource<Histogram>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(h.rep(), Kind::Histogram) {
-            h.observe(labels, value);
+            h.update(labels, Update::Observe(value));
         }
+    }
+
+    fn series(&mut self, h: Resource<Histogram>, labels: Vec<String>) -> u32 {
+        self.resolve(h.rep(), labels)
     }
 
     fn drop(&mut self, _: Resource<Histogram>) -> wasmtime::Result<()> {

@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -49,7 +49,7 @@ enum Vecs {
 }
 
 #[derive(Debug, Clone)]
-enum Child {
+pub enum Child {
     Counter(Counter),
     Gauge(Gauge),
     Histogram(Histogram),
@@ -233,19 +233,17 @@ impl Handle {
         self.drops[why as usize].inc();
     }
 
-    /// Runs `f` on the series for `values`, creating it within the cap.
-    fn with_series(&self, values: Vec<String>, f: impl FnOnce(&Child)) {
+    /// The series for `values`, created within the cap.
+    pub fn resolve(&self, values: Vec<String>) -> Series {
         if values.len() != self.family.labels.len()
             || values.iter().any(|v| v.len() > MAX_LABEL_VALUE)
         {
-            self.dropped(DropReason::Labels);
-            return;
+            return Series::Invalid;
         }
         {
             let series = self.family.series.read().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = series.get(&values) {
-                f(c);
-                return;
+                return Series::Live(c.clone());
             }
         }
         let mut series = self
@@ -254,72 +252,95 @@ impl Handle {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(c) = series.get(&values) {
-            f(c);
-            return;
+            return Series::Live(c.clone());
         }
         if series.len() >= self.cap {
             drop(series);
-            self.dropped(DropReason::SeriesCap);
             let overflow = self.family.overflow.get_or_init(|| {
                 let values = vec![OVERFLOW_VALUE; self.family.labels.len()];
                 self.family.child(&values)
             });
-            f(overflow);
-            return;
+            return Series::Overflow(overflow.clone());
         }
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let child = self.family.child(&refs);
-        f(&child);
-        series.insert(values, child);
+        series.insert(values, child.clone());
+        Series::Live(child)
     }
 
-    pub fn counter_add(&self, values: Vec<String>, v: f64) {
-        if !(v.is_finite() && v >= 0.0) {
-            self.dropped(DropReason::Value);
-            return;
-        }
-        self.with_series(values, |c| {
-            if let Child::Counter(c) = c {
-                c.inc_by(v)
-            }
-        });
+    /// Whether `update` carries a value this metric accepts; `None` when the update does
+    /// not fit the metric's type.
+    fn accepts(&self, update: Update) -> Option<bool> {
+        Some(match (update, self.family.kind) {
+            (Update::Add(v), Kind::Counter) => v.is_finite() && v >= 0.0,
+            (Update::Add(v) | Update::Set(v), Kind::Gauge) => v.is_finite(),
+            (Update::Observe(v), Kind::Histogram) => v.is_finite(),
+            _ => return None,
+        })
     }
 
-    pub fn gauge_set(&self, values: Vec<String>, v: f64) {
-        if !v.is_finite() {
+    /// Applies `update` to a resolved series of this family; false when the update does not
+    /// fit the metric's type (the caller decides what that means). An invalid value is
+    /// dropped before invalid labels, and both before the series cap counts.
+    pub fn apply(&self, series: &Series, update: Update) -> bool {
+        let Some(valid) = self.accepts(update) else {
+            return false;
+        };
+        if !valid {
             self.dropped(DropReason::Value);
-            return;
+            return true;
         }
-        self.with_series(values, |c| {
-            if let Child::Gauge(g) = c {
-                g.set(v)
+        let child = match series {
+            Series::Live(c) => c,
+            Series::Overflow(c) => {
+                self.dropped(DropReason::SeriesCap);
+                c
             }
-        });
+            Series::Invalid => {
+                self.dropped(DropReason::Labels);
+                return true;
+            }
+        };
+        match (child, update) {
+            (Child::Counter(c), Update::Add(v)) => c.inc_by(v),
+            (Child::Gauge(g), Update::Add(v)) => g.add(v),
+            (Child::Gauge(g), Update::Set(v)) => g.set(v),
+            (Child::Histogram(h), Update::Observe(v)) => h.observe(v),
+            _ => {}
+        }
+        true
     }
 
-    pub fn gauge_add(&self, values: Vec<String>, v: f64) {
-        if !v.is_finite() {
-            self.dropped(DropReason::Value);
-            return;
-        }
-        self.with_series(values, |c| {
-            if let Child::Gauge(g) = c {
-                g.add(v)
+    /// Resolves `values` and applies `update` in one go: the update by label values.
+    /// An invalid value creates no series.
+    pub fn update(&self, values: Vec<String>, update: Update) {
+        match self.accepts(update) {
+            None => {}
+            Some(false) => self.dropped(DropReason::Value),
+            Some(true) => {
+                self.apply(&self.resolve(values), update);
             }
-        });
+        }
     }
+}
 
-    pub fn observe(&self, values: Vec<String>, v: f64) {
-        if !v.is_finite() {
-            self.dropped(DropReason::Value);
-            return;
-        }
-        self.with_series(values, |c| {
-            if let Child::Histogram(h) = c {
-                h.observe(v)
-            }
-        });
-    }
+/// A label set of one family, resolved: the plugin's `series` handle points at one.
+#[derive(Debug, Clone)]
+pub enum Series {
+    Live(Child),
+    /// Past the series cap: the `other` series, each update counted as a drop.
+    Overflow(Child),
+    /// Labels that do not fit the declaration: each update is dropped.
+    Invalid,
+}
+
+/// One update of a series.
+#[derive(Debug, Clone, Copy)]
+pub enum Update {
+    /// A counter's increment or a gauge's delta.
+    Add(f64),
+    Set(f64),
+    Observe(f64),
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -458,8 +479,8 @@ mod tests {
                 10,
             )
             .unwrap();
-        a.counter_add(labels(&["x"]), 1.0);
-        b.counter_add(labels(&["x"]), 2.0);
+        a.update(labels(&["x"]), Update::Add(1.0));
+        b.update(labels(&["x"]), Update::Add(2.0));
         assert!(text(&registry).contains("events_total{kind=\"x\"} 3"));
         let clash = d
             .declare(
@@ -488,9 +509,9 @@ mod tests {
             )
             .unwrap();
         for i in 0..10 {
-            h.counter_add(labels(&[&format!("w{i}"), "x"]), 1.0);
+            h.update(labels(&[&format!("w{i}"), "x"]), Update::Add(1.0));
         }
-        h.counter_add(labels(&["w0", "x"]), 1.0);
+        h.update(labels(&["w0", "x"]), Update::Add(1.0));
         let out = text(&registry);
         assert!(out.contains("hits_total{what=\"x\",who=\"w0\"} 2"), "{out}");
         assert!(
@@ -504,6 +525,40 @@ mod tests {
     }
 
     #[test]
+    fn resolved_series_update_like_labelled_updates() {
+        let (registry, d) = declared();
+        let h = d.declare("p", counter("req_total", &["who"]), 2).unwrap();
+        let a = h.resolve(labels(&["a"]));
+        let b = h.resolve(labels(&["b"]));
+        let past_cap = h.resolve(labels(&["c"]));
+        let invalid = h.resolve(labels(&["a", "b"]));
+        assert!(matches!(a, Series::Live(_)) && matches!(b, Series::Live(_)));
+        assert!(matches!(past_cap, Series::Overflow(_)));
+        assert!(matches!(invalid, Series::Invalid));
+        // Resolving again finds the same series, values included.
+        assert!(h.apply(&a, Update::Add(2.0)));
+        assert!(h.apply(&h.resolve(labels(&["a"])), Update::Add(1.0)));
+        assert!(h.apply(&past_cap, Update::Add(5.0)));
+        assert!(h.apply(&invalid, Update::Add(1.0)));
+        assert!(h.apply(&b, Update::Add(-1.0)));
+        // A counter has no `set` and no `observe`: the caller is told.
+        assert!(!h.apply(&a, Update::Set(1.0)));
+        assert!(!h.apply(&a, Update::Observe(1.0)));
+        let out = text(&registry);
+        assert!(out.contains("req_total{who=\"a\"} 3"), "{out}");
+        assert!(out.contains("req_total{who=\"b\"} 0"), "{out}");
+        assert!(out.contains("req_total{who=\"other\"} 5"), "{out}");
+        for (reason, n) in [("series_cap", 1), ("labels", 1), ("value", 1)] {
+            assert!(
+                out.contains(&format!(
+                    "fedgate_plugin_metric_drops_total{{metric=\"req_total\",plugin=\"p\",reason=\"{reason}\"}} {n}"
+                )),
+                "{reason}: {out}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_updates_are_dropped_and_counted() {
         let (registry, d) = declared();
         let c = d
@@ -513,15 +568,15 @@ mod tests {
                 10,
             )
             .unwrap();
-        c.counter_add(labels(&["a", "b"]), 1.0);
-        c.counter_add(labels(&["a"]), -1.0);
-        c.counter_add(labels(&["a"]), f64::NAN);
-        c.counter_add(labels(&[&"x".repeat(300)]), 1.0);
+        c.update(labels(&["a", "b"]), Update::Add(1.0));
+        c.update(labels(&["a"]), Update::Add(-1.0));
+        c.update(labels(&["a"]), Update::Add(f64::NAN));
+        c.update(labels(&[&"x".repeat(300)]), Update::Add(1.0));
         let mut g = counter("g", &[]);
         g.kind = Kind::Gauge;
         let g = d.declare("p", g, 10).unwrap();
-        g.gauge_set(vec![], 5.0);
-        g.gauge_add(vec![], -2.0);
+        g.update(vec![], Update::Set(5.0));
+        g.update(vec![], Update::Add(-2.0));
         let out = text(&registry);
         assert!(out.contains("reason=\"labels\"} 2"), "{out}");
         assert!(out.contains("reason=\"value\"} 2"), "{out}");

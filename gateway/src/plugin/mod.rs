@@ -777,6 +777,12 @@ fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout: Duration) -> Fa
             reason: trap.to_string(),
         };
     }
+    if let Some(misuse) = e.downcast_ref::<abi::Misuse>() {
+        return Failure {
+            outcome: Outcome::Trap,
+            reason: misuse.to_string(),
+        };
+    }
     if memory_exceeded {
         return Failure {
             outcome: Outcome::Trap,

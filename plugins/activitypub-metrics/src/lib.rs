@@ -5,10 +5,10 @@
 //! must buffer it (`buffer_body`). Only `POST`s to a path ending in one of `path_suffixes`
 //! count. It never refuses a request.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use fedgate_sdk::{
-    export_plugin, log, Config, Counter, Hooks, InboxPaths, Plugin, Request, Verdict,
+    export_plugin, log, Config, Counter, CounterSeries, Hooks, InboxPaths, Plugin, Request, Verdict,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -27,6 +27,9 @@ const INVALID: &str = "invalid";
 const UNKNOWN: &str = "unknown";
 /// The `type` label of unlisted types, and the `instance` label beyond `max_instances`.
 const OTHER: &str = "other";
+
+/// Every `type` label value: the listed types, then `other` and `invalid`.
+const TYPE_LABELS: usize = ACTIVITY_TYPES.len() + 2;
 
 /// Longest host name DNS allows; longer ones are not hosts.
 const MAX_HOST_BYTES: usize = 253;
@@ -54,13 +57,20 @@ struct Activity {
     actor: Option<Value>,
 }
 
+/// One `instance` label value's series, by `type` label (see [`type_index`]), resolved
+/// the first time each is counted.
+type Row = [Option<CounterSeries>; TYPE_LABELS];
+
 #[derive(Debug)]
 struct ActivityPubMetrics {
     activities: Counter,
     max_instances: usize,
     path_suffixes: InboxPaths,
     /// The instances that have their own label value in this plugin instance.
-    instances: BTreeSet<String>,
+    instances: HashMap<String, Row>,
+    /// The series of senders that cannot be told, and of instances past `max_instances`.
+    unknown: Row,
+    other: Row,
     /// Whether the "no body" warning was logged, so it is logged once per instance.
     warned_no_body: bool,
     /// Whether reaching `max_instances` was logged.
@@ -79,7 +89,9 @@ impl Plugin for ActivityPubMetrics {
             activities,
             max_instances: settings.max_instances,
             path_suffixes: settings.path_suffixes,
-            instances: BTreeSet::new(),
+            instances: HashMap::new(),
+            unknown: [None; TYPE_LABELS],
+            other: [None; TYPE_LABELS],
             warned_no_body: false,
             logged_cap: false,
         })
@@ -102,38 +114,61 @@ impl Plugin for ActivityPubMetrics {
                     request.route()
                 );
             }
-            self.activities.inc(&[INVALID, UNKNOWN]);
+            self.count(INVALID, None);
             return Verdict::Continue;
         };
         let (kind, host) = classify(&body);
-        let instance = match host {
-            Some(host) => self.instance_label(host),
-            None => UNKNOWN.to_owned(),
-        };
-        self.activities.inc(&[kind, &instance]);
+        self.count(kind, host);
         Verdict::Continue
     }
 }
 
 impl ActivityPubMetrics {
-    /// The label for `host`: itself while fewer than `max_instances` hosts have labels,
-    /// `other` after.
-    fn instance_label(&mut self, host: String) -> String {
-        if self.instances.contains(&host) {
-            return host;
-        }
-        if self.instances.len() < self.max_instances {
-            self.instances.insert(host.clone());
-            return host;
-        }
-        if !self.logged_cap {
-            self.logged_cap = true;
-            log::info!(
-                "{} instances have their own label; further instances count as \"other\"",
-                self.max_instances
-            );
-        }
-        OTHER.to_owned()
+    /// Counts one activity of type label `kind` from `host` (`None`: unknown). Each label
+    /// set is resolved into a series the first time it is counted; later counts are one
+    /// host call with no labels to pass.
+    fn count(&mut self, kind: &'static str, host: Option<String>) {
+        let index = type_index(kind);
+        let activities = &self.activities;
+        let resolve = |row: &mut Row, instance: &str| {
+            *row[index].get_or_insert_with(|| activities.series(&[kind, instance]))
+        };
+        let series = match host {
+            None => resolve(&mut self.unknown, UNKNOWN),
+            Some(host) => {
+                if let Some(row) = self.instances.get_mut(&host) {
+                    resolve(row, &host)
+                } else if self.instances.len() < self.max_instances {
+                    let mut row = [None; TYPE_LABELS];
+                    let series = resolve(&mut row, &host);
+                    self.instances.insert(host, row);
+                    series
+                } else {
+                    if !self.logged_cap {
+                        self.logged_cap = true;
+                        log::info!(
+                            "{} instances have their own label; further instances count as \
+                             \"other\"",
+                            self.max_instances
+                        );
+                    }
+                    resolve(&mut self.other, OTHER)
+                }
+            }
+        };
+        series.inc();
+    }
+}
+
+/// Where a `type` label value sits in a [`Row`].
+fn type_index(kind: &str) -> usize {
+    match kind {
+        OTHER => ACTIVITY_TYPES.len(),
+        INVALID => ACTIVITY_TYPES.len() + 1,
+        _ => ACTIVITY_TYPES
+            .iter()
+            .position(|known| *known == kind)
+            .unwrap_or(ACTIVITY_TYPES.len()),
     }
 }
 

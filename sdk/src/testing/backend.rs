@@ -173,7 +173,7 @@ impl Kind {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum Series {
+pub(crate) enum SeriesValue {
     Value(f64),
     Histogram {
         count: u64,
@@ -188,7 +188,7 @@ pub(crate) struct Metric {
     pub(crate) kind: Kind,
     pub(crate) labels: Vec<String>,
     pub(crate) buckets: Vec<f64>,
-    pub(crate) series: BTreeMap<Vec<String>, Series>,
+    pub(crate) series: BTreeMap<Vec<String>, SeriesValue>,
     /// Drops by reason: `labels`, `value`, `series_cap`.
     pub(crate) drops: BTreeMap<&'static str, u64>,
 }
@@ -201,6 +201,8 @@ pub(crate) struct State {
     pub(crate) max_series: usize,
     pub(crate) logs: Vec<(Level, String)>,
     pub(crate) log_level: Level,
+    /// Series handed out by `series`, by number.
+    resolved: Vec<(String, Resolution)>,
 }
 
 impl State {
@@ -211,6 +213,7 @@ impl State {
             max_series: DEFAULT_MAX_SERIES,
             logs: Vec::new(),
             log_level: Level::Trace,
+            resolved: Vec::new(),
         }
     }
 }
@@ -320,82 +323,180 @@ enum Update {
     Observe(f64),
 }
 
+/// Where a label set leads, as the host resolves it.
+#[derive(Clone, Debug)]
+enum Resolution {
+    /// The series with these label values (within the cap, or the `other` series).
+    Series { key: Vec<String>, overflow: bool },
+    /// Labels that do not fit the declaration.
+    Invalid,
+}
+
 #[derive(Debug)]
 struct Handle {
     name: String,
     generation: u64,
 }
 
+/// A series number, as `Counter::series` and its siblings hand out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Series {
+    generation: u64,
+    index: usize,
+}
+
+impl Metric {
+    /// Resolves `labels`, creating the series (at zero) within the cap, as the host does.
+    fn resolve(&mut self, labels: &[&str], max_series: usize) -> Resolution {
+        if labels.len() != self.labels.len()
+            || labels
+                .iter()
+                .any(|label| label.len() > MAX_LABEL_VALUE_BYTES)
+        {
+            return Resolution::Invalid;
+        }
+        let mut key: Vec<String> = labels.iter().map(|label| (*label).to_owned()).collect();
+        let mut overflow = false;
+        if !self.series.contains_key(&key) {
+            let other = vec!["other".to_owned(); self.labels.len()];
+            let capped = self
+                .series
+                .keys()
+                .filter(|series| **series != other)
+                .count();
+            if capped >= max_series && key != other {
+                key = other;
+                overflow = true;
+            }
+        }
+        let buckets = self.buckets.len();
+        let kind = self.kind;
+        self.series
+            .entry(key.clone())
+            .or_insert_with(|| match kind {
+                Kind::Histogram => SeriesValue::Histogram {
+                    count: 0,
+                    sum: 0.0,
+                    counts: vec![0; buckets],
+                },
+                Kind::Counter | Kind::Gauge => SeriesValue::Value(0.0),
+            });
+        Resolution::Series { key, overflow }
+    }
+
+    /// Whether `update` carries a value this metric accepts; panics (where the host traps)
+    /// when the update does not fit the metric's type.
+    fn accepts(&self, update: Update) -> bool {
+        match (update, self.kind) {
+            (Update::Add(value), Kind::Counter) => value.is_finite() && value >= 0.0,
+            (Update::Add(value) | Update::Set(value), Kind::Gauge) => value.is_finite(),
+            (Update::Observe(value), Kind::Histogram) => value.is_finite(),
+            (_, kind) => panic!("this update does not apply to a {}", kind.name()),
+        }
+    }
+
+    /// Applies `update` to a resolved series.
+    fn apply(&mut self, resolution: &Resolution, update: Update) {
+        if !self.accepts(update) {
+            *self.drops.entry("value").or_default() += 1;
+            return;
+        }
+        let Resolution::Series { key, overflow } = resolution else {
+            *self.drops.entry("labels").or_default() += 1;
+            return;
+        };
+        if *overflow {
+            *self.drops.entry("series_cap").or_default() += 1;
+        }
+        let series = self
+            .series
+            .get_mut(key)
+            .expect("resolved series stay until reset");
+        match (series, update) {
+            (SeriesValue::Value(current), Update::Add(value)) => *current += value,
+            (SeriesValue::Value(current), Update::Set(value)) => *current = value,
+            (SeriesValue::Histogram { count, sum, counts }, Update::Observe(value)) => {
+                *count += 1;
+                *sum += value;
+                if let Some(i) = self.buckets.iter().position(|bound| value <= *bound) {
+                    counts[i] += 1;
+                }
+            }
+            _ => unreachable!("a metric's series match its kind"),
+        }
+    }
+}
+
+fn check_generation(state: &State, generation: u64, what: &str) {
+    assert_eq!(
+        state.generation, generation,
+        "{what} was declared before testing::reset(); declare it again (re-create the \
+         plugin) after resetting"
+    );
+}
+
 impl Handle {
-    fn update(&self, labels: &[&str], update: Update) {
+    fn with_metric<R>(
+        &self,
+        f: impl FnOnce(&mut Metric, usize, &mut Vec<(String, Resolution)>) -> R,
+    ) -> R {
         with_state(|state| {
-            assert_eq!(
-                state.generation, self.generation,
-                "metric {} was declared before testing::reset(); declare it again (re-create \
-                 the plugin) after resetting",
-                self.name
-            );
+            check_generation(state, self.generation, &format!("metric {}", self.name));
             let max_series = state.max_series;
             let metric = state
                 .metrics
                 .get_mut(&self.name)
                 .expect("declared metrics stay until reset");
-            let value_ok = match update {
-                Update::Add(value) if metric.kind == Kind::Counter => {
-                    value.is_finite() && value >= 0.0
-                }
-                Update::Add(value) | Update::Set(value) | Update::Observe(value) => {
-                    value.is_finite()
-                }
-            };
-            if labels.len() != metric.labels.len()
-                || labels
-                    .iter()
-                    .any(|label| label.len() > MAX_LABEL_VALUE_BYTES)
-            {
-                *metric.drops.entry("labels").or_default() += 1;
-                return;
-            }
-            if !value_ok {
+            f(metric, max_series, &mut state.resolved)
+        })
+    }
+
+    fn update(&self, labels: &[&str], update: Update) {
+        self.with_metric(|metric, max_series, _| {
+            // The host checks the value before it looks the series up.
+            if !metric.accepts(update) {
                 *metric.drops.entry("value").or_default() += 1;
                 return;
             }
-            let mut key: Vec<String> = labels.iter().map(|label| (*label).to_owned()).collect();
-            if !metric.series.contains_key(&key) {
-                let other = vec!["other".to_owned(); metric.labels.len()];
-                let capped = metric
-                    .series
-                    .keys()
-                    .filter(|series| **series != other)
-                    .count();
-                if capped >= max_series && key != other {
-                    *metric.drops.entry("series_cap").or_default() += 1;
-                    key = other;
-                }
-            }
-            let buckets = metric.buckets.len();
-            let series = metric.series.entry(key).or_insert_with(|| match update {
-                Update::Observe(_) => Series::Histogram {
-                    count: 0,
-                    sum: 0.0,
-                    counts: vec![0; buckets],
-                },
-                _ => Series::Value(0.0),
-            });
-            match (series, update) {
-                (Series::Value(current), Update::Add(value)) => *current += value,
-                (Series::Value(current), Update::Set(value)) => *current = value,
-                (Series::Histogram { count, sum, counts }, Update::Observe(value)) => {
-                    *count += 1;
-                    *sum += value;
-                    if let Some(i) = metric.buckets.iter().position(|bound| value <= *bound) {
-                        counts[i] += 1;
-                    }
-                }
-                _ => unreachable!("a metric's updates match its kind"),
-            }
+            let resolution = metric.resolve(labels, max_series);
+            metric.apply(&resolution, update);
         });
     }
+
+    fn series(&self, labels: &[&str]) -> Series {
+        self.with_metric(|metric, max_series, resolved| {
+            let resolution = metric.resolve(labels, max_series);
+            resolved.push((self.name.clone(), resolution));
+            Series {
+                generation: self.generation,
+                index: resolved.len() - 1,
+            }
+        })
+    }
+}
+
+fn update_series(series: Series, update: Update) {
+    with_state(|state| {
+        check_generation(state, series.generation, "a metric series");
+        let (name, resolution) = &state.resolved[series.index];
+        state
+            .metrics
+            .get_mut(name)
+            .expect("declared metrics stay until reset")
+            .apply(resolution, update);
+    });
+}
+
+pub(crate) fn series_add(series: Series, value: f64) {
+    update_series(series, Update::Add(value));
+}
+
+pub(crate) fn series_set(series: Series, value: f64) {
+    update_series(series, Update::Set(value));
+}
+
+pub(crate) fn series_observe(series: Series, value: f64) {
+    update_series(series, Update::Observe(value));
 }
 
 #[derive(Debug)]
@@ -404,6 +505,10 @@ pub(crate) struct Counter(Handle);
 impl Counter {
     pub(crate) fn add(&self, labels: &[&str], value: f64) {
         self.0.update(labels, Update::Add(value));
+    }
+
+    pub(crate) fn series(&self, labels: &[&str]) -> Series {
+        self.0.series(labels)
     }
 }
 
@@ -418,6 +523,10 @@ impl Gauge {
     pub(crate) fn add(&self, labels: &[&str], delta: f64) {
         self.0.update(labels, Update::Add(delta));
     }
+
+    pub(crate) fn series(&self, labels: &[&str]) -> Series {
+        self.0.series(labels)
+    }
 }
 
 #[derive(Debug)]
@@ -426,6 +535,10 @@ pub(crate) struct Histogram(Handle);
 impl Histogram {
     pub(crate) fn observe(&self, labels: &[&str], value: f64) {
         self.0.update(labels, Update::Observe(value));
+    }
+
+    pub(crate) fn series(&self, labels: &[&str]) -> Series {
+        self.0.series(labels)
     }
 }
 

@@ -23,6 +23,7 @@ enum Mode {
     InitError,
     Health,
     EchoBody,
+    WrongSeries,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -40,6 +41,10 @@ struct Settings {
     /// `labels`: distinct label values added per request.
     #[serde(default = "default_series")]
     series: u64,
+    /// `labels`: resolve each label set into a series and update that, instead of adding
+    /// by label values.
+    #[serde(default)]
+    resolve: bool,
     /// `deny`: the status and body of the denial.
     #[serde(default = "default_status")]
     status: u16,
@@ -140,7 +145,11 @@ impl Plugin for Hostile {
                     let first = self.next_label;
                     self.next_label += self.settings.series;
                     for n in first..self.next_label {
-                        counter.inc(&[&n.to_string()]);
+                        if self.settings.resolve {
+                            counter.series(&[&n.to_string()]).inc();
+                        } else {
+                            counter.inc(&[&n.to_string()]);
+                        }
                     }
                 }
                 Verdict::Continue
@@ -149,6 +158,7 @@ impl Plugin for Hostile {
             Mode::AddHeader => {
                 Verdict::add_header(self.settings.header.clone(), self.settings.value.clone())
             }
+            Mode::WrongSeries => wrong_series(),
             Mode::EchoBody => {
                 let length = request.body().map_or(0, |body| body.len());
                 if let Some(counter) = &self.body_bytes {
@@ -173,6 +183,23 @@ impl Plugin for Hostile {
             message: self.settings.message.clone(),
         }
     }
+}
+
+/// Sets a counter's series as if it were a gauge's, which the SDK's types rule out: the
+/// gateway must trap the call.
+#[cfg(target_arch = "wasm32")]
+fn wrong_series() -> Verdict {
+    use fedgate_sdk::__private::bindings::fedgate::plugin::metrics;
+    let counter =
+        metrics::declare_counter("hostile_wrong_total", "", &[]).expect("the declaration is valid");
+    metrics::series_set(counter.series(&[]), 1.0);
+    Verdict::Continue
+}
+
+/// Natively there is no gateway to trap the call.
+#[cfg(not(target_arch = "wasm32"))]
+fn wrong_series() -> Verdict {
+    panic!("wrong-series needs the gateway")
 }
 
 /// Runs until the gateway's deadline interrupts it.
