@@ -4,8 +4,11 @@
 //! Runs in `on-request`. Each check is off until configured. Checks run in a fixed order
 //! (`required_headers`, `user_agent`, `content_type`, `body_size`); the first that fails
 //! refuses the request, with 403 (413 for `body_size`) and a short body. In `observe` mode
-//! nothing is refused: every check runs and failures are only counted. Every check that runs
-//! is counted in `policy_decisions_total{rule,decision}`.
+//! nothing is refused: every check runs and failures are only counted.
+//!
+//! `policy_decisions_total{rule,decision}` counts each request once as `{none, allow}` when
+//! it goes on, or `{<rule>, deny}` with the check that refused it; in `observe` mode every
+//! check that would have refused it adds `{<rule>, would_deny}` as well.
 
 use std::fmt;
 
@@ -138,12 +141,11 @@ impl Failure {
     }
 }
 
-/// A configured check with its two counters: passed, and refused (or, in `observe` mode,
-/// would have been), resolved at `init` so counting costs one host call.
+/// A configured check with its counter of refusals (or, in `observe` mode, of requests it
+/// would have refused), resolved at `init` so counting costs one host call.
 #[derive(Debug)]
 struct Check {
     rule: Rule,
-    allow: CounterSeries,
     deny: CounterSeries,
 }
 
@@ -155,6 +157,8 @@ struct RequestPolicy {
     max_body_size: Option<u64>,
     mode: Mode,
     checks: Vec<Check>,
+    /// Requests that went on: `{rule="none", decision="allow"}` (with checks configured).
+    allowed: Option<CounterSeries>,
 }
 
 impl Plugin for RequestPolicy {
@@ -198,22 +202,22 @@ impl Plugin for RequestPolicy {
 
         let decisions = Counter::declare(
             "policy_decisions_total",
-            "Request policy checks run, by rule and decision (allow, deny, would_deny in \
-             observe mode).",
+            "Requests by policy decision: allow (rule none), or deny with the rule that \
+             refused; would_deny for each rule that would have refused, in observe mode.",
             &["rule", "decision"],
         )?;
         let refused = match settings.mode {
             Mode::Enforce => "deny",
             Mode::Observe => "would_deny",
         };
-        let checks = rules
+        let checks: Vec<Check> = rules
             .into_iter()
             .map(|rule| Check {
                 rule,
-                allow: decisions.series(&[rule.label(), "allow"]),
                 deny: decisions.series(&[rule.label(), refused]),
             })
             .collect();
+        let allowed = (!checks.is_empty()).then(|| decisions.series(&["none", "allow"]));
         Ok(RequestPolicy {
             required_headers,
             denied_user_agents,
@@ -221,6 +225,7 @@ impl Plugin for RequestPolicy {
             max_body_size,
             mode: settings.mode,
             checks,
+            allowed,
         })
     }
 
@@ -249,7 +254,6 @@ impl Plugin for RequestPolicy {
                 ),
             };
             let Err(failure) = outcome else {
-                check.allow.inc();
                 continue;
             };
             check.deny.inc();
@@ -269,6 +273,9 @@ impl Plugin for RequestPolicy {
                 failure.body
             );
             return Verdict::deny(failure.status, failure.body);
+        }
+        if let Some(allowed) = self.allowed {
+            allowed.inc();
         }
         Verdict::Continue
     }
@@ -503,7 +510,7 @@ mod tests {
             p.on_request(&missing).body(),
             Some("missing required header: date")
         );
-        assert_eq!(decisions("required_headers", "allow"), 1.0);
+        assert_eq!(decisions("none", "allow"), 1.0);
         assert_eq!(decisions("required_headers", "deny"), 2.0);
     }
 
@@ -528,7 +535,7 @@ mod tests {
         // No user agent is not a denied one (`required_headers` can demand one).
         assert!(p.on_request(&TestRequest::get("/").build()).is_continue());
         assert_eq!(decisions("user_agent", "deny"), 4.0);
-        assert_eq!(decisions("user_agent", "allow"), 4.0);
+        assert_eq!(decisions("none", "allow"), 4.0);
     }
 
     #[test]
@@ -604,7 +611,7 @@ mod tests {
         assert_eq!(p.on_request(&buffered).status(), Some(413));
         assert!(p.on_request(&TestRequest::post("/").build()).is_continue());
         assert_eq!(decisions("body_size", "deny"), 2.0);
-        assert_eq!(decisions("body_size", "allow"), 2.0);
+        assert_eq!(decisions("none", "allow"), 2.0);
 
         let mut p = plugin(r#"{"max_body_size": 10}"#);
         let large = TestRequest::post("/")
@@ -628,14 +635,10 @@ mod tests {
             p.on_request(&request).body(),
             Some("user agent not allowed")
         );
-        assert_eq!(decisions("required_headers", "allow"), 1.0);
         assert_eq!(decisions("user_agent", "deny"), 1.0);
-        for rule in ["content_type", "body_size"] {
-            assert_eq!(
-                decisions(rule, "allow") + decisions(rule, "deny"),
-                0.0,
-                "{rule}: later checks do not run"
-            );
+        assert_eq!(decisions("none", "allow"), 0.0);
+        for rule in ["required_headers", "content_type", "body_size"] {
+            assert_eq!(decisions(rule, "deny"), 0.0, "{rule}");
         }
     }
 
@@ -650,6 +653,7 @@ mod tests {
         assert_eq!(p.on_request(&request), Verdict::Continue);
         assert_eq!(decisions("user_agent", "would_deny"), 1.0);
         assert_eq!(decisions("body_size", "would_deny"), 1.0);
+        assert_eq!(decisions("none", "allow"), 1.0, "the request went on");
         assert_eq!(testing::logs().len(), 2);
     }
 
