@@ -84,13 +84,16 @@ scenario_post() {
 
 # The same inbox POST through fedgate alone, with 0, 1 and 2 plugins on the route: the
 # activitypub-metrics plugin (reads the buffered body, counts the activity by type and
-# instance), then request-policy in front of it (four header and size rules). The three
+# instance), then request-policy in front of it (four header and size rules). A fourth
+# configuration, noop2, runs two plugins that only answer "continue" (tests/plugins'
+# hostile in mode ok, no body buffered): the cost of two hook calls alone. The four
 # configurations run side by side and take turns, like the proxies of `compare`.
 scenario_plugins() {
-  local path=/users/alice/inbox round label i order=(plugins0 plugins1 plugins2)
+  local path=/users/alice/inbox round label i order=(plugins0 plugins1 plugins2 noop2)
   local wasm="$REPO_DIR/target/wasm32-wasip2/release"
-  local ap policy
+  local ap policy noop
   ap=$(printf '[plugins.ap]\npath = "%s/activitypub_metrics.wasm"\n' "$wasm")
+  noop=$(printf '[plugins.%s]\npath = "%s/hostile.wasm"\n' a "$wasm" b "$wasm")
   policy=$(printf '%s\n' \
     '[plugins.policy]' "path = \"$wasm/request_policy.wasm\"" '[plugins.policy.config]' \
     'required_headers = ["host", "accept"]' \
@@ -104,10 +107,11 @@ scenario_plugins() {
     "$(printf 'plugins = ["ap"]\nbuffer_body = "64KiB"\n%s' "$ap")"
   fedgate_start plugins2 "$BENCH_DIR/conf/fedgate.toml" \
     "$(printf 'plugins = ["policy", "ap"]\nbuffer_body = "64KiB"\n%s\n%s' "$ap" "$policy")"
+  fedgate_start noop2 "$BENCH_DIR/conf/fedgate.toml" "$(printf 'plugins = ["a", "b"]\n%s' "$noop")"
   for round in $(seq 1 "$ROUNDS"); do
     ROUND=$round
-    for i in 0 1 2; do
-      label=${order[$(((round - 1 + i) % 3))]}
+    for i in 0 1 2 3; do
+      label=${order[$(((round - 1 + i) % 4))]}
       fedgate_measure plugins "$label" "$path" -s "$BENCH_DIR/post-inbox.lua"
     done
   done
@@ -122,6 +126,7 @@ scenario_plugins() {
   echo
   print_ratio plugins plugins1 plugins0
   print_ratio plugins plugins2 plugins0
+  print_ratio plugins noop2 plugins0
   print_notes
 }
 
@@ -692,8 +697,10 @@ if [ "$SKIP_FEDGATE" != 1 ]; then
   fi
   if [[ " $SCENARIOS " == *" plugins "* ]]; then
     # The plugin components, built as the test command builds them.
-    (cd "$REPO_DIR" && cargo build -q --release --target wasm32-wasip2 \
-      --manifest-path plugins/Cargo.toml --target-dir target)
+    for ws in plugins tests/plugins; do
+      (cd "$REPO_DIR" && cargo build -q --release --target wasm32-wasip2 \
+        --manifest-path "$ws/Cargo.toml" --target-dir target)
+    done
   fi
   [ -x "$FEDGATE" ] || die "no fedgate binary at $FEDGATE"
   FEDGATE_VERSION=$("$FEDGATE" --version 2>&1) || die "$FEDGATE does not run: $FEDGATE_VERSION"
