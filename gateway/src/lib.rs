@@ -8,6 +8,7 @@
 //! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
 //! - [`metrics`]: the metric families and their pre-resolved handles
+//! - [`signature`]: phase 6, HTTP signatures (draft-cavage, RFC 9421) and body digests
 //! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABI, declared metrics)
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
 //! - [`config`], [`runtime`], [`gateway`]: config file → validated config → runtime, reload,
@@ -31,6 +32,7 @@ pub mod record;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod signature;
 pub mod tls;
 pub mod upstream;
 

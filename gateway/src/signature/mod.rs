@@ -1,0 +1,249 @@
+//! Phase 6: HTTP signatures. A remote instance signs each request it delivers; this module
+//! checks the signature against the sender's public key and the body against its digest.
+//!
+//! Two schemes: [`cavage`] (draft-cavage-http-signatures-12, as Mastodon, GoToSocial,
+//! Misskey, Lemmy and PeerTube send it: a `Signature` header) and [`rfc9421`] (HTTP Message
+//! Signatures: `Signature-Input` with `Signature`). [`key`] turns the keys servers publish
+//! (SPKI PEM, PKCS#1 PEM, multibase Ed25519) into verifiers, and [`digest`] checks `Digest`
+//! and RFC 9530 `Content-Digest` against the exact body bytes.
+//!
+//! Every check ends in an [`Outcome`]: its label is the `result` of
+//! `fedgate_signature_verifications_total`.
+
+pub mod cavage;
+pub mod digest;
+pub mod key;
+pub mod rfc9421;
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method};
+
+/// The scheme a request was signed with; the `scheme` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Cavage,
+    Rfc9421,
+    /// No signature at all.
+    None,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Cavage => "cavage",
+            Scheme::Rfc9421 => "rfc9421",
+            Scheme::None => "none",
+        }
+    }
+}
+
+/// How a verification ended; the `result` label of the verification metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Valid,
+    /// No signature on the request.
+    Missing,
+    /// A signature that cannot be parsed, or that does not cover what it must.
+    Malformed,
+    /// The signature does not verify with the key.
+    Invalid,
+    /// Outside the clock-skew window, or past its `expires`.
+    Expired,
+    /// No key for its key id.
+    UnknownKey,
+    /// The body does not match its `Digest` or `Content-Digest`.
+    DigestMismatch,
+    /// An algorithm (or key type) this gateway does not verify.
+    UnsupportedAlgorithm,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Valid,
+        Outcome::Missing,
+        Outcome::Malformed,
+        Outcome::Invalid,
+        Outcome::Expired,
+        Outcome::UnknownKey,
+        Outcome::DigestMismatch,
+        Outcome::UnsupportedAlgorithm,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Valid => "valid",
+            Outcome::Missing => "missing",
+            Outcome::Malformed => "malformed",
+            Outcome::Invalid => "invalid",
+            Outcome::Expired => "expired",
+            Outcome::UnknownKey => "unknown_key",
+            Outcome::DigestMismatch => "digest_mismatch",
+            Outcome::UnsupportedAlgorithm => "unsupported_algorithm",
+        }
+    }
+}
+
+/// A failed check: the outcome for the metrics and a reason for the log and the 401 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(outcome: Outcome, reason: impl Into<String>) -> Self {
+        Rejection {
+            outcome,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn malformed(reason: impl Into<String>) -> Self {
+        Rejection::new(Outcome::Malformed, reason)
+    }
+}
+
+/// The parts of a request a signature can cover, as the gateway received them.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub method: &'a Method,
+    /// The request target's path and query, byte for byte (`/users/a/inbox?x=1`).
+    pub path_and_query: &'a str,
+    /// `Host`, or the HTTP/2 `:authority`.
+    pub authority: Option<&'a str>,
+    /// `http` or `https`, for RFC 9421's `@scheme` and `@target-uri`.
+    pub scheme: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+impl Message<'_> {
+    /// The values of field `name` as one line: every field line's value, trimmed, joined by
+    /// `", "`, as both schemes canonicalise them. `host` falls back to the authority.
+    /// `None` when the request has no such field.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let mut values = self.headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            return (name == "host").then_some(self.authority?.to_string());
+        }
+        let mut line = String::new();
+        for (i, v) in values.enumerate() {
+            if i > 0 {
+                line.push_str(", ");
+            }
+            line.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
+        }
+        Some(line)
+    }
+
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query, |(p, _)| p)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+}
+
+/// The clock-skew rules both schemes share. Defaults follow Mastodon: a signature dated up
+/// to 12 hours (plus the skew) in the past is accepted, and up to an hour in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// How far a signer's clock may be ahead of or behind the gateway's.
+    pub skew: Duration,
+    /// How old a signature may be (its `Date` or `created`).
+    pub max_age: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            skew: Duration::from_secs(3600),
+            max_age: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+impl Window {
+    /// Checks a signing time (and an optional expiry) against `now`.
+    pub fn check(
+        &self,
+        signed: SystemTime,
+        expires: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        if signed > now + self.skew {
+            return Err(Rejection::new(
+                Outcome::Expired,
+                "the signature is dated in the future",
+            ));
+        }
+        if signed + self.max_age + self.skew < now {
+            return Err(Rejection::new(Outcome::Expired, "the signature is too old"));
+        }
+        if let Some(expires) = expires {
+            if expires + self.skew < now {
+                return Err(Rejection::new(
+                    Outcome::Expired,
+                    "the signature has expired",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch, as `created` and `expires` carry them.
+pub fn unix_time(seconds: i64) -> Option<SystemTime> {
+    let s = u64::try_from(seconds).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_takes_skew_age_and_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let w = Window::default();
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert!(w.check(now, None, now).is_ok());
+        assert!(w
+            .check(now - h(13) + Duration::from_secs(1), None, now)
+            .is_ok());
+        assert_eq!(
+            w.check(now - h(13) - Duration::from_secs(1), None, now)
+                .unwrap_err()
+                .outcome,
+            Outcome::Expired
+        );
+        assert!(w.check(now + h(1), None, now).is_ok());
+        assert!(w
+            .check(now + h(1) + Duration::from_secs(1), None, now)
+            .is_err());
+        assert!(w.check(now, Some(now - h(2)), now).is_err());
+        assert!(w.check(now, Some(now - h(1)), now).is_ok());
+    }
+
+    #[test]
+    fn fields_join_their_lines_and_host_falls_back_to_the_authority() {
+        let mut headers = HeaderMap::new();
+        headers.append("accept", " a ".parse().unwrap());
+        headers.append("accept", "b".parse().unwrap());
+        let m = Message {
+            method: &Method::GET,
+            path_and_query: "/x?y=1",
+            authority: Some("example.org"),
+            scheme: "https",
+            headers: &headers,
+        };
+        assert_eq!(m.field("accept").as_deref(), Some("a, b"));
+        assert_eq!(m.field("host").as_deref(), Some("example.org"));
+        assert_eq!(m.field("date"), None);
+        assert_eq!((m.path(), m.query()), ("/x", Some("y=1")));
+    }
+}
