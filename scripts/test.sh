@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs fedgate's whole test suite on a fresh machine: installs what the tests need
-# (promtool from Debian's prometheus package, the wasm32-wasip2 target), builds the plugins,
+# (promtool from Debian's prometheus package, the wasm32-wasip2 target, the HTTP-signature
+# clients from PyPI), builds the plugins,
 # then runs every unit and end-to-end test: the plugins', the SDK's and the gateway's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +13,25 @@ as_root() {
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# The independent HTTP-signature clients the end-to-end tests sign requests with (PyPI
+# packages, tests/signers/requirements.txt), in a virtual environment the tests find in the
+# target directory.
+pyenv="${CARGO_TARGET_DIR:-target}/pyenv"
+if [ ! -x "$pyenv/bin/python" ]; then
+  python3 -m venv "$pyenv" 2>/dev/null || {
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$pyenv"
+  }
+fi
+"$pyenv/bin/pip" install -q --disable-pip-version-check -r tests/signers/requirements.txt
 
 # Plugins are built for wasm32-wasip2; rustup here does not install targets on its own.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2

@@ -130,7 +130,21 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     plugins: Arc<PluginFamilies>,
     declared: Arc<crate::plugin::declared::Declared>,
+    signatures: Arc<SignatureFamilies>,
 }
+
+/// The `fedgate_signature_*` families (phase 6).
+#[derive(Debug)]
+pub struct SignatureFamilies {
+    pub verifications: IntCounterVec,
+    pub failures_by_instance: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+/// Signature verification latency buckets, in seconds: 10 µs to 10 ms.
+pub const SIGNATURE_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+];
 
 /// The `fedgate_plugin_*` families.
 #[derive(Debug)]
@@ -304,6 +318,33 @@ impl Metrics {
             registry.clone(),
             drops,
         ));
+        let signatures = Arc::new(SignatureFamilies {
+            verifications: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_signature_verifications_total",
+                    "HTTP signature checks on routes that verify them, by route, scheme (cavage, rfc9421, none) and result.",
+                ),
+                &["route", "scheme", "result"],
+            )?,
+            failures_by_instance: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_signature_failures_by_instance_total",
+                    "Failed signature checks by the instance named in the key id (capped; the rest count as other) and result.",
+                ),
+                &["instance", "result"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "fedgate_signature_verification_duration_seconds",
+                    "Time to check one request's signature and body digest, by scheme.",
+                )
+                .buckets(SIGNATURE_BUCKETS.to_vec()),
+                &["scheme"],
+            )?,
+        });
+        registry.register(Box::new(signatures.verifications.clone()))?;
+        registry.register(Box::new(signatures.failures_by_instance.clone()))?;
+        registry.register(Box::new(signatures.duration.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -322,7 +363,13 @@ impl Metrics {
             config_reloads,
             plugins,
             declared,
+            signatures,
         })
+    }
+
+    /// The `fedgate_signature_*` families.
+    pub fn signature_families(&self) -> Arc<SignatureFamilies> {
+        self.signatures.clone()
     }
 
     pub fn registry(&self) -> &Registry {

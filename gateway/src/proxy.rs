@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{BufferError, Relay, RequestBody, ResponseBody};
-use crate::config::UpstreamProtocol;
+use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::MethodLabel;
@@ -27,6 +27,8 @@ use crate::plugin::{Decision, Denial, Exchange, ResponseView};
 use crate::record::{AccessLog, Completion};
 use crate::routing::Route;
 use crate::runtime::Runtime;
+use crate::signature::verifier::Verification;
+use crate::signature::{Message, Outcome};
 use crate::upstream::Lease;
 
 /// What the listener knows about the connection a request came on.
@@ -104,8 +106,14 @@ pub async fn handle(
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
 
-    // Routes whose plugins read bodies get them whole, up to their limit.
-    let (body, buffered) = match route.config.buffer_body {
+    // Routes whose plugins read bodies get them whole, up to their limit; so do routes that
+    // check signatures, whose digests cover the exact body.
+    let verifies = route.signatures.is_some();
+    let limit = route
+        .config
+        .buffer_body
+        .or(verifies.then_some(rt.config.signatures.max_body));
+    let (body, buffered) = match limit {
         Some(limit) if !upgrade => {
             let read = tokio::time::timeout(
                 route.response_timeout,
@@ -129,6 +137,33 @@ pub async fn handle(
         }
         _ => (RequestBody::new(body, counter), None),
     };
+
+    // Phase 6: signatures, checked on the request as the client sent it.
+    if let Some(counters) = &route.signatures {
+        let message = Message {
+            method: &parts.method,
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            authority: host.as_ref().and_then(|h| h.to_str().ok()),
+            scheme: if conn.tls { "https" } else { "http" },
+            headers: &parts.headers,
+        };
+        let body = buffered.as_deref().unwrap_or_default();
+        let checked = rt
+            .verifier
+            .verify(counters, &message, body, SystemTime::now());
+        if checked.outcome != Outcome::Valid {
+            tracing::debug!(
+                route = %route.name,
+                scheme = checked.scheme.as_str(),
+                result = checked.outcome.as_str(),
+                reason = checked.reason.as_deref().unwrap_or_default(),
+                "signature check failed"
+            );
+            if route.config.signatures == SignatureMode::Enforce {
+                return unauthorized(&checked, completion, &request_id, &rt);
+            }
+        }
+    }
 
     // The target goes upstream in origin form, byte for byte; the endpoint decides where.
     parts.uri = match parts.uri.path_and_query() {
@@ -323,6 +358,36 @@ fn denied(
     *resp.headers_mut() = d.headers;
     resp.headers_mut()
         .insert(&rt.forwarding.request_id_header, request_id.clone());
+    resp
+}
+
+/// 401 for a request whose signature an enforcing route refused, with a JSON reason as
+/// Mastodon gives one.
+fn unauthorized(
+    checked: &Verification,
+    mut completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    completion.set_status(401);
+    completion.set_error("signature");
+    let body = serde_json::json!({
+        "error": checked.reason.as_deref().unwrap_or("signature verification failed"),
+        "result": checked.outcome.as_str(),
+    })
+    .to_string();
+    let mut resp = Response::new(ResponseBody::fixed(Bytes::from(body), Some(completion)));
+    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Signature realm=\"fedgate\""),
+    );
+    h.insert(&rt.forwarding.request_id_header, request_id.clone());
     resp
 }
 

@@ -11,6 +11,7 @@ use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::plugin::{Chain, Plugin, PluginHost};
 use crate::routing::{Route, RouteTable};
+use crate::signature::verifier::Verifier;
 use crate::upstream::Upstream;
 
 /// Route label used for requests that match no route.
@@ -28,6 +29,8 @@ pub struct Runtime {
     pub unmatched: Arc<RouteMetrics>,
     /// Loaded plugins by name; a reload keeps those whose file and config did not change.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Phase 6: the trust store and clock window of signature checks.
+    pub verifier: Arc<Verifier>,
     pub config: Arc<Config>,
 }
 
@@ -70,6 +73,10 @@ impl Runtime {
             };
             upstreams.insert(name.clone(), upstream);
         }
+        let verifier = Arc::new(Verifier::new(
+            &config.signatures,
+            metrics.signature_families(),
+        ));
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
@@ -89,7 +96,10 @@ impl Runtime {
                         .ok_or_else(|| format!("route {} names unknown plugin {p}", rc.name))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let signatures = (rc.signatures != crate::config::SignatureMode::Off)
+                .then(|| verifier.route_counters(&rc.name));
             routes.push(Arc::new(Route {
+                signatures,
                 plugins: Chain::new(chain),
                 name: rc.name.as_str().into(),
                 upstream_name: rc.upstream.as_str().into(),
@@ -101,6 +111,7 @@ impl Runtime {
         }
         let via = config.forwarding.via.as_deref().and_then(Via::new);
         Ok(Runtime {
+            verifier,
             routes: RouteTable::new(routes),
             upstreams,
             forwarding: config.forwarding.clone(),

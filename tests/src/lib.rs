@@ -627,3 +627,56 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
     );
     (out.status.success(), report)
 }
+
+/// A file of the signature module's test keys (`gateway/src/signature/testdata/`).
+pub fn signature_testdata(name: &str) -> PathBuf {
+    workspace_root()
+        .join("gateway/src/signature/testdata")
+        .join(name)
+}
+
+/// The Python that has the independent HTTP-signature clients installed: the test command
+/// (`scripts/test.sh`) makes a virtual environment in `target/pyenv` from
+/// `tests/signers/requirements.txt`; `FEDGATE_TEST_PYTHON` names another one.
+pub fn signer_python() -> PathBuf {
+    let python = std::env::var_os("FEDGATE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("pyenv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs tests/signers/requirements.txt there",
+        python.display()
+    );
+    python
+}
+
+/// Signs a request with PyPI's `httpsig` (`tests/signers/httpsig_sign.py`; `spec` as that
+/// script documents) and returns the headers to send.
+pub fn httpsig_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(signer_python())
+        .arg(workspace_root().join("tests/signers/httpsig_sign.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "httpsig_sign.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("the signer prints JSON");
+    headers
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect()
+}

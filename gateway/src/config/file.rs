@@ -28,6 +28,39 @@ pub struct FileConfig {
     pub plugins: BTreeMap<String, PluginSection>,
     #[serde(default)]
     pub global: GlobalSection,
+    /// `[signatures]`: what routes with `signatures` set verify against.
+    #[serde(default)]
+    pub signatures: SignaturesSection,
+}
+
+/// `[signatures]`: the clock window, the body limit and the trust store of HTTP signature
+/// checks.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesSection {
+    /// How far a signer's clock may be off (default 1h).
+    pub clock_skew: Option<String>,
+    /// How old a signature may be (default 12h).
+    pub max_age: Option<String>,
+    /// Bodies of signed requests are read whole up to this size to check their digest
+    /// (default 1MiB; a route's `buffer_body`, if set, applies instead).
+    pub max_body: Option<toml::Value>,
+    /// Instances with their own `instance` label in the failure counter (default 1000).
+    pub max_instances: Option<usize>,
+    /// `[[signatures.keys]]`: known keys by key id.
+    #[serde(default)]
+    pub keys: Vec<KeySection>,
+}
+
+/// One trusted key: its id and exactly one of `pem`, `pem_file` or `multibase`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    pub key_id: Option<String>,
+    pub pem: Option<String>,
+    /// A PEM file, relative to the config file.
+    pub pem_file: Option<String>,
+    pub multibase: Option<String>,
 }
 
 /// `[plugins.NAME]`: one Wasm plugin and its limits.
@@ -190,4 +223,7 @@ pub struct RouteSection {
     /// Read request bodies whole, up to this size (bytes or `"1MiB"`), before the plugins
     /// run, so they can read them; larger bodies are refused with 413.
     pub buffer_body: Option<toml::Value>,
+    /// HTTP signature checks: `off` (default), `observe` (verify and count, forward
+    /// anyway) or `enforce` (401 unless valid).
+    pub signatures: Option<String>,
 }

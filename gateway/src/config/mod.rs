@@ -50,6 +50,7 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
+    pub signatures: SignaturesConfig,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -183,6 +184,39 @@ pub struct RouteConfig {
     pub plugins: Vec<String>,
     /// Request bodies are read whole up to this many bytes before the plugins run.
     pub buffer_body: Option<usize>,
+    pub signatures: SignatureMode,
+}
+
+/// What a route does with HTTP signatures (phase 6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureMode {
+    #[default]
+    Off,
+    /// Verify and count; forward whatever the result.
+    Observe,
+    /// Verify; anything but a valid signature is answered 401.
+    Enforce,
+}
+
+/// `[signatures]`, validated: keys are parsed when the config is loaded, so a bad key file
+/// refuses the config and names the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignaturesConfig {
+    pub window: crate::signature::Window,
+    pub max_body: usize,
+    pub max_instances: usize,
+    pub keys: Vec<(String, crate::signature::key::PublicKey)>,
+}
+
+impl Default for SignaturesConfig {
+    fn default() -> Self {
+        SignaturesConfig {
+            window: crate::signature::Window::default(),
+            max_body: 1 << 20,
+            max_instances: 1000,
+            keys: Vec::new(),
+        }
+    }
 }
 
 /// What a plugin's failure (trap, timeout, error) does to the request it was called for.
@@ -318,6 +352,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         routes.push(route);
     }
 
+    let signatures = validate_signatures(&file.signatures, base)?;
     Ok(Config {
         server,
         admin,
@@ -327,8 +362,88 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         upstreams,
         routes,
         plugins,
+        signatures,
         source: file,
     })
+}
+
+fn validate_signatures(
+    s: &file::SignaturesSection,
+    base: &Path,
+) -> Result<SignaturesConfig, ConfigError> {
+    use crate::signature::key::PublicKey;
+    let defaults = SignaturesConfig::default();
+    let window = crate::signature::Window {
+        skew: duration_or_zero(
+            "signatures.clock_skew",
+            s.clock_skew.as_deref(),
+            defaults.window.skew,
+        )?,
+        max_age: duration(
+            "signatures.max_age",
+            s.max_age.as_deref(),
+            defaults.window.max_age,
+        )?,
+    };
+    let max_body = match &s.max_body {
+        None => defaults.max_body,
+        Some(v) => byte_size("signatures.max_body", v, 1 << 30)?,
+    };
+    let mut keys: Vec<(String, PublicKey)> = Vec::with_capacity(s.keys.len());
+    for (i, k) in s.keys.iter().enumerate() {
+        let field = |f: &str| format!("signatures.keys[{i}].{f}");
+        let key_id = k
+            .key_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| ConfigError::field(field("key_id"), "missing"))?;
+        if keys.iter().any(|(id, _)| *id == key_id) {
+            return Err(ConfigError::field(
+                field("key_id"),
+                format!("{key_id:?} is listed twice"),
+            ));
+        }
+        let key = match (&k.pem, &k.pem_file, &k.multibase) {
+            (Some(pem), None, None) => PublicKey::from_pem(pem)
+                .map_err(|e| ConfigError::field(field("pem"), e.to_string()))?,
+            (None, Some(path), None) => {
+                let path = resolve(base, path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::field(field("pem_file"), format!("{}: {e}", path.display()))
+                })?;
+                PublicKey::from_pem(&text).map_err(|e| {
+                    ConfigError::field(field("pem_file"), format!("{}: {e}", path.display()))
+                })?
+            }
+            (None, None, Some(m)) => PublicKey::from_multibase(m)
+                .map_err(|e| ConfigError::field(field("multibase"), e.to_string()))?,
+            _ => {
+                return Err(ConfigError::field(
+                    format!("signatures.keys[{i}]"),
+                    "give exactly one of pem, pem_file or multibase",
+                ))
+            }
+        };
+        keys.push((key_id, key));
+    }
+    Ok(SignaturesConfig {
+        window,
+        max_body,
+        max_instances: s.max_instances.unwrap_or(defaults.max_instances),
+        keys,
+    })
+}
+
+/// Like [`duration`], but zero is allowed.
+fn duration_or_zero(
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value.map(str::trim) {
+        Some("0") | Some("0s") => Ok(Duration::ZERO),
+        v => duration(field, v, default),
+    }
 }
 
 /// Checking for socket events every 16 task polls rather than tokio's 61 keeps a connection
@@ -741,6 +856,17 @@ fn validate_route(
         None => None,
         Some(v) => Some(byte_size(&field("buffer_body"), v, 1 << 30)?),
     };
+    let signatures = match r.signatures.as_deref() {
+        None | Some("off") => SignatureMode::Off,
+        Some("observe") => SignatureMode::Observe,
+        Some("enforce") => SignatureMode::Enforce,
+        Some(other) => {
+            return Err(ConfigError::field(
+                field("signatures"),
+                format!("{other:?} is not one of off, observe, enforce"),
+            ))
+        }
+    };
     Ok(RouteConfig {
         name,
         hosts,
@@ -750,6 +876,7 @@ fn validate_route(
         timeout,
         plugins: chain,
         buffer_body,
+        signatures,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod cavage;
 pub mod digest;
 pub mod key;
 pub mod rfc9421;
+pub mod verifier;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,0 +1,221 @@
+//! Phase 6 as the proxy runs it: which scheme a request uses, the key for its key id, the
+//! signature, the body digest, and the metrics of the outcome.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use prometheus::IntCounter;
+
+use super::key::PublicKey;
+use super::{cavage, digest, rfc9421, Message, Outcome, Rejection, Scheme, Window};
+use crate::config::SignaturesConfig;
+use crate::metrics::SignatureFamilies;
+
+/// Who signed a request whose signature verified: available to later phases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    pub key_id: String,
+    /// The host of the key id (`remote.example` for `https://remote.example/users/bob#main-key`).
+    pub instance: String,
+}
+
+/// The result of phase 6 for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub scheme: Scheme,
+    pub outcome: Outcome,
+    /// Why it failed, for the log and the 401 body.
+    pub reason: Option<String>,
+    pub signer: Option<Signer>,
+}
+
+/// The verifier of one runtime: its trust store, clock window and metrics.
+#[derive(Debug)]
+pub struct Verifier {
+    window: Window,
+    max_instances: usize,
+    keys: HashMap<String, PublicKey>,
+    families: Arc<SignatureFamilies>,
+    /// Instances with their own label in the failure counter.
+    instances: Mutex<HashSet<String>>,
+}
+
+impl Verifier {
+    pub fn new(config: &SignaturesConfig, families: Arc<SignatureFamilies>) -> Self {
+        Verifier {
+            window: config.window,
+            max_instances: config.max_instances,
+            keys: config.keys.iter().cloned().collect(),
+            families,
+            instances: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Number of keys in the trust store.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Counter handles of one route, resolved when the route is built.
+    pub fn route_counters(&self, route: &str) -> RouteCounters {
+        let c = |scheme: Scheme, outcome: Outcome| {
+            self.families.verifications.with_label_values(&[
+                route,
+                scheme.as_str(),
+                outcome.as_str(),
+            ])
+        };
+        RouteCounters {
+            by: [Scheme::Cavage, Scheme::Rfc9421, Scheme::None]
+                .map(|s| Outcome::ALL.map(|o| c(s, o))),
+        }
+    }
+
+    /// Checks `message` (with its whole `body`) and records the outcome.
+    pub fn verify(
+        &self,
+        counters: &RouteCounters,
+        message: &Message<'_>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Verification {
+        let started = Instant::now();
+        let scheme = if message.headers.contains_key("signature-input") {
+            Scheme::Rfc9421
+        } else if message.headers.contains_key("signature")
+            || message
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().get(..10))
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"signature "))
+        {
+            Scheme::Cavage
+        } else {
+            Scheme::None
+        };
+        let mut key_id = None;
+        let result = match scheme {
+            Scheme::None => Err(Rejection::new(
+                Outcome::Missing,
+                "the request is not signed",
+            )),
+            Scheme::Cavage => cavage::parse(message).and_then(|s| {
+                key_id = Some(s.key_id().to_string());
+                let key = self.key(s.key_id())?;
+                s.verify(key, &self.window, now)
+            }),
+            Scheme::Rfc9421 => rfc9421::parse(message, None).and_then(|s| {
+                let id = s
+                    .key_id()
+                    .ok_or_else(|| Rejection::malformed("the signature has no keyid"))?;
+                key_id = Some(id.to_string());
+                let key = self.key(id)?;
+                s.verify(key, &self.window, now)
+            }),
+        };
+        // The signature covers the digest field; the digest field must cover the body.
+        let result = result.and_then(|()| digest::check(message.headers, body).map(|_| ()));
+        self.families
+            .duration
+            .with_label_values(&[scheme.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let instance = key_id.as_deref().map(instance_of);
+        let outcome = match &result {
+            Ok(()) => Outcome::Valid,
+            Err(r) => r.outcome,
+        };
+        counters.get(scheme, outcome).inc();
+        if outcome != Outcome::Valid {
+            let label = self.instance_label(instance.as_deref());
+            self.families
+                .failures_by_instance
+                .with_label_values(&[label.as_str(), outcome.as_str()])
+                .inc();
+        }
+        Verification {
+            scheme,
+            outcome,
+            reason: result.as_ref().err().map(|r| r.reason.clone()),
+            signer: match (result, key_id, instance) {
+                (Ok(()), Some(key_id), Some(instance)) => Some(Signer { key_id, instance }),
+                _ => None,
+            },
+        }
+    }
+
+    fn key(&self, key_id: &str) -> Result<&PublicKey, Rejection> {
+        self.keys.get(key_id).ok_or_else(|| {
+            Rejection::new(Outcome::UnknownKey, format!("no key is known for {key_id}"))
+        })
+    }
+
+    /// The `instance` label: the host itself while fewer than `max_instances` have one,
+    /// `other` after; `unknown` when the request named no usable key id.
+    fn instance_label(&self, instance: Option<&str>) -> String {
+        let Some(instance) = instance.filter(|i| !i.is_empty()) else {
+            return "unknown".to_string();
+        };
+        let mut seen = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(instance) {
+            return instance.to_string();
+        }
+        if seen.len() < self.max_instances {
+            seen.insert(instance.to_string());
+            return instance.to_string();
+        }
+        "other".to_string()
+    }
+}
+
+/// The host of a key id URL, lowercased; empty when it has none.
+fn instance_of(key_id: &str) -> String {
+    let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    host.chars()
+        .take(253)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// One route's verification counters, by scheme and outcome.
+#[derive(Debug, Clone)]
+pub struct RouteCounters {
+    by: [[IntCounter; 8]; 3],
+}
+
+impl RouteCounters {
+    fn get(&self, scheme: Scheme, outcome: Outcome) -> &IntCounter {
+        let s = match scheme {
+            Scheme::Cavage => 0,
+            Scheme::Rfc9421 => 1,
+            Scheme::None => 2,
+        };
+        let o = Outcome::ALL
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or_default();
+        &self.by[s][o]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_hosts_of_key_ids() {
+        assert_eq!(
+            instance_of("https://Remote.Example/users/bob#main-key"),
+            "remote.example"
+        );
+        assert_eq!(
+            instance_of("https://a.example:8443/actor"),
+            "a.example:8443"
+        );
+        assert_eq!(instance_of("acct:bob@x"), "x");
+        assert_eq!(instance_of("key-1"), "key-1");
+    }
+}

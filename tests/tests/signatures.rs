@@ -1,0 +1,277 @@
+//! Phase 6 end to end: requests signed by PyPI's `httpsig` (draft-cavage) reach the gateway
+//! over real sockets; enforcing routes refuse what does not verify with 401 and the right
+//! `result`, observing routes forward everything, and the metrics count each outcome.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fedgate_tests::*;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+const BOB: &str = "https://remote.example/users/bob#main-key";
+const EVE: &str = "https://other.example/users/eve#main-key";
+const CREATE: &str = r#"{"@context":"https://www.w3.org/ns/activitystreams","type":"Create","actor":"https://remote.example/users/bob","object":{"type":"Note","content":"hi"}}"#;
+const INBOX_COVERS: [&str; 5] = ["(request-target)", "host", "date", "digest", "content-type"];
+
+fn config(up: &TestUpstream) -> String {
+    let key = |id: &str, file: &str| {
+        format!(
+            "[[signatures.keys]]\nkey_id = {id:?}\npem_file = {:?}\n",
+            signature_testdata(file).display().to_string()
+        )
+    };
+    format!(
+        "{}{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        key(BOB, "rsa-2048.pub.pem"),
+        // Eve's key id names another key than the one that signs below.
+        key(EVE, "rsa-2048-other.pub.pem"),
+        "[[routes]]\nname = \"observed\"\npath_prefix = \"/observed\"\nupstream = \"app\"\nsignatures = \"observe\"\n",
+        "[[routes]]\nname = \"inbox\"\npath_prefix = \"/\"\nupstream = \"app\"\nsignatures = \"enforce\"\n",
+    )
+}
+
+/// A POST of `body` to `path`, signed by httpsig over `covers` with Bob's private key
+/// under `key_id`, with `date` (default now).
+fn signed(
+    key_id: &str,
+    path: &str,
+    body: &str,
+    covers: &[&str],
+    date: Option<SystemTime>,
+) -> Vec<(String, String)> {
+    let mut spec = json!({
+        "key_id": key_id,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "algorithm": "rsa-sha256",
+        "method": "POST",
+        "path": path,
+        "host": "local.example",
+        "headers": {"content-type": "application/activity+json"},
+        "body": body,
+        "covered": covers,
+        "digest": true,
+    });
+    if let Some(date) = date {
+        spec["date"] = json!(httpdate::fmt_http_date(date));
+    }
+    httpsig_sign(&spec)
+}
+
+fn request(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+    .unwrap()
+}
+
+fn without(headers: &[(String, String)], name: &str) -> Vec<(String, String)> {
+    headers.iter().filter(|(k, _)| k != name).cloned().collect()
+}
+
+#[tokio::test]
+async fn httpsig_signatures_are_verified_enforced_and_counted() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&config(&up)).await;
+    let inbox = gw.url("/users/alice/inbox");
+    let hour = Duration::from_secs(3600);
+
+    // A valid delivery reaches the upstream with its signature and body untouched.
+    let good = signed(BOB, "/users/alice/inbox", CREATE, &INBOX_COVERS, None);
+    let (status, _, _) = send(request("POST", &inbox, &good, CREATE)).await;
+    assert_eq!(status, 200);
+    let seen = up.last();
+    assert_eq!(seen.body_len, CREATE.len() as u64);
+    let sent = |name: &str| good.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    assert_eq!(seen.headers["signature"], sent("signature").as_str());
+    assert_eq!(seen.headers["digest"], sent("digest").as_str());
+    assert_eq!(up.hits(), 1);
+
+    let refused: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+        // The body changed after signing: the signed Digest no longer matches it.
+        ("digest_mismatch", good.clone(), r#"{"type":"Delete"}"#),
+        // Signed by Bob's key under Eve's key id.
+        (
+            "invalid",
+            signed(EVE, "/users/alice/inbox", CREATE, &INBOX_COVERS, None),
+            CREATE,
+        ),
+        // Signed for another inbox.
+        (
+            "invalid",
+            signed(BOB, "/users/carol/inbox", CREATE, &INBOX_COVERS, None),
+            CREATE,
+        ),
+        (
+            "unknown_key",
+            signed(
+                "https://nobody.example/k",
+                "/users/alice/inbox",
+                CREATE,
+                &INBOX_COVERS,
+                None,
+            ),
+            CREATE,
+        ),
+        (
+            "expired",
+            signed(
+                BOB,
+                "/users/alice/inbox",
+                CREATE,
+                &INBOX_COVERS,
+                Some(SystemTime::now() - 48 * hour),
+            ),
+            CREATE,
+        ),
+        (
+            "expired",
+            signed(
+                BOB,
+                "/users/alice/inbox",
+                CREATE,
+                &INBOX_COVERS,
+                Some(SystemTime::now() + 2 * hour),
+            ),
+            CREATE,
+        ),
+        // A covered field stripped on the way.
+        ("malformed", without(&good, "content-type"), CREATE),
+        // A POST whose signature leaves the digest out.
+        (
+            "malformed",
+            signed(
+                BOB,
+                "/users/alice/inbox",
+                CREATE,
+                &["(request-target)", "host", "date"],
+                None,
+            ),
+            CREATE,
+        ),
+        // An algorithm nobody verifies.
+        (
+            "unsupported_algorithm",
+            good.iter()
+                .map(|(k, v)| (k.clone(), v.replace("rsa-sha256", "hmac-sha256")))
+                .collect(),
+            CREATE,
+        ),
+        (
+            "missing",
+            vec![("content-type".into(), "application/activity+json".into())],
+            CREATE,
+        ),
+    ];
+    for (result, headers, body) in &refused {
+        let (status, h, text) = send(request("POST", &inbox, headers, body)).await;
+        assert_eq!(status, 401, "{result}");
+        assert_eq!(h["content-type"], "application/json");
+        let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(doc["result"], *result, "{doc}");
+        assert!(doc["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(up.hits(), 1, "refused requests never reach the upstream");
+
+    // Observing routes count the same failure and forward the request.
+    let observed = gw.url("/observed/inbox");
+    let wrong = signed(EVE, "/observed/inbox", CREATE, &INBOX_COVERS, None);
+    let (status, _, _) = send(request("POST", &observed, &wrong, CREATE)).await;
+    assert_eq!(status, 200);
+    let fine = signed(BOB, "/observed/inbox", CREATE, &INBOX_COVERS, None);
+    let (status, _, _) = send(request("POST", &observed, &fine, CREATE)).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.hits(), 3);
+
+    let m = gw.metrics().await;
+    let verifications = |route: &str, scheme: &str, result: &str| {
+        metric(
+            &m,
+            "fedgate_signature_verifications_total",
+            &[("route", route), ("scheme", scheme), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(verifications("inbox", "cavage", "valid"), 1.0, "{m}");
+    assert_eq!(verifications("inbox", "cavage", "digest_mismatch"), 1.0);
+    assert_eq!(verifications("inbox", "cavage", "invalid"), 2.0);
+    assert_eq!(verifications("inbox", "cavage", "unknown_key"), 1.0);
+    assert_eq!(verifications("inbox", "cavage", "expired"), 2.0);
+    assert_eq!(verifications("inbox", "cavage", "malformed"), 2.0);
+    assert_eq!(
+        verifications("inbox", "cavage", "unsupported_algorithm"),
+        1.0
+    );
+    assert_eq!(verifications("inbox", "none", "missing"), 1.0);
+    assert_eq!(verifications("observed", "cavage", "invalid"), 1.0);
+    assert_eq!(verifications("observed", "cavage", "valid"), 1.0);
+    let by_instance = |instance: &str, result: &str| {
+        metric(
+            &m,
+            "fedgate_signature_failures_by_instance_total",
+            &[("instance", instance), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(by_instance("remote.example", "digest_mismatch"), 1.0, "{m}");
+    assert_eq!(by_instance("other.example", "invalid"), 2.0);
+    assert_eq!(by_instance("nobody.example", "unknown_key"), 1.0);
+    assert_eq!(by_instance("unknown", "missing"), 1.0);
+    let req = |route: &str, status: &str| {
+        metric(
+            &m,
+            "fedgate_requests_total",
+            &[
+                ("route", route),
+                ("upstream", "app"),
+                ("method", "POST"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(req("inbox", "401"), Some(refused.len() as f64));
+    assert_eq!(req("observed", "200"), Some(2.0));
+    let (ok, out) = promtool_check_metrics(&m);
+    assert!(ok, "{out}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_key_file_refuses_the_config_and_names_the_entry() {
+    let dir = std::env::temp_dir().join(format!("fedgate-sig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("not-a-key.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let path = dir.join("fedgate.toml");
+    let listener = "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n";
+    std::fs::write(
+        &path,
+        format!(
+            "{listener}[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n\
+             [[signatures.keys]]\nkey_id = \"k\"\npem_file = {:?}\n\
+             [[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"app\"\nsignatures = \"enforce\"\n",
+            cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run_bin("check", &path);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("signatures.keys[0].pem_file"), "{stderr}");
+    std::fs::write(&path, listener.to_string() + "[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"app\"\nsignatures = \"sometimes\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n").unwrap();
+    let (code, stderr) = run_bin("check", &path);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("routes[0].signatures"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
