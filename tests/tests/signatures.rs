@@ -73,6 +73,9 @@ fn request(method: &str, url: &str, headers: &[(String, String)], body: &str) ->
     .unwrap()
 }
 
+/// A refused request: the `result` it must get, its headers and its body.
+type Refused<'a> = (&'a str, Vec<(String, String)>, &'a str);
+
 fn without(headers: &[(String, String)], name: &str) -> Vec<(String, String)> {
     headers.iter().filter(|(k, _)| k != name).cloned().collect()
 }
@@ -95,7 +98,7 @@ async fn httpsig_signatures_are_verified_enforced_and_counted() {
     assert_eq!(seen.headers["digest"], sent("digest").as_str());
     assert_eq!(up.hits(), 1);
 
-    let refused: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+    let refused: Vec<Refused<'_>> = vec![
         // The body changed after signing: the signed Digest no longer matches it.
         ("digest_mismatch", good.clone(), r#"{"type":"Delete"}"#),
         // Signed by Bob's key under Eve's key id.
