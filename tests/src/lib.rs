@@ -650,12 +650,22 @@ pub fn signer_python() -> PathBuf {
     python
 }
 
-/// Signs a request with PyPI's `httpsig` (`tests/signers/httpsig_sign.py`; `spec` as that
-/// script documents) and returns the headers to send.
+/// Signs a request with PyPI's `httpsig`, draft-cavage (`tests/signers/httpsig_sign.py`;
+/// `spec` as that script documents) and returns the headers to send.
 pub fn httpsig_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
+    run_signer("httpsig_sign.py", spec)
+}
+
+/// Signs a request with PyPI's `http-message-signatures`, RFC 9421
+/// (`tests/signers/rfc9421_sign.py`) and returns the headers to send.
+pub fn rfc9421_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
+    run_signer("rfc9421_sign.py", spec)
+}
+
+fn run_signer(script: &str, spec: &serde_json::Value) -> Vec<(String, String)> {
     use std::io::Write;
     let mut child = std::process::Command::new(signer_python())
-        .arg(workspace_root().join("tests/signers/httpsig_sign.py"))
+        .arg(workspace_root().join("tests/signers").join(script))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -670,7 +680,7 @@ pub fn httpsig_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "httpsig_sign.py failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let headers: serde_json::Map<String, serde_json::Value> =
