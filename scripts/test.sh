@@ -14,15 +14,16 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# The independent HTTP-signature clients the end-to-end tests sign requests with (PyPI
-# packages, tests/signers/requirements.txt), in a virtual environment the tests find in the
-# target directory.
+# The independent HTTP-signature clients the end-to-end tests sign requests with: PyPI
+# packages (tests/signers/requirements.txt) in a virtual environment the tests find in the
+# target directory ...
 pyenv="${CARGO_TARGET_DIR:-target}/pyenv"
 if [ ! -x "$pyenv/bin/python" ]; then
   python3 -m venv "$pyenv" 2>/dev/null || {
@@ -32,6 +33,11 @@ if [ ! -x "$pyenv/bin/python" ]; then
   }
 fi
 "$pyenv/bin/pip" install -q --disable-pip-version-check -r tests/signers/requirements.txt
+# ... and from npm (tests/signers/package.json, locked), in the target directory too.
+npmdir="${CARGO_TARGET_DIR:-target}/npm"
+mkdir -p "$npmdir"
+cp tests/signers/package.json tests/signers/package-lock.json "$npmdir/"
+(cd "$npmdir" && npm ci --no-audit --no-fund --loglevel=error)
 
 # Plugins are built for wasm32-wasip2; rustup here does not install targets on its own.
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2

@@ -662,15 +662,42 @@ pub fn rfc9421_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
     run_signer("rfc9421_sign.py", spec)
 }
 
+/// Signs a request with one of the npm packages of `tests/signers/package.json`
+/// (`tests/signers/npm_sign.mjs`; `spec["library"]` picks it), installed by the test command
+/// in `target/npm`, and returns the headers to send.
+pub fn npm_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
+    let npm = target_dir().join("npm");
+    assert!(
+        npm.join("node_modules").exists(),
+        "{} is missing: run scripts/test.sh, which installs tests/signers/package.json there",
+        npm.display()
+    );
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(workspace_root().join("tests/signers/npm_sign.mjs"))
+        .env("FEDGATE_NPM", npm);
+    run(command, "npm_sign.mjs", spec)
+}
+
 fn run_signer(script: &str, spec: &serde_json::Value) -> Vec<(String, String)> {
+    let mut command = std::process::Command::new(signer_python());
+    command.arg(workspace_root().join("tests/signers").join(script));
+    run(command, script, spec)
+}
+
+/// Runs a signer with `spec` as JSON on its stdin; its stdout is a JSON object of headers.
+fn run(
+    mut command: std::process::Command,
+    script: &str,
+    spec: &serde_json::Value,
+) -> Vec<(String, String)> {
     use std::io::Write;
-    let mut child = std::process::Command::new(signer_python())
-        .arg(workspace_root().join("tests/signers").join(script))
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python runs");
+        .expect("the signer runs");
     child
         .stdin
         .take()

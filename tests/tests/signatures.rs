@@ -1,5 +1,7 @@
 //! Phase 6 end to end: requests signed by PyPI's `httpsig` (draft-cavage) and
-//! `http-message-signatures` (RFC 9421) reach the gateway over real sockets; enforcing routes refuse what does not verify with 401 and the right
+//! `http-message-signatures` (RFC 9421), and by npm's `http-signature`,
+//! `@peertube/http-signature` and `@misskey-dev/node-http-message-signatures`, reach the
+//! gateway over real sockets; enforcing routes refuse what does not verify with 401 and the right
 //! `result`, observing routes forward everything, and the metrics count each outcome.
 
 use std::time::{Duration, SystemTime};
@@ -388,6 +390,71 @@ async fn rfc9421_signatures_from_http_message_signatures_are_verified() {
     ] {
         assert_eq!(verifications(result), 1.0, "{result}\n{m}");
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn npm_signers_are_verified() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&config(&up)).await;
+    let inbox = gw.url("/users/alice/inbox");
+    let sign = |library: &str, key_id: &str, file: &str| {
+        npm_sign(&json!({
+            "library": library,
+            "key_id": key_id,
+            "key_file": signature_testdata(file),
+            "method": "POST",
+            "path": "/users/alice/inbox",
+            "host": "local.example",
+            "headers": {"content-type": "application/activity+json"},
+            "body": CREATE,
+            "covered": INBOX_COVERS,
+        }))
+    };
+    // joyent's rsa-sha256, PeerTube's hs2019, and Misskey's draft signatures (Ed25519 as
+    // `ed25519-sha512`, and RSA) with both Digest and Content-Digest.
+    let signers = [
+        ("http-signature", BOB, "rsa-2048.key.pem", "rsa-sha256"),
+        ("peertube", BOB, "rsa-2048.key.pem", "hs2019"),
+        ("misskey", CAROL_ED, "ed25519.key.pem", "ed25519-sha512"),
+        ("misskey", BOB, "rsa-2048.key.pem", "rsa-sha256"),
+    ];
+    for (library, key_id, file, algorithm) in signers {
+        let headers = sign(library, key_id, file);
+        let signature = &headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("signature"))
+            .expect("a Signature header")
+            .1;
+        assert!(
+            signature.contains(&format!("algorithm=\"{algorithm}\"")),
+            "{library}: {signature}"
+        );
+        let (status, _, body) = send(request("POST", &inbox, &headers, CREATE)).await;
+        assert_eq!(status, 200, "{library}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(up.hits(), signers.len());
+    let seen = up.last();
+    assert!(seen.headers.contains_key("digest") && seen.headers.contains_key("content-digest"));
+
+    // Misskey sends both digests: a changed body fails them.
+    let headers = sign("misskey", CAROL_ED, "ed25519.key.pem");
+    let (status, _, text) = send(request("POST", &inbox, &headers, r#"{"type":"Undo"}"#)).await;
+    assert_eq!(status, 401);
+    let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(doc["result"], "digest_mismatch", "{doc}");
+
+    let m = gw.metrics().await;
+    let verifications = |result: &str| {
+        metric(
+            &m,
+            "fedgate_signature_verifications_total",
+            &[("route", "inbox"), ("scheme", "cavage"), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(verifications("valid"), signers.len() as f64, "{m}");
+    assert_eq!(verifications("digest_mismatch"), 1.0, "{m}");
     gw.shutdown().await;
 }
 

@@ -180,13 +180,15 @@ impl Signature {
         &self.signing_string
     }
 
-    /// The algorithm to verify with: the named one, or (for `hs2019` and no name at all)
-    /// the one the key's type implies.
+    /// The algorithm to verify with: the named one (`rsa-sha256`, `ed25519` or Misskey's
+    /// `ed25519-sha512`, `ecdsa-sha256`), or (for `hs2019` and no name at all) the one the
+    /// key's type implies.
     pub fn algorithm(&self, key: KeyType) -> Result<Algorithm, Rejection> {
         match self.algorithm.as_deref() {
             None | Some("hs2019") => Ok(Algorithm::hs2019(key)),
             Some("rsa-sha256") => Ok(Algorithm::RsaPkcs1Sha256),
-            Some("ed25519") => Ok(Algorithm::Ed25519),
+            // Misskey names Ed25519 after its internal hash.
+            Some("ed25519") | Some("ed25519-sha512") => Ok(Algorithm::Ed25519),
             Some("ecdsa-sha256") => Ok(Algorithm::EcdsaP256Sha256Asn1),
             Some(other) => Err(Rejection::new(
                 Outcome::UnsupportedAlgorithm,
