@@ -69,6 +69,7 @@ fn exchange() -> Exchange {
         upstream: "app".into(),
         request_id: Some(HeaderValue::from_static("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
         body: Some(Bytes::from_static(CREATE.as_bytes())),
+        signer: None,
         started: Some(Instant::now()),
         response: None,
     }

@@ -139,6 +139,7 @@ pub async fn handle(
     };
 
     // Phase 6: signatures, checked on the request as the client sent it.
+    let mut signer = None;
     if let Some(counters) = &route.signatures {
         let message = Message {
             method: &parts.method,
@@ -163,6 +164,7 @@ pub async fn handle(
                 return unauthorized(&checked, completion, &request_id, &rt);
             }
         }
+        signer = checked.signer;
     }
 
     // The target goes upstream in origin form, byte for byte; the endpoint decides where.
@@ -214,6 +216,7 @@ pub async fn handle(
             upstream: route.upstream_name.clone(),
             request_id: Some(request_id.clone()),
             body: buffered,
+            signer,
             started: Some(start),
             response: None,
         };

@@ -117,6 +117,24 @@ impl Request {
     pub fn body(&self) -> Option<Vec<u8>> {
         self.0.body()
     }
+
+    /// Who signed the request, when the route checks HTTP signatures (`signatures` in its
+    /// configuration) and the signature verified; `None` otherwise.
+    pub fn signer(&self) -> Option<Signer> {
+        self.0.signer().map(|s| Signer {
+            key_id: s.key_id,
+            instance: s.instance,
+        })
+    }
+}
+
+/// The verified signer of a request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Signer {
+    /// The key id the signature named (`https://remote.example/users/bob#main-key`).
+    pub key_id: String,
+    /// The host of the key id, lowercased (`remote.example`): the sending instance.
+    pub instance: String,
 }
 
 /// A response about to be sent to the client, lent to `on-response` for one call.

@@ -109,7 +109,7 @@ mod host;
 pub mod testing;
 
 pub use config::{Config, ConfigError};
-pub use http::{Header, Origin, Request, Response};
+pub use http::{Header, Origin, Request, Response, Signer};
 pub use inbox::InboxPaths;
 pub use metrics::{Counter, CounterSeries, Gauge, GaugeSeries, Histogram, HistogramSeries};
 pub use verdict::{HealthReport, HealthStatus, Hooks, Verdict};

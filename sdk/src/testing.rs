@@ -261,6 +261,7 @@ impl TestRequest {
             upstream: "app".to_owned(),
             request_id: "test-request".to_owned(),
             body: None,
+            signer: None,
         })
     }
 
@@ -322,6 +323,19 @@ impl TestRequest {
     /// Sets the request id.
     pub fn request_id(mut self, id: &str) -> Self {
         self.0.request_id = id.to_owned();
+        self
+    }
+
+    /// Marks the request as signed, with a verified signature, by `key_id`; the instance
+    /// is the key id's host, as the gateway derives it.
+    pub fn signer(mut self, key_id: &str) -> Self {
+        let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        self.0.signer = Some(backend::Signer {
+            key_id: key_id.to_owned(),
+            instance: host.to_ascii_lowercase(),
+        });
         self
     }
 
@@ -463,6 +477,17 @@ mod tests {
         assert_eq!(request.body().as_deref(), Some(&b"{}"[..]));
         assert_eq!(TestRequest::get("/?").build().query().as_deref(), Some(""));
         assert_eq!(TestRequest::get("/").build().body(), None);
+        assert_eq!(TestRequest::get("/").build().signer(), None);
+        let signed = TestRequest::post("/inbox")
+            .signer("https://Remote.Example/users/bob#main-key")
+            .build();
+        assert_eq!(
+            signed.signer(),
+            Some(crate::Signer {
+                key_id: "https://Remote.Example/users/bob#main-key".to_owned(),
+                instance: "remote.example".to_owned(),
+            })
+        );
     }
 
     #[test]

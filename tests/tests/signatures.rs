@@ -459,6 +459,41 @@ async fn npm_signers_are_verified() {
 }
 
 #[tokio::test]
+async fn plugins_see_the_verified_signer() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        format_args!(
+            "[[signatures.keys]]\nkey_id = {BOB:?}\npem_file = {:?}\n",
+            signature_testdata("rsa-2048.pub.pem").display().to_string()
+        ),
+        plugin("signer", "hostile", "", "mode = \"echo-signer\""),
+        plugin_route(
+            "observed",
+            "/",
+            "app",
+            &["signer"],
+            "signatures = \"observe\""
+        ),
+    ))
+    .await;
+    let inbox = gw.url("/users/alice/inbox");
+    let good = signed(BOB, "/users/alice/inbox", CREATE, &INBOX_COVERS, None);
+    let (status, _, _) = send(request("POST", &inbox, &good, CREATE)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.last().headers["x-signer"],
+        format!("remote.example {BOB}").as_str()
+    );
+    // A signature that fails (observe mode forwards it) names no signer.
+    let (status, _, _) = send(request("POST", &inbox, &good, r#"{"type":"Undo"}"#)).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last().headers["x-signer"], "none");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_bad_key_file_refuses_the_config_and_names_the_entry() {
     let dir = std::env::temp_dir().join(format!("fedgate-sig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

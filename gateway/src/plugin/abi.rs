@@ -31,7 +31,8 @@ pub use exports::fedgate::plugin::handler::Guest as Handler;
 pub use fedgate::plugin::log::Level;
 pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub use fedgate::plugin::types::{
-    Denial, Header, HealthReport, HealthStatus, Hooks, Request, Response, ResponseOrigin, Verdict,
+    Denial, Header, HealthReport, HealthStatus, Hooks, Request, Response, ResponseOrigin, Signer,
+    Verdict,
 };
 
 /// The WIT package version these bindings are for.
@@ -265,6 +266,13 @@ impl fedgate::plugin::types::HostRequest for HostState {
 
     fn body(&mut self, _: Resource<Request>) -> Option<Vec<u8>> {
         self.exchange.body.as_ref().map(|b| b.to_vec())
+    }
+
+    fn signer(&mut self, _: Resource<Request>) -> Option<Signer> {
+        self.exchange.signer.as_ref().map(|s| Signer {
+            key_id: s.key_id.clone(),
+            instance: s.instance.clone(),
+        })
     }
 
     fn drop(&mut self, _: Resource<Request>) -> wasmtime::Result<()> {

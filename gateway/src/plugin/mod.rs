@@ -133,6 +133,8 @@ pub struct Exchange {
     pub upstream: Arc<str>,
     pub request_id: Option<HeaderValue>,
     pub body: Option<Bytes>,
+    /// The verified signer (phase 6), if any.
+    pub signer: Option<crate::signature::verifier::Signer>,
     pub started: Option<Instant>,
     pub response: Option<ResponseView>,
 }

@@ -38,6 +38,14 @@ pub(crate) struct Request {
     pub(crate) upstream: String,
     pub(crate) request_id: String,
     pub(crate) body: Option<Vec<u8>>,
+    pub(crate) signer: Option<Signer>,
+}
+
+/// The verified signer, as the gateway's `signer` record carries it.
+#[derive(Clone, Debug)]
+pub(crate) struct Signer {
+    pub(crate) key_id: String,
+    pub(crate) instance: String,
 }
 
 fn first_value(headers: &[Header], name: &str) -> Option<String> {
@@ -102,6 +110,10 @@ impl Request {
 
     pub(crate) fn body(&self) -> Option<Vec<u8>> {
         self.body.clone()
+    }
+
+    pub(crate) fn signer(&self) -> Option<Signer> {
+        self.signer.clone()
     }
 }
 

@@ -24,6 +24,7 @@ enum Mode {
     Health,
     EchoBody,
     WrongSeries,
+    EchoSigner,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -159,6 +160,16 @@ impl Plugin for Hostile {
                 Verdict::add_header(self.settings.header.clone(), self.settings.value.clone())
             }
             Mode::WrongSeries => wrong_series(),
+            Mode::EchoSigner => {
+                let signer = request.signer();
+                Verdict::add_header(
+                    "x-signer",
+                    signer.map_or_else(
+                        || "none".to_owned(),
+                        |s| format!("{} {}", s.instance, s.key_id),
+                    ),
+                )
+            }
             Mode::EchoBody => {
                 let length = request.body().map_or(0, |body| body.len());
                 if let Some(counter) = &self.body_bytes {
