@@ -145,6 +145,7 @@ impl Shared {
         current.retire_removed(&next, &self.metrics, &mut guard.cache);
         let routes = next.routes.routes().len();
         let upstreams = next.upstreams.len();
+        next.verifier.publish();
         self.state.store(Arc::new(next));
         self.metrics.config_reload(true);
         for (section, changed) in restart_only {
@@ -216,6 +217,7 @@ impl Gateway {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|t| hash(&t));
+        runtime.verifier.publish();
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(runtime),
             metrics,

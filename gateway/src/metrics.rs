@@ -136,6 +136,8 @@ pub struct Metrics {
 /// The `fedgate_signature_*` families (phase 6).
 #[derive(Debug)]
 pub struct SignatureFamilies {
+    /// `fedgate_trust_store_size`: keys in the trust store of the running config.
+    pub trust_store_size: prometheus::IntGauge,
     pub verifications: IntCounterVec,
     pub failures_by_instance: IntCounterVec,
     pub duration: HistogramVec,
@@ -319,6 +321,10 @@ impl Metrics {
             drops,
         ));
         let signatures = Arc::new(SignatureFamilies {
+            trust_store_size: prometheus::IntGauge::new(
+                "fedgate_trust_store_size",
+                "Keys in the signature trust store of the running configuration.",
+            )?,
             verifications: IntCounterVec::new(
                 Opts::new(
                     "fedgate_signature_verifications_total",
@@ -342,6 +348,7 @@ impl Metrics {
                 &["scheme"],
             )?,
         });
+        registry.register(Box::new(signatures.trust_store_size.clone()))?;
         registry.register(Box::new(signatures.verifications.clone()))?;
         registry.register(Box::new(signatures.failures_by_instance.clone()))?;
         registry.register(Box::new(signatures.duration.clone()))?;

@@ -494,6 +494,49 @@ async fn plugins_see_the_verified_signer() {
 }
 
 #[tokio::test]
+async fn the_trust_store_reloads_with_the_config() {
+    let up = TestUpstream::start("app").await;
+    let route = "[[routes]]\nname = \"inbox\"\npath_prefix = \"/\"\nupstream = \"app\"\nsignatures = \"enforce\"\n";
+    let without_bob = format!("{}{route}", upstream_block("app", &[up.url()], ""));
+    let gw = TestGateway::start(&without_bob).await;
+    let inbox = gw.url("/users/alice/inbox");
+    let deliver = || async {
+        let headers = signed(BOB, "/users/alice/inbox", CREATE, &INBOX_COVERS, None);
+        let (status, _, body) = send(request("POST", &inbox, &headers, CREATE)).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = deliver().await;
+    assert_eq!(status, 401);
+    assert!(body.contains("unknown_key"), "{body}");
+    assert_eq!(
+        metric(&gw.metrics().await, "fedgate_trust_store_size", &[]),
+        Some(0.0)
+    );
+
+    // Bob's key added: the next delivery verifies.
+    gw.rewrite(&config(&up)).await.unwrap();
+    assert_eq!(deliver().await.0, 200);
+    assert_eq!(
+        metric(&gw.metrics().await, "fedgate_trust_store_size", &[]),
+        Some(3.0)
+    );
+
+    // A broken key file keeps the running trust store and says which entry is wrong.
+    let broken = format!(
+        "{}[[signatures.keys]]\nkey_id = {BOB:?}\npem_file = \"/nonexistent/bob.pem\"\n{route}",
+        upstream_block("app", &[up.url()], "")
+    );
+    let err = gw.rewrite(&broken).await.unwrap_err().to_string();
+    assert!(err.contains("signatures.keys[0].pem_file"), "{err}");
+    assert_eq!(deliver().await.0, 200);
+    assert_eq!(
+        metric(&gw.metrics().await, "fedgate_trust_store_size", &[]),
+        Some(3.0)
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_bad_key_file_refuses_the_config_and_names_the_entry() {
     let dir = std::env::temp_dir().join(format!("fedgate-sig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -57,6 +57,12 @@ impl Verifier {
         self.keys.len()
     }
 
+    /// Shows this verifier's trust store on `fedgate_trust_store_size`: called when its
+    /// runtime starts serving.
+    pub fn publish(&self) {
+        self.families.trust_store_size.set(self.keys.len() as i64);
+    }
+
     /// Counter handles of one route, resolved when the route is built.
     pub fn route_counters(&self, route: &str) -> RouteCounters {
         let c = |scheme: Scheme, outcome: Outcome| {
