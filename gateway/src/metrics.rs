@@ -138,9 +138,24 @@ pub struct Metrics {
 pub struct SignatureFamilies {
     /// `fedgate_trust_store_size`: keys in the trust store of the running config.
     pub trust_store_size: prometheus::IntGauge,
+    /// `fedgate_federation_peers`, kept across reloads.
+    pub peers: Arc<crate::signature::peers::Peers>,
     pub verifications: IntCounterVec,
     pub failures_by_instance: IntCounterVec,
     pub duration: HistogramVec,
+}
+
+/// Registers the shared peer table as a collector.
+struct PeersCollector(Arc<crate::signature::peers::Peers>);
+
+impl prometheus::core::Collector for PeersCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 /// Signature verification latency buckets, in seconds: 10 µs to 10 ms.
@@ -325,6 +340,7 @@ impl Metrics {
                 "fedgate_trust_store_size",
                 "Keys in the signature trust store of the running configuration.",
             )?,
+            peers: Arc::new(crate::signature::peers::Peers::new()?),
             verifications: IntCounterVec::new(
                 Opts::new(
                     "fedgate_signature_verifications_total",
@@ -349,6 +365,7 @@ impl Metrics {
             )?,
         });
         registry.register(Box::new(signatures.trust_store_size.clone()))?;
+        registry.register(Box::new(PeersCollector(signatures.peers.clone())))?;
         registry.register(Box::new(signatures.verifications.clone()))?;
         registry.register(Box::new(signatures.failures_by_instance.clone()))?;
         registry.register(Box::new(signatures.duration.clone()))?;

@@ -232,6 +232,12 @@ async fn httpsig_signatures_are_verified_enforced_and_counted() {
     assert_eq!(by_instance("other.example", "invalid"), 2.0);
     assert_eq!(by_instance("nobody.example", "unknown_key"), 1.0);
     assert_eq!(by_instance("unknown", "missing"), 1.0);
+    // Only Bob's instance sent signatures that verified.
+    assert_eq!(
+        metric(&m, "fedgate_federation_peers", &[]),
+        Some(1.0),
+        "{m}"
+    );
     let req = |route: &str, status: &str| {
         metric(
             &m,
@@ -455,6 +461,12 @@ async fn npm_signers_are_verified() {
     };
     assert_eq!(verifications("valid"), signers.len() as f64, "{m}");
     assert_eq!(verifications("digest_mismatch"), 1.0, "{m}");
+    // remote.example (Bob) and ed.example (Carol).
+    assert_eq!(
+        metric(&m, "fedgate_federation_peers", &[]),
+        Some(2.0),
+        "{m}"
+    );
     gw.shutdown().await;
 }
 

@@ -13,6 +13,7 @@
 pub mod cavage;
 pub mod digest;
 pub mod key;
+pub mod peers;
 pub mod rfc9421;
 pub mod verifier;
 

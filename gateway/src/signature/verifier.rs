@@ -132,7 +132,11 @@ impl Verifier {
             Err(r) => r.outcome,
         };
         counters.get(scheme, outcome).inc();
-        if outcome != Outcome::Valid {
+        if outcome == Outcome::Valid {
+            if let Some(instance) = instance.as_deref().filter(|i| !i.is_empty()) {
+                self.families.peers.saw(instance, Instant::now());
+            }
+        } else {
             let label = self.instance_label(instance.as_deref());
             self.families
                 .failures_by_instance
