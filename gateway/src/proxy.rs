@@ -349,48 +349,73 @@ fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: &
 /// A plugin's denial as the response.
 fn denied(
     d: Denial,
-    mut completion: Completion,
+    completion: Completion,
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    completion.set_status(d.status.as_u16());
-    completion.set_error("plugin_denied");
     tracing::debug!(plugin = %d.plugin, status = d.status.as_u16(), "request denied by plugin");
-    let mut resp = Response::new(ResponseBody::fixed(d.body, Some(completion)));
-    *resp.status_mut() = d.status;
-    *resp.headers_mut() = d.headers;
-    resp.headers_mut()
-        .insert(&rt.forwarding.request_id_header, request_id.clone());
-    resp
+    answer(
+        d.status,
+        "plugin_denied",
+        d.headers,
+        d.body,
+        completion,
+        request_id,
+        rt,
+    )
 }
 
 /// 401 for a request whose signature an enforcing route refused, with a JSON reason as
 /// Mastodon gives one.
 fn unauthorized(
     checked: &Verification,
-    mut completion: Completion,
+    completion: Completion,
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    completion.set_status(401);
-    completion.set_error("signature");
     let body = serde_json::json!({
         "error": checked.reason.as_deref().unwrap_or("signature verification failed"),
         "result": checked.outcome.as_str(),
     })
     .to_string();
-    let mut resp = Response::new(ResponseBody::fixed(Bytes::from(body), Some(completion)));
-    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
-    let h = resp.headers_mut();
-    h.insert(
+    let mut headers = HeaderMap::new();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(
+    headers.insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Signature realm=\"fedgate\""),
     );
-    h.insert(&rt.forwarding.request_id_header, request_id.clone());
+    answer(
+        http::StatusCode::UNAUTHORIZED,
+        "signature",
+        headers,
+        Bytes::from(body),
+        completion,
+        request_id,
+        rt,
+    )
+}
+
+/// An answer the gateway gives itself: recorded with `error` as its cause, and carrying
+/// the request id like every response.
+fn answer(
+    status: http::StatusCode,
+    error: &'static str,
+    headers: HeaderMap,
+    body: Bytes,
+    mut completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    completion.set_status(status.as_u16());
+    completion.set_error(error);
+    let mut resp = Response::new(ResponseBody::fixed(body, Some(completion)));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp.headers_mut()
+        .insert(&rt.forwarding.request_id_header, request_id.clone());
     resp
 }
 
@@ -421,23 +446,22 @@ fn upstream_failure(
 /// The single edge step: every failure becomes a response with its status and fixed body.
 pub fn rescue(
     err: ProxyError,
-    mut completion: Completion,
+    completion: Completion,
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    let status = err.status();
-    completion.set_status(status.as_u16());
-    completion.set_error(err.code());
-    let mut resp = Response::new(ResponseBody::fixed(
-        Bytes::from_static(err.body().as_bytes()),
-        Some(completion),
-    ));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
+    let mut headers = HeaderMap::new();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(&rt.forwarding.request_id_header, request_id.clone());
-    resp
+    answer(
+        err.status(),
+        err.code(),
+        headers,
+        Bytes::from_static(err.body().as_bytes()),
+        completion,
+        request_id,
+        rt,
+    )
 }

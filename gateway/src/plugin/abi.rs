@@ -61,8 +61,9 @@ pub struct HostState {
     series: Vec<(u32, Series)>,
     /// Series numbers by metric and label values, so resolving twice gives one number.
     resolved: HashMap<(u32, Vec<String>), u32>,
-    /// Each metric's `other` series number, once one was handed out past `MAX_RESOLVED`.
-    overflow: HashMap<u32, u32>,
+    /// Past `MAX_RESOLVED`: each metric's `other` series number (`true`), and its number
+    /// for labels that do not fit (`false`), once handed out.
+    overflow: HashMap<(u32, bool), u32>,
 }
 
 impl HostState {
@@ -115,17 +116,15 @@ impl HostState {
         }
         let handle = &self.metrics[rep as usize];
         if self.resolved.len() >= MAX_RESOLVED {
-            if let Some(&n) = self.overflow.get(&rep) {
+            // At most two more numbers per metric, so the table stops growing.
+            let series = handle.overflow_for(&key.1);
+            let slot = (rep, !matches!(series, Series::Invalid));
+            if let Some(&n) = self.overflow.get(&slot) {
                 return n;
             }
             let n = self.series.len() as u32;
-            let names = vec![super::declared::OVERFLOW_VALUE.to_string(); key.1.len()];
-            let series = match handle.resolve(names) {
-                Series::Live(c) | Series::Overflow(c) => Series::Overflow(c),
-                Series::Invalid => Series::Invalid,
-            };
             self.series.push((rep, series));
-            self.overflow.insert(rep, n);
+            self.overflow.insert(slot, n);
             return n;
         }
         let n = self.series.len() as u32;

@@ -235,9 +235,7 @@ impl Handle {
 
     /// The series for `values`, created within the cap.
     pub fn resolve(&self, values: Vec<String>) -> Series {
-        if values.len() != self.family.labels.len()
-            || values.iter().any(|v| v.len() > MAX_LABEL_VALUE)
-        {
+        if !self.fits(&values) {
             return Series::Invalid;
         }
         {
@@ -256,16 +254,37 @@ impl Handle {
         }
         if series.len() >= self.cap {
             drop(series);
-            let overflow = self.family.overflow.get_or_init(|| {
-                let values = vec![OVERFLOW_VALUE; self.family.labels.len()];
-                self.family.child(&values)
-            });
-            return Series::Overflow(overflow.clone());
+            return self.overflow();
         }
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let child = self.family.child(&refs);
         series.insert(values, child.clone());
         Series::Live(child)
+    }
+
+    /// Where `values` go when they may not get a series of their own: the `other` series,
+    /// or nowhere if they do not fit the declaration.
+    pub fn overflow_for(&self, values: &[String]) -> Series {
+        if self.fits(values) {
+            self.overflow()
+        } else {
+            Series::Invalid
+        }
+    }
+
+    /// Whether `values` fit the declaration: one per label, none too long.
+    fn fits(&self, values: &[String]) -> bool {
+        values.len() == self.family.labels.len()
+            && values.iter().all(|v| v.len() <= MAX_LABEL_VALUE)
+    }
+
+    /// The series every label set past the cap shares.
+    fn overflow(&self) -> Series {
+        let child = self.family.overflow.get_or_init(|| {
+            let values = vec![OVERFLOW_VALUE; self.family.labels.len()];
+            self.family.child(&values)
+        });
+        Series::Overflow(child.clone())
     }
 
     /// Whether `update` carries a value this metric accepts; `None` when the update does

@@ -17,7 +17,7 @@ use base64::Engine;
 use http::Method;
 
 use super::key::{Algorithm, KeyType, PublicKey};
-use super::{unix_time, Message, Outcome, Rejection, Window};
+use super::{Message, Outcome, Rejection, Window};
 
 /// A parsed signature with the signing string it claims to sign.
 #[derive(Debug, Clone)]
@@ -41,14 +41,7 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
         Some(v) => v
             .to_str()
             .map_err(|_| Rejection::malformed("Signature is not text"))?,
-        None => message
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("signature").then_some(rest)
-            })
+        None => authorization(message.headers)
             .ok_or_else(|| Rejection::new(Outcome::Missing, "no Signature header"))?,
     };
     let mut params = parameters(text)?;
@@ -118,6 +111,18 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
         method: message.method.clone(),
         date: message.field("date"),
     })
+}
+
+/// Whether the request carries a draft-cavage signature, in either header.
+pub fn present(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("signature") || authorization(headers).is_some()
+}
+
+/// The parameters of an `Authorization: Signature ...` header.
+fn authorization(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("signature").then_some(rest)
 }
 
 /// The `name="value"` (or `name=value`) parameters of a signature, by lowercase name.
@@ -233,23 +238,7 @@ impl Signature {
         now: SystemTime,
     ) -> Result<(), Rejection> {
         self.check_coverage()?;
-        let signed = match self.created {
-            Some(created) => unix_time(created)
-                .ok_or_else(|| Rejection::malformed("(created) is out of range"))?,
-            None => {
-                let date = self
-                    .date
-                    .as_deref()
-                    .ok_or_else(|| Rejection::malformed("no Date to check the time against"))?;
-                httpdate::parse_http_date(date)
-                    .map_err(|_| Rejection::malformed("Date is not an HTTP date"))?
-            }
-        };
-        let expires = self
-            .expires
-            .map(|e| unix_time(e).ok_or_else(|| Rejection::malformed("(expires) is out of range")))
-            .transpose()?;
-        window.check(signed, expires, now)?;
+        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)?;
         let algorithm = self.algorithm(key.kind())?;
         key.verify(algorithm, self.signing_string.as_bytes(), &self.signature)
     }

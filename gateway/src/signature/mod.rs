@@ -31,6 +31,9 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme, in declaration order (`scheme as usize` indexes it).
+    pub const ALL: [Scheme; 3] = [Scheme::Cavage, Scheme::Rfc9421, Scheme::None];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Cavage => "cavage",
@@ -61,6 +64,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
     pub const ALL: [Outcome; 8] = [
         Outcome::Valid,
         Outcome::Missing,
@@ -198,6 +202,35 @@ impl Window {
     }
 }
 
+impl Window {
+    /// Checks when a signature was made: its `created` parameter if it has one, else the
+    /// request's `Date` field (which the signature covers), and its `expires` parameter.
+    /// Both schemes date their signatures this way.
+    pub fn check_signed_at(
+        &self,
+        created: Option<i64>,
+        expires: Option<i64>,
+        date: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        let signed = match created {
+            Some(created) => {
+                unix_time(created).ok_or_else(|| Rejection::malformed("created is out of range"))?
+            }
+            None => {
+                let date =
+                    date.ok_or_else(|| Rejection::malformed("no Date to check the time against"))?;
+                httpdate::parse_http_date(date)
+                    .map_err(|_| Rejection::malformed("Date is not an HTTP date"))?
+            }
+        };
+        let expires = expires
+            .map(|e| unix_time(e).ok_or_else(|| Rejection::malformed("expires is out of range")))
+            .transpose()?;
+        self.check(signed, expires, now)
+    }
+}
+
 /// Seconds since the Unix epoch, as `created` and `expires` carry them.
 pub fn unix_time(seconds: i64) -> Option<SystemTime> {
     let s = u64::try_from(seconds).ok()?;
@@ -207,6 +240,16 @@ pub fn unix_time(seconds: i64) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_follow_declaration_order() {
+        for (i, s) in Scheme::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+    }
 
     #[test]
     fn the_window_takes_skew_age_and_expiry() {

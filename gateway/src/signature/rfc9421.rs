@@ -22,7 +22,7 @@ use sfv::{BareItem, Dictionary, InnerList, Item, ItemSerializer, ListEntry, List
 use sfv::{Parameters, Parser, Version};
 
 use super::key::{Algorithm, KeyType, PublicKey};
-use super::{unix_time, Message, Outcome, Rejection, Window};
+use super::{Message, Outcome, Rejection, Window};
 
 /// One signature of a request, with the signature base it claims to sign.
 #[derive(Debug, Clone)]
@@ -433,24 +433,7 @@ impl Signature {
         now: SystemTime,
     ) -> Result<(), Rejection> {
         self.check_coverage()?;
-        let signed = match self.created {
-            Some(created) => {
-                unix_time(created).ok_or_else(|| Rejection::malformed("created is out of range"))?
-            }
-            None => {
-                let date = self
-                    .date
-                    .as_deref()
-                    .ok_or_else(|| Rejection::malformed("no Date to check the time against"))?;
-                httpdate::parse_http_date(date)
-                    .map_err(|_| Rejection::malformed("Date is not an HTTP date"))?
-            }
-        };
-        let expires = self
-            .expires
-            .map(|e| unix_time(e).ok_or_else(|| Rejection::malformed("expires is out of range")))
-            .transpose()?;
-        window.check(signed, expires, now)?;
+        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)?;
 
         let base = self.base.as_bytes();
         match (self.algorithm, key.kind()) {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 
 use super::key::PublicKey;
 use super::{cavage, digest, rfc9421, Message, Outcome, Rejection, Scheme, Window};
@@ -37,6 +37,8 @@ pub struct Verifier {
     max_instances: usize,
     keys: HashMap<String, PublicKey>,
     families: Arc<SignatureFamilies>,
+    /// The duration histogram of each scheme, by `Scheme as usize`.
+    durations: [Histogram; 3],
     /// Instances with their own label in the failure counter.
     instances: Mutex<HashSet<String>>,
 }
@@ -47,6 +49,7 @@ impl Verifier {
             window: config.window,
             max_instances: config.max_instances,
             keys: config.keys.iter().cloned().collect(),
+            durations: Scheme::ALL.map(|s| families.duration.with_label_values(&[s.as_str()])),
             families,
             instances: Mutex::new(HashSet::new()),
         }
@@ -73,8 +76,7 @@ impl Verifier {
             ])
         };
         RouteCounters {
-            by: [Scheme::Cavage, Scheme::Rfc9421, Scheme::None]
-                .map(|s| Outcome::ALL.map(|o| c(s, o))),
+            by: Scheme::ALL.map(|s| Outcome::ALL.map(|o| c(s, o))),
         }
     }
 
@@ -89,13 +91,7 @@ impl Verifier {
         let started = Instant::now();
         let scheme = if message.headers.contains_key("signature-input") {
             Scheme::Rfc9421
-        } else if message.headers.contains_key("signature")
-            || message
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().get(..10))
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"signature "))
-        {
+        } else if cavage::present(message.headers) {
             Scheme::Cavage
         } else {
             Scheme::None
@@ -122,10 +118,7 @@ impl Verifier {
         };
         // The signature covers the digest field; the digest field must cover the body.
         let result = result.and_then(|()| digest::check(message.headers, body).map(|_| ()));
-        self.families
-            .duration
-            .with_label_values(&[scheme.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        self.durations[scheme as usize].observe(started.elapsed().as_secs_f64());
         let instance = key_id.as_deref().map(instance_of);
         let outcome = match &result {
             Ok(()) => Outcome::Valid,
@@ -198,16 +191,7 @@ pub struct RouteCounters {
 
 impl RouteCounters {
     fn get(&self, scheme: Scheme, outcome: Outcome) -> &IntCounter {
-        let s = match scheme {
-            Scheme::Cavage => 0,
-            Scheme::Rfc9421 => 1,
-            Scheme::None => 2,
-        };
-        let o = Outcome::ALL
-            .iter()
-            .position(|x| *x == outcome)
-            .unwrap_or_default();
-        &self.by[s][o]
+        &self.by[scheme as usize][outcome as usize]
     }
 }
 
