@@ -27,6 +27,10 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("a fail_closed plugin failed")]
     PluginFailed,
+    #[error("the client or its instance is on the blocklist")]
+    Blocked,
+    #[error("a rate limit refused the request")]
+    RateLimited,
 }
 
 impl ProxyError {
@@ -41,6 +45,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::PluginFailed => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Blocked => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -56,6 +62,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad request\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::PluginFailed => "service unavailable\n",
+            ProxyError::Blocked => "forbidden\n",
+            ProxyError::RateLimited => "too many requests\n",
         }
     }
 
@@ -70,7 +78,9 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge
-            | ProxyError::PluginFailed => None,
+            | ProxyError::PluginFailed
+            | ProxyError::Blocked
+            | ProxyError::RateLimited => None,
         }
     }
 
@@ -81,6 +91,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::PluginFailed => "plugin_failed",
+            ProxyError::Blocked => "blocked",
+            ProxyError::RateLimited => "rate_limited",
             other => other.upstream_kind().map_or("error", |k| k.as_str()),
         }
     }
@@ -136,6 +148,8 @@ mod tests {
     #[test]
     fn every_rejection_maps_to_its_status() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::Blocked.status(), 403);
+        assert_eq!(ProxyError::RateLimited.status(), 429);
         assert_eq!(ProxyError::UpstreamConnect.status(), 502);
         assert_eq!(ProxyError::UpstreamReset.status(), 502);
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);

@@ -145,7 +145,7 @@ impl Shared {
         current.retire_removed(&next, &self.metrics, &mut guard.cache);
         let routes = next.routes.routes().len();
         let upstreams = next.upstreams.len();
-        next.verifier.publish();
+        next.publish();
         self.state.store(Arc::new(next));
         self.metrics.config_reload(true);
         for (section, changed) in restart_only {
@@ -188,6 +188,7 @@ pub struct Gateway {
     accept_tasks: Vec<JoinHandle<()>>,
     admin_task: JoinHandle<()>,
     watch_task: Option<JoinHandle<()>>,
+    sweep_task: JoinHandle<()>,
     graceful: Arc<GracefulShutdown>,
     grace: Duration,
 }
@@ -217,7 +218,7 @@ impl Gateway {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|t| hash(&t));
-        runtime.verifier.publish();
+        runtime.publish();
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(runtime),
             metrics,
@@ -258,8 +259,10 @@ impl Gateway {
             ))),
             _ => None,
         };
+        let sweep_task = tokio::spawn(sweep_limiters(shared.clone()));
         shared.ready.store(true, Ordering::Release);
         Ok(Gateway {
+            sweep_task,
             shared,
             listeners,
             admin_addr,
@@ -311,6 +314,7 @@ impl Gateway {
         if let Some(t) = self.watch_task {
             t.abort();
         }
+        self.sweep_task.abort();
         let clean = match Arc::try_unwrap(self.graceful) {
             Ok(g) => tokio::time::timeout(self.grace, g.shutdown()).await.is_ok(),
             Err(_) => false,
@@ -347,7 +351,7 @@ async fn watch_file(
         if changed {
             tracing::info!(path = %path.display(), "configuration file changed");
         } else if stamps != plugin_files {
-            tracing::info!("a plugin file changed");
+            tracing::info!("a plugin or blocklist file changed");
         } else {
             continue;
         }
@@ -358,12 +362,35 @@ async fn watch_file(
     }
 }
 
-/// Size and modification time of each loaded plugin's file: a change triggers a reload,
-/// which recompiles the plugin if its content changed.
+/// How often limiters drop the state of keys that are full again: the bound on how long a
+/// flood of distinct keys shares the overflow bucket.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sweeps the limiters of whatever runtime is serving, off the request path.
+async fn sweep_limiters(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rt = shared.runtime();
+        for limiter in rt.limiters.values() {
+            limiter.sweep();
+        }
+    }
+}
+
+/// Size and modification time of each loaded plugin's file and of the blocklist file: a
+/// change triggers a reload, which recompiles a plugin if its content changed and reads
+/// the blocklist again.
 async fn plugin_stamps(rt: &Runtime) -> Vec<Option<(u64, std::time::SystemTime)>> {
-    let mut stamps = Vec::with_capacity(rt.plugins.len());
-    for p in rt.plugins.values() {
-        let meta = tokio::fs::metadata(&p.config.path).await.ok();
+    let mut stamps = Vec::with_capacity(rt.plugins.len() + 1);
+    let files = rt
+        .plugins
+        .values()
+        .map(|p| p.config.path.as_path())
+        .chain(rt.config.blocklist.file.as_deref());
+    for path in files {
+        let meta = tokio::fs::metadata(path).await.ok();
         stamps.push(meta.and_then(|m| Some((m.len(), m.modified().ok()?))));
     }
     stamps

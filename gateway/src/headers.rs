@@ -365,6 +365,37 @@ fn parse_traceparent(v: &[u8]) -> Option<TraceId> {
     Some(TraceId(id))
 }
 
+/// The client a request is from: the peer address, unless the peer is a trusted proxy, in
+/// which case `X-Forwarded-For` is read from the right, skipping trusted proxies, and the
+/// first address not trusted is the client (entries further left are the client's to
+/// forge). With every entry trusted, the leftmost is the client; a malformed entry stops
+/// the walk at the last trusted hop.
+pub fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &crate::netset::NetSet,
+) -> IpAddr {
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for entry in text.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip;
+            if !trusted.contains(ip) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +509,7 @@ mod tests {
             preserve_host: true,
             request_id_header: HeaderName::from_static("x-request-id"),
             trust_request_id: true,
+            trusted_proxies: Default::default(),
         };
         let one = map(&[("x-request-id", "abc-123")]);
         assert_eq!(
@@ -508,6 +540,7 @@ mod tests {
             preserve_host: true,
             request_id_header: HeaderName::from_static("x-request-id"),
             trust_request_id: true,
+            trusted_proxies: Default::default(),
         };
         let mut h = map(&[("x-forwarded-for", "203.0.113.7")]);
         let host = HeaderValue::from_static("social.example");
@@ -531,6 +564,44 @@ mod tests {
         assert_eq!(
             h["forwarded"],
             "for=\"[::1]\";proto=https;host=\"social.example\""
+        );
+    }
+
+    #[test]
+    fn client_address_walks_trusted_proxies_from_the_right() {
+        use crate::netset::{parse_net, NetSet};
+        let trusted = NetSet::new(["10.0.0.0/8", "192.0.2.1"].map(|n| parse_net(n).unwrap()));
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let xff = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The client may put anything on the left; the first untrusted hop from the right wins.
+        assert_eq!(
+            client_address(peer, &xff("6.6.6.6, 203.0.113.5, 192.0.2.1"), &trusted),
+            ip("203.0.113.5")
+        );
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_address(ip("198.51.100.1"), &xff("203.0.113.5"), &trusted),
+            ip("198.51.100.1")
+        );
+        // Every hop trusted: the leftmost.
+        assert_eq!(
+            client_address(peer, &xff("10.0.0.2, 10.0.0.3"), &trusted),
+            ip("10.0.0.2")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        assert_eq!(
+            client_address(peer, &xff("203.0.113.5, garbage"), &trusted),
+            peer
+        );
+        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
+        assert_eq!(
+            client_address(peer, &xff("203.0.113.5"), &NetSet::default()),
+            peer
         );
     }
 }

@@ -4,6 +4,8 @@
 //! - [`server`]: phase 1, accept, TLS, HTTP/1.1 and HTTP/2 connections
 //! - [`headers`]: request ids, trace context, hop-by-hop and forwarding headers
 //! - [`routing`]: phase 2, route selection
+//! - [`blocklist`]: phase 3, blocked networks and instances ([`netset`]: CIDR sets)
+//! - [`ratelimit`]: phase 4, named keyed limiters (governor) with bounded state
 //! - [`upstream`]: phases 8 and 9, balancing and pooled upstream clients
 //! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
@@ -16,6 +18,7 @@
 //! - [`tls`], [`demo`], [`logging`]
 
 pub mod admin;
+pub mod blocklist;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -25,9 +28,11 @@ pub mod h1;
 pub mod headers;
 pub mod logging;
 pub mod metrics;
+pub mod netset;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod record;
 pub mod routing;
 pub mod runtime;

@@ -131,6 +131,20 @@ pub struct Metrics {
     plugins: Arc<PluginFamilies>,
     declared: Arc<crate::plugin::declared::Declared>,
     signatures: Arc<SignatureFamilies>,
+    limits: Arc<LimitFamilies>,
+}
+
+/// The families of phases 3 and 4: the blocklist and the rate limiters.
+#[derive(Debug)]
+pub struct LimitFamilies {
+    /// `fedgate_rate_limit_decisions_total{limiter,decision}`.
+    pub decisions: IntCounterVec,
+    /// `fedgate_rate_limit_keys{limiter}`: keys a limiter tracks, as of its last sweep.
+    pub keys: IntGaugeVec,
+    /// `fedgate_blocked_requests_total{reason}`.
+    pub blocked: IntCounterVec,
+    /// `fedgate_blocklist_size`: domains and networks on the blocklist.
+    pub blocklist_size: IntGauge,
 }
 
 /// The `fedgate_signature_*` families (phase 6).
@@ -369,6 +383,37 @@ impl Metrics {
         registry.register(Box::new(signatures.verifications.clone()))?;
         registry.register(Box::new(signatures.failures_by_instance.clone()))?;
         registry.register(Box::new(signatures.duration.clone()))?;
+        let limits = Arc::new(LimitFamilies {
+            decisions: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_rate_limit_decisions_total",
+                    "Rate limit decisions by limiter and decision (allowed, limited, would_limit in observe mode).",
+                ),
+                &["limiter", "decision"],
+            )?,
+            keys: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_rate_limit_keys",
+                    "Keys a rate limiter holds state for, as of its last sweep.",
+                ),
+                &["limiter"],
+            )?,
+            blocked: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_blocked_requests_total",
+                    "Requests refused by the blocklist, by reason (address, instance).",
+                ),
+                &["reason"],
+            )?,
+            blocklist_size: IntGauge::new(
+                "fedgate_blocklist_size",
+                "Domains and networks on the blocklist of the running configuration.",
+            )?,
+        });
+        registry.register(Box::new(limits.decisions.clone()))?;
+        registry.register(Box::new(limits.keys.clone()))?;
+        registry.register(Box::new(limits.blocked.clone()))?;
+        registry.register(Box::new(limits.blocklist_size.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -388,7 +433,32 @@ impl Metrics {
             plugins,
             declared,
             signatures,
+            limits,
         })
+    }
+
+    /// The blocklist and rate limit families.
+    pub fn limit_families(&self) -> &LimitFamilies {
+        &self.limits
+    }
+
+    /// Handles of one rate limiter; resolved when the limiter is built.
+    pub fn limiter(&self, name: &str) -> crate::ratelimit::LimiterMetrics {
+        let d = &self.limits.decisions;
+        crate::ratelimit::LimiterMetrics {
+            allowed: d.with_label_values(&[name, "allowed"]),
+            limited: d.with_label_values(&[name, "limited"]),
+            would_limit: d.with_label_values(&[name, "would_limit"]),
+            keys: self.limits.keys.with_label_values(&[name]),
+        }
+    }
+
+    /// Removes the series of a limiter that a reload dropped.
+    pub fn forget_limiter(&self, name: &str) {
+        for d in ["allowed", "limited", "would_limit"] {
+            let _ = self.limits.decisions.remove_label_values(&[name, d]);
+        }
+        let _ = self.limits.keys.remove_label_values(&[name]);
     }
 
     /// The `fedgate_signature_*` families.

@@ -102,6 +102,25 @@ pub async fn handle(
         Completion::new(start, route.metrics.clone(), method, counter.clone(), log);
     let upstream = &route.upstream;
 
+    // Phase 3: blocklist, then phase 4: the limiters whose key is known before auth and
+    // before the body is read (client and route).
+    let client = headers::client_address(
+        conn.client.ip(),
+        req.headers(),
+        &rt.forwarding.trusted_proxies,
+    );
+    let blocklist = &rt.config.blocklist.list;
+    if route.config.blocklist && !blocklist.is_empty() {
+        if let Some(reason) = blocklist.check(client, req.headers()) {
+            rt.blocked[reason as usize].inc();
+            tracing::debug!(route = %route.name, client = %client, reason = reason.as_str(), "request blocked");
+            return rescue(ProxyError::Blocked, completion, &request_id, &rt);
+        }
+    }
+    if let Err(refusal) = route.limits.check_early(client) {
+        return rate_limited(refusal, completion, &request_id, &rt);
+    }
+
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
@@ -165,6 +184,14 @@ pub async fn handle(
             }
         }
         signer = checked.signer;
+    }
+    if !route.limits.instance.is_empty() {
+        let instance = signer
+            .as_ref()
+            .map(|s| Arc::<str>::from(s.instance.as_str()));
+        if let Err(refusal) = route.limits.check_instance(instance.as_ref()) {
+            return rate_limited(refusal, completion, &request_id, &rt);
+        }
     }
 
     // The target goes upstream in origin form, byte for byte; the endpoint decides where.
@@ -392,6 +419,39 @@ fn unauthorized(
         "signature",
         headers,
         Bytes::from(body),
+        completion,
+        request_id,
+        rt,
+    )
+}
+
+/// 429 for a request a limiter refused: `Retry-After` in whole seconds (at least one), and
+/// the limiter's policy and state as draft-ietf-httpapi-ratelimit-headers describes them.
+fn rate_limited(
+    (limiter, wait): crate::ratelimit::Refusal,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    tracing::debug!(limiter = %limiter.config.name, retry_after = secs, "rate limited");
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    headers.insert("ratelimit-policy", limiter.policy.clone());
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";r=0;t={secs}", limiter.config.name)) {
+        headers.insert("ratelimit", v);
+    }
+    let err = ProxyError::RateLimited;
+    answer(
+        err.status(),
+        err.code(),
+        headers,
+        Bytes::from_static(err.body().as_bytes()),
         completion,
         request_id,
         rt,

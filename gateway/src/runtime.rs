@@ -10,9 +10,11 @@ use crate::config::{Config, ForwardingConfig};
 use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::plugin::{Chain, Plugin, PluginHost};
+use crate::ratelimit::{Limiter, RouteLimits};
 use crate::routing::{Route, RouteTable};
 use crate::signature::verifier::Verifier;
 use crate::upstream::Upstream;
+use prometheus::IntCounter;
 
 /// Route label used for requests that match no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -29,6 +31,12 @@ pub struct Runtime {
     pub unmatched: Arc<RouteMetrics>,
     /// Loaded plugins by name; a reload keeps those whose file and config did not change.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Phase 4: the limiters by name; a reload keeps those whose config did not change,
+    /// with their state.
+    pub limiters: BTreeMap<String, Arc<Limiter>>,
+    /// Phase 3: `fedgate_blocked_requests_total` by `Reason as usize`.
+    pub blocked: [IntCounter; 2],
+    blocklist_size: prometheus::IntGauge,
     /// Phase 6: the trust store and clock window of signature checks.
     pub verifier: Arc<Verifier>,
     pub config: Arc<Config>,
@@ -77,6 +85,20 @@ impl Runtime {
             &config.signatures,
             metrics.signature_families(),
         ));
+        let mut limiters = BTreeMap::new();
+        for (name, lc) in &config.rate_limits {
+            let kept = previous
+                .and_then(|p| p.limiters.get(name))
+                .filter(|l| l.config == *lc)
+                .cloned();
+            let limiter =
+                kept.unwrap_or_else(|| Arc::new(Limiter::new(lc.clone(), metrics.limiter(name))));
+            limiters.insert(name.clone(), limiter);
+        }
+        let families = metrics.limit_families();
+        let blocklist_size = families.blocklist_size.clone();
+        let blocked = crate::blocklist::Reason::ALL
+            .map(|r| families.blocked.with_label_values(&[r.as_str()]));
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
@@ -98,7 +120,20 @@ impl Runtime {
                 .collect::<Result<Vec<_>, _>>()?;
             let signatures = (rc.signatures != crate::config::SignatureMode::Off)
                 .then(|| verifier.route_counters(&rc.name));
+            let limits = RouteLimits::new(
+                &rc.name,
+                rc.rate_limits
+                    .iter()
+                    .map(|l| {
+                        limiters
+                            .get(l)
+                            .cloned()
+                            .ok_or_else(|| format!("route {} names unknown limiter {l}", rc.name))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
             routes.push(Arc::new(Route {
+                limits,
                 signatures,
                 plugins: Chain::new(chain),
                 name: rc.name.as_str().into(),
@@ -111,6 +146,9 @@ impl Runtime {
         }
         let via = config.forwarding.via.as_deref().and_then(Via::new);
         Ok(Runtime {
+            limiters,
+            blocked,
+            blocklist_size,
             verifier,
             routes: RouteTable::new(routes),
             upstreams,
@@ -123,14 +161,26 @@ impl Runtime {
         })
     }
 
-    /// Drops the metric series of upstreams that `next` no longer has.
+    /// Drops the metric series of upstreams and limiters that `next` no longer has.
     pub fn retire_removed(&self, next: &Runtime, metrics: &Metrics, cache: &mut HandleCache) {
+        for name in self.limiters.keys() {
+            if !next.limiters.contains_key(name) {
+                metrics.forget_limiter(name);
+            }
+        }
         for name in self.upstreams.keys() {
             if !next.upstreams.contains_key(name) {
                 cache.upstreams.remove(name);
                 metrics.forget_upstream(name);
             }
         }
+    }
+
+    /// Publishes the gauges that describe this runtime's config, as it starts serving.
+    pub fn publish(&self) {
+        self.verifier.publish();
+        self.blocklist_size
+            .set(self.config.blocklist.list.len() as i64);
     }
 
     /// Publishes gauges that are computed rather than counted (before each scrape).

@@ -31,6 +31,42 @@ pub struct FileConfig {
     /// `[signatures]`: what routes with `signatures` set verify against.
     #[serde(default)]
     pub signatures: SignaturesSection,
+    /// `[rate_limits.NAME]`: named limiters, applied by the routes that list them.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitSection>,
+    /// `[blocklist]`: domains and networks refused on every route.
+    #[serde(default)]
+    pub blocklist: BlocklistSection,
+}
+
+/// `[rate_limits.NAME]`: one limiter.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// `client`, `instance`, `principal` or `route`.
+    pub key: Option<String>,
+    /// Requests per period, e.g. `"100/s"`, `"300/5m"`, `"1000/h"`.
+    pub rate: Option<String>,
+    /// Requests allowed at once (default: the rate's count).
+    pub burst: Option<u32>,
+    /// `enforce` (default) or `observe`.
+    pub mode: Option<String>,
+    /// Keys tracked one by one (default 100000).
+    pub max_keys: Option<usize>,
+    /// IPv6 clients are keyed by this prefix length (default 64).
+    pub ipv6_prefix: Option<u8>,
+}
+
+/// `[blocklist]`: entries in the config, in a file, or both.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BlocklistSection {
+    /// A file of domains, addresses and CIDR blocks, relative to the config file; read
+    /// again on every reload and watched with the config file.
+    pub file: Option<String>,
+    /// Domains (each with its subdomains), addresses and CIDR blocks.
+    #[serde(default)]
+    pub entries: Vec<String>,
 }
 
 /// `[signatures]`: the clock window, the body limit and the trust store of HTTP signature
@@ -138,6 +174,10 @@ pub struct ForwardingSection {
     pub request_id_header: Option<String>,
     /// Keep an incoming request id (default true); false always replaces it.
     pub trust_request_id: Option<bool>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client for rate
+    /// limits and the blocklist.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[[listeners]]`: a public socket, plain or TLS.
@@ -226,4 +266,9 @@ pub struct RouteSection {
     /// HTTP signature checks: `off` (default), `observe` (verify and count, forward
     /// anyway) or `enforce` (401 unless valid).
     pub signatures: Option<String>,
+    /// Limiters applied to this route, in order.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
+    /// Whether the blocklist applies (default true).
+    pub blocklist: Option<bool>,
 }

@@ -51,6 +51,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
     pub signatures: SignaturesConfig,
+    /// Phase 4: the named limiters.
+    pub rate_limits: BTreeMap<String, crate::ratelimit::LimiterConfig>,
+    /// Phase 3: the blocklist, file entries included.
+    pub blocklist: BlocklistConfig,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -94,6 +98,16 @@ pub struct ForwardingConfig {
     pub preserve_host: bool,
     pub request_id_header: HeaderName,
     pub trust_request_id: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (rate limits, blocklist).
+    pub trusted_proxies: crate::netset::NetSet,
+}
+
+/// `[blocklist]`, validated: the file is read when the config is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlocklistConfig {
+    pub list: crate::blocklist::Blocklist,
+    /// Watched with the config file: a change reloads the config.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +199,10 @@ pub struct RouteConfig {
     /// Request bodies are read whole up to this many bytes before the plugins run.
     pub buffer_body: Option<usize>,
     pub signatures: SignatureMode,
+    /// Names of the limiters this route applies, in order.
+    pub rate_limits: Vec<String>,
+    /// Whether the blocklist applies to this route.
+    pub blocklist: bool,
 }
 
 /// What a route does with HTTP signatures (phase 6).
@@ -353,7 +371,41 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     }
 
     let signatures = validate_signatures(&file.signatures, base)?;
+    let mut rate_limits = BTreeMap::new();
+    for (name, l) in &file.rate_limits {
+        rate_limits.insert(name.clone(), validate_rate_limit(name, l)?);
+    }
+    for (i, route) in routes.iter().enumerate() {
+        for (j, name) in route.rate_limits.iter().enumerate() {
+            let field = format!("routes[{i}].rate_limits[{j}]");
+            let Some(limiter) = rate_limits.get(name) else {
+                return Err(ConfigError::field(
+                    field,
+                    format!("no limiter named {name:?} is defined"),
+                ));
+            };
+            if route.rate_limits[..j].contains(name) {
+                return Err(ConfigError::field(
+                    field,
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+            if limiter.key == crate::ratelimit::KeyKind::Instance
+                && route.signatures == SignatureMode::Off
+            {
+                return Err(ConfigError::field(
+                    field,
+                    format!(
+                        "{name:?} is keyed by instance, which needs `signatures` on this route (observe or enforce)"
+                    ),
+                ));
+            }
+        }
+    }
+    let blocklist = validate_blocklist(&file.blocklist, base)?;
     Ok(Config {
+        rate_limits,
+        blocklist,
         server,
         admin,
         reload,
@@ -365,6 +417,127 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         signatures,
         source: file,
     })
+}
+
+/// Limiters with a larger default key cap would hold too much state per limiter: about
+/// 100 bytes a key.
+const DEFAULT_LIMITER_KEYS: usize = 100_000;
+
+fn validate_rate_limit(
+    name: &str,
+    l: &file::RateLimitSection,
+) -> Result<crate::ratelimit::LimiterConfig, ConfigError> {
+    use crate::ratelimit::{KeyKind, LimiterConfig, Mode};
+    let field = |k: &str| format!("rate_limits.{name}.{k}");
+    if !is_label_safe(name) {
+        return Err(ConfigError::field(
+            format!("rate_limits.{name}"),
+            "limiter names use letters, digits, '_', '-' or '.'",
+        ));
+    }
+    let key = match l.key.as_deref() {
+        Some("client") => KeyKind::Client,
+        Some("instance") => KeyKind::Instance,
+        Some("principal") => KeyKind::Principal,
+        Some("route") => KeyKind::Route,
+        Some(other) => {
+            return Err(ConfigError::field(
+                field("key"),
+                format!("{other:?} is not one of client, instance, principal, route"),
+            ))
+        }
+        None => return Err(ConfigError::field(field("key"), "missing")),
+    };
+    let rate = l
+        .rate
+        .as_deref()
+        .ok_or_else(|| ConfigError::field(field("rate"), "missing"))?;
+    let (count, per) = parse_rate(rate).map_err(|m| ConfigError::field(field("rate"), m))?;
+    let burst = match l.burst {
+        None => count,
+        Some(0) => return Err(ConfigError::field(field("burst"), "must be at least 1")),
+        Some(b) => b,
+    };
+    let mode = match l.mode.as_deref().unwrap_or("enforce") {
+        "enforce" => Mode::Enforce,
+        "observe" => Mode::Observe,
+        other => {
+            return Err(ConfigError::field(
+                field("mode"),
+                format!("{other:?} is not one of enforce, observe"),
+            ))
+        }
+    };
+    let max_keys = match l.max_keys.unwrap_or(DEFAULT_LIMITER_KEYS) {
+        n @ 1..=10_000_000 => n,
+        _ => {
+            return Err(ConfigError::field(
+                field("max_keys"),
+                "must be between 1 and 10000000",
+            ))
+        }
+    };
+    let ipv6_prefix = match l.ipv6_prefix.unwrap_or(64) {
+        p @ 1..=128 => p,
+        _ => {
+            return Err(ConfigError::field(
+                field("ipv6_prefix"),
+                "must be between 1 and 128",
+            ))
+        }
+    };
+    Ok(LimiterConfig {
+        name: name.to_string(),
+        key,
+        count,
+        per,
+        burst,
+        mode,
+        max_keys,
+        ipv6_prefix,
+    })
+}
+
+/// `"100/s"`, `"6000/min"`, `"300/5m"`: a count and the period it is spread over.
+fn parse_rate(rate: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("{rate:?} is not a rate such as \"100/s\", \"6000/min\" or \"300/5m\"");
+    let (count, period) = rate.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err("the count must be at least 1".into());
+    }
+    let per = match period.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86400),
+        other => humantime::parse_duration(other).map_err(|_| bad())?,
+    };
+    if per.is_zero() || per > Duration::from_secs(86400 * 7) {
+        return Err("the period must be between 1ns and 7 days".into());
+    }
+    Ok((count, per))
+}
+
+fn validate_blocklist(
+    b: &file::BlocklistSection,
+    base: &Path,
+) -> Result<BlocklistConfig, ConfigError> {
+    let mut list = crate::blocklist::Blocklist::default();
+    for (i, entry) in b.entries.iter().enumerate() {
+        list.add(entry)
+            .map_err(|m| ConfigError::field(format!("blocklist.entries[{i}]"), m))?;
+    }
+    let file = b.file.as_deref().map(|f| resolve(base, f));
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::field("blocklist.file", format!("{}: {e}", path.display()))
+        })?;
+        list.add_file(&text).map_err(|m| {
+            ConfigError::field("blocklist.file", format!("{}: {m}", path.display()))
+        })?;
+    }
+    Ok(BlocklistConfig { list, file })
 }
 
 fn validate_signatures(
@@ -536,7 +709,14 @@ fn validate_forwarding(f: &file::ForwardingSection) -> Result<ForwardingConfig, 
             format!("{header:?} is not a valid header name"),
         )
     })?;
+    let mut trusted_proxies = crate::netset::NetSet::default();
+    for (i, p) in f.trusted_proxies.iter().enumerate() {
+        let net = crate::netset::parse_net(p)
+            .map_err(|m| ConfigError::field(format!("forwarding.trusted_proxies[{i}]"), m))?;
+        trusted_proxies.insert(net);
+    }
     Ok(ForwardingConfig {
+        trusted_proxies,
         x_forwarded,
         forwarded,
         via,
@@ -877,6 +1057,8 @@ fn validate_route(
         plugins: chain,
         buffer_body,
         signatures,
+        rate_limits: r.rate_limits.clone(),
+        blocklist: r.blocklist.unwrap_or(true),
     })
 }
 
@@ -1123,5 +1305,102 @@ upstream = "app"
             ]
         );
         assert_eq!(c.routes[0].methods, vec![Method::POST]);
+    }
+
+    #[test]
+    fn rate_limits_and_blocklist_are_validated() {
+        use crate::ratelimit::{KeyKind, Mode};
+        let limiter =
+            |body: &str| format!("{MINIMAL}rate_limits = [\"l\"]\n[rate_limits.l]\n{body}\n");
+        let c = parse(&limiter("key = \"client\"\nrate = \"300/5m\"")).unwrap();
+        let l = &c.rate_limits["l"];
+        assert_eq!(
+            (l.key, l.count, l.per, l.burst),
+            (KeyKind::Client, 300, Duration::from_secs(300), 300)
+        );
+        assert_eq!(
+            (l.mode, l.max_keys, l.ipv6_prefix),
+            (Mode::Enforce, 100_000, 64)
+        );
+        assert_eq!(c.routes[0].rate_limits, vec!["l".to_string()]);
+        assert!(c.routes[0].blocklist);
+        let c = parse(&limiter(
+            "key = \"route\"\nrate = \"6000/min\"\nburst = 10\nmode = \"observe\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.rate_limits["l"].per, c.rate_limits["l"].burst),
+            (Duration::from_secs(60), 10)
+        );
+
+        assert_eq!(field_of(&limiter("rate = \"1/s\"")), "rate_limits.l.key");
+        assert_eq!(
+            field_of(&limiter("key = \"ip\"\nrate = \"1/s\"")),
+            "rate_limits.l.key"
+        );
+        for bad in ["\"fast\"", "\"0/s\"", "\"10/fortnight\"", "\"10\""] {
+            assert_eq!(
+                field_of(&limiter(&format!("key = \"client\"\nrate = {bad}"))),
+                "rate_limits.l.rate",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            field_of(&limiter("key = \"client\"\nrate = \"1/s\"\nburst = 0")),
+            "rate_limits.l.burst"
+        );
+        assert_eq!(
+            field_of(&limiter(
+                "key = \"client\"\nrate = \"1/s\"\nmode = \"shadow\""
+            )),
+            "rate_limits.l.mode"
+        );
+        // Instance keys need the route to check signatures.
+        assert_eq!(
+            field_of(&limiter("key = \"instance\"\nrate = \"1/s\"")),
+            "routes[0].rate_limits[0]"
+        );
+        let unknown = format!("{MINIMAL}rate_limits = [\"nope\"]\n");
+        assert_eq!(field_of(&unknown), "routes[0].rate_limits[0]");
+
+        let proxies =
+            format!("{MINIMAL}[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n");
+        assert_eq!(field_of(&proxies), "forwarding.trusted_proxies[1]");
+        let entries = format!("{MINIMAL}[blocklist]\nentries = [\"evil.example\", \"192.0.2.0/24\", \"not a domain\"]\n");
+        assert_eq!(field_of(&entries), "blocklist.entries[2]");
+        let dir = tempfile_dir();
+        let file = dir.join("blocklist.txt");
+        std::fs::write(&file, "evil.example\n# a comment\n192.0.2.0/24\n").unwrap();
+        let with_file = format!(
+            "{MINIMAL}[blocklist]\nfile = {:?}\nentries = [\"spam.example\"]\n",
+            file.display().to_string()
+        );
+        let c = parse(&with_file).unwrap();
+        assert_eq!(c.blocklist.list.len(), 3);
+        assert_eq!(c.blocklist.file.as_deref(), Some(file.as_path()));
+        std::fs::write(&file, "evil.example\nbad entry\n").unwrap();
+        match parse(&with_file) {
+            Err(ConfigError::Field { field, message }) => {
+                assert_eq!(field, "blocklist.file");
+                assert!(message.contains("line 2"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = format!("{MINIMAL}[blocklist]\nfile = \"/nonexistent/blocklist.txt\"\n");
+        assert_eq!(field_of(&missing), "blocklist.file");
+    }
+
+    /// A fresh directory under the system temp dir for one test's files.
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "fedgate-config-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }
