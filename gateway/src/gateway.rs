@@ -368,7 +368,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Sweeps the limiters of whatever runtime is serving, off the request path.
 async fn sweep_limiters(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
