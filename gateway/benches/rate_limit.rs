@@ -137,7 +137,7 @@ fn main() {
     }
     for i in 0..1_000u32 {
         let base = Ipv4Addr::from(0x0a00_0000 + (i << 8));
-        list.add(&format!("{base}/{}", [24, 16, 8][i as usize % 3] ))
+        list.add(&format!("{base}/{}", [24, 16, 8][i as usize % 3]))
             .unwrap_or(());
     }
     let mut headers = HeaderMap::new();

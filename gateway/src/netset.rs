@@ -69,7 +69,7 @@ impl NetSet {
             Some(i) => i,
             None => {
                 self.by_len.push((len, HashSet::new()));
-                self.by_len.sort_by(|a, b| b.0.cmp(&a.0));
+                self.by_len.sort_by_key(|s| std::cmp::Reverse(s.0));
                 self.by_len.iter().position(|(l, _)| *l == len).unwrap()
             }
         };

@@ -96,7 +96,10 @@ rate_limits = ["shadow", "per-client"]
     // One request per 30 s refills the bucket: the next one conforms within 30 s.
     let retry: u64 = header(&headers, "retry-after").parse().unwrap();
     assert!((1..=30).contains(&retry), "Retry-After {retry}");
-    assert_eq!(header(&headers, "ratelimit-policy"), "\"per-client\";q=2;w=60");
+    assert_eq!(
+        header(&headers, "ratelimit-policy"),
+        "\"per-client\";q=2;w=60"
+    );
     assert_eq!(
         header(&headers, "ratelimit"),
         format!("\"per-client\";r=0;t={retry}")
@@ -184,7 +187,11 @@ rate_limits = ["per-route"]
 
     // Bob's instance gets one delivery an hour; a second one is refused after verifying.
     let inbox = gw.url("/users/alice/inbox");
-    let deliver = || async { send(request("POST", &inbox, &delivery(BOB), CREATE)).await.0 };
+    let deliver = || async {
+        send(request("POST", &inbox, &delivery(BOB), CREATE))
+            .await
+            .0
+    };
     assert_eq!(deliver().await, 200);
     assert_eq!(deliver().await, 429);
     // Unsigned requests share a bucket of their own (the route only observes signatures).
@@ -234,7 +241,10 @@ async fn a_flood_of_distinct_clients_keeps_limiter_state_bounded() {
     assert_eq!(allowed, 65, "{allowed} of {flood} allowed");
     let m = gw.metrics().await;
     assert_eq!(decisions(&m, "per-client", "allowed"), f64::from(allowed));
-    assert_eq!(decisions(&m, "per-client", "limited"), f64::from(flood - allowed));
+    assert_eq!(
+        decisions(&m, "per-client", "limited"),
+        f64::from(flood - allowed)
+    );
     assert_eq!(up.hits(), allowed as usize);
     // The keys gauge follows within one sweep (every 5 s) and stays under the cap.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
@@ -317,7 +327,9 @@ async fn the_blocklist_refuses_addresses_and_instances_and_reloads() {
         assert_eq!(status, 403, "{key_id}");
     }
     assert_eq!(
-        send(request("POST", &inbox, &delivery(BOB), CREATE)).await.0,
+        send(request("POST", &inbox, &delivery(BOB), CREATE))
+            .await
+            .0,
         200
     );
     assert_eq!(up.hits(), 3);
@@ -330,7 +342,9 @@ async fn the_blocklist_refuses_addresses_and_instances_and_reloads() {
     std::fs::write(&file, "evil.example\n2001:db8::/32\nremote.example\n").unwrap();
     gw.gw().reload().await.unwrap();
     assert_eq!(
-        send(request("POST", &inbox, &delivery(BOB), CREATE)).await.0,
+        send(request("POST", &inbox, &delivery(BOB), CREATE))
+            .await
+            .0,
         403
     );
     let m = gw.metrics().await;
@@ -345,7 +359,9 @@ async fn the_blocklist_refuses_addresses_and_instances_and_reloads() {
         "{err}"
     );
     assert_eq!(
-        send(request("POST", &inbox, &delivery(BOB), CREATE)).await.0,
+        send(request("POST", &inbox, &delivery(BOB), CREATE))
+            .await
+            .0,
         403
     );
     let m = gw.metrics().await;
