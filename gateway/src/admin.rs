@@ -2,6 +2,7 @@
 //! `/health`, `/ready`, `/live`. It keeps serving while the public listeners drain, so an
 //! orchestrator sees `/ready` turn 503.
 
+use crate::breaker::State as BreakerState;
 use crate::plugin::abi::HealthStatus;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -99,7 +100,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
 }
 
 /// The `/health` document: one check per upstream and one per plugin with a health check.
-/// An upstream is healthy while it has at least one endpoint eligible for traffic.
+///
+/// An upstream is `unhealthy` with no endpoint eligible for traffic or with its breaker
+/// open, `degraded` with some endpoints out or its breaker half-open, else `healthy`. The
+/// gateway is `unhealthy` (503) when a critical upstream is unhealthy or a plugin's own
+/// check says so, and `degraded` (200) when anything else is impaired (see
+/// `docs/resilience.md`).
 pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
     let rt = shared.runtime();
     let mut unhealthy = false;
@@ -110,18 +116,27 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         .map(|u| {
             let total = u.endpoints.len();
             let healthy = total;
-            let status = if healthy == 0 {
-                unhealthy = true;
+            let breaker = rt.breakers.get(&*u.name).map(|b| b.state());
+            let status = if healthy == 0 || breaker == Some(BreakerState::Open) {
                 "unhealthy"
+            } else if healthy < total || breaker == Some(BreakerState::HalfOpen) {
+                "degraded"
             } else {
                 "healthy"
             };
+            match status {
+                "unhealthy" if u.config.critical => unhealthy = true,
+                "unhealthy" | "degraded" => degraded = true,
+                _ => {}
+            }
             json!({
                 "name": &*u.name,
                 "kind": "upstream",
                 "status": status,
+                "critical": u.config.critical,
                 "endpoints": total,
                 "healthy_endpoints": healthy,
+                "circuit_breaker": breaker.map(BreakerState::as_str),
                 "in_flight": u.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
             })
         })

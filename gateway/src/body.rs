@@ -59,6 +59,22 @@ impl RequestBody {
         });
     }
 
+    /// A copy to send again on a retry: only a body held whole (or none at all) can be;
+    /// a streaming body was partly sent and is gone.
+    pub fn replica(&self) -> Option<RequestBody> {
+        match &self.inner {
+            Source::Buffered(b) => Some(RequestBody {
+                inner: Source::Buffered(b.clone()),
+                counter: None,
+            }),
+            Source::Incoming(i) if i.is_end_stream() => Some(RequestBody {
+                inner: Source::Buffered(None),
+                counter: None,
+            }),
+            Source::Incoming(_) => None,
+        }
+    }
+
     /// A body read whole before forwarding; its bytes were counted as they were read.
     pub fn buffered(bytes: Bytes) -> Self {
         RequestBody {

@@ -31,6 +31,8 @@ pub enum ProxyError {
     Blocked,
     #[error("a rate limit refused the request")]
     RateLimited,
+    #[error("the upstream's circuit breaker is open")]
+    CircuitOpen,
 }
 
 impl ProxyError {
@@ -47,6 +49,7 @@ impl ProxyError {
             ProxyError::PluginFailed => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Blocked => StatusCode::FORBIDDEN,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -64,6 +67,7 @@ impl ProxyError {
             ProxyError::PluginFailed => "service unavailable\n",
             ProxyError::Blocked => "forbidden\n",
             ProxyError::RateLimited => "too many requests\n",
+            ProxyError::CircuitOpen => "upstream unavailable\n",
         }
     }
 
@@ -80,7 +84,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge
             | ProxyError::PluginFailed
             | ProxyError::Blocked
-            | ProxyError::RateLimited => None,
+            | ProxyError::RateLimited
+            | ProxyError::CircuitOpen => None,
         }
     }
 
@@ -93,6 +98,7 @@ impl ProxyError {
             ProxyError::PluginFailed => "plugin_failed",
             ProxyError::Blocked => "blocked",
             ProxyError::RateLimited => "rate_limited",
+            ProxyError::CircuitOpen => "circuit_open",
             other => other.upstream_kind().map_or("error", |k| k.as_str()),
         }
     }
@@ -150,6 +156,7 @@ mod tests {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::Blocked.status(), 403);
         assert_eq!(ProxyError::RateLimited.status(), 429);
+        assert_eq!(ProxyError::CircuitOpen.status(), 503);
         assert_eq!(ProxyError::UpstreamConnect.status(), 502);
         assert_eq!(ProxyError::UpstreamReset.status(), 502);
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);

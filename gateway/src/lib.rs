@@ -6,7 +6,9 @@
 //! - [`routing`]: phase 2, route selection
 //! - [`blocklist`]: phase 3, blocked networks and instances ([`netset`]: CIDR sets)
 //! - [`ratelimit`]: phase 4, named keyed limiters (governor) with bounded state
+//! - [`breaker`]: phase 8 admission, a circuit breaker per upstream
 //! - [`upstream`]: phases 8 and 9, balancing and pooled upstream clients
+//! - [`retry`]: phase 9 retries of idempotent requests within a budget
 //! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
 //! - [`metrics`]: the metric families and their pre-resolved handles
@@ -20,6 +22,7 @@
 pub mod admin;
 pub mod blocklist;
 pub mod body;
+pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -34,6 +37,7 @@ pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod record;
+pub mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod server;

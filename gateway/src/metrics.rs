@@ -132,6 +132,16 @@ pub struct Metrics {
     declared: Arc<crate::plugin::declared::Declared>,
     signatures: Arc<SignatureFamilies>,
     limits: Arc<LimitFamilies>,
+    resilience: Arc<ResilienceFamilies>,
+}
+
+/// The families of phases 8 and 9: circuit breakers and retries.
+#[derive(Debug)]
+pub struct ResilienceFamilies {
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub breaker_rejections: IntCounterVec,
+    pub retries: IntCounterVec,
 }
 
 /// The families of phases 3 and 4: the blocklist and the rate limiters.
@@ -414,6 +424,40 @@ impl Metrics {
         registry.register(Box::new(limits.keys.clone()))?;
         registry.register(Box::new(limits.blocked.clone()))?;
         registry.register(Box::new(limits.blocklist_size.clone()))?;
+        let resilience = Arc::new(ResilienceFamilies {
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_circuit_breaker_state",
+                    "Circuit breaker state by upstream: 0 closed, 1 open, 2 half-open.",
+                ),
+                &["upstream"],
+            )?,
+            breaker_transitions: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_circuit_breaker_transitions_total",
+                    "Circuit breaker transitions by upstream, from and to.",
+                ),
+                &["upstream", "from", "to"],
+            )?,
+            breaker_rejections: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_circuit_breaker_rejections_total",
+                    "Requests refused with 503 by an open (or fully probing half-open) circuit breaker.",
+                ),
+                &["upstream"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_retries_total",
+                    "Retries by upstream and result (success, failure, budget_exhausted, no_endpoint).",
+                ),
+                &["upstream", "result"],
+            )?,
+        });
+        registry.register(Box::new(resilience.breaker_state.clone()))?;
+        registry.register(Box::new(resilience.breaker_transitions.clone()))?;
+        registry.register(Box::new(resilience.breaker_rejections.clone()))?;
+        registry.register(Box::new(resilience.retries.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -434,6 +478,63 @@ impl Metrics {
             declared,
             signatures,
             limits,
+            resilience,
+        })
+    }
+
+    /// Handles of one upstream's circuit breaker.
+    pub fn breaker(&self, upstream: &str) -> crate::breaker::BreakerMetrics {
+        use crate::breaker::State;
+        let r = &self.resilience;
+        crate::breaker::BreakerMetrics {
+            state: r.breaker_state.with_label_values(&[upstream]),
+            // Only the four transitions the state machine makes get series.
+            transitions: State::ALL.map(|from| {
+                State::ALL.map(|to| {
+                    crate::breaker::is_transition(from, to).then(|| {
+                        r.breaker_transitions.with_label_values(&[
+                            upstream,
+                            from.as_str(),
+                            to.as_str(),
+                        ])
+                    })
+                })
+            }),
+            rejections: r.breaker_rejections.with_label_values(&[upstream]),
+        }
+    }
+
+    /// Removes the breaker and retry series of an upstream (dropped, or its breaker or
+    /// retries turned off).
+    pub fn forget_resilience(&self, upstream: &str, breaker: bool, retries: bool) {
+        use crate::breaker::State;
+        let r = &self.resilience;
+        if breaker {
+            let _ = r.breaker_state.remove_label_values(&[upstream]);
+            let _ = r.breaker_rejections.remove_label_values(&[upstream]);
+            for from in State::ALL {
+                for to in State::ALL {
+                    let _ = r.breaker_transitions.remove_label_values(&[
+                        upstream,
+                        from.as_str(),
+                        to.as_str(),
+                    ]);
+                }
+            }
+        }
+        if retries {
+            for o in crate::retry::Outcome::ALL {
+                let _ = r.retries.remove_label_values(&[upstream, o.as_str()]);
+            }
+        }
+    }
+
+    /// Handles of one upstream's retry counters, by [`crate::retry::Outcome`].
+    pub fn retries(&self, upstream: &str) -> [IntCounter; 4] {
+        crate::retry::Outcome::ALL.map(|o| {
+            self.resilience
+                .retries
+                .with_label_values(&[upstream, o.as_str()])
         })
     }
 
@@ -529,6 +630,7 @@ impl Metrics {
 
     /// Removes the series of an upstream that a reload dropped.
     pub fn forget_upstream(&self, upstream: &str) {
+        self.forget_resilience(upstream, true, true);
         let _ = self.upstream_duration.remove_label_values(&[upstream]);
         for k in UpstreamErrorKind::ALL {
             let _ = self

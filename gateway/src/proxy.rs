@@ -25,6 +25,7 @@ use crate::headers;
 use crate::metrics::MethodLabel;
 use crate::plugin::{Decision, Denial, Exchange, ResponseView};
 use crate::record::{AccessLog, Completion};
+use crate::retry::Outcome as RetryOutcome;
 use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::signature::verifier::Verification;
@@ -272,36 +273,118 @@ pub async fn handle(
         }
     }
 
-    // Phase 8: endpoint.
-    let lease = upstream.pick();
-    if !rt.forwarding.preserve_host {
-        if let Ok(h) = HeaderValue::from_str(lease.endpoint().config.authority.as_str()) {
-            parts.headers.insert(header::HOST, h);
+    // Phase 8: circuit breaker admission, then an endpoint by balancing.
+    let breaker = route.breaker.as_deref();
+    let mut permit = match breaker.map(|b| b.admit()) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(wait)) => {
+            failure_seen(&route, seen, ProxyError::CircuitOpen, None);
+            return circuit_open(wait, completion, &request_id, &rt);
         }
+    };
+    let mut lease = upstream.pick();
+    if !rt.forwarding.preserve_host {
+        set_endpoint_host(&mut parts.headers, &lease);
     }
 
-    // Phase 9: forward.
-    let upstream_req = Request::from_parts(parts, body);
+    // Phase 9: forward; idempotent requests whose body the gateway holds are tried again,
+    // within the upstream's retry budget.
+    let retry = route
+        .retries
+        .as_deref()
+        .filter(|r| !upgrade && r.eligible(&parts.method));
+    // Every request to the upstream counts toward the budget, retried or not.
+    let _active = route.retries.as_deref().map(|r| r.active());
+    let replica = retry.and_then(|_| Some((copy_head(&parts), body.replica()?)));
+    let mut upstream_req = Request::from_parts(parts, body);
     let sent = Instant::now();
     // The deadline comes from the instant already read: one clock read fewer per request.
     let deadline = tokio::time::Instant::from_std(sent) + route.response_timeout;
-    let result = tokio::time::timeout_at(deadline, lease.forward(upstream_req, upgrade)).await;
-    let mut resp = match result {
-        Ok(Ok(exchange)) => exchange,
-        Ok(Err(e)) => {
-            tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
-            failure_seen(&route, seen, e.kind, &lease);
-            return upstream_failure(e.kind, lease, completion, &request_id, &rt);
+    let mut retried = 0u32;
+    let mut _retry_slot = None;
+    let result = loop {
+        let try_deadline = match retry.and_then(|r| r.config.per_try_timeout) {
+            Some(t) => deadline.min(tokio::time::Instant::now() + t),
+            None => deadline,
+        };
+        let result = match tokio::time::timeout_at(
+            try_deadline,
+            lease.forward(upstream_req, upgrade),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
+                Err(e.kind)
+            }
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+        };
+        if let (Some(b), Some(p)) = (breaker, permit) {
+            let failed = match &result {
+                Ok(resp) => b.is_failure_status(resp.status().as_u16()),
+                Err(kind) => kind.upstream_kind().is_some(),
+            };
+            b.report(p, failed);
         }
-        Err(_) => {
-            failure_seen(&route, seen, ProxyError::UpstreamTimeout, &lease);
-            return upstream_failure(
-                ProxyError::UpstreamTimeout,
-                lease,
-                completion,
-                &request_id,
-                &rt,
-            );
+        let Some(r) = retry else { break result };
+        let again = match &result {
+            Ok(resp) => r.retries_status(resp.status().as_u16()),
+            Err(kind) => matches!(
+                kind,
+                ProxyError::UpstreamConnect
+                    | ProxyError::UpstreamTimeout
+                    | ProxyError::UpstreamReset
+            ),
+        };
+        if retried > 0 {
+            r.count(if again {
+                RetryOutcome::Failure
+            } else {
+                RetryOutcome::Success
+            });
+        }
+        let Some((head, body)) = replica.as_ref().filter(|_| {
+            again && retried < r.config.max_retries && tokio::time::Instant::now() < deadline
+        }) else {
+            break result;
+        };
+        // The retry just made (if any) is over: its place in the budget is free again.
+        _retry_slot = None;
+        let Some(slot) = r.admit() else { break result };
+        permit = match breaker.map(|b| b.admit()) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                r.count(RetryOutcome::NoEndpoint);
+                break result;
+            }
+        };
+        // The failed try is the upstream's error all the same.
+        if let Err(kind) = &result {
+            if let Some(k) = kind.upstream_kind() {
+                upstream.metrics.error(k);
+            }
+        }
+        _retry_slot = Some(slot);
+        retried += 1;
+        let (Some(mut next), Some(body)) = (rebuild(head), body.replica()) else {
+            break result;
+        };
+        lease = upstream.pick();
+        if !rt.forwarding.preserve_host {
+            set_endpoint_host(next.headers_mut(), &lease);
+        }
+        *next.body_mut() = body;
+        upstream_req = next;
+        tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, retry = retried, "retrying");
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(kind) => {
+            failure_seen(&route, seen, kind, Some(&lease));
+            return upstream_failure(kind, lease, completion, &request_id, &rt);
         }
     };
     let latency = sent.elapsed();
@@ -361,16 +444,72 @@ pub async fn handle(
 }
 
 /// Phase 10 for a request the upstream failed: plugins see the gateway's answer.
-fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: &Lease) {
+fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: Option<&Lease>) {
     let Some(mut exchange) = seen else { return };
     exchange.response = Some(ResponseView {
         status: err.status().as_u16(),
         headers: HeaderMap::new(),
         error: Some(err.code()),
-        endpoint: Some(lease.endpoint().label.clone()),
+        endpoint: lease.map(|l| l.endpoint().label.clone()),
         upstream_latency: None,
     });
     route.plugins.on_response(&mut exchange);
+}
+
+/// `Host` for an upstream that gets its endpoint's authority (`preserve_host = false`).
+fn set_endpoint_host(headers: &mut HeaderMap, lease: &Lease) {
+    if let Ok(h) = HeaderValue::from_str(lease.endpoint().config.authority.as_str()) {
+        headers.insert(header::HOST, h);
+    }
+}
+
+/// What a retry needs of the request head: everything but the extensions.
+type Head = (http::Method, Uri, Version, HeaderMap);
+
+fn copy_head(parts: &http::request::Parts) -> Head {
+    (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        parts.headers.clone(),
+    )
+}
+
+fn rebuild((method, uri, version, headers): &Head) -> Option<Request<RequestBody>> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(uri.clone())
+        .version(*version)
+        .body(RequestBody::buffered(Bytes::new()))
+        .ok()?;
+    *req.headers_mut() = headers.clone();
+    Some(req)
+}
+
+/// 503 from an open circuit breaker, without touching the upstream.
+fn circuit_open(
+    wait: std::time::Duration,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    let err = ProxyError::CircuitOpen;
+    answer(
+        err.status(),
+        err.code(),
+        headers,
+        Bytes::from_static(err.body().as_bytes()),
+        completion,
+        request_id,
+        rt,
+    )
 }
 
 /// A plugin's denial as the response.

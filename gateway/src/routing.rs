@@ -19,6 +19,10 @@ pub struct Route {
     pub response_timeout: std::time::Duration,
     /// Phase 4: the route's limiters, by the phase their key is known in.
     pub limits: crate::ratelimit::RouteLimits,
+    /// Phase 8: the upstream's circuit breaker, when it has one.
+    pub breaker: Option<Arc<crate::breaker::Breaker>>,
+    /// Phase 9: the upstream's retry policy and budget, when it retries.
+    pub retries: Option<Arc<crate::retry::Retries>>,
     /// Phase 6: the route's verification counters, when it checks signatures.
     pub signatures: Option<crate::signature::verifier::RouteCounters>,
     /// Phase 7 and 10: the route's plugins, global ones first.
@@ -109,6 +113,8 @@ mod tests {
                         response_timeout: std::time::Duration::from_secs(1),
                         signatures: None,
                         limits: Default::default(),
+                        breaker: None,
+                        retries: None,
                         plugins: crate::plugin::Chain::default(),
                         name: c.name.as_str().into(),
                         upstream_name: "a".into(),

@@ -6,11 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::breaker::Breaker;
 use crate::config::{Config, ForwardingConfig};
 use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::plugin::{Chain, Plugin, PluginHost};
 use crate::ratelimit::{Limiter, RouteLimits};
+use crate::retry::Retries;
 use crate::routing::{Route, RouteTable};
 use crate::signature::verifier::Verifier;
 use crate::upstream::Upstream;
@@ -34,6 +36,9 @@ pub struct Runtime {
     /// Phase 4: the limiters by name; a reload keeps those whose config did not change,
     /// with their state.
     pub limiters: BTreeMap<String, Arc<Limiter>>,
+    /// Phase 8 and 9: breakers and retry budgets by upstream name, kept with their upstream.
+    pub breakers: BTreeMap<String, Arc<Breaker>>,
+    pub retries: BTreeMap<String, Arc<Retries>>,
     /// Phase 3: `fedgate_blocked_requests_total` by `Reason as usize`.
     pub blocked: [IntCounter; 2],
     blocklist_size: prometheus::IntGauge,
@@ -60,11 +65,31 @@ impl Runtime {
         plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> Result<Runtime, String> {
         let mut upstreams = BTreeMap::new();
+        let mut breakers = BTreeMap::new();
+        let mut retries = BTreeMap::new();
         for (name, uc) in &config.upstreams {
             let reused = previous
                 .and_then(|p| p.upstreams.get(name))
                 .filter(|u| u.config == *uc)
                 .cloned();
+            // An unchanged upstream keeps its breaker state and retry budget.
+            let kept = |p: &Runtime| reused.is_some() && p.upstreams.contains_key(name);
+            if let Some(bc) = &uc.breaker {
+                let b = previous
+                    .filter(|p| kept(p))
+                    .and_then(|p| p.breakers.get(name).cloned())
+                    .unwrap_or_else(|| {
+                        Arc::new(Breaker::new(name, bc.clone(), metrics.breaker(name)))
+                    });
+                breakers.insert(name.clone(), b);
+            }
+            if let Some(rc) = &uc.retries {
+                let r = previous
+                    .filter(|p| kept(p))
+                    .and_then(|p| p.retries.get(name).cloned())
+                    .unwrap_or_else(|| Arc::new(Retries::new(rc.clone(), metrics.retries(name))));
+                retries.insert(name.clone(), r);
+            }
             let upstream = match reused {
                 Some(u) => u,
                 None => {
@@ -133,6 +158,8 @@ impl Runtime {
                     .collect::<Result<Vec<_>, _>>()?,
             );
             routes.push(Arc::new(Route {
+                breaker: breakers.get(&rc.upstream).cloned(),
+                retries: retries.get(&rc.upstream).cloned(),
                 limits,
                 signatures,
                 plugins: Chain::new(chain),
@@ -146,6 +173,8 @@ impl Runtime {
         }
         let via = config.forwarding.via.as_deref().and_then(Via::new);
         Ok(Runtime {
+            breakers,
+            retries,
             limiters,
             blocked,
             blocklist_size,
@@ -167,6 +196,15 @@ impl Runtime {
             if !next.limiters.contains_key(name) {
                 metrics.forget_limiter(name);
             }
+        }
+        for name in self
+            .upstreams
+            .keys()
+            .filter(|n| next.upstreams.contains_key(*n))
+        {
+            let breaker = self.breakers.contains_key(name) && !next.breakers.contains_key(name);
+            let retries = self.retries.contains_key(name) && !next.retries.contains_key(name);
+            metrics.forget_resilience(name, breaker, retries);
         }
         for name in self.upstreams.keys() {
             if !next.upstreams.contains_key(name) {

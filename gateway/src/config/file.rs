@@ -230,6 +230,39 @@ pub struct UpstreamSection {
     pub idle_timeout: Option<String>,
     pub max_idle_per_endpoint: Option<usize>,
     pub tls: Option<UpstreamTlsSection>,
+    /// Whether `/health` is unhealthy when this upstream is down (default true).
+    pub critical: Option<bool>,
+    pub circuit_breaker: Option<CircuitBreakerSection>,
+    pub retries: Option<RetriesSection>,
+}
+
+/// `[upstreams.NAME.circuit_breaker]`: present turns the breaker on.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerSection {
+    pub consecutive_failures: Option<u32>,
+    /// A share between 0 and 1, e.g. 0.5.
+    pub failure_rate: Option<f64>,
+    pub window: Option<String>,
+    pub min_requests: Option<u32>,
+    pub open_duration: Option<String>,
+    pub max_open_duration: Option<String>,
+    /// A share between 0 and 1 of the open period.
+    pub jitter: Option<f64>,
+    pub half_open_probes: Option<u32>,
+    pub failure_statuses: Option<Vec<u16>>,
+}
+
+/// `[upstreams.NAME.retries]`: present turns retries on.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesSection {
+    pub max_retries: Option<u32>,
+    pub methods: Option<Vec<String>>,
+    pub statuses: Option<Vec<u16>>,
+    pub per_try_timeout: Option<String>,
+    pub budget_percent: Option<f64>,
+    pub min_concurrency: Option<usize>,
 }
 
 /// `[upstreams.NAME.tls]`: for `https://` endpoints.

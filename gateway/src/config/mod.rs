@@ -165,7 +165,7 @@ impl fmt::Display for EndpointConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub endpoints: Vec<EndpointConfig>,
@@ -177,6 +177,10 @@ pub struct UpstreamConfig {
     pub max_idle_per_endpoint: usize,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    /// An unhealthy critical upstream makes `/health` unhealthy (503); others degrade it.
+    pub critical: bool,
+    pub breaker: Option<crate::breaker::BreakerConfig>,
+    pub retries: Option<crate::retry::RetryConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -925,6 +929,151 @@ fn validate_upstream(
         max_idle_per_endpoint,
         tls_ca_file,
         tls_server_name,
+        critical: u.critical.unwrap_or(true),
+        breaker: u
+            .circuit_breaker
+            .as_ref()
+            .map(|b| validate_breaker(name, b))
+            .transpose()?,
+        retries: u
+            .retries
+            .as_ref()
+            .map(|r| validate_retries(name, r))
+            .transpose()?,
+    })
+}
+
+fn statuses(field: &str, list: &[u16]) -> Result<Vec<u16>, ConfigError> {
+    if let Some(bad) = list.iter().find(|s| !(500..=599).contains(*s)) {
+        return Err(ConfigError::field(
+            field,
+            format!(
+                "{bad} is not a 5xx status (a 4xx is the client's failure, not the upstream's)"
+            ),
+        ));
+    }
+    Ok(list.to_vec())
+}
+
+fn share(field: &str, v: f64, zero_ok: bool) -> Result<f64, ConfigError> {
+    if v.is_finite() && v <= 1.0 && (v > 0.0 || (zero_ok && v == 0.0)) {
+        Ok(v)
+    } else {
+        Err(ConfigError::field(
+            field,
+            format!("{v} is not a share between 0 and 1"),
+        ))
+    }
+}
+
+fn validate_breaker(
+    name: &str,
+    b: &file::CircuitBreakerSection,
+) -> Result<crate::breaker::BreakerConfig, ConfigError> {
+    let d = crate::breaker::BreakerConfig::default();
+    let field = |k: &str| format!("upstreams.{name}.circuit_breaker.{k}");
+    let failure_rate = b
+        .failure_rate
+        .map(|r| share(&field("failure_rate"), r, false))
+        .transpose()?;
+    let consecutive_failures = b.consecutive_failures.unwrap_or(d.consecutive_failures);
+    if consecutive_failures == 0 && failure_rate.is_none() {
+        return Err(ConfigError::field(
+            field("consecutive_failures"),
+            "0 turns the consecutive trigger off, and no failure_rate is set: the breaker could never open",
+        ));
+    }
+    let open_duration = duration(
+        &field("open_duration"),
+        b.open_duration.as_deref(),
+        d.open_duration,
+    )?;
+    let max_open_duration = duration(
+        &field("max_open_duration"),
+        b.max_open_duration.as_deref(),
+        d.max_open_duration.max(open_duration),
+    )?;
+    if max_open_duration < open_duration {
+        return Err(ConfigError::field(
+            field("max_open_duration"),
+            "must not be shorter than open_duration",
+        ));
+    }
+    let half_open_probes = b.half_open_probes.unwrap_or(d.half_open_probes);
+    if half_open_probes == 0 {
+        return Err(ConfigError::field(
+            field("half_open_probes"),
+            "must be at least 1",
+        ));
+    }
+    Ok(crate::breaker::BreakerConfig {
+        consecutive_failures,
+        failure_rate,
+        window: duration(&field("window"), b.window.as_deref(), d.window)?,
+        min_requests: b.min_requests.unwrap_or(d.min_requests),
+        open_duration,
+        max_open_duration,
+        jitter: b
+            .jitter
+            .map(|j| share(&field("jitter"), j, true))
+            .transpose()?
+            .unwrap_or(d.jitter),
+        half_open_probes,
+        failure_statuses: match &b.failure_statuses {
+            Some(list) => statuses(&field("failure_statuses"), list)?,
+            None => d.failure_statuses,
+        },
+    })
+}
+
+fn validate_retries(
+    name: &str,
+    r: &file::RetriesSection,
+) -> Result<crate::retry::RetryConfig, ConfigError> {
+    let d = crate::retry::RetryConfig::default();
+    let field = |k: &str| format!("upstreams.{name}.retries.{k}");
+    let max_retries = r.max_retries.unwrap_or(d.max_retries);
+    if max_retries > 10 {
+        return Err(ConfigError::field(field("max_retries"), "at most 10"));
+    }
+    let methods = match &r.methods {
+        None => d.methods,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (j, m) in list.iter().enumerate() {
+                let method =
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        ConfigError::field(
+                            format!("{}[{j}]", field("methods")),
+                            format!("{m:?} is not a method"),
+                        )
+                    })?;
+                out.push(method);
+            }
+            out
+        }
+    };
+    let budget_percent = r.budget_percent.unwrap_or(d.budget_percent);
+    if !(budget_percent.is_finite() && (0.0..=100.0).contains(&budget_percent)) {
+        return Err(ConfigError::field(
+            field("budget_percent"),
+            "must be between 0 and 100",
+        ));
+    }
+    Ok(crate::retry::RetryConfig {
+        max_retries,
+        methods,
+        statuses: match &r.statuses {
+            Some(list) => statuses(&field("statuses"), list)?,
+            None => d.statuses,
+        },
+        per_try_timeout: r
+            .per_try_timeout
+            .as_deref()
+            .map(|t| duration(&field("per_try_timeout"), Some(t), Duration::ZERO))
+            .transpose()?,
+        budget_percent,
+        min_concurrency: r.min_concurrency.unwrap_or(d.min_concurrency),
     })
 }
 
