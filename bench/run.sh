@@ -184,6 +184,41 @@ scenario_signatures() {
   print_notes
 }
 
+# A GET through fedgate alone with the resilience machinery on the upstream (a circuit
+# breaker with both triggers, retries with their budget) against the same route without
+# it, side by side: the cost of the happy path, where nothing fails. The resilience
+# configuration is the one an operator would run (resilience_toml below).
+scenario_resilience() {
+  local path=/users/alice round label i order=(resoff reson)
+  [ "$SKIP_FEDGATE" != 1 ] || die "the resilience scenario measures fedgate only"
+  table_header resilience "$path"
+  fedgate_start resoff "$BENCH_DIR/conf/fedgate.toml"
+  fedgate_start reson "$BENCH_DIR/conf/fedgate.toml" "$(resilience_toml)"
+  for round in $(seq 1 "$ROUNDS"); do
+    ROUND=$round
+    for i in 0 1; do
+      label=${order[$(((round - 1 + i) % 2))]}
+      fedgate_measure resilience "$label" "$path"
+    done
+  done
+  NOTES+=("reson: $(curl --noproxy '*' -fsS --max-time 5 "http://127.0.0.1:${FG_ADMIN[reson]}/metrics" |
+    awk '/^fedgate_circuit_breaker_state[{]/ { s = $NF } /^fedgate_retries_total[{]/ { r += $NF }
+         END { printf "breaker state %d, %d retries", s, r }')")
+  for label in "${order[@]}"; do fedgate_stop "$label"; done
+  print_medians resilience "${order[@]}"
+  echo
+  print_ratio resilience reson resoff
+  print_notes
+}
+
+# The resilience settings of the `resilience` scenario, appended to bench/conf/fedgate.toml.
+resilience_toml() {
+  printf '%s\n' \
+    '[upstreams.backend.circuit_breaker]' 'consecutive_failures = 5' 'failure_rate = 0.5' \
+    'min_requests = 20' 'window = "10s"' \
+    '[upstreams.backend.retries]' 'max_retries = 2' 'per_try_timeout = "2s"'
+}
+
 list_scenarios() {
   declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s%s", sep, $3; sep = " " }'
 }
