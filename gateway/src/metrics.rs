@@ -131,6 +131,7 @@ pub struct Metrics {
     plugins: Arc<PluginFamilies>,
     declared: Arc<crate::plugin::declared::Declared>,
     signatures: Arc<SignatureFamilies>,
+    auth_attempts: IntCounterVec,
 }
 
 /// The `fedgate_signature_*` families (phase 6).
@@ -369,6 +370,14 @@ impl Metrics {
         registry.register(Box::new(signatures.verifications.clone()))?;
         registry.register(Box::new(signatures.failures_by_instance.clone()))?;
         registry.register(Box::new(signatures.duration.clone()))?;
+        let auth_attempts = IntCounterVec::new(
+            Opts::new(
+                "fedgate_auth_attempts_total",
+                "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",
+            ),
+            &["route", "method", "result"],
+        )?;
+        registry.register(Box::new(auth_attempts.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -388,7 +397,14 @@ impl Metrics {
             plugins,
             declared,
             signatures,
+            auth_attempts,
         })
+    }
+
+    /// `fedgate_auth_attempts_total` (phase 5), whose children each route with `auth`
+    /// resolves when it is built.
+    pub fn auth_attempts(&self) -> &IntCounterVec {
+        &self.auth_attempts
     }
 
     /// The `fedgate_signature_*` families.

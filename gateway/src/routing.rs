@@ -17,6 +17,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Deadline for response headers: the route's timeout, else the upstream's.
     pub response_timeout: std::time::Duration,
+    /// Phase 5: the route's accepted methods, allow list and counters, when it has `auth`.
+    pub auth: Option<crate::auth::RouteAuth>,
     /// Phase 6: the route's verification counters, when it checks signatures.
     pub signatures: Option<crate::signature::verifier::RouteCounters>,
     /// Phase 7 and 10: the route's plugins, global ones first.
@@ -106,6 +108,7 @@ mod tests {
                         upstream: up.clone(),
                         response_timeout: std::time::Duration::from_secs(1),
                         signatures: None,
+                        auth: None,
                         plugins: crate::plugin::Chain::default(),
                         name: c.name.as_str().into(),
                         upstream_name: "a".into(),

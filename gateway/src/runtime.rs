@@ -77,6 +77,7 @@ impl Runtime {
             &config.signatures,
             metrics.signature_families(),
         ));
+        let auth = Arc::new(config.auth.clone());
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
@@ -98,7 +99,11 @@ impl Runtime {
                 .collect::<Result<Vec<_>, _>>()?;
             let signatures = (rc.signatures != crate::config::SignatureMode::Off)
                 .then(|| verifier.route_counters(&rc.name));
+            let route_auth = rc.auth.as_ref().map(|ra| {
+                crate::auth::RouteAuth::new(&rc.name, ra, auth.clone(), metrics.auth_attempts())
+            });
             routes.push(Arc::new(Route {
+                auth: route_auth,
                 signatures,
                 plugins: Chain::new(chain),
                 name: rc.name.as_str().into(),

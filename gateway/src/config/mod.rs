@@ -4,6 +4,7 @@
 //! (socket addresses, durations, URIs, methods, loaded certificates) and names the field at
 //! fault. Nothing binds a port or touches the running gateway until a file has passed here.
 
+mod auth;
 pub mod file;
 
 use std::collections::{BTreeMap, HashSet};
@@ -17,6 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use rustls::sign::CertifiedKey;
 
+pub use auth::ClientAuth;
 pub use file::FileConfig;
 
 /// A configuration error that names the field it concerns.
@@ -51,6 +53,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
     pub signatures: SignaturesConfig,
+    /// Phase 5: API keys and the JWT verifier routes with `auth` use.
+    pub auth: crate::auth::AuthConfig,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -112,6 +116,8 @@ pub struct ListenerTls {
     pub certificates: Vec<(Vec<String>, Arc<CertifiedKey>)>,
     pub http2: bool,
     pub handshake_timeout: Duration,
+    /// mTLS: verify client certificates against these CAs.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -122,6 +128,7 @@ impl fmt::Debug for ListenerTls {
                 &self.certificates.iter().map(|c| &c.0).collect::<Vec<_>>(),
             )
             .field("http2", &self.http2)
+            .field("client_auth", &self.client_auth)
             .finish()
     }
 }
@@ -185,6 +192,8 @@ pub struct RouteConfig {
     /// Request bodies are read whole up to this many bytes before the plugins run.
     pub buffer_body: Option<usize>,
     pub signatures: SignatureMode,
+    /// Phase 5: accepted methods and allowed principals; `None` for an open route.
+    pub auth: Option<crate::auth::RouteAuthConfig>,
 }
 
 /// What a route does with HTTP signatures (phase 6).
@@ -339,6 +348,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let auth = auth::validate_auth(&file.auth, base)?;
     let mut routes = Vec::with_capacity(file.routes.len());
     let mut route_names = HashSet::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -351,6 +361,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         routes.push(route);
     }
+    auth::check_route_methods(&routes, &auth, &listeners)?;
 
     let signatures = validate_signatures(&file.signatures, base)?;
     Ok(Config {
@@ -363,6 +374,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         routes,
         plugins,
         signatures,
+        auth,
         source: file,
     })
 }
@@ -649,6 +661,7 @@ fn validate_listener_tls(
             t.handshake_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        client_auth: auth::validate_client_auth(i, t, base)?,
     })
 }
 
@@ -867,6 +880,7 @@ fn validate_route(
             ))
         }
     };
+    let auth = auth::validate_route_auth(i, r)?;
     Ok(RouteConfig {
         name,
         hosts,
@@ -877,6 +891,7 @@ fn validate_route(
         plugins: chain,
         buffer_body,
         signatures,
+        auth,
     })
 }
 
