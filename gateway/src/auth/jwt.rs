@@ -102,11 +102,10 @@ impl JwtVerifier {
             let Some(key) = key.filter(|k| accepted(k.alg)) else {
                 continue;
             };
-            if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
-                return Err(format!(
-                    "keys[{i}]: kid {:?} is used twice",
-                    key.kid.unwrap()
-                ));
+            if let Some(kid) = &key.kid {
+                if keys.iter().any(|k| k.kid.as_ref() == Some(kid)) {
+                    return Err(format!("keys[{i}]: kid {kid:?} is used twice"));
+                }
             }
             keys.push(key);
         }
