@@ -12,6 +12,7 @@
 //! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
 //! - [`metrics`]: the metric families and their pre-resolved handles
+//! - [`auth`]: phase 5, API keys, bearer JWTs (JWKS) and mTLS client certificates
 //! - [`signature`]: phase 6, HTTP signatures (draft-cavage, RFC 9421) and body digests
 //! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABI, declared metrics)
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
@@ -20,6 +21,7 @@
 //! - [`tls`], [`demo`], [`logging`]
 
 pub mod admin;
+pub mod auth;
 pub mod blocklist;
 pub mod body;
 pub mod breaker;

@@ -133,6 +133,7 @@ pub struct Metrics {
     signatures: Arc<SignatureFamilies>,
     limits: Arc<LimitFamilies>,
     resilience: Arc<ResilienceFamilies>,
+    auth_attempts: IntCounterVec,
 }
 
 /// The families of phases 8 and 9: circuit breakers and retries.
@@ -458,6 +459,14 @@ impl Metrics {
         registry.register(Box::new(resilience.breaker_transitions.clone()))?;
         registry.register(Box::new(resilience.breaker_rejections.clone()))?;
         registry.register(Box::new(resilience.retries.clone()))?;
+        let auth_attempts = IntCounterVec::new(
+            Opts::new(
+                "fedgate_auth_attempts_total",
+                "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",
+            ),
+            &["route", "method", "result"],
+        )?;
+        registry.register(Box::new(auth_attempts.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -479,6 +488,7 @@ impl Metrics {
             signatures,
             limits,
             resilience,
+            auth_attempts,
         })
     }
 
@@ -560,6 +570,12 @@ impl Metrics {
             let _ = self.limits.decisions.remove_label_values(&[name, d]);
         }
         let _ = self.limits.keys.remove_label_values(&[name]);
+    }
+
+    /// `fedgate_auth_attempts_total` (phase 5), whose children each route with `auth`
+    /// resolves when it is built.
+    pub fn auth_attempts(&self) -> &IntCounterVec {
+        &self.auth_attempts
     }
 
     /// The `fedgate_signature_*` families.

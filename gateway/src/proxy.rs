@@ -18,6 +18,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::auth::{Refusal, RouteAuth};
 use crate::body::{BufferError, Relay, RequestBody, ResponseBody};
 use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
@@ -39,6 +40,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client address as a header value, formatted once per connection.
     pub client_ip: HeaderValue,
+    /// Phase 5, mTLS: the principal of the client certificate the TLS handshake verified.
+    pub client_principal: Option<Arc<str>>,
 }
 
 impl ConnInfo {
@@ -49,7 +52,14 @@ impl ConnInfo {
             client,
             tls,
             client_ip,
+            client_principal: None,
         }
+    }
+
+    /// The connection's verified client certificate names `principal`.
+    pub fn with_client_principal(mut self, principal: Option<Arc<str>>) -> Self {
+        self.client_principal = principal;
+        self
     }
 }
 
@@ -120,6 +130,22 @@ pub async fn handle(
     }
     if let Err(refusal) = route.limits.check_early(client) {
         return rate_limited(refusal, completion, &request_id, &rt);
+    }
+
+    // Phase 5: auth. Credentials are in the head (and the connection), so a refused request
+    // is answered before its body is read.
+    let principal: Option<Arc<str>> = match &route.auth {
+        None => None,
+        Some(auth) => match auth.check(req.headers(), conn.client_principal.as_ref()) {
+            Ok(p) => Some(p),
+            Err(refusal) => return auth_refused(refusal, auth, completion, &request_id, &rt),
+        },
+    };
+    // The principal's own limiters, now that it is known.
+    if !route.limits.principal.is_empty() {
+        if let Err(refusal) = route.limits.check_principal(principal.as_ref()) {
+            return rate_limited(refusal, completion, &request_id, &rt);
+        }
     }
 
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -591,6 +617,46 @@ fn rate_limited(
         err.code(),
         headers,
         Bytes::from_static(err.body().as_bytes()),
+        completion,
+        request_id,
+        rt,
+    )
+}
+
+/// 401 (with the route's challenges) or 403 for a request phase 5 refused, with a JSON
+/// reason like a signature refusal's; the credential is never echoed.
+fn auth_refused(
+    refusal: Refusal,
+    auth: &RouteAuth,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    tracing::debug!(
+        method = refusal.method.as_str(),
+        result = refusal.result.as_str(),
+        reason = refusal.reason,
+        "authentication refused"
+    );
+    let body = serde_json::json!({
+        "error": refusal.reason,
+        "result": refusal.result.as_str(),
+    })
+    .to_string();
+    let status = refusal.status();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == http::StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
+    }
+    answer(
+        status,
+        "auth",
+        headers,
+        Bytes::from(body),
         completion,
         request_id,
         rt,

@@ -23,6 +23,8 @@ pub struct Route {
     pub breaker: Option<Arc<crate::breaker::Breaker>>,
     /// Phase 9: the upstream's retry policy and budget, when it retries.
     pub retries: Option<Arc<crate::retry::Retries>>,
+    /// Phase 5: the route's accepted methods, allow list and counters, when it has `auth`.
+    pub auth: Option<crate::auth::RouteAuth>,
     /// Phase 6: the route's verification counters, when it checks signatures.
     pub signatures: Option<crate::signature::verifier::RouteCounters>,
     /// Phase 7 and 10: the route's plugins, global ones first.
@@ -115,6 +117,7 @@ mod tests {
                         limits: Default::default(),
                         breaker: None,
                         retries: None,
+                        auth: None,
                         plugins: crate::plugin::Chain::default(),
                         name: c.name.as_str().into(),
                         upstream_name: "a".into(),

@@ -124,6 +124,7 @@ impl Runtime {
         let blocklist_size = families.blocklist_size.clone();
         let blocked = crate::blocklist::Reason::ALL
             .map(|r| families.blocked.with_label_values(&[r.as_str()]));
+        let auth = Arc::new(config.auth.clone());
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
@@ -157,10 +158,14 @@ impl Runtime {
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             );
+            let route_auth = rc.auth.as_ref().map(|ra| {
+                crate::auth::RouteAuth::new(&rc.name, ra, auth.clone(), metrics.auth_attempts())
+            });
             routes.push(Arc::new(Route {
                 breaker: breakers.get(&rc.upstream).cloned(),
                 retries: retries.get(&rc.upstream).cloned(),
                 limits,
+                auth: route_auth,
                 signatures,
                 plugins: Chain::new(chain),
                 name: rc.name.as_str().into(),

@@ -150,9 +150,12 @@ pub async fn accept_loop(
                     let timeout = handshake_timeout.unwrap_or(std::time::Duration::from_secs(10));
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
+                            // mTLS: the verified client certificate names the principal of
+                            // every request on this connection, so it is read once, here.
+                            let peer = crate::auth::mtls::peer_principal(tls_stream.get_ref().1);
                             serve(
                                 tls_stream,
-                                ConnInfo::new(client, true),
+                                ConnInfo::new(client, true).with_client_principal(peer),
                                 shared,
                                 &builder,
                                 watcher,

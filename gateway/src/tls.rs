@@ -129,14 +129,34 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Builds the rustls server configuration for a TLS listener.
+/// Builds the rustls server configuration for a TLS listener. With `client_auth` (mTLS,
+/// phase 5), client certificates are verified against its CAs during the handshake: a
+/// certificate that does not verify always fails it, and so does none in `required` mode.
 pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerConfig, String> {
     let resolver = SniResolver::new(&tls.certificates).ok_or("no certificate configured")?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                ca.roots.clone(),
+                provider(),
+            );
+            let verifier = if ca.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client certificate verifier: {e}"))?,
+            )
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = if tls.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

@@ -679,6 +679,17 @@ pub fn npm_sign(spec: &serde_json::Value) -> Vec<(String, String)> {
     run(command, "npm_sign.mjs", spec)
 }
 
+/// Runs `tests/signers/jwt_sign.py` (PyPI's PyJWT) with `spec` as that script documents:
+/// `op: "keys"` writes keys and a JWKS and returns the JWKS path, `op: "sign"` returns a
+/// compact token.
+pub fn pyjwt(spec: &serde_json::Value) -> String {
+    run_signer("jwt_sign.py", spec)
+        .into_iter()
+        .find(|(k, _)| k == "out")
+        .map(|(_, v)| v)
+        .expect("jwt_sign.py prints {\"out\": ...}")
+}
+
 fn run_signer(script: &str, spec: &serde_json::Value) -> Vec<(String, String)> {
     let mut command = std::process::Command::new(signer_python());
     command.arg(workspace_root().join("tests/signers").join(script));

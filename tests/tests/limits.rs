@@ -404,3 +404,52 @@ async fn a_changed_blocklist_file_is_picked_up_by_the_watcher() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn principal_limits_give_each_principal_its_own_bucket() {
+    use sha2::Digest;
+    let up = TestUpstream::start("app").await;
+    let hash = |k: &str| hex::encode(sha2::Sha256::digest(k.as_bytes()));
+    let gw = TestGateway::start(&format!(
+        r#"{}
+[[auth.api_keys]]
+principal = "relay"
+sha256 = "{}"
+[[auth.api_keys]]
+principal = "bridge"
+sha256 = "{}"
+[rate_limits.per-principal]
+key = "principal"
+rate = "2/h"
+[[routes]]
+name = "api"
+path_prefix = "/"
+upstream = "app"
+auth = ["api_key"]
+rate_limits = ["per-principal"]
+"#,
+        upstream_block("app", &[up.url()], ""),
+        hash("relay-secret-key-0123456789"),
+        hash("bridge-secret-key-0123456789"),
+    ))
+    .await;
+    let with_key = |key: &str| {
+        request(
+            "GET",
+            &gw.url("/api/v1/instance"),
+            &[("x-api-key".into(), key.into())],
+            "",
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(send(with_key("relay-secret-key-0123456789")).await.0, 200);
+    }
+    assert_eq!(send(with_key("relay-secret-key-0123456789")).await.0, 429);
+    assert_eq!(send(with_key("bridge-secret-key-0123456789")).await.0, 200);
+    // A refused credential never reaches the limiter.
+    assert_eq!(send(with_key("wrong")).await.0, 401);
+    let m = gw.metrics().await;
+    assert_eq!(decisions(&m, "per-principal", "allowed"), 3.0);
+    assert_eq!(decisions(&m, "per-principal", "limited"), 1.0);
+    assert_eq!(up.hits(), 3);
+}

@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// `[blocklist]`: domains and networks refused on every route.
     #[serde(default)]
     pub blocklist: BlocklistSection,
+    /// `[auth]`: what routes with `auth` check credentials against.
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 /// `[rate_limits.NAME]`: one limiter.
@@ -67,6 +70,40 @@ pub struct BlocklistSection {
     /// Domains (each with its subdomains), addresses and CIDR blocks.
     #[serde(default)]
     pub entries: Vec<String>,
+}
+
+/// `[auth]`: API keys and the JWT settings of phase 5 (mTLS is set on TLS listeners).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Header API keys are sent in (default `x-api-key`; `authorization` takes `ApiKey <key>`).
+    pub api_key_header: Option<String>,
+    /// `[[auth.api_keys]]`: one principal and the SHA-256 of its key each.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySection>,
+    /// `[auth.jwt]`: bearer tokens verified against a JWKS file.
+    pub jwt: Option<JwtSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    pub principal: Option<String>,
+    /// Hex SHA-256 of the key (e.g. `printf %s "$KEY" | sha256sum`).
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// A JWKS (RFC 7517) file, relative to the config file; re-read on every reload.
+    pub jwks_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock tolerance for `exp` and `nbf` (default 60s).
+    pub leeway: Option<String>,
+    /// Accepted algorithms (default: every supported one the JWKS has keys for).
+    pub algorithms: Option<Vec<String>>,
 }
 
 /// `[signatures]`: the clock window, the body limit and the trust store of HTTP signature
@@ -201,6 +238,11 @@ pub struct ListenerTlsSection {
     /// Offer HTTP/2 through ALPN (default true).
     pub http2: Option<bool>,
     pub handshake_timeout: Option<String>,
+    /// PEM bundle of the CAs client certificates are verified against (mTLS).
+    pub client_ca_file: Option<String>,
+    /// `required` (default: no handshake without a valid client certificate) or `optional`
+    /// (a client may present none; one it presents must verify).
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -304,4 +346,8 @@ pub struct RouteSection {
     pub rate_limits: Vec<String>,
     /// Whether the blocklist applies (default true).
     pub blocklist: Option<bool>,
+    /// Phase 5: methods accepted (`api_key`, `jwt`, `mtls`); unset means no authentication.
+    pub auth: Option<Vec<String>>,
+    /// Principals allowed on the route (default: every authenticated one).
+    pub principals: Option<Vec<String>>,
 }

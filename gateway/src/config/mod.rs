@@ -4,6 +4,7 @@
 //! (socket addresses, durations, URIs, methods, loaded certificates) and names the field at
 //! fault. Nothing binds a port or touches the running gateway until a file has passed here.
 
+mod auth;
 pub mod file;
 
 use std::collections::{BTreeMap, HashSet};
@@ -17,6 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use rustls::sign::CertifiedKey;
 
+pub use auth::ClientAuth;
 pub use file::FileConfig;
 
 /// A configuration error that names the field it concerns.
@@ -55,6 +57,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, crate::ratelimit::LimiterConfig>,
     /// Phase 3: the blocklist, file entries included.
     pub blocklist: BlocklistConfig,
+    /// Phase 5: API keys and the JWT verifier routes with `auth` use.
+    pub auth: crate::auth::AuthConfig,
     /// The raw sections, kept to tell which parts a reload changed.
     pub source: FileConfig,
 }
@@ -126,6 +130,8 @@ pub struct ListenerTls {
     pub certificates: Vec<(Vec<String>, Arc<CertifiedKey>)>,
     pub http2: bool,
     pub handshake_timeout: Duration,
+    /// mTLS: verify client certificates against these CAs.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -136,6 +142,7 @@ impl fmt::Debug for ListenerTls {
                 &self.certificates.iter().map(|c| &c.0).collect::<Vec<_>>(),
             )
             .field("http2", &self.http2)
+            .field("client_auth", &self.client_auth)
             .finish()
     }
 }
@@ -207,6 +214,8 @@ pub struct RouteConfig {
     pub rate_limits: Vec<String>,
     /// Whether the blocklist applies to this route.
     pub blocklist: bool,
+    /// Phase 5: accepted methods and allowed principals; `None` for an open route.
+    pub auth: Option<crate::auth::RouteAuthConfig>,
 }
 
 /// What a route does with HTTP signatures (phase 6).
@@ -361,6 +370,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let auth = auth::validate_auth(&file.auth, base)?;
     let mut routes = Vec::with_capacity(file.routes.len());
     let mut route_names = HashSet::new();
     for (i, r) in file.routes.iter().enumerate() {
@@ -373,6 +383,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         routes.push(route);
     }
+    auth::check_route_methods(&routes, &auth, &listeners)?;
 
     let signatures = validate_signatures(&file.signatures, base)?;
     let mut rate_limits = BTreeMap::new();
@@ -392,6 +403,12 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 return Err(ConfigError::field(
                     field,
                     format!("{name:?} is listed twice"),
+                ));
+            }
+            if limiter.key == crate::ratelimit::KeyKind::Principal && route.auth.is_none() {
+                return Err(ConfigError::field(
+                    field,
+                    format!("{name:?} is keyed by principal, which needs `auth` on this route"),
                 ));
             }
             if limiter.key == crate::ratelimit::KeyKind::Instance
@@ -419,6 +436,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         routes,
         plugins,
         signatures,
+        auth,
         source: file,
     })
 }
@@ -833,6 +851,7 @@ fn validate_listener_tls(
             t.handshake_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        client_auth: auth::validate_client_auth(i, t, base)?,
     })
 }
 
@@ -1196,6 +1215,7 @@ fn validate_route(
             ))
         }
     };
+    let auth = auth::validate_route_auth(i, r)?;
     Ok(RouteConfig {
         name,
         hosts,
@@ -1208,6 +1228,7 @@ fn validate_route(
         signatures,
         rate_limits: r.rate_limits.clone(),
         blocklist: r.blocklist.unwrap_or(true),
+        auth,
     })
 }
 
@@ -1503,6 +1524,11 @@ upstream = "app"
                 "key = \"client\"\nrate = \"1/s\"\nmode = \"shadow\""
             )),
             "rate_limits.l.mode"
+        );
+        // Principal keys need auth on the route, instance keys signature checks.
+        assert_eq!(
+            field_of(&limiter("key = \"principal\"\nrate = \"1/s\"")),
+            "routes[0].rate_limits[0]"
         );
         // Instance keys need the route to check signatures.
         assert_eq!(
