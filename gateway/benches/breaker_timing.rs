@@ -137,7 +137,7 @@ timeout = "1s"
         recoveries.push(back.elapsed());
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("{:<48} {}", "case", "per trial (5 trials)");
+    println!("{:<48} per trial (5 trials)", "case");
     println!(
         "{:<48} {}",
         "death to first fast 503 (ms, requests sent)",
