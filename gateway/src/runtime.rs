@@ -76,6 +76,7 @@ impl Runtime {
         let verifier = Arc::new(Verifier::new(
             &config.signatures,
             metrics.signature_families(),
+            previous.map(|p| &*p.verifier),
         ));
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
