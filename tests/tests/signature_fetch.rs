@@ -42,6 +42,31 @@ struct ActorServer {
 
 impl ActorServer {
     async fn start() -> ActorServer {
+        Self::start_with(None).await
+    }
+
+    /// An actor server behind TLS, with a certificate no public root signed.
+    async fn start_tls() -> ActorServer {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> ActorServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = ActorServer {
             addr: listener.local_addr().unwrap(),
@@ -56,14 +81,23 @@ impl ActorServer {
             while let Ok((stream, _)) = listener.accept().await {
                 state.connections.fetch_add(1, Ordering::SeqCst);
                 let st = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(st.answer(req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -436,6 +470,24 @@ async fn private_addresses_are_refused_by_default() {
     let m = gw.metrics().await;
     assert_eq!(fetches(&m, "refused_address"), 2.0, "{m}");
     assert_eq!(fetches(&m, "ok"), 0.0, "{m}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_key_ids_need_a_certificate_from_a_public_root() {
+    let up = TestUpstream::start("app").await;
+    let actors = ActorServer::start_tls().await;
+    actors.serve_actor("bob", "rsa-2048.pub.pem");
+    // Private addresses allowed, plain http not: the fetch goes over TLS and checks the
+    // server's certificate against the Mozilla roots, which did not sign this one.
+    let gw = TestGateway::start(&config(&up, "allow_private_addresses = true\n")).await;
+    let bob = format!("https://{}/users/bob#main-key", actors.addr);
+    let (status, result) = deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await;
+    assert_eq!((status, result.as_str()), (401, "unknown_key"));
+    assert_eq!(actors.connections(), 1);
+    assert_eq!(actors.requests(), 0, "no request without a trusted TLS session");
+    let m = gw.metrics().await;
+    assert_eq!(fetches(&m, "connect"), 1.0, "{m}");
     gw.shutdown().await;
 }
 

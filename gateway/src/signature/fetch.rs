@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, IntCounter, IntGauge};
-use tokio::sync::OnceCell;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
 use super::actor::key_from_document;
@@ -183,7 +184,8 @@ impl Target {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Arc<PublicKey>, Arc<str>>>>;
+/// A fetch under way, as its waiters share it.
+type Flight = Shared<BoxFuture<'static, Result<Arc<PublicKey>, Arc<str>>>>;
 
 /// Fetches, caches and hands out keys for key ids the trust store lacks. One per
 /// `[signatures.fetch]` setting: a reload that keeps the setting keeps the fetcher and its
@@ -192,8 +194,10 @@ type Flight = Arc<OnceCell<Result<Arc<PublicKey>, Arc<str>>>>;
 pub struct KeyFetcher {
     config: FetchConfig,
     cache: KeyCache,
-    /// Fetches under way, by key id: touched only on a cache miss.
-    flights: Mutex<HashMap<Arc<str>, Flight>>,
+    /// Fetches under way, by key id, each with a number telling it from a later one: touched
+    /// only on a cache miss.
+    flights: Mutex<HashMap<Arc<str>, (u64, Flight)>>,
+    next_flight: AtomicU64,
     breaker: Breaker,
     tls: Tls,
     metrics: FetchMetrics,
@@ -222,6 +226,7 @@ impl KeyFetcher {
         KeyFetcher {
             cache: KeyCache::new(config.max_entries),
             flights: Mutex::default(),
+            next_flight: AtomicU64::new(0),
             breaker: Breaker::new(
                 config.breaker_failures,
                 config.breaker_open,
@@ -243,7 +248,7 @@ impl KeyFetcher {
     }
 
     /// The key for `key_id`: cached, or fetched now. `Err` says why there is none.
-    pub async fn key(&self, key_id: &str) -> Result<Arc<PublicKey>, Arc<str>> {
+    pub async fn key(self: &Arc<Self>, key_id: &str) -> Result<Arc<PublicKey>, Arc<str>> {
         match self.cache.get(key_id) {
             Some(Cached::Key(key, _)) => {
                 self.count(Lookup::Hit);
@@ -261,7 +266,7 @@ impl KeyFetcher {
     /// After `stale` (a key this fetcher gave) failed to verify a signature: the key fetched
     /// again, if the key id's key was last fetched at least `refetch_interval` ago, since its
     /// owner may have rotated it. `None` when no other key is to be had.
-    pub async fn refetch(&self, key_id: &str, stale: &Arc<PublicKey>) -> Option<Arc<PublicKey>> {
+    pub async fn refetch(self: &Arc<Self>, key_id: &str, stale: &Arc<PublicKey>) -> Option<Arc<PublicKey>> {
         match self.cache.get(key_id) {
             // Someone else refetched it meanwhile.
             Some(Cached::Key(key, _)) if !Arc::ptr_eq(&key, stale) => return Some(key),
@@ -281,20 +286,21 @@ impl KeyFetcher {
         self.metrics.lookups[lookup as usize].inc();
     }
 
-    /// One fetch for `key_id` at a time: the first caller fetches, the others wait for its
-    /// result. `replacing` is the key a refetch would replace.
+    /// One fetch for `key_id` at a time: the first caller starts it, the others wait for its
+    /// result. `replacing` is the key a refetch would replace. The fetch runs as a task of its
+    /// own, so a client that gives up does not abort it halfway: it still lands in the cache.
     async fn fly(
-        &self,
+        self: &Arc<Self>,
         key_id: &str,
         replacing: Option<&Arc<PublicKey>>,
     ) -> Result<Arc<PublicKey>, Arc<str>> {
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = flights.get(key_id) {
+            if let Some((_, f)) = flights.get(key_id) {
                 f.clone()
             } else {
                 // A fetch that ended between the cache lookup and here left its result in
-                // the cache (it stores before it lands).
+                // the cache (it stores before it leaves the table).
                 match (self.cache.get(key_id), replacing) {
                     (Some(Cached::Key(key, _)), None) => return Ok(key),
                     (Some(Cached::Failed(reason)), None) => return Err(reason),
@@ -303,22 +309,27 @@ impl KeyFetcher {
                     }
                     _ => {}
                 }
-                let f = Flight::default();
-                flights.insert(Arc::from(key_id), f.clone());
+                let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+                let (me, key, refetch) = (self.clone(), Arc::<str>::from(key_id), replacing.is_some());
+                let task = tokio::spawn(async move {
+                    let result = me.fetch_and_store(&key, refetch).await;
+                    let mut flights = me.flights.lock().unwrap_or_else(|p| p.into_inner());
+                    if flights.get(&*key).is_some_and(|(i, _)| *i == id) {
+                        flights.remove(&*key);
+                    }
+                    result
+                });
+                let f: Flight = async move {
+                    task.await
+                        .unwrap_or_else(|_| Err(Arc::from("the key fetch task failed")))
+                }
+                .boxed()
+                .shared();
+                flights.insert(Arc::from(key_id), (id, f.clone()));
                 f
             }
         };
-        let result = flight
-            .get_or_init(|| async {
-                let result = self.fetch_and_store(key_id, replacing.is_some()).await;
-                let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-                if flights.get(key_id).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                    flights.remove(key_id);
-                }
-                result
-            })
-            .await;
-        result.clone()
+        flight.await
     }
 
     /// Fetches, counts and caches. A failed refetch keeps the key it would have replaced.
@@ -689,6 +700,7 @@ impl Breaker {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::atomic::AtomicUsize;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -817,19 +829,19 @@ mod tests {
 
     /// A raw HTTP/1.1 server on 127.0.0.1:0 answering every request with `answer`; counts
     /// the requests it reads.
-    async fn serve(answer: String) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    async fn serve(answer: String) -> (SocketAddr, Arc<AtomicUsize>) {
         serve_with(|_| answer).await
     }
 
     /// Like [`serve`], with an answer made from the server's address.
     async fn serve_with(
         answer: impl FnOnce(SocketAddr) -> String,
-    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    ) -> (SocketAddr, Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = answer(addr);
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::new(AtomicUsize::new(0));
         let seen = count.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
@@ -843,7 +855,7 @@ mod tests {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
-                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    seen.fetch_add(1, Ordering::SeqCst);
                     // Hold the answer a little, so concurrent askers overlap with the fetch.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = s.write_all(answer.as_bytes()).await;
@@ -893,7 +905,7 @@ mod tests {
             let f = fetcher(1000);
             let err = f.fetch(&format!("http://{addr}/users/bob#main-key")).await.unwrap_err();
             assert_eq!(err.result, FetchResult::TooLarge, "{}", err.reason);
-            assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert_eq!(count.load(Ordering::SeqCst), 1);
         }
         // The same document within the limit is read (and is no key document).
         let (addr, _) = serve(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}", big.len())).await;
@@ -912,16 +924,39 @@ mod tests {
         })
         .await;
         let (key_id, _) = actor(addr);
-        let f = fetcher(1 << 16);
+        let f = Arc::new(fetcher(1 << 16));
         let lookups = (0..8).map(|_| f.key(&key_id));
         let keys = futures_util::future::join_all(lookups).await;
         assert!(keys.iter().all(|k| k.is_ok()));
-        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
         assert!(f.key(&key_id).await.is_ok());
-        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "cached");
         assert_eq!(f.metrics.lookups[Lookup::Hit as usize].get(), 1);
         assert_eq!(f.metrics.lookups[Lookup::Miss as usize].get(), 8);
         assert_eq!(f.metrics.fetches[FetchResult::Ok as usize].get(), 1);
         assert_eq!(f.metrics.entries.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_outlives_the_request_that_started_it() {
+        let (addr, count) = serve_with(|addr| {
+            let (_, doc) = actor(addr);
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{doc}",
+                doc.len()
+            )
+        })
+        .await;
+        let (key_id, _) = actor(addr);
+        let f = Arc::new(fetcher(1 << 16));
+        // The server takes 50ms; the asker gives up after 5ms.
+        let gave_up = tokio::time::timeout(Duration::from_millis(5), f.key(&key_id)).await;
+        assert!(gave_up.is_err());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(f.cache.get(&key_id), Some(Cached::Key(..))));
+        assert!(f.key(&key_id).await.is_ok());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(f.metrics.fetches[FetchResult::Ok as usize].get(), 1);
+        assert!(f.flights.lock().unwrap().is_empty());
     }
 }
