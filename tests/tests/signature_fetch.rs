@@ -266,7 +266,12 @@ fn lookups(m: &str, result: &str) -> f64 {
 }
 
 fn fetches(m: &str, result: &str) -> f64 {
-    metric(m, "fedgate_signature_key_fetches_total", &[("result", result)]).unwrap_or(-1.0)
+    metric(
+        m,
+        "fedgate_signature_key_fetches_total",
+        &[("result", result)],
+    )
+    .unwrap_or(-1.0)
 }
 
 fn verifications(m: &str, result: &str) -> f64 {
@@ -288,7 +293,10 @@ async fn fetched_keys_verify_and_are_cached() {
     let bob = format!("{}#main-key", actors.actor_url("bob"));
 
     // First delivery: the key is fetched, verifies, and the request reaches the upstream.
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(up.hits(), 1);
     assert_eq!(actors.requests(), 1);
     assert_eq!(
@@ -296,7 +304,10 @@ async fn fetched_keys_verify_and_are_cached() {
         Some("application/activity+json, application/ld+json; profile=\"https://www.w3.org/ns/activitystreams\"")
     );
     // Second delivery (a new signature): the cached key, no second fetch.
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(up.hits(), 2);
     assert_eq!(actors.requests(), 1);
 
@@ -317,7 +328,15 @@ async fn fetched_keys_verify_and_are_cached() {
     assert_eq!(lookups(&m, "hit"), 2.0, "{m}");
     assert_eq!(lookups(&m, "negative_hit"), 0.0, "{m}");
     assert_eq!(fetches(&m, "ok"), 2.0, "{m}");
-    for other in ["timeout", "connect", "status", "too_large", "invalid_document", "refused_address", "breaker_open"] {
+    for other in [
+        "timeout",
+        "connect",
+        "status",
+        "too_large",
+        "invalid_document",
+        "refused_address",
+        "breaker_open",
+    ] {
         assert_eq!(fetches(&m, other), 0.0, "{other}: {m}");
     }
     assert_eq!(
@@ -325,7 +344,11 @@ async fn fetched_keys_verify_and_are_cached() {
         Some(2.0)
     );
     assert_eq!(
-        metric(&m, "fedgate_signature_key_fetch_duration_seconds_count", &[]),
+        metric(
+            &m,
+            "fedgate_signature_key_fetch_duration_seconds_count",
+            &[]
+        ),
         Some(2.0)
     );
     assert_eq!(verifications(&m, "valid"), 3.0, "{m}");
@@ -367,8 +390,11 @@ async fn unknown_actors_are_remembered_as_negative_entries() {
                "publicKeyPem": std::fs::read_to_string(signature_testdata("rsa-2048.pub.pem")).unwrap()}})
         .to_string(),
     );
-    let (status, result) =
-        deliver(&gw, &httpsig(&format!("{actor}#main-key"), "rsa-2048.key.pem")).await;
+    let (status, result) = deliver(
+        &gw,
+        &httpsig(&format!("{actor}#main-key"), "rsa-2048.key.pem"),
+    )
+    .await;
     assert_eq!((status, result.as_str()), (401, "unknown_key"));
     let m = gw.metrics().await;
     assert_eq!(fetches(&m, "invalid_document"), 1.0, "{m}");
@@ -380,7 +406,8 @@ async fn a_hanging_host_times_out_then_its_breaker_opens() {
     let up = TestUpstream::start("app").await;
     let actors = ActorServer::start().await;
     actors.hang.store(true, Ordering::SeqCst);
-    let fetch = format!("{LOCAL}timeout = \"500ms\"\nbreaker_failures = 2\nbreaker_open = \"1m\"\n");
+    let fetch =
+        format!("{LOCAL}timeout = \"500ms\"\nbreaker_failures = 2\nbreaker_open = \"1m\"\n");
     let gw = TestGateway::start(&config(&up, &fetch)).await;
 
     for (i, name) in ["a", "b"].iter().enumerate() {
@@ -434,11 +461,17 @@ async fn a_rotated_key_is_fetched_again_once() {
     // Bob rotates to the key the signer holds.
     actors.serve_actor("bob", "rsa-2048.pub.pem");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(actors.requests(), 2, "one refetch");
     assert_eq!(up.hits(), 1);
     // The new key is cached.
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(actors.requests(), 2);
 
     let m = gw.metrics().await;
@@ -485,7 +518,11 @@ async fn https_key_ids_need_a_certificate_from_a_public_root() {
     let (status, result) = deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await;
     assert_eq!((status, result.as_str()), (401, "unknown_key"));
     assert_eq!(actors.connections(), 1);
-    assert_eq!(actors.requests(), 0, "no request without a trusted TLS session");
+    assert_eq!(
+        actors.requests(),
+        0,
+        "no request without a trusted TLS session"
+    );
     let m = gw.metrics().await;
     assert_eq!(fetches(&m, "connect"), 1.0, "{m}");
     gw.shutdown().await;
@@ -498,7 +535,10 @@ async fn the_key_cache_survives_reloads_that_keep_the_fetch_settings() {
     actors.serve_actor("bob", "rsa-2048.pub.pem");
     let gw = TestGateway::start(&config(&up, LOCAL)).await;
     let bob = format!("{}#main-key", actors.actor_url("bob"));
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(actors.requests(), 1);
 
     // Another route, same fetch settings: the cache is kept.
@@ -510,7 +550,10 @@ async fn the_key_cache_survives_reloads_that_keep_the_fetch_settings() {
         "{upstreams}[[routes]]\nname = \"open\"\npath_prefix = \"/open\"\nupstream = \"app\"\n[[routes]]{rest}"
     );
     gw.rewrite(&text).await.unwrap();
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(actors.requests(), 1, "kept across the reload");
 
     // Changed fetch settings: a new cache, so the key is fetched again.
@@ -522,7 +565,10 @@ async fn the_key_cache_survives_reloads_that_keep_the_fetch_settings() {
         metric(&m, "fedgate_signature_key_cache_entries", &[]),
         Some(0.0)
     );
-    assert_eq!(deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await, (200, String::new()));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
     assert_eq!(actors.requests(), 2);
     let m = gw.metrics().await;
     assert_eq!(fetches(&m, "ok"), 2.0, "{m}");

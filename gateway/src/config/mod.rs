@@ -500,7 +500,11 @@ fn validate_fetch(f: &file::FetchSection) -> Result<FetchConfig, ConfigError> {
         enabled: f.enabled.unwrap_or(d.enabled),
         timeout,
         ttl: duration(&field("ttl"), f.ttl.as_deref(), d.ttl)?,
-        negative_ttl: duration(&field("negative_ttl"), f.negative_ttl.as_deref(), d.negative_ttl)?,
+        negative_ttl: duration(
+            &field("negative_ttl"),
+            f.negative_ttl.as_deref(),
+            d.negative_ttl,
+        )?,
         refetch_interval: duration(
             &field("refetch_interval"),
             f.refetch_interval.as_deref(),
@@ -512,8 +516,14 @@ fn validate_fetch(f: &file::FetchSection) -> Result<FetchConfig, ConfigError> {
             Some(v) => byte_size(&field("max_document_bytes"), v, 16 << 20)?,
         },
         breaker_failures,
-        breaker_open: duration(&field("breaker_open"), f.breaker_open.as_deref(), d.breaker_open)?,
-        allow_private_addresses: f.allow_private_addresses.unwrap_or(d.allow_private_addresses),
+        breaker_open: duration(
+            &field("breaker_open"),
+            f.breaker_open.as_deref(),
+            d.breaker_open,
+        )?,
+        allow_private_addresses: f
+            .allow_private_addresses
+            .unwrap_or(d.allow_private_addresses),
         allow_http: f.allow_http.unwrap_or(d.allow_http),
     })
 }
@@ -1232,7 +1242,11 @@ upstream = "app"
             ("breaker_open = \"-\"", "breaker_open"),
         ] {
             let text = format!("{MINIMAL}[signatures.fetch]\n{line}\n");
-            assert_eq!(field_of(&text), format!("signatures.fetch.{name}"), "{line}");
+            assert_eq!(
+                field_of(&text),
+                format!("signatures.fetch.{name}"),
+                "{line}"
+            );
         }
     }
 }

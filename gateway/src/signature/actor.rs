@@ -18,7 +18,8 @@ pub fn key_from_document(document: &[u8], key_id: &str) -> Result<PublicKey, Str
     let doc = doc
         .as_object()
         .ok_or("the key document is not a JSON object")?;
-    let (entry, actor) = find(doc, key_id).ok_or_else(|| format!("no key {key_id} in the document"))?;
+    let (entry, actor) =
+        find(doc, key_id).ok_or_else(|| format!("no key {key_id} in the document"))?;
     let owner = ["owner", "controller"]
         .iter()
         .find_map(|f| entry.get(*f).and_then(id_of))

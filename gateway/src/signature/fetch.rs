@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use prometheus::{Histogram, IntCounter, IntGauge};
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
 use super::actor::key_from_document;
@@ -170,7 +170,10 @@ impl Target {
         if authority.as_str().contains('@') {
             return None;
         }
-        let host = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
+        let host = authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
         if host.is_empty() {
             return None;
         }
@@ -266,13 +269,15 @@ impl KeyFetcher {
     /// After `stale` (a key this fetcher gave) failed to verify a signature: the key fetched
     /// again, if the key id's key was last fetched at least `refetch_interval` ago, since its
     /// owner may have rotated it. `None` when no other key is to be had.
-    pub async fn refetch(self: &Arc<Self>, key_id: &str, stale: &Arc<PublicKey>) -> Option<Arc<PublicKey>> {
+    pub async fn refetch(
+        self: &Arc<Self>,
+        key_id: &str,
+        stale: &Arc<PublicKey>,
+    ) -> Option<Arc<PublicKey>> {
         match self.cache.get(key_id) {
             // Someone else refetched it meanwhile.
             Some(Cached::Key(key, _)) if !Arc::ptr_eq(&key, stale) => return Some(key),
-            Some(Cached::Key(_, fetched))
-                if fetched.elapsed() < self.config.refetch_interval =>
-            {
+            Some(Cached::Key(_, fetched)) if fetched.elapsed() < self.config.refetch_interval => {
                 return None
             }
             Some(Cached::Key(..)) => {}
@@ -310,7 +315,8 @@ impl KeyFetcher {
                     _ => {}
                 }
                 let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-                let (me, key, refetch) = (self.clone(), Arc::<str>::from(key_id), replacing.is_some());
+                let (me, key, refetch) =
+                    (self.clone(), Arc::<str>::from(key_id), replacing.is_some());
                 let task = tokio::spawn(async move {
                     let result = me.fetch_and_store(&key, refetch).await;
                     let mut flights = me.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -428,7 +434,11 @@ impl KeyFetcher {
             if let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
                 return Err(FetchError::new(
                     FetchResult::RefusedAddress,
-                    format!("{} resolves to {}, not a public address", target.host, a.ip()),
+                    format!(
+                        "{} resolves to {}, not a public address",
+                        target.host,
+                        a.ip()
+                    ),
                 ));
             }
         }
@@ -498,14 +508,13 @@ impl KeyFetcher {
                 .map_err(|e| connect(format!("HTTP with {}: {e}", target.host)))?;
             let status = resp.status();
             if status.is_redirection() {
-                path = same_origin(resp.headers().get(header::LOCATION), target).ok_or_else(
-                    || {
+                path =
+                    same_origin(resp.headers().get(header::LOCATION), target).ok_or_else(|| {
                         FetchError::new(
                             FetchResult::Status,
                             format!("{status} to another origin, or without a Location"),
                         )
-                    },
-                )?;
+                    })?;
                 // Read (and drop) the redirect's body so the connection can carry the next.
                 let _ = Limited::new(resp.into_body(), 64 << 10).collect().await;
                 continue;
@@ -782,8 +791,14 @@ mod tests {
             same_origin(loc("https://remote.example:443/a").as_ref(), &t).as_deref(),
             Some("/a")
         );
-        assert_eq!(same_origin(loc("https://evil.example/a").as_ref(), &t), None);
-        assert_eq!(same_origin(loc("http://remote.example/a").as_ref(), &t), None);
+        assert_eq!(
+            same_origin(loc("https://evil.example/a").as_ref(), &t),
+            None
+        );
+        assert_eq!(
+            same_origin(loc("http://remote.example/a").as_ref(), &t),
+            None
+        );
         assert_eq!(same_origin(loc("//evil.example/a").as_ref(), &t), None);
         assert_eq!(same_origin(None, &t), None);
     }
@@ -903,13 +918,23 @@ mod tests {
         for answer in [with_length, chunked] {
             let (addr, count) = serve(answer).await;
             let f = fetcher(1000);
-            let err = f.fetch(&format!("http://{addr}/users/bob#main-key")).await.unwrap_err();
+            let err = f
+                .fetch(&format!("http://{addr}/users/bob#main-key"))
+                .await
+                .unwrap_err();
             assert_eq!(err.result, FetchResult::TooLarge, "{}", err.reason);
             assert_eq!(count.load(Ordering::SeqCst), 1);
         }
         // The same document within the limit is read (and is no key document).
-        let (addr, _) = serve(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}", big.len())).await;
-        let err = fetcher(4000).fetch(&format!("http://{addr}/k")).await.unwrap_err();
+        let (addr, _) = serve(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}",
+            big.len()
+        ))
+        .await;
+        let err = fetcher(4000)
+            .fetch(&format!("http://{addr}/k"))
+            .await
+            .unwrap_err();
         assert_eq!(err.result, FetchResult::InvalidDocument);
     }
 

@@ -86,7 +86,10 @@ impl KeyCache {
     pub fn insert(&self, key_id: &str, value: Cached, ttl: Duration) {
         let now = Instant::now();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut shard = self.shard(key_id).write().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self
+            .shard(key_id)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let shard = &mut *shard;
         let entry = Entry {
             value,
@@ -124,7 +127,10 @@ impl KeyCache {
     /// Marks the key held for `key_id` as fetched now, without changing it or its expiry:
     /// a refetch that failed keeps the key, and waits its interval before trying again.
     pub fn touch(&self, key_id: &str) {
-        let mut shard = self.shard(key_id).write().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self
+            .shard(key_id)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(Entry {
             value: Cached::Key(_, fetched),
             ..
@@ -174,7 +180,11 @@ mod tests {
         assert!(is_key(cache.get("a")));
         tokio::time::advance(55 * minute).await;
         assert!(cache.get("a").is_none(), "the key expired");
-        assert_eq!(cache.len(), 2, "expired entries wait to be evicted or replaced");
+        assert_eq!(
+            cache.len(),
+            2,
+            "expired entries wait to be evicted or replaced"
+        );
 
         // A replaced entry starts a new ttl.
         cache.insert("a", Cached::Failed("timeout".into()), minute);

@@ -212,7 +212,8 @@ impl Verifier {
         now: SystemTime,
         fetching: &mut std::time::Duration,
     ) -> Result<(), Rejection> {
-        let unknown = || Rejection::new(Outcome::UnknownKey, format!("no key is known for {key_id}"));
+        let unknown =
+            || Rejection::new(Outcome::UnknownKey, format!("no key is known for {key_id}"));
         let Some(fetcher) = &self.fetcher else {
             return Err(unknown());
         };
