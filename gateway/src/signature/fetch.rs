@@ -45,6 +45,10 @@ use crate::metrics::SignatureFamilies;
 /// Redirects followed within the key id's origin.
 pub const MAX_REDIRECTS: usize = 3;
 
+/// Longest key id fetched (and cached): real ones are URLs of a few dozen bytes, and the cache
+/// holds `max_entries` of them.
+pub const MAX_KEY_ID: usize = 1024;
+
 /// What ActivityPub servers answer with an actor document (Mastodon checks for both).
 const ACCEPT: &str =
     "application/activity+json, application/ld+json; profile=\"https://www.w3.org/ns/activitystreams\"";
@@ -252,6 +256,9 @@ impl KeyFetcher {
 
     /// The key for `key_id`: cached, or fetched now. `Err` says why there is none.
     pub async fn key(self: &Arc<Self>, key_id: &str) -> Result<Arc<PublicKey>, Arc<str>> {
+        if key_id.len() > MAX_KEY_ID {
+            return Err(Arc::from("the key id is too long to fetch"));
+        }
         match self.cache.get(key_id) {
             Some(Cached::Key(key, _)) => {
                 self.count(Lookup::Hit);
@@ -956,6 +963,8 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         assert!(f.key(&key_id).await.is_ok());
         assert_eq!(count.load(Ordering::SeqCst), 1, "cached");
+        let long = format!("{key_id}{}", "x".repeat(MAX_KEY_ID));
+        assert!(f.key(&long).await.is_err());
         assert_eq!(f.metrics.lookups[Lookup::Hit as usize].get(), 1);
         assert_eq!(f.metrics.lookups[Lookup::Miss as usize].get(), 8);
         assert_eq!(f.metrics.fetches[FetchResult::Ok as usize].get(), 1);
