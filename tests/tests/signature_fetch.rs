@@ -353,6 +353,8 @@ async fn fetched_keys_verify_and_are_cached() {
     );
     assert_eq!(verifications(&m, "valid"), 3.0, "{m}");
     assert_eq!(verifications(&m, "invalid"), 1.0, "{m}");
+    let (ok, report) = promtool_check_metrics(&m);
+    assert!(ok, "{report}");
     gw.shutdown().await;
 }
 
@@ -412,8 +414,9 @@ async fn a_hanging_host_times_out_then_its_breaker_opens() {
 
     for (i, name) in ["a", "b"].iter().enumerate() {
         let key_id = format!("{}#main-key", actors.actor_url(name));
+        let signed = httpsig(&key_id, "rsa-2048.key.pem");
         let started = Instant::now();
-        let (status, result) = deliver(&gw, &httpsig(&key_id, "rsa-2048.key.pem")).await;
+        let (status, result) = deliver(&gw, &signed).await;
         let took = started.elapsed();
         assert_eq!((status, result.as_str()), (401, "unknown_key"));
         assert!(
@@ -424,9 +427,10 @@ async fn a_hanging_host_times_out_then_its_breaker_opens() {
     }
     // Two timeouts in a row: the host's breaker is open, and the server is not contacted.
     let connections = actors.connections();
-    let started = Instant::now();
     let key_id = format!("{}#main-key", actors.actor_url("c"));
-    let (status, result) = deliver(&gw, &httpsig(&key_id, "rsa-2048.key.pem")).await;
+    let signed = httpsig(&key_id, "rsa-2048.key.pem");
+    let started = Instant::now();
+    let (status, result) = deliver(&gw, &signed).await;
     assert_eq!((status, result.as_str()), (401, "unknown_key"));
     assert!(started.elapsed() < Duration::from_millis(400));
     assert_eq!(actors.requests(), 2);
