@@ -34,6 +34,8 @@ const INBOX: &str = "/users/alice/inbox";
 struct ActorServer {
     addr: SocketAddr,
     docs: Arc<Mutex<HashMap<String, String>>>,
+    /// Paths answered 302 with a `Location`.
+    redirects: Arc<Mutex<HashMap<String, String>>>,
     hang: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -71,6 +73,7 @@ impl ActorServer {
         let server = ActorServer {
             addr: listener.local_addr().unwrap(),
             docs: Arc::default(),
+            redirects: Arc::default(),
             hang: Arc::default(),
             requests: Arc::default(),
             connections: Arc::default(),
@@ -113,6 +116,19 @@ impl ActorServer {
             .map(str::to_string);
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        let redirect = self
+            .redirects
+            .lock()
+            .unwrap()
+            .get(req.uri().path())
+            .cloned();
+        if let Some(location) = redirect {
+            return Response::builder()
+                .status(302)
+                .header("location", location)
+                .body(Full::new(Bytes::from_static(b"moved")))
+                .unwrap();
         }
         let doc = self.docs.lock().unwrap().get(req.uri().path()).cloned();
         match doc {
@@ -507,6 +523,56 @@ async fn private_addresses_are_refused_by_default() {
     let m = gw.metrics().await;
     assert_eq!(fetches(&m, "refused_address"), 2.0, "{m}");
     assert_eq!(fetches(&m, "ok"), 0.0, "{m}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn redirects_are_followed_within_the_origin_only() {
+    let up = TestUpstream::start("app").await;
+    let actors = ActorServer::start().await;
+    let elsewhere = ActorServer::start().await;
+    // Bob's actor moved to /people/bob, whose document still names him as /users/bob.
+    actors.serve_actor("bob", "rsa-2048.pub.pem");
+    let doc = actors.docs.lock().unwrap().remove("/users/bob").unwrap();
+    actors
+        .docs
+        .lock()
+        .unwrap()
+        .insert("/people/bob".into(), doc);
+    actors
+        .redirects
+        .lock()
+        .unwrap()
+        .insert("/users/bob".into(), "/people/bob".into());
+    // Eve's redirect leads to another server (another port: another origin).
+    elsewhere.serve_actor("eve", "rsa-2048.pub.pem");
+    actors
+        .redirects
+        .lock()
+        .unwrap()
+        .insert("/users/eve".into(), elsewhere.actor_url("eve"));
+    let gw = TestGateway::start(&config(&up, LOCAL)).await;
+
+    let bob = format!("{}#main-key", actors.actor_url("bob"));
+    assert_eq!(
+        deliver(&gw, &httpsig(&bob, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
+    assert_eq!(actors.requests(), 2);
+    assert_eq!(
+        actors.connections(),
+        1,
+        "the redirect is followed on the same connection"
+    );
+
+    let eve = format!("{}#main-key", actors.actor_url("eve"));
+    let (status, result) = deliver(&gw, &httpsig(&eve, "rsa-2048.key.pem")).await;
+    assert_eq!((status, result.as_str()), (401, "unknown_key"));
+    assert_eq!(actors.requests(), 3);
+    assert_eq!(elsewhere.requests(), 0);
+    let m = gw.metrics().await;
+    assert_eq!(fetches(&m, "ok"), 1.0, "{m}");
+    assert_eq!(fetches(&m, "status"), 1.0, "{m}");
     gw.shutdown().await;
 }
 
