@@ -399,6 +399,43 @@ async fn unknown_actors_are_remembered_as_negative_entries() {
         Some(1.0)
     );
 
+    // A signature two days old fails whatever its key: it causes no fetch (nor a lookup).
+    actors.serve_actor("bob", "rsa-2048.pub.pem");
+    let bob = format!("{}#main-key", actors.actor_url("bob"));
+    let old = httpsig_sign(&json!({
+        "key_id": bob,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "algorithm": "rsa-sha256",
+        "method": "POST",
+        "path": INBOX,
+        "host": "local.example",
+        "headers": {"content-type": "application/activity+json"},
+        "body": CREATE,
+        "covered": INBOX_COVERS,
+        "digest": true,
+        "date": httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(48 * 3600)),
+    }));
+    let (status, result) = deliver(&gw, &old).await;
+    assert_eq!((status, result.as_str()), (401, "expired"));
+    // Nor does one that does not cover the digest of its body.
+    let uncovered = httpsig_sign(&json!({
+        "key_id": bob,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "algorithm": "rsa-sha256",
+        "method": "POST",
+        "path": INBOX,
+        "host": "local.example",
+        "headers": {"content-type": "application/activity+json"},
+        "body": CREATE,
+        "covered": ["(request-target)", "host", "date"],
+        "digest": true,
+    }));
+    let (status, result) = deliver(&gw, &uncovered).await;
+    assert_eq!((status, result.as_str()), (401, "malformed"));
+    assert_eq!(actors.requests(), 1);
+    let m = gw.metrics().await;
+    assert_eq!(lookups(&m, "miss"), 1.0, "{m}");
+
     // A document without the key id's key, and one whose key belongs to another host.
     let actor = actors.actor_url("mallory");
     actors.docs.lock().unwrap().insert(

@@ -58,6 +58,13 @@ enum Parsed {
 }
 
 impl Parsed {
+    fn check_unkeyed(&self, window: &Window, now: SystemTime) -> Result<(), Rejection> {
+        match self {
+            Parsed::Cavage(s) => s.check_unkeyed(window, now),
+            Parsed::Rfc9421(s) => s.check_unkeyed(window, now),
+        }
+    }
+
     fn verify(&self, key: &PublicKey, window: &Window, now: SystemTime) -> Result<(), Rejection> {
         match self {
             Parsed::Cavage(s) => s.verify(key, window, now),
@@ -217,6 +224,9 @@ impl Verifier {
         let Some(fetcher) = &self.fetcher else {
             return Err(unknown());
         };
+        // A signature that is too old or does not cover what it must fails whatever the key:
+        // no fetch for it.
+        sig.check_unkeyed(&self.window, now)?;
         let started = Instant::now();
         let key = fetcher.key(key_id).await;
         *fetching += started.elapsed();
