@@ -168,6 +168,13 @@ pub struct SignatureFamilies {
     pub verifications: IntCounterVec,
     pub failures_by_instance: IntCounterVec,
     pub duration: HistogramVec,
+    /// `fedgate_signature_key_cache_lookups_total{result}`: hit, miss, negative_hit.
+    pub key_cache_lookups: IntCounterVec,
+    /// `fedgate_signature_key_fetches_total{result}`.
+    pub key_fetches: IntCounterVec,
+    pub key_fetch_duration: Histogram,
+    /// `fedgate_signature_key_cache_entries`: fetched keys and failures held.
+    pub key_cache_entries: prometheus::IntGauge,
 }
 
 /// Registers the shared peer table as a collector.
@@ -186,6 +193,11 @@ impl prometheus::core::Collector for PeersCollector {
 /// Signature verification latency buckets, in seconds: 10 µs to 10 ms.
 pub const SIGNATURE_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+];
+
+/// Key fetch latency buckets, in seconds: 5 ms to the longest fetch timeout.
+pub const KEY_FETCH_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The `fedgate_plugin_*` families.
@@ -388,6 +400,31 @@ impl Metrics {
                 .buckets(SIGNATURE_BUCKETS.to_vec()),
                 &["scheme"],
             )?,
+            key_cache_lookups: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_signature_key_cache_lookups_total",
+                    "Lookups of keys missing from the trust store in the fetched-key cache, by result (hit, miss, negative_hit).",
+                ),
+                &["result"],
+            )?,
+            key_fetches: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_signature_key_fetches_total",
+                    "Fetches of key documents from key id URLs, by result (ok, timeout, connect, status, too_large, invalid_document, refused_address, breaker_open).",
+                ),
+                &["result"],
+            )?,
+            key_fetch_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "fedgate_signature_key_fetch_duration_seconds",
+                    "Time of one key document fetch, from resolving the host to the parsed key.",
+                )
+                .buckets(KEY_FETCH_BUCKETS.to_vec()),
+            )?,
+            key_cache_entries: prometheus::IntGauge::new(
+                "fedgate_signature_key_cache_entries",
+                "Fetched keys and remembered fetch failures in the key cache.",
+            )?,
         });
         registry.register(Box::new(signatures.trust_store_size.clone()))?;
         registry.register(Box::new(PeersCollector(signatures.peers.clone())))?;
@@ -467,6 +504,10 @@ impl Metrics {
             &["route", "method", "result"],
         )?;
         registry.register(Box::new(auth_attempts.clone()))?;
+        registry.register(Box::new(signatures.key_cache_lookups.clone()))?;
+        registry.register(Box::new(signatures.key_fetches.clone()))?;
+        registry.register(Box::new(signatures.key_fetch_duration.clone()))?;
+        registry.register(Box::new(signatures.key_cache_entries.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -195,9 +195,11 @@ pub async fn handle(
             headers: &parts.headers,
         };
         let body = buffered.as_deref().unwrap_or_default();
+        // Awaits only when the key must be fetched; a trust-store key is checked in place.
         let checked = rt
             .verifier
-            .verify(counters, &message, body, SystemTime::now());
+            .verify(counters, &message, body, SystemTime::now())
+            .await;
         if checked.outcome != Outcome::Valid {
             tracing::debug!(
                 route = %route.name,

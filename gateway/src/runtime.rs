@@ -109,6 +109,7 @@ impl Runtime {
         let verifier = Arc::new(Verifier::new(
             &config.signatures,
             metrics.signature_families(),
+            previous.map(|p| &*p.verifier),
         ));
         let mut limiters = BTreeMap::new();
         for (name, lc) in &config.rate_limits {

@@ -123,6 +123,37 @@ pub struct SignaturesSection {
     /// `[[signatures.keys]]`: known keys by key id.
     #[serde(default)]
     pub keys: Vec<KeySection>,
+    /// `[signatures.fetch]`: keys not in the trust store fetched from the key id URL.
+    #[serde(default)]
+    pub fetch: FetchSection,
+}
+
+/// `[signatures.fetch]`: fetching actor documents for key ids the trust store lacks.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSection {
+    /// Fetch unknown keys at all (default false).
+    pub enabled: Option<bool>,
+    /// Limit on one whole fetch: resolve, connect, TLS, request, body (default 5s).
+    pub timeout: Option<String>,
+    /// How long a fetched key is kept (default 1h).
+    pub ttl: Option<String>,
+    /// How long a failed fetch is remembered (default 5m).
+    pub negative_ttl: Option<String>,
+    /// Least time between two fetches of one key id to follow a key rotation (default 1m).
+    pub refetch_interval: Option<String>,
+    /// Keys and failures kept at most (default 10000).
+    pub max_entries: Option<usize>,
+    /// Largest actor document read: bytes or a string such as `"256KiB"` (default 256KiB).
+    pub max_document_bytes: Option<toml::Value>,
+    /// Consecutive failed fetches from one host that open its breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker refuses fetches from its host (default 30s).
+    pub breaker_open: Option<String>,
+    /// Fetch from loopback, private and link-local addresses (default false).
+    pub allow_private_addresses: Option<bool>,
+    /// Fetch `http://` key ids (default false: only `https://`).
+    pub allow_http: Option<bool>,
 }
 
 /// One trusted key: its id and exactly one of `pem`, `pem_file` or `multibase`.

@@ -237,6 +237,7 @@ pub struct SignaturesConfig {
     pub max_body: usize,
     pub max_instances: usize,
     pub keys: Vec<(String, crate::signature::key::PublicKey)>,
+    pub fetch: FetchConfig,
 }
 
 impl Default for SignaturesConfig {
@@ -246,6 +247,42 @@ impl Default for SignaturesConfig {
             max_body: 1 << 20,
             max_instances: 1000,
             keys: Vec::new(),
+            fetch: FetchConfig::default(),
+        }
+    }
+}
+
+/// `[signatures.fetch]`, validated: how keys missing from the trust store are fetched from
+/// their key id URL and cached. A reload that leaves it equal keeps the key cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    pub enabled: bool,
+    pub timeout: Duration,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub refetch_interval: Duration,
+    pub max_entries: usize,
+    pub max_document_bytes: usize,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub allow_private_addresses: bool,
+    pub allow_http: bool,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            enabled: false,
+            timeout: Duration::from_secs(5),
+            ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(300),
+            refetch_interval: Duration::from_secs(60),
+            max_entries: 10_000,
+            max_document_bytes: 256 << 10,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(30),
+            allow_private_addresses: false,
+            allow_http: false,
         }
     }
 }
@@ -626,6 +663,63 @@ fn validate_signatures(
         max_body,
         max_instances: s.max_instances.unwrap_or(defaults.max_instances),
         keys,
+        fetch: validate_fetch(&s.fetch)?,
+    })
+}
+
+fn validate_fetch(f: &file::FetchSection) -> Result<FetchConfig, ConfigError> {
+    let d = FetchConfig::default();
+    let field = |n: &str| format!("signatures.fetch.{n}");
+    let max_entries = f.max_entries.unwrap_or(d.max_entries);
+    if max_entries == 0 || max_entries > 10_000_000 {
+        return Err(ConfigError::field(
+            field("max_entries"),
+            "must be between 1 and 10000000",
+        ));
+    }
+    let breaker_failures = f.breaker_failures.unwrap_or(d.breaker_failures);
+    if breaker_failures == 0 {
+        return Err(ConfigError::field(
+            field("breaker_failures"),
+            "must be at least 1",
+        ));
+    }
+    let timeout = duration(&field("timeout"), f.timeout.as_deref(), d.timeout)?;
+    if timeout > Duration::from_secs(60) {
+        return Err(ConfigError::field(
+            field("timeout"),
+            "must be at most 60s: requests wait for the fetch",
+        ));
+    }
+    Ok(FetchConfig {
+        enabled: f.enabled.unwrap_or(d.enabled),
+        timeout,
+        ttl: duration(&field("ttl"), f.ttl.as_deref(), d.ttl)?,
+        negative_ttl: duration(
+            &field("negative_ttl"),
+            f.negative_ttl.as_deref(),
+            d.negative_ttl,
+        )?,
+        refetch_interval: duration(
+            &field("refetch_interval"),
+            f.refetch_interval.as_deref(),
+            d.refetch_interval,
+        )?,
+        max_entries,
+        max_document_bytes: match &f.max_document_bytes {
+            None => d.max_document_bytes,
+            Some(v) => byte_size(&field("max_document_bytes"), v, 16 << 20)?,
+        },
+        breaker_failures,
+        breaker_open: duration(
+            &field("breaker_open"),
+            f.breaker_open.as_deref(),
+            d.breaker_open,
+        )?,
+        allow_private_addresses: f
+            .allow_private_addresses
+            .unwrap_or(d.allow_private_addresses),
+        allow_http: f.allow_http.unwrap_or(d.allow_http),
     })
 }
 
@@ -1475,6 +1569,37 @@ upstream = "app"
             ]
         );
         assert_eq!(c.routes[0].methods, vec![Method::POST]);
+    }
+
+    #[test]
+    fn fetch_settings_have_defaults_and_bad_ones_name_their_field() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.signatures.fetch, FetchConfig::default());
+        assert!(!c.signatures.fetch.enabled);
+        let set = format!(
+            "{MINIMAL}[signatures.fetch]\nenabled = true\ntimeout = \"2s\"\nmax_document_bytes = \"64KiB\"\nallow_http = true\n"
+        );
+        let f = parse(&set).unwrap().signatures.fetch;
+        assert!(f.enabled && f.allow_http && !f.allow_private_addresses);
+        assert_eq!(f.timeout, Duration::from_secs(2));
+        assert_eq!(f.max_document_bytes, 64 << 10);
+        for (line, name) in [
+            ("timeout = \"soon\"", "timeout"),
+            ("timeout = \"5m\"", "timeout"),
+            ("ttl = \"0s\"", "ttl"),
+            ("negative_ttl = \"x\"", "negative_ttl"),
+            ("max_entries = 0", "max_entries"),
+            ("max_document_bytes = \"1TB\"", "max_document_bytes"),
+            ("breaker_failures = 0", "breaker_failures"),
+            ("breaker_open = \"-\"", "breaker_open"),
+        ] {
+            let text = format!("{MINIMAL}[signatures.fetch]\n{line}\n");
+            assert_eq!(
+                field_of(&text),
+                format!("signatures.fetch.{name}"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -229,6 +229,13 @@ impl Signature {
         Ok(())
     }
 
+    /// What can be checked without the key: coverage and the clock window. A key that
+    /// must be fetched is fetched only for a signature that passes these.
+    pub fn check_unkeyed(&self, window: &Window, now: SystemTime) -> Result<(), Rejection> {
+        self.check_coverage()?;
+        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)
+    }
+
     /// Checks coverage, the clock window (`(created)` or the `Date` field, and
     /// `(expires)`), then the signature itself with `key`.
     pub fn verify(
@@ -237,8 +244,7 @@ impl Signature {
         window: &Window,
         now: SystemTime,
     ) -> Result<(), Rejection> {
-        self.check_coverage()?;
-        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)?;
+        self.check_unkeyed(window, now)?;
         let algorithm = self.algorithm(key.kind())?;
         key.verify(algorithm, self.signing_string.as_bytes(), &self.signature)
     }

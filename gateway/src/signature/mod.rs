@@ -5,14 +5,19 @@
 //! Misskey, Lemmy and PeerTube send it: a `Signature` header) and [`rfc9421`] (HTTP Message
 //! Signatures: `Signature-Input` with `Signature`). [`key`] turns the keys servers publish
 //! (SPKI PEM, PKCS#1 PEM, multibase Ed25519) into verifiers, and [`digest`] checks `Digest`
-//! and RFC 9530 `Content-Digest` against the exact body bytes.
+//! and RFC 9530 `Content-Digest` against the exact body bytes. Keys missing from the trust
+//! store can be fetched from their key id URL: [`fetch`] (with [`keycache`] and the
+//! document reader [`actor`]).
 //!
 //! Every check ends in an [`Outcome`]: its label is the `result` of
 //! `fedgate_signature_verifications_total`.
 
+pub mod actor;
 pub mod cavage;
 pub mod digest;
+pub mod fetch;
 pub mod key;
+pub mod keycache;
 pub mod peers;
 pub mod rfc9421;
 pub mod verifier;

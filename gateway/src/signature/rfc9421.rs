@@ -424,6 +424,13 @@ impl Signature {
         Ok(())
     }
 
+    /// What can be checked without the key: coverage and the clock window. A key that
+    /// must be fetched is fetched only for a signature that passes these.
+    pub fn check_unkeyed(&self, window: &Window, now: SystemTime) -> Result<(), Rejection> {
+        self.check_coverage()?;
+        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)
+    }
+
     /// Checks the required coverage, the time window (`created`, else the covered `Date`
     /// field, and `expires`), then the signature with `key`.
     pub fn verify(
@@ -432,8 +439,7 @@ impl Signature {
         window: &Window,
         now: SystemTime,
     ) -> Result<(), Rejection> {
-        self.check_coverage()?;
-        window.check_signed_at(self.created, self.expires, self.date.as_deref(), now)?;
+        self.check_unkeyed(window, now)?;
 
         let base = self.base.as_bytes();
         match (self.algorithm, key.kind()) {

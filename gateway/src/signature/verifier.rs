@@ -1,5 +1,10 @@
 //! Phase 6 as the proxy runs it: which scheme a request uses, the key for its key id, the
 //! signature, the body digest, and the metrics of the outcome.
+//!
+//! Keys come from the trust store first (`[[signatures.keys]]`: a hash lookup, nothing
+//! awaited), then, when `[signatures.fetch]` is enabled, from the [`KeyFetcher`]'s cache or a
+//! fetch of the key id URL. A fetched key that does not verify the signature is fetched
+//! again (at most once per `refetch_interval`) in case its owner rotated it, as Mastodon does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -7,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use prometheus::{Histogram, IntCounter};
 
+use super::fetch::KeyFetcher;
 use super::key::PublicKey;
 use super::{cavage, digest, rfc9421, Message, Outcome, Rejection, Scheme, Window};
 use crate::config::SignaturesConfig;
@@ -41,10 +47,47 @@ pub struct Verifier {
     durations: [Histogram; 3],
     /// Instances with their own label in the failure counter.
     instances: Mutex<HashSet<String>>,
+    /// Keys fetched from key id URLs, when `[signatures.fetch]` is enabled.
+    fetcher: Option<Arc<KeyFetcher>>,
+}
+
+/// A parsed signature of either scheme.
+enum Parsed {
+    Cavage(cavage::Signature),
+    Rfc9421(rfc9421::Signature),
+}
+
+impl Parsed {
+    fn check_unkeyed(&self, window: &Window, now: SystemTime) -> Result<(), Rejection> {
+        match self {
+            Parsed::Cavage(s) => s.check_unkeyed(window, now),
+            Parsed::Rfc9421(s) => s.check_unkeyed(window, now),
+        }
+    }
+
+    fn verify(&self, key: &PublicKey, window: &Window, now: SystemTime) -> Result<(), Rejection> {
+        match self {
+            Parsed::Cavage(s) => s.verify(key, window, now),
+            Parsed::Rfc9421(s) => s.verify(key, window, now),
+        }
+    }
 }
 
 impl Verifier {
-    pub fn new(config: &SignaturesConfig, families: Arc<SignatureFamilies>) -> Self {
+    /// `previous` is the verifier of the runtime being replaced: its key fetcher (cache and
+    /// breakers) is kept when `[signatures.fetch]` did not change.
+    pub fn new(
+        config: &SignaturesConfig,
+        families: Arc<SignatureFamilies>,
+        previous: Option<&Verifier>,
+    ) -> Self {
+        let fetcher = config.fetch.enabled.then(|| {
+            previous
+                .and_then(|p| p.fetcher.as_ref())
+                .filter(|f| *f.config() == config.fetch)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(KeyFetcher::new(&config.fetch, &families)))
+        });
         Verifier {
             window: config.window,
             max_instances: config.max_instances,
@@ -52,7 +95,13 @@ impl Verifier {
             durations: Scheme::ALL.map(|s| families.duration.with_label_values(&[s.as_str()])),
             families,
             instances: Mutex::new(HashSet::new()),
+            fetcher,
         }
+    }
+
+    /// The key fetcher, when fetching is enabled.
+    pub fn fetcher(&self) -> Option<&Arc<KeyFetcher>> {
+        self.fetcher.as_ref()
     }
 
     /// Number of keys in the trust store.
@@ -64,6 +113,10 @@ impl Verifier {
     /// runtime starts serving.
     pub fn publish(&self) {
         self.families.trust_store_size.set(self.keys.len() as i64);
+        match &self.fetcher {
+            Some(f) => f.publish(),
+            None => self.families.key_cache_entries.set(0),
+        }
     }
 
     /// Counter handles of one route, resolved when the route is built.
@@ -80,8 +133,9 @@ impl Verifier {
         }
     }
 
-    /// Checks `message` (with its whole `body`) and records the outcome.
-    pub fn verify(
+    /// Checks `message` (with its whole `body`) and records the outcome. Awaits only for a key
+    /// that is neither in the trust store nor cached: then it fetches it.
+    pub async fn verify(
         &self,
         counters: &RouteCounters,
         message: &Message<'_>,
@@ -97,28 +151,37 @@ impl Verifier {
             Scheme::None
         };
         let mut key_id = None;
-        let result = match scheme {
+        let parsed = match scheme {
             Scheme::None => Err(Rejection::new(
                 Outcome::Missing,
                 "the request is not signed",
             )),
-            Scheme::Cavage => cavage::parse(message).and_then(|s| {
+            Scheme::Cavage => cavage::parse(message).map(|s| {
                 key_id = Some(s.key_id().to_string());
-                let key = self.key(s.key_id())?;
-                s.verify(key, &self.window, now)
+                Parsed::Cavage(s)
             }),
             Scheme::Rfc9421 => rfc9421::parse(message, None).and_then(|s| {
                 let id = s
                     .key_id()
                     .ok_or_else(|| Rejection::malformed("the signature has no keyid"))?;
                 key_id = Some(id.to_string());
-                let key = self.key(id)?;
-                s.verify(key, &self.window, now)
+                Ok(Parsed::Rfc9421(s))
             }),
+        };
+        // Time spent fetching a key is not verification time: it has its own histogram.
+        let mut fetching = std::time::Duration::ZERO;
+        let result = match (parsed, key_id.as_deref()) {
+            (Ok(sig), Some(id)) => match self.keys.get(id) {
+                Some(key) => sig.verify(key, &self.window, now),
+                None => self.verify_fetched(&sig, id, now, &mut fetching).await,
+            },
+            (Ok(_), None) => Err(Rejection::malformed("the signature has no keyid")),
+            (Err(r), _) => Err(r),
         };
         // The signature covers the digest field; the digest field must cover the body.
         let result = result.and_then(|()| digest::check(message.headers, body).map(|_| ()));
-        self.durations[scheme as usize].observe(started.elapsed().as_secs_f64());
+        self.durations[scheme as usize]
+            .observe(started.elapsed().saturating_sub(fetching).as_secs_f64());
         let instance = key_id.as_deref().map(instance_of);
         let outcome = match &result {
             Ok(()) => Outcome::Valid,
@@ -147,10 +210,45 @@ impl Verifier {
         }
     }
 
-    fn key(&self, key_id: &str) -> Result<&PublicKey, Rejection> {
-        self.keys.get(key_id).ok_or_else(|| {
-            Rejection::new(Outcome::UnknownKey, format!("no key is known for {key_id}"))
-        })
+    /// Verifies with a fetched key (the trust store has none for `key_id`), refetching it
+    /// once if it does not verify. Adds the time spent fetching to `fetching`.
+    async fn verify_fetched(
+        &self,
+        sig: &Parsed,
+        key_id: &str,
+        now: SystemTime,
+        fetching: &mut std::time::Duration,
+    ) -> Result<(), Rejection> {
+        let unknown =
+            || Rejection::new(Outcome::UnknownKey, format!("no key is known for {key_id}"));
+        let Some(fetcher) = &self.fetcher else {
+            return Err(unknown());
+        };
+        // A signature that is too old or does not cover what it must fails whatever the key:
+        // no fetch for it.
+        sig.check_unkeyed(&self.window, now)?;
+        let started = Instant::now();
+        let key = fetcher.key(key_id).await;
+        *fetching += started.elapsed();
+        let key = key.map_err(|reason| {
+            tracing::debug!(key_id, %reason, "no key for the signature");
+            unknown()
+        })?;
+        match sig.verify(&key, &self.window, now) {
+            Err(r) if r.outcome == Outcome::Invalid => {
+                let started = Instant::now();
+                let fresh = fetcher.refetch(key_id, &key).await;
+                *fetching += started.elapsed();
+                match fresh {
+                    Some(fresh) => {
+                        tracing::debug!(key_id, "verifying again with the key fetched anew");
+                        sig.verify(&fresh, &self.window, now)
+                    }
+                    None => Err(r),
+                }
+            }
+            other => other,
+        }
     }
 
     /// The `instance` label: the host itself while fewer than `max_instances` have one,
