@@ -109,7 +109,7 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         .values()
         .map(|u| {
             let total = u.endpoints.len();
-            let healthy = total;
+            let healthy = u.healthy_endpoints();
             let status = if healthy == 0 {
                 unhealthy = true;
                 "unhealthy"
@@ -123,6 +123,7 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
                 "endpoints": total,
                 "healthy_endpoints": healthy,
                 "in_flight": u.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
+                "endpoint_states": endpoint_states(u),
             })
         })
         .collect();
@@ -183,6 +184,23 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         StatusCode::OK
     };
     (code, doc)
+}
+
+/// One entry per endpoint: active-check health, ejection, and requests in flight.
+fn endpoint_states(u: &crate::upstream::Upstream) -> Vec<serde_json::Value> {
+    u.endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let s = u.endpoint_state(i);
+            json!({
+                "endpoint": &*e.label,
+                "healthy": s.healthy,
+                "ejected": s.ejected,
+                "in_flight": e.in_flight(),
+            })
+        })
+        .collect()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {

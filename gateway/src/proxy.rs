@@ -272,8 +272,14 @@ pub async fn handle(
         }
     }
 
-    // Phase 8: endpoint.
-    let lease = upstream.pick();
+    // Phase 8: an eligible endpoint (healthy, not ejected), or 503.
+    let Some(lease) = upstream.pick() else {
+        failure_seen(&route, seen, ProxyError::NoHealthyEndpoint, None);
+        upstream
+            .metrics
+            .error(crate::metrics::UpstreamErrorKind::NoHealthyEndpoint);
+        return rescue(ProxyError::NoHealthyEndpoint, completion, &request_id, &rt);
+    };
     if !rt.forwarding.preserve_host {
         if let Ok(h) = HeaderValue::from_str(lease.endpoint().config.authority.as_str()) {
             parts.headers.insert(header::HOST, h);
@@ -286,15 +292,16 @@ pub async fn handle(
     // The deadline comes from the instant already read: one clock read fewer per request.
     let deadline = tokio::time::Instant::from_std(sent) + route.response_timeout;
     let result = tokio::time::timeout_at(deadline, lease.forward(upstream_req, upgrade)).await;
+    upstream.report(&lease, crate::health::forward_ok(&result));
     let mut resp = match result {
         Ok(Ok(exchange)) => exchange,
         Ok(Err(e)) => {
             tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, error = %e.detail, "upstream request failed");
-            failure_seen(&route, seen, e.kind, &lease);
+            failure_seen(&route, seen, e.kind, Some(&lease));
             return upstream_failure(e.kind, lease, completion, &request_id, &rt);
         }
         Err(_) => {
-            failure_seen(&route, seen, ProxyError::UpstreamTimeout, &lease);
+            failure_seen(&route, seen, ProxyError::UpstreamTimeout, Some(&lease));
             return upstream_failure(
                 ProxyError::UpstreamTimeout,
                 lease,
@@ -361,13 +368,13 @@ pub async fn handle(
 }
 
 /// Phase 10 for a request the upstream failed: plugins see the gateway's answer.
-fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: &Lease) {
+fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: Option<&Lease>) {
     let Some(mut exchange) = seen else { return };
     exchange.response = Some(ResponseView {
         status: err.status().as_u16(),
         headers: HeaderMap::new(),
         error: Some(err.code()),
-        endpoint: Some(lease.endpoint().label.clone()),
+        endpoint: lease.map(|l| l.endpoint().label.clone()),
         upstream_latency: None,
     });
     route.plugins.on_response(&mut exchange);
