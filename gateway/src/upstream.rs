@@ -274,17 +274,19 @@ impl Upstream {
     /// request. `None` when no endpoint is eligible, unless `no_healthy = "panic"`: then
     /// every endpoint is.
     pub fn pick(self: &Arc<Self>) -> Option<Lease> {
+        let start = self.start();
         let index = match &self.health {
-            None => self.choose(usize::MAX, |_| true),
+            None => self.choose(start, usize::MAX, |_| true),
             Some(h) => {
                 let h = &h.shared;
-                self.choose(usize::MAX, |i| h.eligible(i)).or_else(|| {
-                    if h.panic() {
-                        self.choose(usize::MAX, |_| true)
-                    } else {
-                        None
-                    }
-                })
+                self.choose(start, usize::MAX, |i| h.eligible(i))
+                    .or_else(|| {
+                        if h.panic() {
+                            self.choose(start, usize::MAX, |_| true)
+                        } else {
+                            None
+                        }
+                    })
             }
         }?;
         Some(self.lease(index))
@@ -293,14 +295,15 @@ impl Upstream {
     /// Another eligible endpoint than `avoid` (for a retry); `None` if there is none. In
     /// panic mode with no eligible endpoint, any other endpoint.
     pub fn pick_other(self: &Arc<Self>, avoid: usize) -> Option<Lease> {
+        let start = self.start();
         let index = match &self.health {
-            None => self.choose(avoid, |_| true),
+            None => self.choose(start, avoid, |_| true),
             Some(h) => {
                 let h = &h.shared;
-                self.choose(avoid, |i| h.eligible(i)).or_else(|| {
+                self.choose(start, avoid, |i| h.eligible(i)).or_else(|| {
                     let none = !(0..self.endpoints.len()).any(|i| h.eligible(i));
                     if h.panic() && none {
-                        self.choose(avoid, |_| true)
+                        self.choose(start, avoid, |_| true)
                     } else {
                         None
                     }
@@ -340,15 +343,22 @@ impl Upstream {
         }
     }
 
-    /// By the configured balancing, an endpoint other than `avoid` that `ok` accepts.
+    /// The round-robin position of one pick.
     #[inline]
-    fn choose(&self, avoid: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    fn start(&self) -> usize {
         let n = self.endpoints.len();
-        let start = if n == 1 {
+        if n == 1 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
-        };
+        }
+    }
+
+    /// By the configured balancing from `start`, an endpoint other than `avoid` that `ok`
+    /// accepts.
+    #[inline]
+    fn choose(&self, start: usize, avoid: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.endpoints.len();
         let mut candidates = (0..n)
             .map(|i| (start + i) % n)
             .filter(|&i| i != avoid && ok(i));
