@@ -472,3 +472,119 @@ async fn a_reload_that_keeps_the_upstream_keeps_its_health_and_one_that_changes_
     assert!(c.health_hits() > 0);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_upstreams_are_checked_over_http2() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let extra = format!("protocol = \"http2\"\n{}", http_check("http"));
+    let gw = TestGateway::start(&gateway_config(&[&a, &b], &extra)).await;
+    checked_once(&gw, &[&a, &b]).await;
+    let check = a.last();
+    assert_eq!(check.target, "/healthz");
+    assert_eq!(check.version, http::Version::HTTP_2);
+    assert_eq!(
+        check.authority.as_deref(),
+        Some(a.addr.to_string().as_str())
+    );
+    assert_eq!(check.headers["user-agent"], "fedgate-health-check");
+    a.set_health(Fault::Status(500));
+    wait_gauge(&gw, &a, 0.0, Duration::from_secs(3)).await;
+    let b0 = b.hits();
+    assert_eq!(statuses(&gw, 4).await, vec![200; 4]);
+    assert_eq!(b.hits(), b0 + 4);
+    gw.shutdown().await;
+}
+
+/// A CA and a leaf certificate for `b.example`, written as `ca.pem`, `b.pem`, `b.key`.
+fn pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["b.example".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("b.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("b.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_checked_over_verified_tls() {
+    // The TLS endpoint is a second gateway terminating TLS in front of a plain upstream.
+    let up = TestUpstream::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let d = dir.path().display();
+    let front = TestGateway::start_full(&format!(
+        "[server]\naccess_log = false\n[admin]\naddress = \"127.0.0.1:0\"\n[reload]\nwatch = false\n[[listeners]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{d}/b.pem\", key = \"{d}/b.key\" }}]\n{}[[routes]]\nupstream = \"app\"\n",
+        upstream_block("app", &[up.url()], "")
+    ))
+    .await;
+    let https = format!("https://127.0.0.1:{}", front.addr.port());
+    let config = |ca_dir: &str| {
+        format!(
+            "{}[upstreams.app.tls]\nca_file = \"{ca_dir}/ca.pem\"\nserver_name = \"b.example\"\n{}[[routes]]\nupstream = \"app\"\n",
+            upstream_block("app", std::slice::from_ref(&https), ""),
+            http_check("http")
+        )
+    };
+    let gw = TestGateway::start(&config(&d.to_string())).await;
+    checked_once(&gw, &[&up]).await;
+    let check = up.last();
+    assert_eq!(check.target, "/healthz");
+    assert_eq!(check.headers["user-agent"], "fedgate-health-check");
+    assert_eq!(check.headers["x-forwarded-proto"], "https");
+    let endpoint = [("upstream", "app"), ("endpoint", https.as_str())];
+    up.set_health(Fault::Status(500));
+    let start = Instant::now();
+    while metric(
+        &gw.metrics().await,
+        "fedgate_upstream_endpoint_healthy",
+        &endpoint,
+    ) != Some(0.0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(3), "not evicted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, _, body) = send(get(&gw.url("/x"))).await;
+    assert_eq!(
+        (status.as_u16(), &body[..]),
+        (503, &b"no healthy upstream\n"[..])
+    );
+    up.set_health(Fault::None);
+    let start = Instant::now();
+    while metric(
+        &gw.metrics().await,
+        "fedgate_upstream_endpoint_healthy",
+        &endpoint,
+    ) != Some(1.0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(3), "not restored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(send(get(&gw.url("/x"))).await.0, 200);
+
+    // Checks verify the certificate like requests do: another CA fails every check.
+    let other = tempfile::tempdir().unwrap();
+    pki(other.path());
+    let untrusted = TestGateway::start(&config(&other.path().display().to_string())).await;
+    let start = Instant::now();
+    while metric(
+        &untrusted.metrics().await,
+        "fedgate_upstream_endpoint_healthy",
+        &endpoint,
+    ) != Some(0.0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(3), "not evicted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = untrusted.metrics().await;
+    assert!(checks(&m, "failure") >= 3.0);
+    assert_eq!(checks(&m, "success"), 0.0);
+}
