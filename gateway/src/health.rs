@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_rustls::HttpsConnector;
@@ -267,12 +268,15 @@ impl Monitor {
                         for (i, d) in due.iter_mut().enumerate() {
                             if d.is_some_and(|d| d <= now) {
                                 *d = None;
-                                let run = probe(i);
+                                // A probe that panicked counts as failed, so its endpoint
+                                // keeps being checked.
+                                let run = std::panic::AssertUnwindSafe(probe(i)).catch_unwind();
                                 let timeout = c.timeout;
                                 probes.spawn(async move {
                                     match tokio::time::timeout(timeout, run).await {
-                                        Ok(Ok(())) => (i, CheckResult::Success, String::new()),
-                                        Ok(Err(e)) => (i, CheckResult::Failure, e),
+                                        Ok(Ok(Ok(()))) => (i, CheckResult::Success, String::new()),
+                                        Ok(Ok(Err(e))) => (i, CheckResult::Failure, e),
+                                        Ok(Err(_)) => (i, CheckResult::Failure, "the check panicked".to_string()),
                                         Err(_) => (i, CheckResult::Timeout, format!("no answer within {timeout:?}")),
                                     }
                                 });
@@ -588,6 +592,8 @@ impl Prober {
             UpstreamProtocol::Http1 => {
                 *req.uri_mut() = Uri::from(path.clone());
                 req.headers_mut().insert(header::HOST, host);
+                req.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;

@@ -68,6 +68,14 @@ pub struct TestUpstream {
     kills: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// What a connection task needs to reset its connection: a second handle on the socket
+/// (to set SO_LINGER 0) and the signal that drops the connection.
+#[derive(Debug)]
+struct ResetHandle {
+    signal: tokio::sync::oneshot::Sender<()>,
+    twin: Option<std::net::TcpStream>,
+}
+
 /// A fault an upstream injects into its answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -113,13 +121,23 @@ impl TestUpstream {
                     _ = state.stop.notified() => return,
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
-                // Dropping a connection then resets it instead of closing it cleanly.
-                let _ = stream.set_zero_linger();
+                // A second handle on the socket, to turn its close into a reset only when a
+                // `Fault::Reset` asks for one.
+                let Ok(std_stream) = stream.into_std() else {
+                    continue;
+                };
+                let twin = std_stream.try_clone().ok();
+                let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
+                    continue;
+                };
                 let st = state.clone();
                 let builder = builder.clone();
                 let mut killed = state.kills.subscribe();
                 let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
-                let reset_tx = Arc::new(Mutex::new(Some(reset_tx)));
+                let reset_tx = Arc::new(Mutex::new(Some(ResetHandle {
+                    signal: reset_tx,
+                    twin,
+                })));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
@@ -143,7 +161,7 @@ impl TestUpstream {
     }
 
     /// Kills the server: the listener closes (connects are refused) and every open
-    /// connection is reset.
+    /// connection is closed.
     pub async fn kill(&self) {
         self.stop.notify_waiters();
         self.kills.send_modify(|k| *k += 1);
@@ -196,7 +214,7 @@ impl TestUpstream {
     async fn answer(
         &self,
         mut req: Request<Incoming>,
-        reset: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+        reset: Arc<Mutex<Option<ResetHandle>>>,
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let fault = if path == "/healthz" {
@@ -217,8 +235,15 @@ impl TestUpstream {
             }
             Fault::Hang => std::future::pending::<()>().await,
             Fault::Reset => {
-                if let Some(tx) = reset.lock().unwrap().take() {
-                    let _ = tx.send(());
+                let handle = reset.lock().unwrap().take();
+                if let Some(h) = handle {
+                    // SO_LINGER 0: closing the socket sends RST instead of FIN.
+                    if let Some(twin) = h.twin {
+                        if let Ok(t) = tokio::net::TcpStream::from_std(twin) {
+                            let _ = t.set_zero_linger();
+                        }
+                    }
+                    let _ = h.signal.send(());
                 }
                 std::future::pending::<()>().await;
             }
