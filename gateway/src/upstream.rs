@@ -1,6 +1,7 @@
 //! Upstreams (phase 8 balancing, phase 9 forwarding): named services with one or more
 //! endpoints, a keep-alive connection pool (HTTP/1.1 in [`crate::pool`], or HTTP/2
-//! multiplexed; plain or TLS), a balancer, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
+//! multiplexed; plain or TLS), a balancer over the endpoints [`crate::health`] deems
+//! eligible, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
 
 use std::future::Future;
