@@ -115,7 +115,7 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         .values()
         .map(|u| {
             let total = u.endpoints.len();
-            let healthy = total;
+            let healthy = u.healthy_endpoints();
             let breaker = rt.breakers.get(&*u.name).map(|b| b.state());
             let status = if healthy == 0 || breaker == Some(BreakerState::Open) {
                 "unhealthy"
@@ -138,6 +138,7 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
                 "healthy_endpoints": healthy,
                 "circuit_breaker": breaker.map(BreakerState::as_str),
                 "in_flight": u.endpoints.iter().map(|e| e.in_flight()).sum::<usize>(),
+                "endpoint_states": endpoint_states(u),
             })
         })
         .collect();
@@ -198,6 +199,23 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         StatusCode::OK
     };
     (code, doc)
+}
+
+/// One entry per endpoint: active-check health, ejection, and requests in flight.
+fn endpoint_states(u: &crate::upstream::Upstream) -> Vec<serde_json::Value> {
+    u.endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let s = u.endpoint_state(i);
+            json!({
+                "endpoint": &*e.label,
+                "healthy": s.healthy,
+                "ejected": s.ejected,
+                "in_flight": e.in_flight(),
+            })
+        })
+        .collect()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {

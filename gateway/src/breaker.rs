@@ -225,6 +225,14 @@ impl Breaker {
         }
     }
 
+    /// Gives back a permit whose request never reached the upstream (no endpoint to send
+    /// it to): a probe's place is free again; a normal request reports nothing.
+    pub fn release(&self, permit: Permit) {
+        if permit == Permit::Probe {
+            self.inner.probes_left.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Whether an upstream status counts as a failure.
     pub fn is_failure_status(&self, status: u16) -> bool {
         self.inner.config.failure_statuses.contains(&status)

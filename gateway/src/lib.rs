@@ -31,6 +31,7 @@ pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod headers;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod netset;

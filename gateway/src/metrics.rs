@@ -134,6 +134,7 @@ pub struct Metrics {
     limits: Arc<LimitFamilies>,
     resilience: Arc<ResilienceFamilies>,
     auth_attempts: IntCounterVec,
+    health: Arc<HealthFamilies>,
 }
 
 /// The families of phases 8 and 9: circuit breakers and retries.
@@ -143,6 +144,37 @@ pub struct ResilienceFamilies {
     pub breaker_transitions: IntCounterVec,
     pub breaker_rejections: IntCounterVec,
     pub retries: IntCounterVec,
+}
+
+/// The endpoint health families (phase 8).
+#[derive(Debug)]
+pub struct HealthFamilies {
+    /// `fedgate_upstream_endpoint_healthy{upstream,endpoint}`: 1 while eligible for traffic.
+    pub endpoint_healthy: IntGaugeVec,
+    /// `fedgate_health_checks_total{upstream,result}`.
+    pub checks: IntCounterVec,
+    /// `fedgate_outlier_ejections_total{upstream}`.
+    pub ejections: IntCounterVec,
+}
+
+/// The `result` label of `fedgate_health_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    Success,
+    Failure,
+    Timeout,
+}
+
+impl CheckResult {
+    pub const ALL: [Self; 3] = [Self::Success, Self::Failure, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 /// The families of phases 3 and 4: the blocklist and the rate limiters.
@@ -508,6 +540,32 @@ impl Metrics {
         registry.register(Box::new(signatures.key_fetches.clone()))?;
         registry.register(Box::new(signatures.key_fetch_duration.clone()))?;
         registry.register(Box::new(signatures.key_cache_entries.clone()))?;
+        let health = Arc::new(HealthFamilies {
+            endpoint_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_upstream_endpoint_healthy",
+                    "1 while an endpoint is eligible for traffic (healthy and not ejected), else 0.",
+                ),
+                &["upstream", "endpoint"],
+            )?,
+            checks: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_health_checks_total",
+                    "Active health checks, by upstream and result (success, failure, timeout).",
+                ),
+                &["upstream", "result"],
+            )?,
+            ejections: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_outlier_ejections_total",
+                    "Endpoints ejected by outlier detection, by upstream.",
+                ),
+                &["upstream"],
+            )?,
+        });
+        registry.register(Box::new(health.endpoint_healthy.clone()))?;
+        registry.register(Box::new(health.checks.clone()))?;
+        registry.register(Box::new(health.ejections.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -530,6 +588,7 @@ impl Metrics {
             limits,
             resilience,
             auth_attempts,
+            health,
         })
     }
 
@@ -675,6 +734,15 @@ impl Metrics {
                 .upstream_connections
                 .with_label_values(&[upstream, "idle"]),
             conns: Arc::new(ConnStats::default()),
+            health: HealthMetrics {
+                checks: CheckResult::ALL.map(|r| {
+                    self.health
+                        .checks
+                        .with_label_values(&[upstream, r.as_str()])
+                }),
+                ejections: self.health.ejections.with_label_values(&[upstream]),
+                families: self.health.clone(),
+            },
         }
     }
 
@@ -699,6 +767,21 @@ impl Metrics {
                 .upstream_connections
                 .remove_label_values(&[upstream, s]);
         }
+        for r in CheckResult::ALL {
+            let _ = self
+                .health
+                .checks
+                .remove_label_values(&[upstream, r.as_str()]);
+        }
+        let _ = self.health.ejections.remove_label_values(&[upstream]);
+    }
+
+    /// Removes the health gauge of an endpoint that a reload dropped.
+    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+        let _ = self
+            .health
+            .endpoint_healthy
+            .remove_label_values(&[upstream, endpoint]);
     }
 
     /// Renders the registry in the Prometheus text format.
@@ -804,6 +887,29 @@ pub struct UpstreamMetrics {
     connections_active: IntGauge,
     connections_idle: IntGauge,
     pub conns: Arc<ConnStats>,
+    pub health: HealthMetrics,
+}
+
+/// Health handles of one upstream; endpoint gauges are resolved as its endpoints are built.
+#[derive(Debug, Clone)]
+pub struct HealthMetrics {
+    /// By `CheckResult as usize`.
+    pub checks: [IntCounter; 3],
+    pub ejections: IntCounter,
+    families: Arc<HealthFamilies>,
+}
+
+impl HealthMetrics {
+    pub fn check(&self, result: CheckResult) {
+        self.checks[result as usize].inc();
+    }
+
+    /// The `fedgate_upstream_endpoint_healthy` gauge of one endpoint.
+    pub fn endpoint(&self, upstream: &str, endpoint: &str) -> IntGauge {
+        self.families
+            .endpoint_healthy
+            .with_label_values(&[upstream, endpoint])
+    }
 }
 
 impl UpstreamMetrics {

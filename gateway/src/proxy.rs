@@ -301,7 +301,8 @@ pub async fn handle(
         }
     }
 
-    // Phase 8: circuit breaker admission, then an endpoint by balancing.
+    // Phase 8: circuit breaker admission, then an eligible endpoint (healthy, not
+    // ejected) by balancing, or 503.
     let breaker = route.breaker.as_deref();
     let mut permit = match breaker.map(|b| b.admit()) {
         None => None,
@@ -311,7 +312,16 @@ pub async fn handle(
             return circuit_open(wait, completion, &request_id, &rt);
         }
     };
-    let mut lease = upstream.pick();
+    let Some(mut lease) = upstream.pick() else {
+        if let (Some(b), Some(p)) = (breaker, permit) {
+            b.release(p);
+        }
+        failure_seen(&route, seen, ProxyError::NoHealthyEndpoint, None);
+        upstream
+            .metrics
+            .error(crate::metrics::UpstreamErrorKind::NoHealthyEndpoint);
+        return rescue(ProxyError::NoHealthyEndpoint, completion, &request_id, &rt);
+    };
     if !rt.forwarding.preserve_host {
         set_endpoint_host(&mut parts.headers, &lease);
     }
@@ -349,6 +359,7 @@ pub async fn handle(
             }
             Err(_) => Err(ProxyError::UpstreamTimeout),
         };
+        upstream.report(&lease, crate::health::forward_ok(&result));
         if let (Some(b), Some(p)) = (breaker, permit) {
             let failed = match &result {
                 Ok(resp) => b.is_failure_status(resp.status().as_u16()),
@@ -400,7 +411,19 @@ pub async fn handle(
         let (Some(mut next), Some(body)) = (rebuild(head), body.replica()) else {
             break result;
         };
-        lease = upstream.pick();
+        // Another eligible endpoint if there is one; else the same one again (a reset on a
+        // reused connection is worth a second try there too).
+        let Some(other) = upstream
+            .pick_other(lease.index())
+            .or_else(|| upstream.pick())
+        else {
+            if let (Some(b), Some(p)) = (breaker, permit) {
+                b.release(p);
+            }
+            r.count(RetryOutcome::NoEndpoint);
+            break result;
+        };
+        lease = other;
         if !rt.forwarding.preserve_host {
             set_endpoint_host(next.headers_mut(), &lease);
         }

@@ -212,16 +212,32 @@ impl Runtime {
             let retries = self.retries.contains_key(name) && !next.retries.contains_key(name);
             metrics.forget_resilience(name, breaker, retries);
         }
-        for name in self.upstreams.keys() {
-            if !next.upstreams.contains_key(name) {
+        for (name, old) in &self.upstreams {
+            let kept = next.upstreams.get(name);
+            if kept.is_some_and(|u| Arc::ptr_eq(u, old)) {
+                continue;
+            }
+            // Replaced or removed: its monitor stops, and the health gauges of endpoints
+            // the upstream no longer has go.
+            old.stop_health();
+            for e in &old.endpoints {
+                if !kept.is_some_and(|u| u.endpoints.iter().any(|k| k.label == e.label)) {
+                    metrics.forget_endpoint(name, &e.label);
+                }
+            }
+            if kept.is_none() {
                 cache.upstreams.remove(name);
                 metrics.forget_upstream(name);
             }
         }
     }
 
-    /// Publishes the gauges that describe this runtime's config, as it starts serving.
+    /// Publishes the gauges that describe this runtime's config, and starts the health
+    /// monitors of new upstreams, as it starts serving.
     pub fn publish(&self) {
+        for u in self.upstreams.values() {
+            u.start_health();
+        }
         self.verifier.publish();
         self.blocklist_size
             .set(self.config.blocklist.list.len() as i64);

@@ -1,6 +1,7 @@
 //! Upstreams (phase 8 balancing, phase 9 forwarding): named services with one or more
 //! endpoints, a keep-alive connection pool (HTTP/1.1 in [`crate::pool`], or HTTP/2
-//! multiplexed; plain or TLS), a balancer, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
+//! multiplexed; plain or TLS), a balancer over the endpoints [`crate::health`] deems
+//! eligible, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
 
 use std::future::Future;
@@ -71,6 +72,9 @@ pub struct Upstream {
     transport: Transport,
     pub metrics: UpstreamMetrics,
     next: AtomicUsize,
+    /// Active checks and outlier detection; `None` when neither is configured, and every
+    /// endpoint is always eligible.
+    health: Option<crate::health::Health>,
 }
 
 /// An endpoint chosen for one request; releases its in-flight count when dropped.
@@ -81,6 +85,11 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The leased endpoint's position in [`Upstream::endpoints`].
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.upstream.endpoints[self.index]
     }
@@ -216,7 +225,7 @@ impl Upstream {
                 Transport::Http2(clients)
             }
         };
-        let endpoints = config
+        let endpoints: Vec<Endpoint> = config
             .endpoints
             .iter()
             .map(|e| Endpoint {
@@ -225,32 +234,143 @@ impl Upstream {
                 in_flight: AtomicUsize::new(0),
             })
             .collect();
+        let name: Arc<str> = config.name.as_str().into();
+        let gauges = endpoints
+            .iter()
+            .map(|e| {
+                let g = metrics.health.endpoint(&name, &e.label);
+                g.set(1);
+                g
+            })
+            .collect();
+        let labels = endpoints.iter().map(|e| e.label.clone()).collect();
+        let health = crate::health::Health::new(&config, labels, gauges, metrics.health.clone())?;
         Ok(Upstream {
-            name: config.name.as_str().into(),
+            name,
             config,
             endpoints,
             transport,
             metrics,
             next: AtomicUsize::new(0),
+            health,
         })
     }
 
-    /// Chooses an endpoint by the configured balancing and leases it for one request.
-    pub fn pick(self: &Arc<Self>) -> Lease {
+    /// Starts the health monitor (active checks, ejections), once, when the runtime this
+    /// upstream belongs to starts serving; nothing to do without health config.
+    pub fn start_health(&self) {
+        if let Some(h) = &self.health {
+            h.start();
+        }
+    }
+
+    /// Stops the health monitor of an upstream a reload replaced.
+    pub fn stop_health(&self) {
+        if let Some(h) = &self.health {
+            h.stop();
+        }
+    }
+
+    /// Chooses an eligible endpoint by the configured balancing and leases it for one
+    /// request. `None` when no endpoint is eligible, unless `no_healthy = "panic"`: then
+    /// every endpoint is.
+    pub fn pick(self: &Arc<Self>) -> Option<Lease> {
+        let start = self.start();
+        let index = match &self.health {
+            None => self.choose(start, usize::MAX, |_| true),
+            Some(h) => {
+                let h = &h.shared;
+                self.choose(start, usize::MAX, |i| h.eligible(i))
+                    .or_else(|| {
+                        if h.panic() {
+                            self.choose(start, usize::MAX, |_| true)
+                        } else {
+                            None
+                        }
+                    })
+            }
+        }?;
+        Some(self.lease(index))
+    }
+
+    /// Another eligible endpoint than `avoid` (for a retry); `None` if there is none. In
+    /// panic mode with no eligible endpoint, any other endpoint.
+    pub fn pick_other(self: &Arc<Self>, avoid: usize) -> Option<Lease> {
+        let start = self.start();
+        let index = match &self.health {
+            None => self.choose(start, avoid, |_| true),
+            Some(h) => {
+                let h = &h.shared;
+                self.choose(start, avoid, |i| h.eligible(i)).or_else(|| {
+                    let none = !(0..self.endpoints.len()).any(|i| h.eligible(i));
+                    if h.panic() && none {
+                        self.choose(start, avoid, |_| true)
+                    } else {
+                        None
+                    }
+                })
+            }
+        }?;
+        Some(self.lease(index))
+    }
+
+    /// Reports a forward's outcome on `lease` to outlier detection (see
+    /// [`crate::health::forward_ok`] for what counts as a failure).
+    #[inline]
+    pub fn report(&self, lease: &Lease, ok: bool) {
+        if let Some(h) = &self.health {
+            h.shared.report(lease.index, ok);
+        }
+    }
+
+    /// Endpoints eligible for traffic right now.
+    pub fn healthy_endpoints(&self) -> usize {
+        (0..self.endpoints.len())
+            .filter(|&i| self.endpoint_state(i).eligible())
+            .count()
+    }
+
+    /// What health checks and outlier detection say of endpoint `i`.
+    pub fn endpoint_state(&self, i: usize) -> EndpointState {
+        match &self.health {
+            None => EndpointState {
+                healthy: true,
+                ejected: false,
+            },
+            Some(h) => EndpointState {
+                healthy: h.shared.healthy(i),
+                ejected: h.shared.ejected(i),
+            },
+        }
+    }
+
+    /// The round-robin position of one pick.
+    #[inline]
+    fn start(&self) -> usize {
         let n = self.endpoints.len();
-        let start = if n == 1 {
+        if n == 1 {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
-        };
-        let index = match self.config.balance {
-            Balance::RoundRobin => start,
+        }
+    }
+
+    /// By the configured balancing from `start`, an endpoint other than `avoid` that `ok`
+    /// accepts.
+    #[inline]
+    fn choose(&self, start: usize, avoid: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.endpoints.len();
+        let mut candidates = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|&i| i != avoid && ok(i));
+        match self.config.balance {
+            Balance::RoundRobin => candidates.next(),
             // Scan from the round-robin position so ties spread instead of piling on the first.
-            Balance::LeastInFlight => (0..n)
-                .map(|i| (start + i) % n)
-                .min_by_key(|&i| self.endpoints[i].in_flight())
-                .unwrap_or(start),
-        };
+            Balance::LeastInFlight => candidates.min_by_key(|&i| self.endpoints[i].in_flight()),
+        }
+    }
+
+    fn lease(self: &Arc<Self>, index: usize) -> Lease {
         self.endpoints[index]
             .in_flight
             .fetch_add(1, Ordering::Relaxed);
@@ -262,7 +382,25 @@ impl Upstream {
     }
 }
 
-fn https_connector(config: &UpstreamConfig) -> Result<HttpsConnector<HttpConnector>, String> {
+/// Health of one endpoint as `/health` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointState {
+    /// Passes its active checks (or has none).
+    pub healthy: bool,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
+}
+
+impl EndpointState {
+    /// Healthy and not ejected: balancing may pick it.
+    pub fn eligible(self) -> bool {
+        self.healthy && !self.ejected
+    }
+}
+
+pub(crate) fn https_connector(
+    config: &UpstreamConfig,
+) -> Result<HttpsConnector<HttpConnector>, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

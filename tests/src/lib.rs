@@ -49,14 +49,44 @@ pub struct Seen {
 /// - anything else: 200 with body `upstream NAME`
 ///
 /// Every response carries `x-upstream: NAME`.
+///
+/// Faults can be injected ([`Fault`]): on every request ([`TestUpstream::set_fault`]) or
+/// only on the health check path `/healthz` ([`TestUpstream::set_health`]); the server can
+/// be killed (listener closed, connections dropped) and restarted on the same port.
 #[derive(Debug, Clone)]
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     hits: Arc<AtomicUsize>,
+    health_hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     stop: Arc<tokio::sync::Notify>,
+    fault: Arc<Mutex<Fault>>,
+    health_fault: Arc<Mutex<Fault>>,
+    /// Bumped by [`TestUpstream::kill`]: every open connection is dropped.
+    kills: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// What a connection task needs to reset its connection: a second handle on the socket
+/// (to set SO_LINGER 0) and the signal that drops the connection.
+#[derive(Debug)]
+struct ResetHandle {
+    signal: tokio::sync::oneshot::Sender<()>,
+    twin: Option<std::net::TcpStream>,
+}
+
+/// A fault an upstream injects into its answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// Answer with this status.
+    Status(u16),
+    /// Never answer (the connection stays open).
+    Hang,
+    /// Reset the connection (TCP RST) instead of answering.
+    Reset,
 }
 
 impl TestUpstream {
@@ -70,10 +100,19 @@ impl TestUpstream {
             name: name.to_string(),
             seen: Arc::default(),
             hits: Arc::default(),
+            health_hits: Arc::default(),
             connections: Arc::default(),
             stop: Arc::new(tokio::sync::Notify::new()),
+            fault: Arc::new(Mutex::new(Fault::None)),
+            health_fault: Arc::new(Mutex::new(Fault::None)),
+            kills: Arc::new(tokio::sync::watch::channel(0).0),
         };
-        let state = up.clone();
+        up.serve(listener);
+        up
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let state = self.clone();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             loop {
@@ -82,25 +121,73 @@ impl TestUpstream {
                     _ = state.stop.notified() => return,
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
+                // A second handle on the socket, to turn its close into a reset only when a
+                // `Fault::Reset` asks for one.
+                let Ok(std_stream) = stream.into_std() else {
+                    continue;
+                };
+                let twin = std_stream.try_clone().ok();
+                let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
+                    continue;
+                };
                 let st = state.clone();
                 let builder = builder.clone();
+                let mut killed = state.kills.subscribe();
+                let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
+                let reset_tx = Arc::new(Mutex::new(Some(ResetHandle {
+                    signal: reset_tx,
+                    twin,
+                })));
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, Infallible>(st.answer(req).await) }
+                        let reset = reset_tx.clone();
+                        async move { Ok::<_, Infallible>(st.answer(req, reset).await) }
                     });
-                    let _ = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.changed() => {}
+                        _ = reset_rx => {}
+                    }
                 });
             }
         });
-        up
     }
 
     /// Stops accepting new connections (existing ones finish).
     pub fn stop(&self) {
         self.stop.notify_waiters();
+    }
+
+    /// Kills the server: the listener closes (connects are refused) and every open
+    /// connection is closed.
+    pub async fn kill(&self) {
+        self.stop.notify_waiters();
+        self.kills.send_modify(|k| *k += 1);
+        // Let the accept loop drop its listener.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Serves again on the same address after [`TestUpstream::kill`].
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind upstream");
+        self.serve(listener);
+    }
+
+    /// Injects `fault` into every request.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    /// Injects `fault` into requests for the health check path `/healthz` only.
+    pub fn set_health(&self, fault: Fault) {
+        *self.health_fault.lock().unwrap() = fault;
+    }
+
+    /// Requests for `/healthz` so far (they are not counted in [`TestUpstream::hits`]).
+    pub fn health_hits(&self) -> usize {
+        self.health_hits.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
@@ -124,9 +211,43 @@ impl TestUpstream {
         self.seen().pop().expect("the upstream saw no request")
     }
 
-    async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
-        self.hits.fetch_add(1, Ordering::SeqCst);
+    async fn answer(
+        &self,
+        mut req: Request<Incoming>,
+        reset: Arc<Mutex<Option<ResetHandle>>>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
+        let fault = if path == "/healthz" {
+            self.health_hits.fetch_add(1, Ordering::SeqCst);
+            *self.health_fault.lock().unwrap()
+        } else {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+            *self.fault.lock().unwrap()
+        };
+        match fault {
+            Fault::None => {}
+            Fault::Status(code) => {
+                let mut r = full(format!("fault {code} from {}", self.name));
+                *r.status_mut() = StatusCode::from_u16(code).unwrap();
+                r.headers_mut()
+                    .insert("x-upstream", self.name.parse().unwrap());
+                return r;
+            }
+            Fault::Hang => std::future::pending::<()>().await,
+            Fault::Reset => {
+                let handle = reset.lock().unwrap().take();
+                if let Some(h) = handle {
+                    // SO_LINGER 0: closing the socket sends RST instead of FIN.
+                    if let Some(twin) = h.twin {
+                        if let Ok(t) = tokio::net::TcpStream::from_std(twin) {
+                            let _ = t.set_zero_linger();
+                        }
+                    }
+                    let _ = h.signal.send(());
+                }
+                std::future::pending::<()>().await;
+            }
+        }
         let target = req
             .uri()
             .path_and_query()

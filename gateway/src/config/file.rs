@@ -307,6 +307,12 @@ pub struct UpstreamSection {
     pub critical: Option<bool>,
     pub circuit_breaker: Option<CircuitBreakerSection>,
     pub retries: Option<RetriesSection>,
+    /// `[upstreams.NAME.health_check]`: active checks of every endpoint.
+    pub health_check: Option<HealthCheckSection>,
+    /// `[upstreams.NAME.outlier_detection]`: passive ejection of failing endpoints.
+    pub outlier_detection: Option<OutlierDetectionSection>,
+    /// `fail` (default: 503 when no endpoint is eligible) or `panic` (use them all).
+    pub no_healthy: Option<String>,
 }
 
 /// `[upstreams.NAME.circuit_breaker]`: present turns the breaker on.
@@ -336,6 +342,38 @@ pub struct RetriesSection {
     pub per_try_timeout: Option<String>,
     pub budget_percent: Option<f64>,
     pub min_concurrency: Option<usize>,
+}
+
+/// `[upstreams.NAME.health_check]`: an HTTP request or a TCP connect per endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// `http` (default) or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Path (and query) of the HTTP check (default `/`).
+    pub path: Option<String>,
+    /// Statuses that pass: integers or ranges such as `"200-399"` (default 200-399).
+    #[serde(default)]
+    pub expected_statuses: Vec<toml::Value>,
+    /// A string the response body must contain.
+    pub body_contains: Option<String>,
+    pub interval: Option<String>,
+    /// Random extra wait per check: a share of the interval (`"10%"`) or a duration.
+    pub jitter: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// `[upstreams.NAME.outlier_detection]`: consecutive failures eject an endpoint.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetectionSection {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// `[upstreams.NAME.tls]`: for `https://` endpoints.

@@ -188,6 +188,77 @@ pub struct UpstreamConfig {
     pub critical: bool,
     pub breaker: Option<crate::breaker::BreakerConfig>,
     pub retries: Option<crate::retry::RetryConfig>,
+    /// Active checks of every endpoint; `None`: none run.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of endpoints whose requests keep failing; `None`: off.
+    pub outlier_detection: Option<OutlierConfig>,
+    /// What balancing does when no endpoint is eligible.
+    pub no_healthy: NoHealthy,
+}
+
+/// What an upstream does when none of its endpoints is eligible for traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoHealthy {
+    /// 503 `no healthy upstream`.
+    Fail,
+    /// Spread traffic over every endpoint, as Envoy's panic threshold does.
+    Panic,
+}
+
+/// How an active check probes an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A GET of `path`: passes when the status is in `expected` (inclusive ranges) and the
+    /// body contains `body_contains`, if set.
+    Http {
+        path: http::uri::PathAndQuery,
+        expected: Vec<(u16, u16)>,
+        body_contains: Option<String>,
+    },
+    /// A TCP connect to the endpoint (no TLS handshake, no request).
+    Tcp,
+}
+
+/// The random extra wait added to each check interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Up to this percentage of the interval.
+    Percent(u32),
+    /// Up to this duration.
+    Fixed(Duration),
+}
+
+impl Jitter {
+    /// The largest extra wait for `interval`.
+    pub fn max(self, interval: Duration) -> Duration {
+        match self {
+            Jitter::Percent(p) => interval * p / 100,
+            Jitter::Fixed(d) => d,
+        }
+    }
+}
+
+/// `[upstreams.NAME.health_check]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub jitter: Jitter,
+    pub timeout: Duration,
+    /// Consecutive passing checks that make an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// `[upstreams.NAME.outlier_detection]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// At most this share (0-100) of the endpoints are ejected at once.
+    pub max_ejection_percent: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1019,7 +1090,30 @@ fn validate_upstream(
         }
     };
     let max_idle_per_endpoint = u.max_idle_per_endpoint.unwrap_or(256);
+    let health_check = u
+        .health_check
+        .as_ref()
+        .map(|h| validate_health_check(&field("health_check"), h))
+        .transpose()?;
+    let outlier_detection = u
+        .outlier_detection
+        .as_ref()
+        .map(|o| validate_outlier(&field("outlier_detection"), o))
+        .transpose()?;
+    let no_healthy = match u.no_healthy.as_deref().unwrap_or("fail") {
+        "fail" => NoHealthy::Fail,
+        "panic" => NoHealthy::Panic,
+        other => {
+            return Err(ConfigError::field(
+                field("no_healthy"),
+                format!("expected \"fail\" or \"panic\", got {other:?}"),
+            ))
+        }
+    };
     Ok(UpstreamConfig {
+        health_check,
+        outlier_detection,
+        no_healthy,
         name: name.to_string(),
         endpoints,
         balance,
@@ -1187,6 +1281,167 @@ fn validate_retries(
             .transpose()?,
         budget_percent,
         min_concurrency: r.min_concurrency.unwrap_or(d.min_concurrency),
+    })
+}
+
+fn validate_health_check(
+    at: &str,
+    h: &file::HealthCheckSection,
+) -> Result<HealthCheckConfig, ConfigError> {
+    let field = |k: &str| format!("{at}.{k}");
+    let kind = match h.kind.as_deref().unwrap_or("http") {
+        "http" => {
+            let path = h.path.as_deref().unwrap_or("/");
+            let path = match path.parse::<http::uri::PathAndQuery>() {
+                Ok(p) if path.starts_with('/') => p,
+                _ => {
+                    return Err(ConfigError::field(
+                        field("path"),
+                        format!("{path:?} is not a path starting with '/'"),
+                    ))
+                }
+            };
+            let mut expected = Vec::with_capacity(h.expected_statuses.len());
+            for (i, v) in h.expected_statuses.iter().enumerate() {
+                let range = status_range(v).ok_or_else(|| {
+                    ConfigError::field(
+                        format!("{at}.expected_statuses[{i}]"),
+                        format!("{v} is not a status (100-599) or a range such as \"200-399\""),
+                    )
+                })?;
+                expected.push(range);
+            }
+            if expected.is_empty() {
+                expected.push((200, 399));
+            }
+            if h.body_contains.as_deref() == Some("") {
+                return Err(ConfigError::field(
+                    field("body_contains"),
+                    "must not be empty",
+                ));
+            }
+            CheckKind::Http {
+                path,
+                expected,
+                body_contains: h.body_contains.clone(),
+            }
+        }
+        "tcp" => {
+            for (set, k) in [
+                (h.path.is_some(), "path"),
+                (!h.expected_statuses.is_empty(), "expected_statuses"),
+                (h.body_contains.is_some(), "body_contains"),
+            ] {
+                if set {
+                    return Err(ConfigError::field(field(k), "only HTTP checks have it"));
+                }
+            }
+            CheckKind::Tcp
+        }
+        other => {
+            return Err(ConfigError::field(
+                field("type"),
+                format!("expected \"http\" or \"tcp\", got {other:?}"),
+            ))
+        }
+    };
+    let interval = duration(
+        &field("interval"),
+        h.interval.as_deref(),
+        Duration::from_secs(10),
+    )?;
+    let jitter = match h.jitter.as_deref().map(str::trim) {
+        None => Jitter::Percent(10),
+        Some(j) => match j.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u32>() {
+                Ok(p) if p <= 100 => Jitter::Percent(p),
+                _ => {
+                    return Err(ConfigError::field(
+                        field("jitter"),
+                        format!("{j:?} is not a percentage between 0% and 100%"),
+                    ))
+                }
+            },
+            None => Jitter::Fixed(duration_or_zero(&field("jitter"), Some(j), Duration::ZERO)?),
+        },
+    };
+    let timeout = duration(
+        &field("timeout"),
+        h.timeout.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    let threshold = |k: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+        0 => Err(ConfigError::field(field(k), "must be at least 1")),
+        n => Ok(n),
+    };
+    Ok(HealthCheckConfig {
+        kind,
+        interval,
+        jitter,
+        timeout,
+        healthy_threshold: threshold("healthy_threshold", h.healthy_threshold, 2)?,
+        unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold, 3)?,
+    })
+}
+
+/// A status code or an inclusive range `"A-B"`, within 100-599.
+fn status_range(v: &toml::Value) -> Option<(u16, u16)> {
+    let (lo, hi) = match v {
+        toml::Value::Integer(i) => (u16::try_from(*i).ok()?, u16::try_from(*i).ok()?),
+        toml::Value::String(s) => match s.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let n = s.trim().parse().ok()?;
+                (n, n)
+            }
+        },
+        _ => return None,
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
+}
+
+fn validate_outlier(
+    at: &str,
+    o: &file::OutlierDetectionSection,
+) -> Result<OutlierConfig, ConfigError> {
+    let field = |k: &str| format!("{at}.{k}");
+    let consecutive_failures = match o.consecutive_failures.unwrap_or(5) {
+        0 => {
+            return Err(ConfigError::field(
+                field("consecutive_failures"),
+                "must be at least 1",
+            ))
+        }
+        n => n,
+    };
+    let base_ejection_time = duration(
+        &field("base_ejection_time"),
+        o.base_ejection_time.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let max_ejection_time = duration(
+        &field("max_ejection_time"),
+        o.max_ejection_time.as_deref(),
+        Duration::from_secs(300).max(base_ejection_time),
+    )?;
+    if max_ejection_time < base_ejection_time {
+        return Err(ConfigError::field(
+            field("max_ejection_time"),
+            "must not be shorter than base_ejection_time",
+        ));
+    }
+    let max_ejection_percent = o.max_ejection_percent.unwrap_or(50);
+    if max_ejection_percent > 100 {
+        return Err(ConfigError::field(
+            field("max_ejection_percent"),
+            "must be between 0 and 100",
+        ));
+    }
+    Ok(OutlierConfig {
+        consecutive_failures,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent,
     })
 }
 
@@ -1544,6 +1799,88 @@ upstream = "app"
         assert_eq!(field_of(&no_listener), "listeners");
         let no_events = format!("[server]\nevent_interval = 0\n{MINIMAL}");
         assert_eq!(field_of(&no_events), "server.event_interval");
+    }
+
+    #[test]
+    fn health_sections_get_defaults_and_name_bad_fields() {
+        let c = parse(MINIMAL).unwrap();
+        let u = &c.upstreams["app"];
+        assert_eq!(u.health_check, None);
+        assert_eq!(u.outlier_detection, None);
+        assert_eq!(u.no_healthy, NoHealthy::Fail);
+        let with = |section: &str| MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let c = parse(&with(
+            "[upstreams.app.health_check]\n[upstreams.app.outlier_detection]",
+        ))
+        .unwrap();
+        let u = &c.upstreams["app"];
+        let h = u.health_check.as_ref().unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/".parse().unwrap(),
+                expected: vec![(200, 399)],
+                body_contains: None
+            }
+        );
+        assert_eq!(h.interval, Duration::from_secs(10));
+        assert_eq!(h.jitter, Jitter::Percent(10));
+        assert_eq!(h.timeout, Duration::from_secs(2));
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
+        let o = u.outlier_detection.as_ref().unwrap();
+        assert_eq!(o.consecutive_failures, 5);
+        assert_eq!(o.base_ejection_time, Duration::from_secs(30));
+        assert_eq!(o.max_ejection_time, Duration::from_secs(300));
+        assert_eq!(o.max_ejection_percent, 50);
+
+        let c = parse(&with(
+            "[upstreams.app.health_check]\npath = \"/healthz?full=1\"\nexpected_statuses = [204, \"200-299\"]\nbody_contains = \"ok\"\njitter = \"250ms\"",
+        ))
+        .unwrap();
+        let h = c.upstreams["app"].health_check.clone().unwrap();
+        assert_eq!(h.jitter, Jitter::Fixed(Duration::from_millis(250)));
+        match h.kind {
+            CheckKind::Http {
+                path,
+                expected,
+                body_contains,
+            } => {
+                assert_eq!(path.as_str(), "/healthz?full=1");
+                assert_eq!(expected, vec![(204, 204), (200, 299)]);
+                assert_eq!(body_contains.as_deref(), Some("ok"));
+            }
+            CheckKind::Tcp => panic!("an HTTP check was configured"),
+        }
+
+        let hc = "upstreams.app.health_check";
+        for (section, at) in [
+            ("[upstreams.app.health_check]\ntype = \"udp\"", format!("{hc}.type")),
+            ("[upstreams.app.health_check]\ninterval = \"0s\"", format!("{hc}.interval")),
+            ("[upstreams.app.health_check]\ninterval = \"often\"", format!("{hc}.interval")),
+            ("[upstreams.app.health_check]\ntimeout = \"0s\"", format!("{hc}.timeout")),
+            ("[upstreams.app.health_check]\njitter = \"150%\"", format!("{hc}.jitter")),
+            ("[upstreams.app.health_check]\npath = \"healthz\"", format!("{hc}.path")),
+            ("[upstreams.app.health_check]\nexpected_statuses = [200, \"399-200\"]", format!("{hc}.expected_statuses[1]")),
+            ("[upstreams.app.health_check]\nexpected_statuses = [99]", format!("{hc}.expected_statuses[0]")),
+            ("[upstreams.app.health_check]\nhealthy_threshold = 0", format!("{hc}.healthy_threshold")),
+            ("[upstreams.app.health_check]\nunhealthy_threshold = 0", format!("{hc}.unhealthy_threshold")),
+            ("[upstreams.app.health_check]\ntype = \"tcp\"\npath = \"/\"", format!("{hc}.path")),
+            ("[upstreams.app.outlier_detection]\nconsecutive_failures = 0", "upstreams.app.outlier_detection.consecutive_failures".into()),
+            ("[upstreams.app.outlier_detection]\nmax_ejection_percent = 101", "upstreams.app.outlier_detection.max_ejection_percent".into()),
+            ("[upstreams.app.outlier_detection]\nbase_ejection_time = \"1m\"\nmax_ejection_time = \"30s\"", "upstreams.app.outlier_detection.max_ejection_time".into()),
+        ] {
+            assert_eq!(field_of(&with(section)), at, "{section}");
+        }
+        let panic = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nno_healthy = \"panic\"");
+        assert_eq!(
+            parse(&panic).unwrap().upstreams["app"].no_healthy,
+            NoHealthy::Panic
+        );
+        let bad = MINIMAL.replace(
+            "[upstreams.app]",
+            "[upstreams.app]\nno_healthy = \"ignore\"",
+        );
+        assert_eq!(field_of(&bad), "upstreams.app.no_healthy");
     }
 
     #[test]

@@ -1,0 +1,981 @@
+//! Endpoint health (phase 8): which endpoints of an upstream balancing may pick.
+//!
+//! Two sources decide, both owned by one background task per upstream (the [`Monitor`]):
+//! - active checks: an HTTP request (path, expected statuses, optional body substring) or a
+//!   TCP connect to every endpoint, every `interval` plus a random jitter, bounded by a
+//!   timeout; `unhealthy_threshold` consecutive failures make an endpoint unhealthy,
+//!   `healthy_threshold` consecutive passes make it healthy again. Endpoints start healthy,
+//!   so a (re)start never begins with an outage while the first checks run;
+//! - passive outlier detection: the request path reports each forward's outcome
+//!   ([`HealthShared::report`]); `consecutive_failures` failures in a row eject the endpoint
+//!   for `base_ejection_time × ejections` (capped at `max_ejection_time`), unless more than
+//!   `max_ejection_percent` of the endpoints would then be ejected. The ejection ends when
+//!   its time is up or an active check passes.
+//!
+//! The request path only reads one atomic per endpoint ([`HealthShared::eligible`]) and
+//! counts failures; every transition happens on the monitor task, is published through
+//! those atomics and the `fedgate_upstream_endpoint_healthy` gauge, and is logged with its
+//! reason. The task ends when its upstream is dropped or replaced by a reload.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus::IntGauge;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::config::{
+    CheckKind, EndpointConfig, HealthCheckConfig, NoHealthy, OutlierConfig, UpstreamConfig,
+    UpstreamProtocol,
+};
+use crate::metrics::{CheckResult, HealthMetrics};
+
+/// Set while active checks say the endpoint is unhealthy.
+const UNHEALTHY: u8 = 1;
+/// Set while outlier detection has the endpoint ejected.
+const EJECTED: u8 = 2;
+
+/// The most of a check response body searched for `body_contains`.
+const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// What the request path and `/health` read of one endpoint.
+#[derive(Debug, Default)]
+pub struct EndpointHealth {
+    flags: AtomicU8,
+    /// Consecutive failed forwards, counted by the request path, reset by the monitor.
+    failures: AtomicU32,
+}
+
+/// The health state an upstream shares with its monitor task.
+#[derive(Debug)]
+pub struct HealthShared {
+    endpoints: Box<[EndpointHealth]>,
+    /// Failures in a row that wake the monitor; 0 when outlier detection is off.
+    outlier_threshold: u32,
+    panic: bool,
+    reports: Notify,
+}
+
+impl HealthShared {
+    /// Healthy and not ejected: one relaxed load.
+    #[inline]
+    pub fn eligible(&self, i: usize) -> bool {
+        self.endpoints[i].flags.load(Ordering::Relaxed) == 0
+    }
+
+    /// Passes its active checks (or has none).
+    pub fn healthy(&self, i: usize) -> bool {
+        self.endpoints[i].flags.load(Ordering::Relaxed) & UNHEALTHY == 0
+    }
+
+    pub fn ejected(&self, i: usize) -> bool {
+        self.endpoints[i].flags.load(Ordering::Relaxed) & EJECTED != 0
+    }
+
+    /// `no_healthy = "panic"`: with no eligible endpoint, balancing uses them all.
+    pub fn panic(&self) -> bool {
+        self.panic
+    }
+
+    /// The request path reports one forward's outcome. A success with nothing to reset is
+    /// one relaxed load; the failure that reaches the threshold wakes the monitor.
+    #[inline]
+    pub fn report(&self, i: usize, ok: bool) {
+        if self.outlier_threshold == 0 {
+            return;
+        }
+        let failures = &self.endpoints[i].failures;
+        if ok {
+            if failures.load(Ordering::Relaxed) != 0 {
+                failures.store(0, Ordering::Relaxed);
+            }
+        } else if failures.fetch_add(1, Ordering::Relaxed) + 1 == self.outlier_threshold {
+            self.reports.notify_one();
+        }
+    }
+}
+
+/// Whether a forward counts as a success for outlier detection: a response other than
+/// 502, 503 or 504. Those three, and connect errors, timeouts, resets and protocol errors,
+/// are the endpoint's failures; 4xx and other 5xx are the application's answer, and a
+/// request the gateway could not even build says nothing about the endpoint.
+pub fn forward_ok<B>(result: &Result<Response<B>, crate::error::ProxyError>) -> bool {
+    match result {
+        Ok(resp) => !matches!(
+            resp.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ),
+        // Timeouts are `UpstreamTimeout`: an upstream kind like connect errors and resets.
+        Err(kind) => kind.upstream_kind().is_none(),
+    }
+}
+
+/// An upstream's health: the shared state, and the monitor until it is started.
+#[derive(Debug)]
+pub struct Health {
+    pub shared: Arc<HealthShared>,
+    pending: Mutex<Option<Monitor>>,
+    /// Dropped with the upstream (or by [`Health::stop`]): the monitor then ends.
+    stop: Mutex<Option<watch::Sender<()>>>,
+}
+
+impl Health {
+    /// Health state for an upstream whose config has a health check or outlier detection,
+    /// `None` otherwise (every endpoint is then always eligible). `gauges` are the
+    /// endpoints' `fedgate_upstream_endpoint_healthy` handles, in endpoint order.
+    pub fn new(
+        config: &UpstreamConfig,
+        labels: Vec<Arc<str>>,
+        gauges: Vec<IntGauge>,
+        metrics: HealthMetrics,
+    ) -> Result<Option<Health>, String> {
+        if config.health_check.is_none() && config.outlier_detection.is_none() {
+            return Ok(None);
+        }
+        let shared = Arc::new(HealthShared {
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|_| EndpointHealth::default())
+                .collect(),
+            outlier_threshold: config
+                .outlier_detection
+                .as_ref()
+                .map_or(0, |o| o.consecutive_failures),
+            panic: config.no_healthy == NoHealthy::Panic,
+            reports: Notify::new(),
+        });
+        let machine = Machine::new(
+            config.name.as_str().into(),
+            labels,
+            gauges,
+            shared.clone(),
+            config.health_check.clone(),
+            config.outlier_detection.clone(),
+            metrics,
+        );
+        let probe = match &config.health_check {
+            None => None,
+            Some(h) => {
+                let prober = Arc::new(Prober {
+                    kind: h.kind.clone(),
+                    protocol: config.protocol,
+                    connector: crate::upstream::https_connector(config)?,
+                    endpoints: config.endpoints.clone(),
+                });
+                let probe: Probe = Arc::new(move |i| {
+                    let p = prober.clone();
+                    Box::pin(async move { p.probe(i).await })
+                });
+                Some(probe)
+            }
+        };
+        Ok(Some(Health {
+            shared,
+            pending: Mutex::new(Some(Monitor { machine, probe })),
+            stop: Mutex::new(None),
+        }))
+    }
+
+    /// Starts the monitor task, once; later calls do nothing. Needs a tokio runtime.
+    pub fn start(&self) {
+        let Some(monitor) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let (tx, rx) = watch::channel(());
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        tokio::spawn(monitor.run(rx));
+    }
+
+    /// Ends the monitor task (an upstream replaced by a reload stops judging endpoints
+    /// whose gauges its successor now publishes).
+    pub fn stop(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// One probe of endpoint `i`: `Ok` when it passes, else why not.
+pub(crate) type Probe =
+    Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The task that owns an upstream's health state machine.
+pub(crate) struct Monitor {
+    machine: Machine,
+    probe: Option<Probe>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("upstream", &self.machine.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// Runs checks when they are due, ejections and returns when reported or expired, until
+    /// `stop`'s sender is dropped. Checks of one endpoint never overlap: the next is
+    /// scheduled when the previous one ends.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<()>) {
+        let m = &mut self.machine;
+        let shared = m.shared.clone();
+        let n = shared.endpoints.len();
+        let now = Instant::now();
+        let check = m.check.clone();
+        // The first round starts at once, spread over the jitter.
+        let mut due: Vec<Option<Instant>> = (0..n)
+            .map(|_| check.as_ref().map(|c| now + jitter(c, Duration::ZERO)))
+            .collect();
+        let mut probes: JoinSet<(usize, CheckResult, String)> = JoinSet::new();
+        loop {
+            let wake = due.iter().flatten().copied().chain(m.next_expiry()).min();
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = shared.reports.notified() => m.on_reports(Instant::now()),
+                Some(Ok((i, result, detail))) = probes.join_next(), if !probes.is_empty() => {
+                    let now = Instant::now();
+                    m.on_check(i, result, &detail, now);
+                    if let Some(c) = &check {
+                        due[i] = Some(now + jitter(c, c.interval));
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    let now = Instant::now();
+                    m.expire(now);
+                    if let (Some(c), Some(probe)) = (&check, &self.probe) {
+                        for (i, d) in due.iter_mut().enumerate() {
+                            if d.is_some_and(|d| d <= now) {
+                                *d = None;
+                                // A probe that panicked counts as failed, so its endpoint
+                                // keeps being checked.
+                                let run = std::panic::AssertUnwindSafe(probe(i)).catch_unwind();
+                                let timeout = c.timeout;
+                                probes.spawn(async move {
+                                    match tokio::time::timeout(timeout, run).await {
+                                        Ok(Ok(Ok(()))) => (i, CheckResult::Success, String::new()),
+                                        Ok(Ok(Err(e))) => (i, CheckResult::Failure, e),
+                                        Ok(Err(_)) => (i, CheckResult::Failure, "the check panicked".to_string()),
+                                        Err(_) => (i, CheckResult::Timeout, format!("no answer within {timeout:?}")),
+                                    }
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `base` plus a random share of the configured jitter.
+fn jitter(c: &HealthCheckConfig, base: Duration) -> Duration {
+    let max = c.jitter.max(c.interval).as_nanos().min(u64::MAX as u128) as u64;
+    base + Duration::from_nanos(fastrand::u64(0..=max))
+}
+
+/// The per-endpoint state the monitor keeps beside the published flags.
+#[derive(Debug, Default, Clone)]
+struct EndpointState {
+    unhealthy: bool,
+    passes: u32,
+    fails: u32,
+    ejected_until: Option<Instant>,
+    /// Ejections so far: the multiplier of the next ejection time.
+    ejections: u32,
+    /// When the last ejection ended.
+    returned_at: Option<Instant>,
+}
+
+/// The health state machine of one upstream's endpoints. Time is passed in, so it runs the
+/// same on a paused clock; each transition publishes the endpoint's flags and gauge and
+/// logs why.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    upstream: Arc<str>,
+    labels: Vec<Arc<str>>,
+    gauges: Vec<IntGauge>,
+    shared: Arc<HealthShared>,
+    check: Option<HealthCheckConfig>,
+    outlier: Option<OutlierConfig>,
+    metrics: HealthMetrics,
+    states: Vec<EndpointState>,
+    /// Whether some endpoint was eligible after the last transition.
+    any_eligible: bool,
+}
+
+impl Machine {
+    fn new(
+        upstream: Arc<str>,
+        labels: Vec<Arc<str>>,
+        gauges: Vec<IntGauge>,
+        shared: Arc<HealthShared>,
+        check: Option<HealthCheckConfig>,
+        outlier: Option<OutlierConfig>,
+        metrics: HealthMetrics,
+    ) -> Self {
+        for g in &gauges {
+            g.set(1);
+        }
+        Machine {
+            states: vec![EndpointState::default(); labels.len()],
+            upstream,
+            labels,
+            gauges,
+            shared,
+            check,
+            outlier,
+            metrics,
+            any_eligible: true,
+        }
+    }
+
+    /// The outcome of one active check of endpoint `i`.
+    fn on_check(&mut self, i: usize, result: CheckResult, detail: &str, now: Instant) {
+        self.metrics.check(result);
+        let Some(check) = &self.check else { return };
+        let (healthy_threshold, unhealthy_threshold) =
+            (check.healthy_threshold, check.unhealthy_threshold);
+        let s = &mut self.states[i];
+        if result == CheckResult::Success {
+            s.fails = 0;
+            s.passes = s.passes.saturating_add(1);
+            if s.ejected_until.is_some() {
+                s.ejected_until = None;
+                s.returned_at = Some(now);
+                self.shared.endpoints[i]
+                    .failures
+                    .store(0, Ordering::Relaxed);
+                tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "an active check passed", "endpoint returned from ejection");
+            }
+            let s = &mut self.states[i];
+            if s.unhealthy && s.passes >= healthy_threshold {
+                s.unhealthy = false;
+                tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = %format!("{} consecutive checks passed", s.passes), "endpoint healthy");
+            }
+        } else {
+            s.passes = 0;
+            s.fails = s.fails.saturating_add(1);
+            if !s.unhealthy && s.fails >= unhealthy_threshold {
+                s.unhealthy = true;
+                tracing::warn!(upstream = %self.upstream, endpoint = %self.labels[i], reason = %format!("{} consecutive checks failed, last: {}", s.fails, describe(result, detail)), "endpoint unhealthy");
+            } else {
+                tracing::debug!(upstream = %self.upstream, endpoint = %self.labels[i], result = result.as_str(), detail, "health check failed");
+            }
+        }
+        self.publish(i);
+    }
+
+    /// Looks at the failure counts the request path reached the threshold with.
+    fn on_reports(&mut self, now: Instant) {
+        let Some(outlier) = self.outlier.clone() else {
+            return;
+        };
+        for i in 0..self.states.len() {
+            let failures = &self.shared.endpoints[i].failures;
+            let n = failures.load(Ordering::Relaxed);
+            if n < outlier.consecutive_failures {
+                continue;
+            }
+            // Counting starts again whatever is decided: a refused ejection is retried after
+            // another run of failures, not after every further one.
+            failures.store(0, Ordering::Relaxed);
+            if self.states[i].ejected_until.is_some() {
+                continue;
+            }
+            self.eject(i, &outlier, n, now);
+        }
+    }
+
+    fn eject(&mut self, i: usize, outlier: &OutlierConfig, failures: u32, now: Instant) {
+        let total = self.states.len();
+        let ejected = self
+            .states
+            .iter()
+            .filter(|s| s.ejected_until.is_some())
+            .count();
+        if (ejected + 1) * 100 > outlier.max_ejection_percent as usize * total {
+            tracing::warn!(upstream = %self.upstream, endpoint = %self.labels[i], failures, ejected, max_ejection_percent = outlier.max_ejection_percent, "endpoint not ejected: max_ejection_percent reached");
+            return;
+        }
+        let s = &mut self.states[i];
+        // An endpoint that stayed in service for max_ejection_time since its last return
+        // starts over at the base time.
+        if s.returned_at
+            .is_some_and(|t| now.duration_since(t) >= outlier.max_ejection_time)
+        {
+            s.ejections = 0;
+        }
+        s.ejections = s.ejections.saturating_add(1);
+        let time = outlier
+            .base_ejection_time
+            .saturating_mul(s.ejections)
+            .min(outlier.max_ejection_time);
+        s.ejected_until = Some(now + time);
+        self.metrics.ejections.inc();
+        tracing::warn!(upstream = %self.upstream, endpoint = %self.labels[i], reason = %format!("{failures} consecutive failed requests"), ejection = s.ejections, seconds = time.as_secs_f64(), "endpoint ejected");
+        self.publish(i);
+    }
+
+    /// Ends the ejections whose time is up.
+    fn expire(&mut self, now: Instant) {
+        for i in 0..self.states.len() {
+            let s = &mut self.states[i];
+            if s.ejected_until.is_some_and(|t| t <= now) {
+                s.ejected_until = None;
+                s.returned_at = Some(now);
+                self.shared.endpoints[i]
+                    .failures
+                    .store(0, Ordering::Relaxed);
+                tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "ejection time over", "endpoint returned from ejection");
+                self.publish(i);
+            }
+        }
+    }
+
+    /// When the next ejection ends.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.states.iter().filter_map(|s| s.ejected_until).min()
+    }
+
+    fn publish(&mut self, i: usize) {
+        let s = &self.states[i];
+        let flags = if s.unhealthy { UNHEALTHY } else { 0 }
+            | if s.ejected_until.is_some() {
+                EJECTED
+            } else {
+                0
+            };
+        self.shared.endpoints[i]
+            .flags
+            .store(flags, Ordering::Relaxed);
+        self.gauges[i].set(i64::from(flags == 0));
+        let any = (0..self.states.len()).any(|j| self.shared.eligible(j));
+        if any != self.any_eligible {
+            self.any_eligible = any;
+            if any {
+                tracing::info!(upstream = %self.upstream, "an endpoint is eligible again");
+            } else if self.shared.panic {
+                tracing::warn!(upstream = %self.upstream, endpoints = self.states.len(), "no eligible endpoint: panic mode spreads traffic over all endpoints");
+            } else {
+                tracing::warn!(upstream = %self.upstream, "no eligible endpoint: requests get 503 no healthy upstream");
+            }
+        }
+    }
+}
+
+fn describe(result: CheckResult, detail: &str) -> String {
+    match result {
+        CheckResult::Timeout => format!("timeout ({detail})"),
+        _ => detail.to_string(),
+    }
+}
+
+/// Active checks of one upstream's endpoints, over connections of their own (never the
+/// request pool's): plain or TLS as the endpoint's scheme says, HTTP/1.1 or HTTP/2 as the
+/// upstream speaks.
+struct Prober {
+    kind: CheckKind,
+    protocol: UpstreamProtocol,
+    connector: HttpsConnector<HttpConnector>,
+    endpoints: Vec<EndpointConfig>,
+}
+
+impl Prober {
+    async fn probe(&self, i: usize) -> Result<(), String> {
+        let ep = &self.endpoints[i];
+        match &self.kind {
+            CheckKind::Tcp => {
+                let port =
+                    ep.authority
+                        .port_u16()
+                        .unwrap_or(if ep.scheme == http::uri::Scheme::HTTPS {
+                            443
+                        } else {
+                            80
+                        });
+                let addr = format!("{}:{port}", ep.authority.host());
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("connect: {e}"))
+            }
+            CheckKind::Http {
+                path,
+                expected,
+                body_contains,
+            } => {
+                let (status, body) = self.get(ep, path, body_contains.is_some()).await?;
+                let code = status.as_u16();
+                if !expected.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
+                    return Err(format!("status {code}"));
+                }
+                match body_contains {
+                    Some(want) if !contains(&body, want.as_bytes()) => {
+                        Err(format!("the body does not contain {want:?}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// GETs `path` from the endpoint; the body is read (up to [`MAX_CHECK_BODY`]) only
+    /// when it is to be searched.
+    async fn get(
+        &self,
+        ep: &EndpointConfig,
+        path: &http::uri::PathAndQuery,
+        read_body: bool,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let uri = Uri::builder()
+            .scheme(ep.scheme.clone())
+            .authority(ep.authority.clone())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let host = HeaderValue::from_str(ep.authority.as_str()).map_err(|e| e.to_string())?;
+        let mut req = Request::get(uri)
+            .header(header::USER_AGENT, "fedgate-health-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let exchange = |resp: Result<Response<hyper::body::Incoming>, hyper::Error>| async move {
+            let resp = resp.map_err(|e| format!("request: {e}"))?;
+            let status = resp.status();
+            let mut body = Vec::new();
+            if read_body {
+                let mut incoming = resp.into_body();
+                while body.len() < MAX_CHECK_BODY {
+                    match incoming.frame().await {
+                        Some(Ok(f)) => {
+                            if let Some(d) = f.data_ref() {
+                                body.extend_from_slice(d);
+                            }
+                        }
+                        Some(Err(e)) => return Err(format!("body: {e}")),
+                        None => break,
+                    }
+                }
+            }
+            Ok((status, body))
+        };
+        // The connection is driven beside the exchange and dropped with it: a check that
+        // times out leaves nothing running.
+        match self.protocol {
+            UpstreamProtocol::Http1 => {
+                *req.uri_mut() = Uri::from(path.clone());
+                req.headers_mut().insert(header::HOST, host);
+                req.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                let conn = async move {
+                    let _ = conn.await;
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    r = async move { exchange(tx.send_request(req).await).await } => r,
+                    _ = conn => unreachable!("the connection future never resolves"),
+                }
+            }
+            UpstreamProtocol::Http2 => {
+                let (mut tx, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| format!("handshake: {e}"))?;
+                let conn = async move {
+                    let _ = conn.await;
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    r = async move { exchange(tx.send_request(req).await).await } => r,
+                    _ = conn => unreachable!("the connection future never resolves"),
+                }
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Jitter;
+    use crate::metrics::Metrics;
+
+    struct Fixture {
+        machine: Machine,
+        shared: Arc<HealthShared>,
+        metrics: Metrics,
+    }
+
+    fn fixture(
+        n: usize,
+        check: Option<HealthCheckConfig>,
+        outlier: Option<OutlierConfig>,
+        panic: bool,
+    ) -> Fixture {
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let um = metrics.upstream("app");
+        let labels: Vec<Arc<str>> = (0..n).map(|i| format!("http://e{i}").into()).collect();
+        let gauges = labels
+            .iter()
+            .map(|l| um.health.endpoint("app", l))
+            .collect();
+        let shared = Arc::new(HealthShared {
+            endpoints: (0..n).map(|_| EndpointHealth::default()).collect(),
+            outlier_threshold: outlier.as_ref().map_or(0, |o| o.consecutive_failures),
+            panic,
+            reports: Notify::new(),
+        });
+        let machine = Machine::new(
+            "app".into(),
+            labels,
+            gauges,
+            shared.clone(),
+            check,
+            outlier,
+            um.health.clone(),
+        );
+        Fixture {
+            machine,
+            shared,
+            metrics,
+        }
+    }
+
+    fn check(healthy: u32, unhealthy: u32) -> HealthCheckConfig {
+        HealthCheckConfig {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(10),
+            jitter: Jitter::Percent(10),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+        }
+    }
+
+    fn outlier(n: u32, percent: u32) -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: n,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(100),
+            max_ejection_percent: percent,
+        }
+    }
+
+    fn gauge(f: &Fixture, i: usize) -> i64 {
+        f.metrics
+            .upstream("app")
+            .health
+            .endpoint("app", &format!("http://e{i}"))
+            .get()
+    }
+
+    fn fail(f: &Fixture, i: usize, times: u32) {
+        for _ in 0..times {
+            f.shared.report(i, false);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thresholds_flip_an_endpoint_after_consecutive_results_only() {
+        let mut f = fixture(2, Some(check(2, 3)), None, false);
+        let now = Instant::now();
+        assert!(f.shared.eligible(0));
+        assert_eq!(gauge(&f, 0), 1);
+        f.machine
+            .on_check(0, CheckResult::Failure, "status 500", now);
+        f.machine.on_check(0, CheckResult::Timeout, "", now);
+        // A pass in between starts the count again.
+        f.machine.on_check(0, CheckResult::Success, "", now);
+        f.machine.on_check(0, CheckResult::Failure, "", now);
+        f.machine.on_check(0, CheckResult::Failure, "", now);
+        assert!(f.shared.eligible(0));
+        f.machine.on_check(0, CheckResult::Failure, "", now);
+        assert!(!f.shared.eligible(0) && !f.shared.healthy(0));
+        assert_eq!(gauge(&f, 0), 0);
+        assert!(f.shared.eligible(1));
+        f.machine.on_check(0, CheckResult::Success, "", now);
+        assert!(!f.shared.eligible(0));
+        f.machine.on_check(0, CheckResult::Success, "", now);
+        assert!(f.shared.eligible(0));
+        assert_eq!(gauge(&f, 0), 1);
+        let counts: Vec<u64> = f.machine.metrics.checks.iter().map(|c| c.get()).collect();
+        assert_eq!(counts, vec![3, 4, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_grows_with_each_ejection_up_to_the_cap() {
+        let mut f = fixture(2, None, Some(outlier(3, 50)), false);
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            fail(&f, 0, 2);
+            f.machine.on_reports(Instant::now());
+            assert!(f.shared.eligible(0), "two failures do not eject");
+            fail(&f, 0, 1);
+            f.machine.on_reports(Instant::now());
+            assert!(f.shared.ejected(0) && !f.shared.eligible(0));
+            assert_eq!(gauge(&f, 0), 0);
+            let until = f.machine.next_expiry().unwrap();
+            lengths.push((until - Instant::now()).as_secs());
+            tokio::time::advance(until - Instant::now()).await;
+            f.machine.expire(Instant::now());
+            assert!(f.shared.eligible(0));
+            assert_eq!(gauge(&f, 0), 1);
+        }
+        assert_eq!(lengths, vec![30, 60, 90, 100, 100]);
+        assert_eq!(f.machine.metrics.ejections.get(), 5);
+        // A success resets the run of failures.
+        fail(&f, 0, 2);
+        f.shared.report(0, true);
+        fail(&f, 0, 2);
+        f.machine.on_reports(Instant::now());
+        assert!(f.shared.eligible(0));
+        // After max_ejection_time in service, the next ejection starts over at the base.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        fail(&f, 0, 3);
+        f.machine.on_reports(Instant::now());
+        assert_eq!(
+            f.machine.next_expiry().unwrap() - Instant::now(),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_ejection_percent_keeps_endpoints_in_service() {
+        let mut f = fixture(2, None, Some(outlier(1, 50)), false);
+        fail(&f, 0, 1);
+        fail(&f, 1, 1);
+        f.machine.on_reports(Instant::now());
+        assert!(f.shared.ejected(0));
+        assert!(!f.shared.ejected(1) && f.shared.eligible(1));
+        assert_eq!(f.machine.metrics.ejections.get(), 1);
+        // With one endpoint, 50% allows none.
+        let mut one = fixture(1, None, Some(outlier(1, 50)), false);
+        fail(&one, 0, 1);
+        one.machine.on_reports(Instant::now());
+        assert!(one.shared.eligible(0));
+        // 100% allows all.
+        let mut all = fixture(2, None, Some(outlier(1, 100)), false);
+        fail(&all, 0, 1);
+        fail(&all, 1, 1);
+        all.machine.on_reports(Instant::now());
+        assert!(!all.shared.eligible(0) && !all.shared.eligible(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_check_ends_an_ejection_early() {
+        let mut f = fixture(2, Some(check(2, 3)), Some(outlier(2, 50)), false);
+        fail(&f, 1, 2);
+        f.machine.on_reports(Instant::now());
+        assert!(f.shared.ejected(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        f.machine
+            .on_check(1, CheckResult::Success, "", Instant::now());
+        assert!(f.shared.eligible(1));
+        assert_eq!(f.machine.next_expiry(), None);
+    }
+
+    #[test]
+    fn only_endpoint_failures_count_against_it() {
+        use crate::error::ProxyError;
+        let resp = |s: u16| -> Result<Response<()>, ProxyError> {
+            Ok(Response::builder().status(s).body(()).unwrap())
+        };
+        for s in [200, 404, 429, 500, 501] {
+            assert!(forward_ok(&resp(s)), "{s}");
+        }
+        for s in [502, 503, 504] {
+            assert!(!forward_ok(&resp(s)), "{s}");
+        }
+        let err = |kind| -> Result<Response<()>, ProxyError> { Err(kind) };
+        assert!(!forward_ok(&err(ProxyError::UpstreamConnect)));
+        assert!(!forward_ok(&err(ProxyError::UpstreamReset)));
+        assert!(!forward_ok(&err(ProxyError::UpstreamTimeout)));
+        assert!(forward_ok(&err(ProxyError::BadRequest("target"))));
+    }
+
+    fn upstream(extra: &str) -> Arc<crate::upstream::Upstream> {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\n{extra}\n[upstreams.app.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"30s\"\n[[routes]]\nupstream = \"app\"\n"
+        );
+        let config = crate::config::from_str(&text, std::path::Path::new(".")).unwrap();
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let up = crate::upstream::Upstream::new(
+            config.upstreams["app"].clone(),
+            metrics.upstream("app"),
+        )
+        .unwrap();
+        let up = Arc::new(up);
+        up.start_health();
+        up
+    }
+
+    /// Ejects endpoint `i` through the request path's report, as the proxy does.
+    async fn eject_via_report(up: &Arc<crate::upstream::Upstream>, i: usize) {
+        let lease = loop {
+            let l = up.pick().expect("an eligible endpoint");
+            if l.index() == i {
+                break l;
+            }
+        };
+        up.report(&lease, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!up.endpoint_state(i).eligible() && up.endpoint_state(i).ejected);
+    }
+
+    fn picks(up: &Arc<crate::upstream::Upstream>, n: usize) -> Vec<Option<usize>> {
+        (0..n).map(|_| up.pick().map(|l| l.index())).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn balancing_uses_eligible_endpoints_only() {
+        let up = upstream("");
+        let mut all = picks(&up, 3);
+        all.sort();
+        assert_eq!(all, vec![Some(0), Some(1), Some(2)]);
+        eject_via_report(&up, 1).await;
+        assert_eq!(up.healthy_endpoints(), 2);
+        assert!(picks(&up, 6).iter().all(|i| matches!(i, Some(0) | Some(2))));
+        for _ in 0..4 {
+            assert_eq!(up.pick_other(0).map(|l| l.index()), Some(2));
+        }
+        eject_via_report(&up, 2).await;
+        assert!(up.pick_other(0).is_none(), "no other eligible endpoint");
+        assert_eq!(picks(&up, 3), vec![Some(0); 3]);
+        eject_via_report(&up, 0).await;
+        assert_eq!(picks(&up, 3), vec![None; 3]);
+        assert!(up.pick_other(1).is_none());
+        assert_eq!(up.healthy_endpoints(), 0);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(up.healthy_endpoints(), 3);
+        // A success resets nothing it need not: the endpoint stays eligible.
+        let lease = up.pick().unwrap();
+        up.report(&lease, true);
+        assert_eq!(up.healthy_endpoints(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panic_mode_uses_every_endpoint_when_none_is_eligible() {
+        let up = upstream("no_healthy = \"panic\"");
+        eject_via_report(&up, 0).await;
+        assert!(picks(&up, 4).iter().all(|i| matches!(i, Some(1) | Some(2))));
+        eject_via_report(&up, 1).await;
+        eject_via_report(&up, 2).await;
+        let mut got = picks(&up, 3);
+        got.sort();
+        assert_eq!(got, vec![Some(0), Some(1), Some(2)]);
+        for _ in 0..4 {
+            let other = up.pick_other(1).map(|l| l.index());
+            assert!(matches!(other, Some(0) | Some(2)), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn without_health_config_every_endpoint_is_eligible() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n[[routes]]\nupstream = \"app\"\n";
+        let config = crate::config::from_str(text, std::path::Path::new(".")).unwrap();
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let up = Arc::new(
+            crate::upstream::Upstream::new(
+                config.upstreams["app"].clone(),
+                metrics.upstream("app"),
+            )
+            .unwrap(),
+        );
+        let lease = up.pick().unwrap();
+        for _ in 0..10 {
+            up.report(&lease, false);
+        }
+        assert_eq!(up.healthy_endpoints(), 2);
+        assert_eq!(
+            up.pick_other(lease.index()).map(|l| l.index()),
+            Some(1 - lease.index())
+        );
+        let gauge = metrics
+            .upstream("app")
+            .health
+            .endpoint("app", "http://127.0.0.1:2");
+        assert_eq!(gauge.get(), 1);
+    }
+
+    /// The monitor task on a paused clock: checks run every interval (plus jitter, here
+    /// none), a check that hangs past its timeout counts as a timeout, and eviction and
+    /// return take interval × threshold.
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_evicts_and_restores_on_schedule() {
+        let mut c = check(2, 3);
+        c.interval = Duration::from_millis(100);
+        c.timeout = Duration::from_millis(50);
+        c.jitter = Jitter::Fixed(Duration::ZERO);
+        let f = fixture(2, Some(c), None, false);
+        // 0: passes; 1: hangs while `down` is set.
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let d = down.clone();
+        let probe: Probe = Arc::new(move |i| {
+            let hang = i == 1 && d.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        });
+        let shared = f.shared.clone();
+        let checks = f.machine.metrics.checks.clone();
+        let (tx, rx) = watch::channel(());
+        let task = tokio::spawn(
+            Monitor {
+                machine: f.machine,
+                probe: Some(probe),
+            }
+            .run(rx),
+        );
+        // Checks at 0, 150, 300 ms time out at 50, 200, 350 ms.
+        tokio::time::sleep(Duration::from_millis(340)).await;
+        assert!(shared.eligible(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!shared.eligible(1));
+        assert!(shared.eligible(0));
+        assert_eq!(checks[CheckResult::Timeout as usize].get(), 3);
+        down.store(false, Ordering::Relaxed);
+        // Next checks of 1 at 450 and 550 ms pass.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!shared.eligible(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(shared.eligible(1));
+        drop(tx);
+        task.await.unwrap();
+    }
+}
