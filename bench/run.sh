@@ -185,7 +185,8 @@ scenario_signatures() {
 }
 
 # A GET through fedgate alone with the resilience machinery on the upstream (a circuit
-# breaker with both triggers, retries with their budget) against the same route without
+# breaker with both triggers, retries with their budget, active health checks every second
+# and outlier detection) against the same route without
 # it, side by side: the cost of the happy path, where nothing fails. The resilience
 # configuration is the one an operator would run (resilience_toml below).
 scenario_resilience() {
@@ -216,7 +217,9 @@ resilience_toml() {
   printf '%s\n' \
     '[upstreams.backend.circuit_breaker]' 'consecutive_failures = 5' 'failure_rate = 0.5' \
     'min_requests = 20' 'window = "10s"' \
-    '[upstreams.backend.retries]' 'max_retries = 2' 'per_try_timeout = "2s"'
+    '[upstreams.backend.retries]' 'max_retries = 2' 'per_try_timeout = "2s"' \
+    '[upstreams.backend.health_check]' 'path = "/"' 'interval = "1s"' \
+    '[upstreams.backend.outlier_detection]' 'consecutive_failures = 5'
 }
 
 list_scenarios() {

@@ -240,6 +240,13 @@ impl Breaker {
 
     /// Reports the outcome of a request `admit` let through.
     pub fn report(&self, permit: Permit, failure: bool) {
+        self.report_at(permit, failure, Instant::now());
+    }
+
+    /// [`Breaker::report`] with the time the request was sent, which the proxy has already
+    /// read: the rolling window's buckets are a tenth of the window wide, so the send time
+    /// places the outcome well enough, and the report reads no clock.
+    pub fn report_at(&self, permit: Permit, failure: bool, at: Instant) {
         let inner = &*self.inner;
         if permit == Permit::Probe {
             let counter = if failure {
@@ -257,7 +264,7 @@ impl Breaker {
                 inner.consecutive.store(0, Ordering::Relaxed);
             }
             if rate {
-                inner.record(false);
+                inner.record(false, at);
             }
             return;
         }
@@ -265,7 +272,7 @@ impl Breaker {
         let mut wake =
             inner.config.consecutive_failures > 0 && n >= inner.config.consecutive_failures;
         if rate {
-            inner.record(true);
+            inner.record(true, at);
             wake = wake || inner.rate_tripped().is_some();
         }
         if wake {
@@ -279,8 +286,8 @@ impl Inner {
         Instant::now().duration_since(self.epoch).as_millis() as u64
     }
 
-    fn record(&self, failure: bool) {
-        let period = self.now_ms() / self.bucket_ms;
+    fn record(&self, failure: bool, at: Instant) {
+        let period = at.saturating_duration_since(self.epoch).as_millis() as u64 / self.bucket_ms;
         let b = &self.buckets[(period % BUCKETS as u64) as usize];
         let seen = b.period.load(Ordering::Acquire);
         if seen != period

@@ -195,7 +195,7 @@ impl Pool {
     pub async fn send(
         &self,
         slot: usize,
-        parts: request::Parts,
+        parts: &request::Parts,
         mut body: RequestBody,
     ) -> Result<(response::Parts, Framing, Lent), SendError> {
         let had_body = !http_body::Body::is_end_stream(&body);
@@ -211,7 +211,7 @@ impl Pool {
                 shared: self.shared.clone(),
                 slot,
             };
-            match lent.conn.exchange(&parts, &mut body).await {
+            match lent.conn.exchange(parts, &mut body).await {
                 Ok((head, framing)) => {
                     // Answered before the body was all sent (a 413, say): the rest of the
                     // body is read and discarded, so the client can finish sending and then

@@ -334,21 +334,28 @@ pub async fn handle(
         .filter(|r| !upgrade && r.eligible(&parts.method));
     // Every request to the upstream counts toward the budget, retried or not.
     let _active = route.retries.as_deref().map(|r| r.active());
-    let replica = retry.and_then(|_| Some((copy_head(&parts), body.replica()?)));
-    let mut upstream_req = Request::from_parts(parts, body);
+    // A copy of the body to send again, when a retry may be wanted (and the body is held
+    // whole). The head is kept as it is: HTTP/1.1 upstreams only read it.
+    let template = retry.and_then(|_| body.replica());
+    let mut body = Some(body);
     let sent = Instant::now();
     // The deadline comes from the instant already read: one clock read fewer per request.
-    let deadline = tokio::time::Instant::from_std(sent) + route.response_timeout;
+    let started = tokio::time::Instant::from_std(sent);
+    let deadline = started + route.response_timeout;
     let mut retried = 0u32;
     let mut _retry_slot = None;
     let result = loop {
         let try_deadline = match retry.and_then(|r| r.config.per_try_timeout) {
+            Some(t) if retried == 0 => deadline.min(started + t),
             Some(t) => deadline.min(tokio::time::Instant::now() + t),
             None => deadline,
         };
+        let sending = body
+            .take()
+            .unwrap_or_else(|| RequestBody::buffered(Bytes::new()));
         let result = match tokio::time::timeout_at(
             try_deadline,
-            lease.forward(upstream_req, upgrade),
+            lease.send(&mut parts, sending, upgrade, template.is_some()),
         )
         .await
         {
@@ -365,7 +372,7 @@ pub async fn handle(
                 Ok(resp) => b.is_failure_status(resp.status().as_u16()),
                 Err(kind) => kind.upstream_kind().is_some(),
             };
-            b.report(p, failed);
+            b.report_at(p, failed, started);
         }
         let Some(r) = retry else { break result };
         let again = match &result {
@@ -384,7 +391,7 @@ pub async fn handle(
                 RetryOutcome::Success
             });
         }
-        let Some((head, body)) = replica.as_ref().filter(|_| {
+        let Some(template) = template.as_ref().filter(|_| {
             again && retried < r.config.max_retries && tokio::time::Instant::now() < deadline
         }) else {
             break result;
@@ -408,9 +415,6 @@ pub async fn handle(
         }
         _retry_slot = Some(slot);
         retried += 1;
-        let (Some(mut next), Some(body)) = (rebuild(head), body.replica()) else {
-            break result;
-        };
         // Another eligible endpoint if there is one; else the same one again (a reset on a
         // reused connection is worth a second try there too).
         let Some(other) = upstream
@@ -425,10 +429,9 @@ pub async fn handle(
         };
         lease = other;
         if !rt.forwarding.preserve_host {
-            set_endpoint_host(next.headers_mut(), &lease);
+            set_endpoint_host(&mut parts.headers, &lease);
         }
-        *next.body_mut() = body;
-        upstream_req = next;
+        body = template.replica();
         tracing::debug!(upstream = %upstream.name, endpoint = %lease.endpoint().label, retry = retried, "retrying");
     };
     let mut resp = match result {
@@ -512,29 +515,6 @@ fn set_endpoint_host(headers: &mut HeaderMap, lease: &Lease) {
     if let Ok(h) = HeaderValue::from_str(lease.endpoint().config.authority.as_str()) {
         headers.insert(header::HOST, h);
     }
-}
-
-/// What a retry needs of the request head: everything but the extensions.
-type Head = (http::Method, Uri, Version, HeaderMap);
-
-fn copy_head(parts: &http::request::Parts) -> Head {
-    (
-        parts.method.clone(),
-        parts.uri.clone(),
-        parts.version,
-        parts.headers.clone(),
-    )
-}
-
-fn rebuild((method, uri, version, headers): &Head) -> Option<Request<RequestBody>> {
-    let mut req = Request::builder()
-        .method(method.clone())
-        .uri(uri.clone())
-        .version(*version)
-        .body(RequestBody::buffered(Bytes::new()))
-        .ok()?;
-    *req.headers_mut() = headers.clone();
-    Some(req)
 }
 
 /// 503 from an open circuit breaker, without touching the upstream.

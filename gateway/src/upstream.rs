@@ -98,6 +98,32 @@ impl Lease {
         &self.upstream
     }
 
+    /// Sends a request to the leased endpoint and waits for the response head. `parts`
+    /// carries the origin-form target. A pooled HTTP/1.1 exchange only reads the head, so
+    /// the caller keeps it (for a retry) at no cost; the other transports need it owned:
+    /// with `keep` they get a copy, else it is taken and `parts` is left empty.
+    pub async fn send(
+        &self,
+        parts: &mut http::request::Parts,
+        body: RequestBody,
+        upgrade: bool,
+        keep: bool,
+    ) -> Result<Response<Relay>, ForwardError> {
+        if let (Transport::Http1(pool), false) = (&self.upstream.transport, upgrade) {
+            let (head, framing, conn) = pool
+                .send(self.index, parts, body)
+                .await
+                .map_err(ForwardError::from_send)?;
+            return Ok(Response::from_parts(head, Relay::Pooled { framing, conn }));
+        }
+        let head = if keep {
+            copy_parts(parts)
+        } else {
+            std::mem::replace(parts, Request::new(()).into_parts().0)
+        };
+        self.forward(Request::from_parts(head, body), upgrade).await
+    }
+
     /// Sends `req` to the leased endpoint and waits for the response head. `req` carries
     /// the origin-form target; HTTP/2 gets the endpoint's scheme and authority added. A
     /// pooled HTTP/1.1 response body reads from its connection and then releases it.
@@ -114,7 +140,7 @@ impl Lease {
             Transport::Http1(pool) => {
                 let (parts, body) = req.into_parts();
                 let (head, framing, conn) = pool
-                    .send(self.index, parts, body)
+                    .send(self.index, &parts, body)
                     .await
                     .map_err(ForwardError::from_send)?;
                 Ok(Response::from_parts(head, Relay::Pooled { framing, conn }))
@@ -148,6 +174,16 @@ impl Lease {
             }
         }
     }
+}
+
+/// A request head without its extensions (which the proxy never sets).
+fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }
 
 impl ForwardError {
