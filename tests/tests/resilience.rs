@@ -28,6 +28,7 @@ enum Mode {
     Reset = 5,
     /// 503 after 150 ms.
     Slow503 = 6,
+    Status500 = 7,
 }
 
 /// An upstream on a fixed port that fails as told, and can be killed and restarted.
@@ -76,6 +77,7 @@ impl FaultyUpstream {
                                     unreachable!()
                                 }
                                 5 => return Err("reset"),
+                                7 => 500,
                                 _ => {
                                     tokio::time::sleep(Duration::from_millis(150)).await;
                                     503
@@ -158,6 +160,19 @@ fn gauge(m: &str, name: &str) -> Option<f64> {
     metric(m, name, &[("upstream", "app")])
 }
 
+/// Waits for the breaker's task to have made the transition the last report called for (it
+/// runs beside the request path, which only reports).
+async fn wait_state(gw: &TestGateway, state: f64) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while gauge(&gw.metrics().await, "fedgate_circuit_breaker_state") != Some(state) {
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never reached state {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn status(url: &str) -> u16 {
     send(get(url)).await.0.as_u16()
 }
@@ -173,9 +188,15 @@ async fn the_breaker_opens_after_exactly_n_failures_rejects_fast_probes_and_clos
     .await;
     let url = gw.url("/api");
     up.set(Mode::Status503);
-    for _ in 0..3 {
+    for _ in 0..2 {
         assert_eq!(status(&url).await, 503);
     }
+    assert_eq!(
+        gauge(&gw.metrics().await, "fedgate_circuit_breaker_state"),
+        Some(0.0)
+    );
+    assert_eq!(status(&url).await, 503);
+    wait_state(&gw, 1.0).await;
     assert_eq!(up.hits(), 3);
 
     // Open: answered by the gateway at once, without contacting the upstream.
@@ -248,6 +269,7 @@ async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
     assert_eq!(status(&url).await, 504);
     up.set(Mode::Reset);
     assert_eq!(status(&url).await, 502);
+    wait_state(&gw, 1.0).await;
     assert_eq!(status(&url).await, 503);
     assert_eq!(up.hits(), 2);
 
@@ -271,6 +293,41 @@ async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
     assert_eq!(transitions(&m, "closed", "open"), 1.0);
     assert_eq!(transitions(&m, "open", "half_open"), 1.0);
     assert_eq!(gauge(&m, "fedgate_circuit_breaker_state"), Some(1.0));
+}
+
+#[tokio::test]
+async fn configured_500s_open_the_breaker_and_default_ones_do_not() {
+    let up = FaultyUpstream::start().await;
+    up.set(Mode::Status500);
+    // By default a 500 is the application's answer, not a failure of the upstream ...
+    let default =
+        TestGateway::start(&breaker_config(&[up.url()], "consecutive_failures = 2", "")).await;
+    for _ in 0..4 {
+        assert_eq!(status(&default.url("/")).await, 500);
+    }
+    assert_eq!(
+        gauge(&default.metrics().await, "fedgate_circuit_breaker_state"),
+        Some(0.0)
+    );
+    // ... unless the operator lists it.
+    let listed = TestGateway::start(&breaker_config(
+        &[up.url()],
+        "consecutive_failures = 2\nfailure_statuses = [500, 502, 503, 504]",
+        "",
+    ))
+    .await;
+    for _ in 0..2 {
+        assert_eq!(status(&listed.url("/")).await, 500);
+    }
+    wait_state(&listed, 1.0).await;
+    assert_eq!(status(&listed.url("/")).await, 503);
+    assert_eq!(up.hits(), 6);
+    let m = listed.metrics().await;
+    assert_eq!(transitions(&m, "closed", "open"), 1.0);
+    assert_eq!(
+        gauge(&m, "fedgate_circuit_breaker_rejections_total"),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -307,6 +364,7 @@ async fn a_killed_upstream_opens_the_breaker_and_its_restart_closes_it() {
     for _ in 0..3 {
         assert_eq!(status(&url).await, 502);
     }
+    wait_state(&gw, 1.0).await;
     assert_eq!(status(&url).await, 503);
     // Refused connects (or a pooled connection found closed first).
     let m = gw.metrics().await;
