@@ -524,14 +524,48 @@ fn circuit_open(
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let mut headers = HeaderMap::with_capacity(2);
+    let secs = retry_after_secs(wait);
+    try_later(
+        ProxyError::CircuitOpen,
+        secs,
+        HeaderMap::with_capacity(2),
+        completion,
+        request_id,
+        rt,
+    )
+}
+
+/// `Retry-After` in whole seconds: rounded up, at least one.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// A refusal the client may try again after `secs`: the error's fixed answer with
+/// `Retry-After`, and `headers` of its own.
+fn try_later(
+    err: ProxyError,
+    secs: u64,
+    mut headers: HeaderMap,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    fixed(err, headers, completion, request_id, rt)
+}
+
+/// The error's status and fixed plain-text body, with `headers` besides.
+fn fixed(
+    err: ProxyError,
+    mut headers: HeaderMap,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    let err = ProxyError::CircuitOpen;
     answer(
         err.status(),
         err.code(),
@@ -603,25 +637,17 @@ fn rate_limited(
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    let secs = retry_after_secs(wait);
     tracing::debug!(limiter = %limiter.config.name, retry_after = secs, "rate limited");
     let mut headers = HeaderMap::with_capacity(4);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     headers.insert("ratelimit-policy", limiter.policy.clone());
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";r=0;t={secs}", limiter.config.name)) {
         headers.insert("ratelimit", v);
     }
-    let err = ProxyError::RateLimited;
-    answer(
-        err.status(),
-        err.code(),
+    try_later(
+        ProxyError::RateLimited,
+        secs,
         headers,
-        Bytes::from_static(err.body().as_bytes()),
         completion,
         request_id,
         rt,
@@ -720,18 +746,5 @@ pub fn rescue(
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    answer(
-        err.status(),
-        err.code(),
-        headers,
-        Bytes::from_static(err.body().as_bytes()),
-        completion,
-        request_id,
-        rt,
-    )
+    fixed(err, HeaderMap::new(), completion, request_id, rt)
 }

@@ -540,6 +540,20 @@ pub fn post(url: &str, body: impl Into<Bytes>) -> Request<Body> {
         .unwrap()
 }
 
+/// A request with `headers` (as the signers return them) and a body.
+pub fn request(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+    .unwrap()
+}
+
 /// Sends with the shared client and collects the response.
 pub async fn send(req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
     send_with(&client(), req).await

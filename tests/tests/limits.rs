@@ -3,27 +3,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use fedgate_tests::*;
 use http::Request;
-use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 const BOB: &str = "https://remote.example/users/bob#main-key";
 const CREATE: &str = r#"{"@context":"https://www.w3.org/ns/activitystreams","type":"Create","actor":"https://remote.example/users/bob","object":{"type":"Note","content":"hi"}}"#;
-
-fn request(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    b.body(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    )
-    .unwrap()
-}
 
 fn from(url: &str, client: &str) -> Request<Body> {
     request("GET", url, &[("x-forwarded-for".into(), client.into())], "")

@@ -6,10 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use fedgate_tests::*;
-use http::Request;
-use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 const BOB: &str = "https://remote.example/users/bob#main-key";
@@ -62,19 +59,6 @@ fn signed(
         spec["date"] = json!(httpdate::fmt_http_date(date));
     }
     httpsig_sign(&spec)
-}
-
-fn request(method: &str, url: &str, headers: &[(String, String)], body: &str) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(k.as_str(), v.as_str());
-    }
-    b.body(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    )
-    .unwrap()
 }
 
 /// A refused request: the `result` it must get, its headers and its body.
