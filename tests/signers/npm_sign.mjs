@@ -7,7 +7,8 @@
 //            "misskey" (@misskey-dev/node-http-message-signatures, draft signing with
 //            both Digest and Content-Digest)
 //   key_id, key_file (private key PEM), method, path, host, headers (object), body (text),
-//   covered (names, e.g. ["(request-target)", "host", "date", "digest"])
+//   covered (names, e.g. ["(request-target)", "host", "date", "digest"]),
+//   date (optional, an HTTP date; default now)
 // and prints the headers to send as a JSON object.
 
 import { readFileSync } from "node:fs";
@@ -22,7 +23,11 @@ const require = createRequire(join(npm, "package.json"));
 
 const spec = JSON.parse(readFileSync(0, "utf8"));
 const key = readFileSync(spec.key_file, "utf8");
-const headers = { ...spec.headers, host: spec.host, date: new Date().toUTCString() };
+const headers = {
+  ...spec.headers,
+  host: spec.host,
+  date: spec.date ?? new Date().toUTCString(),
+};
 
 async function sign() {
   if (spec.library === "misskey") {

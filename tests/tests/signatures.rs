@@ -388,19 +388,25 @@ async fn npm_signers_are_verified() {
     let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&config(&up)).await;
     let inbox = gw.url("/users/alice/inbox");
-    let sign = |library: &str, key_id: &str, file: &str| {
-        npm_sign(&json!({
-            "library": library,
-            "key_id": key_id,
-            "key_file": signature_testdata(file),
-            "method": "POST",
-            "path": "/users/alice/inbox",
-            "host": "local.example",
-            "headers": {"content-type": "application/activity+json"},
-            "body": CREATE,
-            "covered": INBOX_COVERS,
-        }))
-    };
+    let hour = Duration::from_secs(3600);
+    let sign =
+        |library: &str, key_id: &str, file: &str, covers: &[&str], date: Option<SystemTime>| {
+            let mut spec = json!({
+                "library": library,
+                "key_id": key_id,
+                "key_file": signature_testdata(file),
+                "method": "POST",
+                "path": "/users/alice/inbox",
+                "host": "local.example",
+                "headers": {"content-type": "application/activity+json"},
+                "body": CREATE,
+                "covered": covers,
+            });
+            if let Some(date) = date {
+                spec["date"] = json!(httpdate::fmt_http_date(date));
+            }
+            npm_sign(&spec)
+        };
     // joyent's rsa-sha256, PeerTube's hs2019, and Misskey's draft signatures (Ed25519 as
     // `ed25519-sha512`, and RSA) with both Digest and Content-Digest.
     let signers = [
@@ -409,30 +415,98 @@ async fn npm_signers_are_verified() {
         ("misskey", CAROL_ED, "ed25519.key.pem", "ed25519-sha512"),
         ("misskey", BOB, "rsa-2048.key.pem", "rsa-sha256"),
     ];
+    let mut refusals = 0;
     for (library, key_id, file, algorithm) in signers {
-        let headers = sign(library, key_id, file);
-        let signature = &headers
+        let good = sign(library, key_id, file, &INBOX_COVERS, None);
+        let signature = good
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("signature"))
             .expect("a Signature header")
-            .1;
+            .1
+            .clone();
         assert!(
             signature.contains(&format!("algorithm=\"{algorithm}\"")),
             "{library}: {signature}"
         );
-        let (status, _, body) = send(request("POST", &inbox, &headers, CREATE)).await;
+        let (status, _, body) = send(request("POST", &inbox, &good, CREATE)).await;
         assert_eq!(status, 200, "{library}: {}", String::from_utf8_lossy(&body));
+
+        // Each library's own signatures, spoiled the ways a delivery goes wrong.
+        let unsupported: Vec<(String, String)> = good
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("signature") {
+                    v.replace(
+                        &format!("algorithm=\"{algorithm}\""),
+                        "algorithm=\"hmac-sha256\"",
+                    )
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let refused: Vec<Refused<'_>> = vec![
+            ("digest_mismatch", good.clone(), r#"{"type":"Delete"}"#),
+            // The same private key under Eve's key id, whose trusted key is another.
+            (
+                "invalid",
+                sign(library, EVE, file, &INBOX_COVERS, None),
+                CREATE,
+            ),
+            (
+                "expired",
+                sign(
+                    library,
+                    key_id,
+                    file,
+                    &INBOX_COVERS,
+                    Some(SystemTime::now() - 48 * hour),
+                ),
+                CREATE,
+            ),
+            (
+                "expired",
+                sign(
+                    library,
+                    key_id,
+                    file,
+                    &INBOX_COVERS,
+                    Some(SystemTime::now() + 2 * hour),
+                ),
+                CREATE,
+            ),
+            // The digest left out of what is signed.
+            (
+                "malformed",
+                sign(
+                    library,
+                    key_id,
+                    file,
+                    &["(request-target)", "host", "date"],
+                    None,
+                ),
+                CREATE,
+            ),
+            // A covered field stripped on the way.
+            ("malformed", without(&good, "content-type"), CREATE),
+            ("unsupported_algorithm", unsupported, CREATE),
+        ];
+        for (result, headers, body) in &refused {
+            let (status, _, text) = send(request("POST", &inbox, headers, body)).await;
+            assert_eq!(status, 401, "{library} {algorithm}: {result}");
+            let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(doc["result"], *result, "{library} {algorithm}: {doc}");
+        }
+        refusals += refused.len();
     }
-    assert_eq!(up.hits(), signers.len());
+    assert_eq!(
+        up.hits(),
+        signers.len(),
+        "refused requests never reach the upstream"
+    );
     let seen = up.last();
     assert!(seen.headers.contains_key("digest") && seen.headers.contains_key("content-digest"));
-
-    // Misskey sends both digests: a changed body fails them.
-    let headers = sign("misskey", CAROL_ED, "ed25519.key.pem");
-    let (status, _, text) = send(request("POST", &inbox, &headers, r#"{"type":"Undo"}"#)).await;
-    assert_eq!(status, 401);
-    let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
-    assert_eq!(doc["result"], "digest_mismatch", "{doc}");
 
     let m = gw.metrics().await;
     let verifications = |result: &str| {
@@ -443,8 +517,14 @@ async fn npm_signers_are_verified() {
         )
         .unwrap_or(0.0)
     };
-    assert_eq!(verifications("valid"), signers.len() as f64, "{m}");
-    assert_eq!(verifications("digest_mismatch"), 1.0, "{m}");
+    let n = signers.len() as f64;
+    assert_eq!(verifications("valid"), n, "{m}");
+    assert_eq!(verifications("digest_mismatch"), n, "{m}");
+    assert_eq!(verifications("invalid"), n, "{m}");
+    assert_eq!(verifications("expired"), 2.0 * n, "{m}");
+    assert_eq!(verifications("malformed"), 2.0 * n, "{m}");
+    assert_eq!(verifications("unsupported_algorithm"), n, "{m}");
+    assert_eq!(refusals, 7 * signers.len());
     // remote.example (Bob) and ed.example (Carol).
     assert_eq!(
         metric(&m, "fedgate_federation_peers", &[]),
@@ -452,6 +532,90 @@ async fn npm_signers_are_verified() {
         "{m}"
     );
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn signed_gets_of_an_actor_are_verified() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&config(&up)).await;
+    let actor = gw.url("/users/alice");
+    // A remote instance fetching an actor document signs a GET without a body: Mastodon
+    // covers (request-target), host and date.
+    let covers = ["(request-target)", "host", "date"];
+    let httpsig = httpsig_sign(&json!({
+        "key_id": BOB,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "algorithm": "rsa-sha256",
+        "method": "GET",
+        "path": "/users/alice",
+        "host": "local.example",
+        "headers": {"accept": "application/activity+json"},
+        "body": "",
+        "covered": covers,
+    }));
+    let npm = npm_sign(&json!({
+        "library": "http-signature",
+        "key_id": BOB,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "method": "GET",
+        "path": "/users/alice",
+        "host": "local.example",
+        "headers": {"accept": "application/activity+json"},
+        "body": "",
+        "covered": covers,
+    }));
+    let mut rfc = without(
+        &rfc9421_sign(&json!({
+            "key_id": CAROL_ED,
+            "key_file": signature_testdata("ed25519.key.pem"),
+            "algorithm": "ed25519",
+            "method": "GET",
+            "url": "http://local.example/users/alice",
+            "headers": {"Accept": "application/activity+json"},
+            "body": "",
+            "covered": ["@method", "@target-uri"],
+            "content_digest": false,
+        })),
+        "Content-Length",
+    );
+    rfc.push(("host".into(), "local.example".into()));
+    for (who, headers) in [("httpsig", &httpsig), ("npm", &npm), ("rfc9421", &rfc)] {
+        let (status, _, body) = send(request("GET", &actor, headers, "")).await;
+        assert_eq!(status, 200, "{who}: {}", String::from_utf8_lossy(&body));
+    }
+    // Signed for another actor: refused.
+    let (status, _, _) = send(request("GET", &gw.url("/users/bob"), &httpsig, "")).await;
+    assert_eq!(status, 401);
+    // A GET that does not cover host is refused, as Mastodon refuses it.
+    let no_host = httpsig_sign(&json!({
+        "key_id": BOB,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "algorithm": "rsa-sha256",
+        "method": "GET",
+        "path": "/users/alice",
+        "host": "local.example",
+        "headers": {},
+        "body": "",
+        "covered": ["(request-target)", "date"],
+    }));
+    let (status, _, text) = send(request("GET", &actor, &no_host, "")).await;
+    assert_eq!(status, 401);
+    let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(doc["result"], "malformed", "{doc}");
+    assert_eq!(up.hits(), 3);
+    let m = gw.metrics().await;
+    let count = |scheme: &str, result: &str| {
+        metric(
+            &m,
+            "fedgate_signature_verifications_total",
+            &[("route", "inbox"), ("scheme", scheme), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(count("cavage", "valid"), 2.0);
+    assert_eq!(count("rfc9421", "valid"), 1.0);
+    assert_eq!(count("cavage", "invalid"), 1.0);
+    assert_eq!(count("cavage", "malformed"), 1.0);
 }
 
 #[tokio::test]
