@@ -3,6 +3,7 @@
 # (promtool from Debian's prometheus package, the wasm32-wasip2 target, the HTTP-signature
 # clients from PyPI), builds the plugins,
 # then runs every unit and end-to-end test: the plugins', the SDK's and the gateway's.
+# Arguments are passed to `cargo nextest run` (a test name filter, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,5 +51,10 @@ for ws in plugins tests/plugins; do
   cargo test --locked --manifest-path "$ws/Cargo.toml" --target-dir target
 done
 
+# The workspace's tests run under cargo-nextest, each test in a process of its own with a
+# time limit (.config/nextest.toml), so one hung test fails alone and names itself.
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked "$@"
+cargo nextest run --workspace --locked "$@"
+# nextest does not run doctests: the SDK's examples run here (the gateway has none).
+cargo test --locked -p fedgate-sdk --doc

@@ -559,12 +559,23 @@ pub async fn send(req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
     send_with(&client(), req).await
 }
 
+/// How long a test waits for a whole answer before it fails, naming the request: a gateway
+/// that never answers fails its test instead of stalling the suite.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// Sends with `c` and collects the response, within [`ANSWER_WITHIN`].
 pub async fn send_with(c: &PlainClient, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
-    let resp = c.request(req).await.expect("request failed");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, headers, body)
+    let what = format!("{} {}", req.method(), req.uri());
+    let exchange = async {
+        let resp = c.request(req).await.expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, body)
+    };
+    tokio::time::timeout(ANSWER_WITHIN, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no whole answer to {what} within {ANSWER_WITHIN:?}"))
 }
 
 /// Upstream and route config for one upstream named `name`.
@@ -591,12 +602,15 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// The `fedgate` binary, built once per test process.
+/// The `fedgate` binary, built once per test process. It is built as the test command builds
+/// the workspace (every target, so with the same resolved features): after that command this
+/// is a no-op, where building the binary alone would rebuild its dependencies with other
+/// features while the tests run.
 pub fn fedgate_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "fedgate", "--bin", "fedgate"])
+            .args(["build", "-q", "--workspace", "--all-targets"])
             .current_dir(workspace_root())
             .status()
             .expect("cargo build runs");

@@ -484,8 +484,20 @@ fn leaf(
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// GET `path` over TLS to `addr`, trusting `server_ca`, presenting `identity` if given.
-/// `Err` when the handshake or the exchange fails.
+/// `Err` when the handshake or the exchange fails; a gateway that neither answers nor closes
+/// within [`ANSWER_WITHIN`] fails the test.
 async fn tls_get(
+    addr: std::net::SocketAddr,
+    server_ca: &CertificateDer<'static>,
+    identity: Option<&Identity>,
+    path: &str,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    tokio::time::timeout(ANSWER_WITHIN, tls_exchange(addr, server_ca, identity, path))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} over TLS: no answer and no close"))
+}
+
+async fn tls_exchange(
     addr: std::net::SocketAddr,
     server_ca: &CertificateDer<'static>,
     identity: Option<&Identity>,
