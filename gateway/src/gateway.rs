@@ -18,9 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RESTART_ONLY};
 use crate::plugin::PluginHost;
 use crate::runtime::{load_plugins, HandleCache, Runtime};
+use crate::server::{Listener, Running, Settings};
 
 /// State shared by listeners, the admin server and the reloader.
 #[derive(Debug)]
@@ -33,6 +34,14 @@ pub struct Shared {
     config_path: Option<PathBuf>,
     reload: tokio::sync::Mutex<ReloadState>,
     plugins: Arc<PluginHost>,
+    /// Where the listeners and the admin server are bound now (a reload may move them).
+    addresses: ArcSwap<Addresses>,
+}
+
+#[derive(Debug, Clone)]
+struct Addresses {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -40,6 +49,100 @@ struct ReloadState {
     cache: HandleCache,
     /// Hash of the file text last applied or rejected, so the watcher reacts to changes only.
     last_seen: Option<u64>,
+    /// The serving listeners, in the order of the configuration that started them.
+    listeners: Vec<Running>,
+    admin: Option<AdminServer>,
+    /// Watches every connection of every listener; taken by the drain.
+    graceful: Option<Arc<GracefulShutdown>>,
+    /// The process-wide settings the process started with (see [`RESTART_ONLY`]).
+    started_with: [String; 3],
+}
+
+/// The running admin server.
+#[derive(Debug)]
+struct AdminServer {
+    /// The configured address (port 0 stays 0 here; `local_addr` has the bound one).
+    address: SocketAddr,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    fn start(socket: std::net::TcpListener, address: SocketAddr, shared: Arc<Shared>) -> Self {
+        let local_addr = socket.local_addr().unwrap_or(address);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::admin::serve(socket, shared, stop_rx));
+        tracing::info!(address = %local_addr, "admin listening");
+        AdminServer {
+            address,
+            local_addr,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The values of [`RESTART_ONLY`] a configuration asks for.
+fn restart_only(server: &config::ServerConfig) -> [String; 3] {
+    [
+        server.workers.to_string(),
+        server.event_interval.to_string(),
+        format!("{:?}", server.log_format),
+    ]
+}
+
+/// What a reload does to one listener of the new configuration.
+enum Step {
+    /// Keep the running listener at this index (same address): new settings only.
+    Keep(usize, Settings),
+    /// A listener bound for this reload, started once it commits.
+    Start(String, Listener),
+}
+
+/// Matches the new listeners with the running ones and binds what is new, before anything
+/// changes: a listener that cannot be bound (or whose certificates do not load) rejects the
+/// reload. A listener keeps its socket when a new one has its name and address, or, for a
+/// fixed port, its address under another name.
+fn plan_listeners(
+    running: &[Running],
+    wanted: &[config::ListenerConfig],
+) -> Result<(Vec<Step>, Vec<usize>), String> {
+    let configs: Vec<_> = running.iter().map(Running::config).collect();
+    let mut taken = vec![false; running.len()];
+    let mut matched: Vec<Option<usize>> = vec![None; wanted.len()];
+    for (w, l) in wanted.iter().enumerate() {
+        if let Some(i) = (0..configs.len())
+            .find(|&i| !taken[i] && configs[i].name == l.name && configs[i].address == l.address)
+        {
+            taken[i] = true;
+            matched[w] = Some(i);
+        }
+    }
+    for (w, l) in wanted.iter().enumerate() {
+        if matched[w].is_some() || l.address.port() == 0 {
+            continue;
+        }
+        if let Some(i) = (0..configs.len()).find(|&i| !taken[i] && configs[i].address == l.address)
+        {
+            taken[i] = true;
+            matched[w] = Some(i);
+        }
+    }
+    let mut steps = Vec::with_capacity(wanted.len());
+    for (w, l) in wanted.iter().enumerate() {
+        steps.push(match matched[w] {
+            Some(i) => Step::Keep(i, Settings::new(l)?),
+            None => Step::Start(l.name.clone(), crate::server::bind(l)?),
+        });
+    }
+    let removed = (0..running.len()).filter(|&i| !taken[i]).collect();
+    Ok((steps, removed))
 }
 
 /// Why a reload did not take effect.
@@ -76,7 +179,7 @@ impl Shared {
     }
 
     /// Re-reads the configuration file and applies it.
-    pub async fn reload_from_file(&self) -> Result<(), ReloadError> {
+    pub async fn reload_from_file(self: &Arc<Self>) -> Result<(), ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
         let text = tokio::fs::read_to_string(path).await.map_err(|e| {
             ReloadError::Config(config::ConfigError::Io {
@@ -103,21 +206,11 @@ impl Shared {
     }
 
     /// Applies a validated configuration: build beside the running one (compiling changed
-    /// plugins off the workers), then swap.
-    pub async fn apply(&self, config: Config) -> Result<(), ReloadError> {
+    /// plugins off the workers, binding new listener sockets), then swap. Nothing changes
+    /// unless all of it succeeds.
+    pub async fn apply(self: &Arc<Self>, config: Config) -> Result<(), ReloadError> {
         let mut guard = self.reload.lock().await;
         let current = self.state.load_full();
-        let restart_only = [
-            (
-                "listeners",
-                current.config.source.listeners != config.source.listeners,
-            ),
-            ("admin", current.config.source.admin != config.source.admin),
-            (
-                "server",
-                current.config.source.server != config.source.server,
-            ),
-        ];
         let built = match load_plugins(&self.plugins, &config, Some(&current), &self.metrics).await
         {
             Ok(plugins) => Runtime::build(
@@ -129,8 +222,16 @@ impl Shared {
             ),
             Err(e) => Err(e),
         };
-        let next = match built {
-            Ok(next) => next,
+        let sockets = built.and_then(|next| {
+            let (steps, removed) = plan_listeners(&guard.listeners, &next.config.listeners)?;
+            let admin = next.config.admin.address;
+            let admin = (guard.admin.as_ref().map(|a| a.address) != Some(admin))
+                .then(|| crate::admin::bind(admin))
+                .transpose()?;
+            Ok((next, steps, removed, admin))
+        });
+        let (next, steps, removed, admin) = match sockets {
+            Ok(x) => x,
             Err(e) => {
                 self.metrics.config_reload(false);
                 tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
@@ -145,17 +246,63 @@ impl Shared {
         current.retire_removed(&next, &self.metrics, &mut guard.cache);
         let routes = next.routes.routes().len();
         let upstreams = next.upstreams.len();
+        let server = next.config.server.clone();
+        let admin_address = next.config.admin.address;
         next.publish();
         self.state.store(Arc::new(next));
-        self.metrics.config_reload(true);
-        for (section, changed) in restart_only {
-            if changed {
+
+        // Listeners: the swap above already serves every connection accepted from here
+        // on, on old sockets and new ones alike.
+        let state = &mut *guard;
+        let mut old: Vec<Option<Running>> = state.listeners.drain(..).map(Some).collect();
+        let graceful = state
+            .graceful
+            .clone()
+            .expect("listeners change only while serving");
+        for step in steps {
+            state.listeners.push(match step {
+                Step::Keep(i, settings) => {
+                    let mut l = old[i].take().expect("each running listener is kept once");
+                    l.update(settings);
+                    l
+                }
+                Step::Start(name, listener) => {
+                    tracing::info!(listener = %name, address = %listener.local_addr, "listening");
+                    Running::start(listener, self.clone(), graceful.clone())
+                }
+            });
+        }
+        for i in removed {
+            if let Some(l) = old[i].take() {
+                tracing::info!(listener = %l.config().name, address = %l.local_addr, "listener removed; its connections drain");
+                l.stop().await;
+            }
+        }
+        if let Some(socket) = admin {
+            let next = AdminServer::start(socket, admin_address, self.clone());
+            if let Some(previous) = state.admin.replace(next) {
+                previous.stop().await;
+            }
+        }
+        self.publish_addresses(state);
+
+        let wanted = restart_only(&server);
+        for ((setting, now), want) in RESTART_ONLY.iter().zip(&state.started_with).zip(&wanted) {
+            let pending = now != want;
+            self.metrics.restart_required(setting, pending);
+            if pending {
                 tracing::warn!(
-                    section,
-                    "configuration section changed; it takes effect after a restart"
+                    setting = %format!("server.{setting}"),
+                    running = %now,
+                    configured = %want,
+                    "setting takes effect after a restart"
                 );
             }
         }
+        if server.log_level != current.config.server.log_level {
+            crate::logging::set_level(&server.log_level);
+        }
+        self.metrics.config_reload(true);
         tracing::info!(
             routes,
             upstreams,
@@ -163,6 +310,20 @@ impl Shared {
             "configuration reloaded"
         );
         Ok(())
+    }
+
+    fn publish_addresses(&self, state: &ReloadState) {
+        self.addresses.store(Arc::new(Addresses {
+            listeners: state
+                .listeners
+                .iter()
+                .map(|l| (l.config().name, l.local_addr))
+                .collect(),
+            admin: state
+                .admin
+                .as_ref()
+                .map_or(self.addresses.load().admin, |a| a.local_addr),
+        }));
     }
 }
 
@@ -181,16 +342,9 @@ fn hash(text: &str) -> u64 {
 #[derive(Debug)]
 pub struct Gateway {
     shared: Arc<Shared>,
-    listeners: Vec<(String, SocketAddr)>,
-    admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    admin_stop: watch::Sender<bool>,
-    accept_tasks: Vec<JoinHandle<()>>,
-    admin_task: JoinHandle<()>,
     watch_task: Option<JoinHandle<()>>,
     sweep_task: JoinHandle<()>,
-    graceful: Arc<GracefulShutdown>,
-    grace: Duration,
 }
 
 impl Gateway {
@@ -199,19 +353,16 @@ impl Gateway {
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
         let metrics = Metrics::new(prometheus::Registry::new()).map_err(|e| e.to_string())?;
         let mut cache = HandleCache::default();
-        let grace = config.server.shutdown_grace;
-        let watch_cfg = config.reload.clone();
-        let listener_cfgs = config.listeners.clone();
-        let admin_cfg = config.admin.clone();
         let plugin_host = Arc::new(PluginHost::new(&metrics, config.server.workers)?);
         let plugins = load_plugins(&plugin_host, &config, None, &metrics).await?;
         let runtime = Runtime::build(config, &metrics, None, &mut cache, plugins)?;
+        let cfg = runtime.config.clone();
 
-        let mut bound = Vec::with_capacity(listener_cfgs.len());
-        for l in &listener_cfgs {
-            bound.push(crate::server::bind(l)?);
+        let mut bound = Vec::with_capacity(cfg.listeners.len());
+        for l in &cfg.listeners {
+            bound.push((l.name.clone(), crate::server::bind(l)?));
         }
-        let admin = crate::admin::bind(admin_cfg.address)?;
+        let admin = crate::admin::bind(cfg.admin.address)?;
         let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
 
         let last_seen = config_path
@@ -219,6 +370,7 @@ impl Gateway {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|t| hash(&t));
         runtime.publish();
+        let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(runtime),
             metrics,
@@ -226,53 +378,50 @@ impl Gateway {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_path: config_path.clone(),
-            reload: tokio::sync::Mutex::new(ReloadState { cache, last_seen }),
+            reload: tokio::sync::Mutex::new(ReloadState {
+                cache,
+                last_seen,
+                listeners: Vec::new(),
+                admin: None,
+                graceful: Some(Arc::new(GracefulShutdown::new())),
+                started_with: restart_only(&cfg.server),
+            }),
             plugins: plugin_host,
+            addresses: ArcSwap::from_pointee(Addresses {
+                listeners: Vec::new(),
+                admin: admin_addr,
+            }),
         });
-
-        let (stop, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut listeners = Vec::with_capacity(bound.len());
-        let mut accept_tasks = Vec::with_capacity(bound.len());
-        for l in bound {
-            listeners.push((l.config.name.clone(), l.local_addr));
-            tracing::info!(listener = %l.config.name, address = %l.local_addr, tls = l.config.tls.is_some(), "listening");
-            accept_tasks.push(tokio::spawn(crate::server::accept_loop(
-                l,
-                shared.clone(),
-                graceful.clone(),
-                stop_rx.clone(),
-            )));
+        {
+            let mut state = shared.reload.lock().await;
+            let graceful = state.graceful.clone().expect("set above");
+            for (name, l) in bound {
+                tracing::info!(listener = %name, address = %l.local_addr, tls = cfg.listeners.iter().any(|c| c.name == name && c.tls.is_some()), "listening");
+                state
+                    .listeners
+                    .push(Running::start(l, shared.clone(), graceful.clone()));
+            }
+            state.admin = Some(AdminServer::start(admin, cfg.admin.address, shared.clone()));
+            shared.publish_addresses(&state);
         }
-        let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), admin_stop_rx));
-        tracing::info!(address = %admin_addr, "admin listening");
 
-        let watch_task = match (&config_path, watch_cfg.watch) {
-            (Some(path), true) => Some(tokio::spawn(watch_file(
-                shared.clone(),
-                path.clone(),
-                watch_cfg.poll_interval,
+        let watch_task = config_path.as_ref().map(|path| {
+            let shared = shared.clone();
+            let path = path.clone();
+            let stop_rx = stop_rx.clone();
+            tokio::spawn(async move {
                 // Read before serving starts: a plugin file replaced from here on is seen.
-                plugin_stamps(&shared.runtime()).await,
-                stop_rx,
-            ))),
-            _ => None,
-        };
+                let stamps = watched_stamps(&shared.runtime()).await;
+                watch_file(shared, path, stamps, stop_rx).await
+            })
+        });
         let sweep_task = tokio::spawn(sweep_limiters(shared.clone()));
         shared.ready.store(true, Ordering::Release);
         Ok(Gateway {
             sweep_task,
             shared,
-            listeners,
-            admin_addr,
             stop,
-            admin_stop,
-            accept_tasks,
-            admin_task,
             watch_task,
-            graceful,
-            grace,
         })
     }
 
@@ -280,20 +429,25 @@ impl Gateway {
         &self.shared
     }
 
-    /// Address a listener is bound to (useful with port 0).
+    /// Address a listener is bound to now (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
+        self.shared
+            .addresses
+            .load()
+            .listeners
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
     }
 
-    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    /// Every listener's name and bound address, in configuration order.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.shared.addresses.load().listeners.clone()
     }
 
+    /// Where the admin server is bound now.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.shared.addresses.load().admin
     }
 
     /// Reloads the configuration file (what SIGHUP does).
@@ -302,63 +456,74 @@ impl Gateway {
     }
 
     /// Drains: `/ready` turns 503, listeners stop accepting, in-flight requests get up to the
-    /// grace period to finish. Returns `true` when every connection finished in time.
+    /// grace period (`server.shutdown_grace` of the running configuration) to finish.
+    /// Returns `true` when every connection finished in time.
     pub async fn shutdown(self) -> bool {
         let started = Instant::now();
+        let grace = self.shared.runtime().config.server.shutdown_grace;
         self.shared.draining.store(true, Ordering::Release);
-        tracing::info!(grace_seconds = self.grace.as_secs_f64(), "draining");
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "draining");
         let _ = self.stop.send(true);
-        for t in self.accept_tasks {
-            let _ = t.await;
-        }
         if let Some(t) = self.watch_task {
             t.abort();
+            let _ = t.await;
         }
         self.sweep_task.abort();
-        let clean = match Arc::try_unwrap(self.graceful) {
-            Ok(g) => tokio::time::timeout(self.grace, g.shutdown()).await.is_ok(),
-            Err(_) => false,
+        let mut state = self.shared.reload.lock().await;
+        for l in std::mem::take(&mut state.listeners) {
+            l.stop().await;
+        }
+        let clean = match state.graceful.take().map(Arc::try_unwrap) {
+            Some(Ok(g)) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
+            _ => false,
         };
         if clean {
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
         } else {
             tracing::warn!("grace period ended with connections still open");
         }
-        let _ = self.admin_stop.send(true);
-        let _ = self.admin_task.await;
+        if let Some(admin) = state.admin.take() {
+            admin.stop().await;
+        }
         clean
     }
 }
 
+/// Polls the configuration file (and the files it names) for changes and reloads on one.
+/// `[reload]` is read from the running configuration on every round, so turning watching
+/// on or off, or changing its interval, takes effect with the next reload.
 async fn watch_file(
     shared: Arc<Shared>,
     path: PathBuf,
-    every: Duration,
-    mut plugin_files: Vec<Option<(u64, std::time::SystemTime)>>,
+    mut files: Vec<Option<(u64, std::time::SystemTime)>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let reload = shared.runtime().config.reload.clone();
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(reload.poll_interval) => {}
             _ = crate::gateway::stopped(&mut stop) => return,
+        }
+        if !reload.watch {
+            continue;
         }
         let Ok(text) = tokio::fs::read_to_string(&path).await else {
             continue;
         };
         let h = hash(&text);
         let changed = shared.reload.lock().await.last_seen != Some(h);
-        let stamps = plugin_stamps(&shared.runtime()).await;
+        let stamps = watched_stamps(&shared.runtime()).await;
         if changed {
             tracing::info!(path = %path.display(), "configuration file changed");
-        } else if stamps != plugin_files {
-            tracing::info!("a plugin or blocklist file changed");
+        } else if stamps != files {
+            tracing::info!("a plugin, blocklist or certificate file changed");
         } else {
             continue;
         }
         let _ = shared.reload_from_file().await;
-        // A reload may have added or removed plugins: compare against the files of the
+        // A reload may have added or removed files: compare against the files of the
         // runtime now serving, or the next poll would see a change that is not one.
-        plugin_files = plugin_stamps(&shared.runtime()).await;
+        files = watched_stamps(&shared.runtime()).await;
     }
 }
 
@@ -380,16 +545,25 @@ async fn sweep_limiters(shared: Arc<Shared>) {
     }
 }
 
-/// Size and modification time of each loaded plugin's file and of the blocklist file: a
-/// change triggers a reload, which recompiles a plugin if its content changed and reads
-/// the blocklist again.
-async fn plugin_stamps(rt: &Runtime) -> Vec<Option<(u64, std::time::SystemTime)>> {
-    let mut stamps = Vec::with_capacity(rt.plugins.len() + 1);
-    let files = rt
+/// Size and modification time of each loaded plugin's file, of the blocklist file and of
+/// the listeners' certificate and key files: a change triggers a reload, which recompiles a
+/// plugin if its content changed, reads the blocklist again and serves renewed
+/// certificates.
+async fn watched_stamps(rt: &Runtime) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    let certificates = rt
+        .config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| t.files.iter().cloned());
+    let files: Vec<PathBuf> = rt
         .plugins
         .values()
-        .map(|p| p.config.path.as_path())
-        .chain(rt.config.blocklist.file.as_deref());
+        .map(|p| p.config.path.clone())
+        .chain(rt.config.blocklist.file.clone())
+        .chain(certificates)
+        .collect();
+    let mut stamps = Vec::with_capacity(files.len());
     for path in files {
         let meta = tokio::fs::metadata(path).await.ok();
         stamps.push(meta.and_then(|m| Some((m.len(), m.modified().ok()?))));

@@ -115,6 +115,10 @@ fn status_slot(code: u16) -> Option<usize> {
     STATUS_SLOTS.iter().position(|&c| c == code)
 }
 
+/// Settings fixed for the life of the process (the worker runtime and the log format are
+/// built once, at start).
+pub const RESTART_ONLY: [&str; 3] = ["workers", "event_interval", "log_format"];
+
 /// Every metric family of the request path, plus build info and process metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -128,6 +132,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     upstream_connections: IntGaugeVec,
     config_reloads: IntCounterVec,
+    restart_required: IntGaugeVec,
     plugins: Arc<PluginFamilies>,
     declared: Arc<crate::plugin::declared::Declared>,
     signatures: Arc<SignatureFamilies>,
@@ -346,6 +351,18 @@ impl Metrics {
         for r in ["success", "error"] {
             config_reloads.with_label_values(&[r]);
         }
+        let restart_required = IntGaugeVec::new(
+            Opts::new(
+                "fedgate_config_restart_required",
+                "1 when the running configuration file sets a process-wide setting \
+                 (server.workers, server.event_interval, server.log_format) to a value \
+                 that takes effect only after a restart.",
+            ),
+            &["setting"],
+        )?;
+        for s in RESTART_ONLY {
+            restart_required.with_label_values(&[s]);
+        }
 
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -356,6 +373,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_connections.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(restart_required.clone()))?;
         registry.register(Box::new(build_info))?;
         let plugins = Arc::new(PluginFamilies {
             invocations: IntCounterVec::new(
@@ -582,6 +600,7 @@ impl Metrics {
             upstream_errors,
             upstream_connections,
             config_reloads,
+            restart_required,
             plugins,
             declared,
             signatures,
@@ -751,6 +770,14 @@ impl Metrics {
         self.config_reloads
             .with_label_values(&[if ok { "success" } else { "error" }])
             .inc();
+    }
+
+    /// Whether the running file's `setting` (one of [`RESTART_ONLY`]) differs from the value
+    /// the process started with.
+    pub fn restart_required(&self, setting: &str, pending: bool) {
+        self.restart_required
+            .with_label_values(&[setting])
+            .set(i64::from(pending));
     }
 
     /// Removes the series of an upstream that a reload dropped.

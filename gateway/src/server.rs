@@ -1,11 +1,18 @@
 //! Phase 1: accept, TLS and HTTP. Each listener runs one accept loop bounded by its
 //! connection limit; each connection is served by hyper-util's auto builder (HTTP/1.1 with
 //! upgrades, HTTP/2 by prior knowledge or ALPN) and watched for graceful shutdown.
+//!
+//! A reload changes listeners without a restart: a listener that keeps its address keeps
+//! its socket and serves new connections with the new [`Settings`] (certificates, limits,
+//! timeouts); a new or moved one is bound before the reload commits, so a port that cannot
+//! be bound rejects the whole reload; a removed one stops accepting and its connections
+//! drain.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -13,32 +20,60 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
 use crate::gateway::Shared;
 use crate::proxy::{self, ConnInfo};
 
-/// A bound public listener, ready to serve.
-pub struct Listener {
+/// What a reload can change on a listener that keeps its socket: the TLS material
+/// (certificates are read again on every reload, so a renewed certificate is served without
+/// a restart), the HTTP limits and timeouts. Each new connection reads it once; connections
+/// already open keep what they started with.
+pub struct Settings {
     pub config: ListenerConfig,
-    pub socket: TcpListener,
-    pub local_addr: SocketAddr,
+    builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
 }
 
-impl std::fmt::Debug for Listener {
+impl Settings {
+    pub fn new(config: &ListenerConfig) -> Result<Settings, String> {
+        let tls = match &config.tls {
+            Some(t) => Some(TlsAcceptor::from(Arc::new(
+                crate::tls::server_config(t)
+                    .map_err(|e| format!("listener {}: {e}", config.name))?,
+            ))),
+            None => None,
+        };
+        Ok(Settings {
+            config: config.clone(),
+            builder: http_builder(config),
+            tls,
+        })
+    }
+}
+
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener")
-            .field("name", &self.config.name)
-            .field("local_addr", &self.local_addr)
+        f.debug_struct("Settings")
+            .field("config", &self.config)
             .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
+/// A bound public listener, ready to serve.
+#[derive(Debug)]
+pub struct Listener {
+    pub local_addr: SocketAddr,
+    socket: TcpListener,
+    settings: Settings,
+}
+
 /// Binds a listener socket (with `SO_REUSEADDR` and a deep backlog) and prepares TLS.
 pub fn bind(config: &ListenerConfig) -> Result<Listener, String> {
+    let settings = Settings::new(config)?;
     let addr = config.address;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -63,17 +98,10 @@ pub fn bind(config: &ListenerConfig) -> Result<Listener, String> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| format!("listener {}: {e}", config.name))?;
-    let tls = match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(t).map_err(|e| format!("listener {}: {e}", config.name))?,
-        ))),
-        None => None,
-    };
     Ok(Listener {
-        config: config.clone(),
-        socket: listener,
         local_addr,
-        tls,
+        socket: listener,
+        settings,
     })
 }
 
@@ -98,16 +126,88 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// A listener that is serving: its accept loop, and what a reload changes in place.
+#[derive(Debug)]
+pub struct Running {
+    pub local_addr: SocketAddr,
+    settings: Arc<ArcSwap<Settings>>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts accepting on a bound listener; its connections are watched by `graceful`.
+    pub fn start(
+        listener: Listener,
+        shared: Arc<Shared>,
+        graceful: Arc<GracefulShutdown>,
+    ) -> Running {
+        let max_connections = listener.settings.config.max_connections;
+        let settings = Arc::new(ArcSwap::from_pointee(listener.settings));
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            listener.socket,
+            settings.clone(),
+            limit.clone(),
+            shared,
+            graceful,
+            stop_rx,
+        ));
+        Running {
+            local_addr: listener.local_addr,
+            settings,
+            limit,
+            max_connections,
+            stop,
+            task,
+        }
+    }
+
+    /// The configuration the listener serves new connections with.
+    pub fn config(&self) -> ListenerConfig {
+        self.settings.load().config.clone()
+    }
+
+    /// Serves new connections with `settings`. A lower connection limit takes effect as
+    /// open connections close: no connection is cut for it.
+    pub fn update(&mut self, settings: Settings) {
+        let max = settings.config.max_connections;
+        if max > self.max_connections {
+            self.limit.add_permits(max - self.max_connections);
+        } else if max < self.max_connections {
+            let excess = u32::try_from(self.max_connections - max).unwrap_or(u32::MAX);
+            let limit = self.limit.clone();
+            // The semaphore is fair: while this waits for permits, no new connection gets
+            // one before it, so the listener accepts again only below the new limit.
+            tokio::spawn(async move {
+                if let Ok(p) = limit.acquire_many_owned(excess).await {
+                    p.forget();
+                }
+            });
+        }
+        self.max_connections = max;
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Stops accepting; open connections are left to drain.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Accepts connections until `stop` turns true; connections are watched by `graceful`.
-pub async fn accept_loop(
-    listener: Listener,
+async fn accept_loop(
+    socket: TcpListener,
+    settings: Arc<ArcSwap<Settings>>,
+    limit: Arc<Semaphore>,
     shared: Arc<Shared>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http_builder(&listener.config));
-    let limit = Arc::new(Semaphore::new(listener.config.max_connections));
-    let name = listener.config.name.clone();
     loop {
         // At the connection limit, stop accepting (the kernel backlog holds new clients)
         // instead of accepting and dropping.
@@ -116,11 +216,11 @@ pub async fn accept_loop(
             _ = crate::gateway::stopped(&mut stop) => return,
         };
         let (stream, client) = tokio::select! {
-            r = listener.socket.accept() => match r {
+            r = socket.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tracing::warn!(listener = %settings.load().config.name, error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -129,25 +229,28 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let builder = builder.clone();
+        let settings = settings.load_full();
         let watcher = graceful.watcher();
-        let tls = listener.tls.clone();
-        let handshake_timeout = listener.config.tls.as_ref().map(|t| t.handshake_timeout);
         tokio::spawn(async move {
             let _permit = permit;
-            match tls {
+            let builder = &settings.builder;
+            match &settings.tls {
                 None => {
                     serve(
                         stream,
                         ConnInfo::new(client, false),
                         shared,
-                        &builder,
+                        builder,
                         watcher,
                     )
                     .await
                 }
                 Some(acceptor) => {
-                    let timeout = handshake_timeout.unwrap_or(std::time::Duration::from_secs(10));
+                    let timeout = settings
+                        .config
+                        .tls
+                        .as_ref()
+                        .map_or(std::time::Duration::from_secs(10), |t| t.handshake_timeout);
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             // mTLS: the verified client certificate names the principal of
@@ -157,7 +260,7 @@ pub async fn accept_loop(
                                 tls_stream,
                                 ConnInfo::new(client, true).with_client_principal(peer),
                                 shared,
-                                &builder,
+                                builder,
                                 watcher,
                             )
                             .await

@@ -132,6 +132,9 @@ pub struct ListenerTls {
     pub handshake_timeout: Duration,
     /// mTLS: verify client certificates against these CAs.
     pub client_auth: Option<ClientAuth>,
+    /// The certificate, key and client CA files, resolved: watched with the config file, so
+    /// a renewed certificate is served without a restart.
+    pub files: Vec<PathBuf>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -976,6 +979,7 @@ fn validate_listener_tls(
         ));
     }
     let mut certificates = Vec::with_capacity(t.certificates.len());
+    let mut files = Vec::with_capacity(t.certificates.len() * 2 + 1);
     for (j, c) in t.certificates.iter().enumerate() {
         let field = |k: &str| format!("listeners[{i}].tls.certificates[{j}].{k}");
         let cert_path = resolve(
@@ -992,6 +996,8 @@ fn validate_listener_tls(
         );
         let key = crate::tls::load_certified_key(&cert_path, &key_path)
             .map_err(|e| ConfigError::field(field("cert"), e))?;
+        files.push(cert_path);
+        files.push(key_path);
         let mut names = Vec::new();
         for (k, n) in c.server_names.iter().enumerate() {
             let n = n.trim().to_ascii_lowercase();
@@ -1017,6 +1023,10 @@ fn validate_listener_tls(
             Duration::from_secs(10),
         )?,
         client_auth: auth::validate_client_auth(i, t, base)?,
+        files: files
+            .into_iter()
+            .chain(t.client_ca_file.as_deref().map(|f| resolve(base, f)))
+            .collect(),
     })
 }
 
