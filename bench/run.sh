@@ -4,7 +4,7 @@
 # load, one after the other, in one run. Prints requests/s, p50, p99, CPU time per request
 # of the proxy process and errors, then fedgate's throughput and p99 against the others.
 #
-#   bash bench/run.sh                          # every scenario, 5 rounds of 10 s each
+#   bash bench/run.sh                          # the proxy comparisons, 5 rounds of 10 s each
 #   bash bench/run.sh --duration 30s --connections 100 --json results.json
 #   SCENARIOS=get bash bench/run.sh --build
 #
@@ -23,8 +23,9 @@ THREADS=${THREADS:-1}            # wrk threads (wrk -t)
 ROUNDS=${ROUNDS:-5}              # rounds per scenario; each measures every proxy once
 PROXY_CPU=${PROXY_CPU:-0}        # core every proxy under test is pinned to
 LOAD_CPU=${LOAD_CPU:-1}          # core shared by wrk and the upstream
-SCENARIOS=${SCENARIOS:-get post} # scenario_<name> functions below, run in this order
+SCENARIOS=${SCENARIOS:-get post get_paced post_paced} # scenario_<name> functions below, in order
 HEADERS=${HEADERS:-full}         # full: nginx and HAProxy add what fedgate adds; minimal: XFF only
+RATE=${RATE:-40000}              # offered requests/s of the paced scenarios (h2load --rps), in all
 DEFAULT_FEDGATE=$REPO_DIR/target/release/fedgate
 FEDGATE=${FEDGATE:-$DEFAULT_FEDGATE}
 SKIP_FEDGATE=${SKIP_FEDGATE:-0}  # 1: measure only the baseline, nginx and HAProxy
@@ -45,6 +46,8 @@ usage: bash bench/run.sh [options]
   --rounds N            rounds per scenario, each measuring every proxy once, one after
                         the other; the summary gives medians      (env ROUNDS, $ROUNDS)
   --scenarios "A B"     scenarios to run, from: $(list_scenarios)  (env SCENARIOS)
+  --rate N              offered load of the paced scenarios, requests/s over all
+                        connections                                 (env RATE, $RATE)
   --headers full|minimal
                         full: nginx and HAProxy add every field fedgate adds by default
                         (X-Forwarded-Proto/-Host, Via, X-Request-Id, traceparent), so all
@@ -80,6 +83,23 @@ scenario_get() {
 # request body has to be streamed through as well.
 scenario_post() {
   compare post /users/alice/inbox -s "$BENCH_DIR/post-inbox.lua"
+}
+
+# The same two requests at a fixed offered load instead of as fast as each proxy answers:
+# h2load sends RATE requests/s over the same connections whatever the proxy's speed, so
+# every proxy serves the same traffic and its latency is its own service time and
+# scheduling, not the length of the queue at saturation. With wrk's closed loop a faster
+# proxy also loads the shared load core harder (wrk and the upstream handle more requests
+# per second there), which lengthens every latency wrk measures through it.
+scenario_get_paced() {
+  LOAD=h2load compare get_paced /users/alice
+}
+
+scenario_post_paced() {
+  LOAD=h2load compare post_paced /users/alice/inbox -d "$BENCH_DIR/create-activity.json" \
+    -H 'Content-Type: application/activity+json' -H 'Accept: application/activity+json' \
+    -H 'Date: Wed, 01 May 2024 12:00:00 GMT' \
+    -H 'Digest: SHA-256=yIagDgT6kbHgBZJ9vu//py00QNiL2OSVnSVipRZQF4g='
 }
 
 # The same inbox POST through fedgate alone, with 0, 1 and 2 plugins on the route: the
@@ -283,6 +303,7 @@ ensure_packages() {
   [ -n "$(find_bin nginx)" ] || missing+=(nginx-light)
   [ -n "$(find_bin haproxy)" ] || missing+=(haproxy)
   [ -n "$(find_bin wrk)" ] || missing+=(wrk)
+  [ -n "$(find_bin h2load)" ] || missing+=(nghttp2-client)
   [ -n "$(find_bin curl)" ] || missing+=(curl)
   [ -n "$(find_bin python3)" ] || missing+=(python3)
   [ -n "$(find_bin taskset)" ] || missing+=(util-linux)
@@ -463,6 +484,54 @@ run_wrk() {
   return "$rc"
 }
 
+# run_h2load OUT DURATION URL [options...]: h2load (HTTP/1.1) on the load core at RATE
+# requests/s spread over the connections, each request's latency logged to OUT.log.
+run_h2load() {
+  local out=$1 duration=$2 url=$3 pid rc=0 rps
+  shift 3
+  rps=$(awk -v r="$RATE" -v c="$CONNECTIONS" 'BEGIN { printf "%.3f", r / c }')
+  taskset -c "$LOAD_CPU" "$H2LOAD" --h1 -t"$THREADS" -c"$CONNECTIONS" --rps="$rps" \
+    -D "$duration" --log-file="$out.log" "$@" "$url" >"$out" 2>&1 3>&- &
+  pid=$!
+  PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  stop_pid "$pid"
+  return "$rc"
+}
+
+# parse_h2load FILE: "requests rps p50_ms p99_ms errors" from h2load's summary and its
+# per-request log (FILE.log: start time, status, microseconds to the end of the response).
+# Errors are failed, errored and timed-out requests plus non-2xx/3xx statuses.
+parse_h2load() {
+  local summary
+  summary=$(awk '
+    /^finished in / { rps = $4 }
+    /^requests: / { done = $6; errors += $10 }
+    /^status codes: / { errors += $7 + $9 }
+    END {
+      if (done == "" || rps == "") exit 1
+      printf "%d %.0f %d\n", done, rps, errors
+    }' "$1") || return 1
+  cut -f 3 "$1.log" | sort -n | awk -v s="$summary" '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) exit 1
+      split(s, f, " ")
+      p50 = v[int(NR * 0.50) > 0 ? int(NR * 0.50) : 1]
+      p99 = v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1]
+      printf "%d %.0f %.3f %.3f %d\n", f[1], f[2], p50 / 1000, p99 / 1000, f[3]
+    }'
+}
+
+# run_load / parse_load: the load generator of the scenario, wrk (closed loop, as fast as
+# the proxy answers) unless LOAD is h2load (a fixed offered rate).
+run_load() {
+  if [ "${LOAD:-wrk}" = h2load ]; then run_h2load "$@"; else run_wrk "$@"; fi
+}
+parse_load() {
+  if [ "${LOAD:-wrk}" = h2load ]; then parse_h2load "$@"; else parse_wrk "$@"; fi
+}
+
 # parse_wrk FILE: "requests rps p50_ms p99_ms errors" from wrk --latency output. Latencies
 # come as 812.00us, 1.36ms, 2.01s (or m, h); all are converted to milliseconds. Errors are
 # non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
@@ -500,8 +569,11 @@ LAST_REQUESTS=0
 
 table_header() {
   echo
-  echo "== $1: $2 (wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up," \
-    "$ROUNDS rounds; proxy on CPU $PROXY_CPU, wrk and upstream on CPU $LOAD_CPU)"
+  local load="wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+  [ "${LOAD:-wrk}" != h2load ] ||
+    load="h2load --h1 -t$THREADS -c$CONNECTIONS -D $DURATION at $RATE req/s in all"
+  echo "== $1: $2 ($load after a $WARMUP warm-up," \
+    "$ROUNDS rounds; proxy on CPU $PROXY_CPU, load and upstream on CPU $LOAD_CPU)"
   printf '%-18s %5s %10s %9s %9s %12s %8s\n' proxy round 'req/s' 'p50 ms' 'p99 ms' 'CPU µs/req' errors
 }
 
@@ -514,12 +586,12 @@ measure() {
   local url="http://127.0.0.1:$port$path" out="$WORK/wrk-$scenario-$proxy"
   local before=0 after=0 kids_before kids_after parsed requests rps p50 p99 errors cpu
 
-  run_wrk "$out.warmup.txt" "$WARMUP" "$url" "$@" || {
+  run_load "$out.warmup.txt" "$WARMUP" "$url" "$@" || {
     cat "$out.warmup.txt" >&2
     die "$scenario/$proxy: wrk warm-up failed"
   }
-  LAST_WARMUP_REQUESTS=$(awk '/ requests in / { print $1 }' "$out.warmup.txt")
-  if parsed=$(awk '/Non-2xx or 3xx responses:|Socket errors:/' "$out.warmup.txt") &&
+  LAST_WARMUP_REQUESTS=$(awk '/ requests in / { print $1 } /^requests: / { print $6 }' "$out.warmup.txt")
+  if parsed=$(awk '/Non-2xx or 3xx responses:|Socket errors:/ || (/^requests: / && $10 > 0)' "$out.warmup.txt") &&
     [ -n "$parsed" ]; then
     NOTES+=("$proxy: errors during warm-up: $(echo "$parsed" | tr -s ' \n' ' ')")
   fi
@@ -528,7 +600,8 @@ measure() {
     kids_before=$(children "$pid" | tr '\n' ' ')
     before=$(cpu_ticks "$pid")
   fi
-  run_wrk "$out.txt" "$DURATION" "$url" --latency "$@" || {
+  if [ "${LOAD:-wrk}" = h2load ]; then set -- "$@"; else set -- --latency "$@"; fi
+  run_load "$out.txt" "$DURATION" "$url" "$@" || {
     cat "$out.txt" >&2
     die "$scenario/$proxy: wrk failed"
   }
@@ -540,7 +613,7 @@ measure() {
       NOTES+=("$proxy: worker processes changed during the run; CPU figure is low")
   fi
 
-  parsed=$(parse_wrk "$out.txt") || {
+  parsed=$(parse_load "$out.txt") || {
     cat "$out.txt" >&2
     die "$scenario/$proxy: could not parse wrk output"
   }
@@ -745,6 +818,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=${2:?}; shift ;;
     --scenarios) SCENARIOS=${2:?}; shift ;;
     --headers) HEADERS=${2:?}; shift ;;
+    --rate) RATE=${2:?}; shift ;;
     --skip-fedgate) SKIP_FEDGATE=1 ;;
     --keep) KEEP_WORK=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -756,6 +830,8 @@ done
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "connections must be a positive integer"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "threads must be a positive integer"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "rounds must be a positive integer"
+[[ $RATE =~ ^[1-9][0-9]*$ ]] || die "rate must be a positive integer"
+[ "$RATE" -ge "$CONNECTIONS" ] || die "rate must be at least one request/s per connection"
 case $HEADERS in
   full) FULL_HEADERS=1 ;;
   minimal) FULL_HEADERS=0 ;;
@@ -775,6 +851,7 @@ ensure_packages
 NGINX=$(find_bin nginx)
 HAPROXY=$(find_bin haproxy)
 WRK=$(find_bin wrk)
+H2LOAD=$(find_bin h2load)
 CLK_TCK=$(getconf CLK_TCK)
 
 taskset -c "$PROXY_CPU" true 2>/dev/null || die "PROXY_CPU=$PROXY_CPU is not a usable core"
