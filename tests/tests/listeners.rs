@@ -213,8 +213,8 @@ async fn the_file_watcher_serves_a_renewed_certificate() {
     assert!(reloads(&m, "success") >= 1.0);
 }
 
-/// `HEAD` with the public listener, then `listeners` (more `[[listeners]]` tables), then the
-/// upstream and route.
+/// A configuration with the public listener, then `listeners` (more keys of its table, or
+/// more `[[listeners]]` tables), then the upstream and route.
 fn with_listeners(up: &TestUpstream, admin: &str, server: &str, listeners: &str) -> String {
     format!(
         r#"[server]
@@ -315,26 +315,9 @@ async fn a_port_that_cannot_be_bound_rejects_the_whole_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_connection_limit_admits_waiting_clients() {
     let up = TestUpstream::start("a").await;
-    let limited = |n: usize| {
-        format!(
-            r#"[server]
-access_log = false
-[admin]
-address = "127.0.0.1:0"
-[reload]
-watch = false
-[[listeners]]
-name = "public"
-address = "127.0.0.1:0"
-max_connections = {n}
-{}
-[[routes]]
-name = "all"
-upstream = "app"
-"#,
-            upstream_block("app", &[up.url()], "")
-        )
-    };
+    // Keys right after `with_listeners`' public listener belong to its table.
+    let limited =
+        |n: usize| with_listeners(&up, "127.0.0.1:0", "", &format!("max_connections = {n}"));
     let gw = TestGateway::start_full(&limited(1)).await;
     let mut first = connect_plain(gw.addr).await;
     assert_eq!(get_on(&mut first, "/one").await.0, 200);
