@@ -670,7 +670,7 @@ fedgate_measure() {
   # the load. wrk does not count requests still in flight when it stops, so /metrics may
   # show a few more.
   counted=$(fedgate_counted "$admin")
-  NOTES+=("$label: /metrics counted $((counted - before)) requests; wrk completed $((LAST_WARMUP_REQUESTS + LAST_REQUESTS)) (warm-up and run)")
+  NOTES+=("$label: /metrics counted $((counted - before)) requests; the client completed $((LAST_WARMUP_REQUESTS + LAST_REQUESTS)) (warm-up and run)")
 }
 
 # fedgate_counted ADMIN_PORT: the sum of fedgate_requests_total.
