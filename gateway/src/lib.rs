@@ -26,6 +26,7 @@ pub mod blocklist;
 pub mod body;
 pub mod breaker;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod error;
 pub mod gateway;

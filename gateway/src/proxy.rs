@@ -181,7 +181,7 @@ pub async fn handle(
                 }
             }
         }
-        _ => (RequestBody::new(body, counter), None),
+        _ => (RequestBody::new(body, counter.clone()), None),
     };
 
     // Phase 6: signatures, checked on the request as the client sent it.
@@ -345,16 +345,18 @@ pub async fn handle(
     let mut retried = 0u32;
     let mut _retry_slot = None;
     let result = loop {
-        let try_deadline = match retry.and_then(|r| r.config.per_try_timeout) {
-            Some(t) if retried == 0 => deadline.min(started + t),
-            Some(t) => deadline.min(tokio::time::Instant::now() + t),
-            None => deadline,
+        let (try_deadline, try_timeout) = match retry.and_then(|r| r.config.per_try_timeout) {
+            Some(t) if retried == 0 => (deadline.min(started + t), t),
+            Some(t) => (deadline.min(tokio::time::Instant::now() + t), t),
+            None => (deadline, route.response_timeout),
         };
         let sending = body
             .take()
             .unwrap_or_else(|| RequestBody::buffered(Bytes::new()));
-        let result = match tokio::time::timeout_at(
+        let result = match crate::deadline::within(
             try_deadline,
+            try_timeout,
+            counter.clone(),
             lease.send(&mut parts, sending, upgrade, template.is_some()),
         )
         .await
