@@ -351,7 +351,18 @@ impl Gateway {
     /// Binds every listener and the admin socket, then starts serving. Fails before serving
     /// anything if a socket cannot be bound or an upstream cannot be built.
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gateway, String> {
-        let metrics = Metrics::new(prometheus::Registry::new()).map_err(|e| e.to_string())?;
+        Self::start_with_registry(config, config_path, prometheus::Registry::new()).await
+    }
+
+    /// As [`Gateway::start`], registering every metric family on `registry`: a program that
+    /// embeds the gateway serves them beside its own (`/metrics` here serves `registry`).
+    /// Fails if a family's name is already taken there.
+    pub async fn start_with_registry(
+        config: Config,
+        config_path: Option<PathBuf>,
+        registry: prometheus::Registry,
+    ) -> Result<Gateway, String> {
+        let metrics = Metrics::new(registry).map_err(|e| e.to_string())?;
         let mut cache = HandleCache::default();
         let plugin_host = Arc::new(PluginHost::new(&metrics, config.server.workers)?);
         let plugins = load_plugins(&plugin_host, &config, None, &metrics).await?;
