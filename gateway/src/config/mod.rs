@@ -1255,6 +1255,25 @@ fn validate_retries(
                             format!("{m:?} is not a method"),
                         )
                     })?;
+                // A retry sends the request again: only methods whose repetition has the
+                // effect of one request (RFC 9110 §9.2.2) may be retried. A POST (an inbox
+                // delivery) or a PATCH repeated could deliver or apply twice.
+                if !matches!(
+                    method,
+                    Method::GET
+                        | Method::HEAD
+                        | Method::OPTIONS
+                        | Method::TRACE
+                        | Method::PUT
+                        | Method::DELETE
+                ) {
+                    return Err(ConfigError::field(
+                        format!("{}[{j}]", field("methods")),
+                        format!(
+                            "{method} is not idempotent (RFC 9110 §9.2.2): only GET, HEAD, OPTIONS, TRACE, PUT and DELETE may be retried"
+                        ),
+                    ));
+                }
                 out.push(method);
             }
             out
@@ -1881,6 +1900,78 @@ upstream = "app"
             "[upstreams.app]\nno_healthy = \"ignore\"",
         );
         assert_eq!(field_of(&bad), "upstreams.app.no_healthy");
+    }
+
+    #[test]
+    fn retries_only_take_idempotent_methods() {
+        let with = |section: &str| MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let c = parse(&with(
+            "[upstreams.app.retries]\nmethods = [\"get\", \"HEAD\", \"OPTIONS\", \"TRACE\", \"PUT\", \"DELETE\"]",
+        ))
+        .unwrap();
+        let r = c.upstreams["app"].retries.clone().unwrap();
+        assert_eq!(r.methods.len(), 6);
+        assert_eq!(r.methods[0], Method::GET);
+        for (methods, index) in [
+            ("[\"POST\"]", 0),
+            ("[\"GET\", \"patch\"]", 1),
+            ("[\"GET\", \"PUT\", \"CONNECT\"]", 2),
+            ("[\"PROPFIND\"]", 0),
+        ] {
+            let text = with(&format!("[upstreams.app.retries]\nmethods = {methods}"));
+            match parse(&text) {
+                Err(ConfigError::Field { field, message }) => {
+                    assert_eq!(field, format!("upstreams.app.retries.methods[{index}]"));
+                    assert!(message.contains("not idempotent"), "{message}");
+                }
+                other => panic!("{methods}: expected a field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn breaker_and_retry_sections_name_bad_fields() {
+        let with = |section: &str| MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let cb = "upstreams.app.circuit_breaker";
+        let rt = "upstreams.app.retries";
+        for (section, at, says) in [
+            (
+                "[upstreams.app.circuit_breaker]\nfailure_statuses = [502, 429]",
+                format!("{cb}.failure_statuses"),
+                "429 is not a 5xx",
+            ),
+            (
+                "[upstreams.app.retries]\nstatuses = [404, 503]",
+                format!("{rt}.statuses"),
+                "404 is not a 5xx",
+            ),
+            (
+                "[upstreams.app.circuit_breaker]\nconsecutive_failures = 0",
+                format!("{cb}.consecutive_failures"),
+                "could never open",
+            ),
+            (
+                "[upstreams.app.circuit_breaker]\nhalf_open_probes = 0",
+                format!("{cb}.half_open_probes"),
+                "at least 1",
+            ),
+        ] {
+            match parse(&with(section)) {
+                Err(ConfigError::Field { field, message }) => {
+                    assert_eq!(field, at, "{section}");
+                    assert!(message.contains(says), "{section}: {message}");
+                }
+                other => panic!("{section}: expected a field error, got {other:?}"),
+            }
+        }
+        // With a failure rate, the consecutive trigger may be off.
+        let rate_only =
+            with("[upstreams.app.circuit_breaker]\nconsecutive_failures = 0\nfailure_rate = 0.5");
+        let b = parse(&rate_only).unwrap().upstreams["app"]
+            .breaker
+            .clone()
+            .unwrap();
+        assert_eq!((b.consecutive_failures, b.failure_rate), (0, Some(0.5)));
     }
 
     #[test]
