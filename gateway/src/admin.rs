@@ -7,6 +7,7 @@ use crate::plugin::abi::HealthStatus;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -28,9 +29,11 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(l)
 }
 
+/// Serves the admin endpoints until `stop`; `/health` answers within `health_timeout`.
 pub async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    health_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -58,7 +61,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                async move { Ok::<_, Infallible>(handle(&shared, req, health_timeout).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -67,7 +70,11 @@ pub async fn serve(
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    health_timeout: Duration,
+) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -83,7 +90,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
             r
         }
         "/health" => {
-            let (status, doc) = health(shared).await;
+            let (status, doc) = health(shared, health_timeout).await;
             let mut r = Response::new(ResponseBody::plain(doc.to_string()));
             *r.status_mut() = status;
             r.headers_mut().insert(
@@ -105,8 +112,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
 /// open, `degraded` with some endpoints out or its breaker half-open, else `healthy`. The
 /// gateway is `unhealthy` (503) when a critical upstream is unhealthy or a plugin's own
 /// check says so, and `degraded` (200) when anything else is impaired (see
-/// `docs/resilience.md`).
-pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+/// `docs/resilience.md`). It answers within `timeout`: a plugin whose check has not
+/// answered by then is reported unhealthy, as timed out.
+pub async fn health(shared: &Shared, timeout: Duration) -> (StatusCode, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + timeout;
     let rt = shared.runtime();
     let mut unhealthy = false;
     let mut degraded = false;
@@ -142,24 +151,52 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
             })
         })
         .collect();
-    // Each plugin's own health-check hook, bounded by its call deadline. The hooks run Wasm
-    // on a blocking thread: a slow check holds no worker that serves traffic.
-    let plugins: Vec<_> = rt.plugins.values().cloned().collect();
-    let reports = if plugins.is_empty() {
-        Vec::new()
-    } else {
-        tokio::task::spawn_blocking(move || {
-            plugins
-                .iter()
-                .filter_map(|p| {
-                    p.health()
-                        .map(|(status, message)| (p.name.clone(), status, message))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
-    };
+    // Each plugin's own health-check hook. The hooks run Wasm on blocking threads, one per
+    // plugin, side by side: a slow check holds no worker that serves traffic, and one
+    // plugin's slow check does not delay the others'. Each call is bounded by the plugin's
+    // own deadline, but a plugin runs its check on every idle instance, and the whole
+    // answer must come within `timeout` whatever the plugins do.
+    let mut runs = Vec::new();
+    let mut reports = Vec::new();
+    for p in rt.plugins.values() {
+        if !p.has_health_check() {
+            // No Wasm runs: only whether the plugin is backed off.
+            if let Some((status, message)) = p.health() {
+                reports.push((p.name.clone(), status, message));
+            }
+            continue;
+        }
+        match p.begin_health() {
+            Some(run) => runs.push((
+                p.name.clone(),
+                tokio::task::spawn_blocking(move || run.plugin().health()),
+            )),
+            None => reports.push((
+                p.name.clone(),
+                HealthStatus::Unhealthy,
+                "health check timed out: the previous check is still running".to_string(),
+            )),
+        }
+    }
+    for (name, run) in runs {
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(Some((status, message)))) => reports.push((name, status, message)),
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) => reports.push((
+                name,
+                HealthStatus::Unhealthy,
+                "health check failed: its thread panicked".to_string(),
+            )),
+            // The check goes on on its thread until its call deadline stops it; this answer
+            // does not wait for it.
+            Err(_) => reports.push((
+                name,
+                HealthStatus::Unhealthy,
+                format!("health check timed out: no answer within {timeout:?}"),
+            )),
+        }
+    }
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, status, message) in reports {
         let status = match status {
             HealthStatus::Healthy => "healthy",

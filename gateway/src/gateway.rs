@@ -245,7 +245,12 @@ impl Gateway {
             )));
         }
         let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), admin_stop_rx));
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin,
+            shared.clone(),
+            admin_cfg.health_timeout,
+            admin_stop_rx,
+        ));
         tracing::info!(address = %admin_addr, "admin listening");
 
         let watch_task = match (&config_path, watch_cfg.watch) {

@@ -588,3 +588,82 @@ async fn https_endpoints_are_checked_over_verified_tls() {
     assert!(checks(&m, "failure") >= 3.0);
     assert_eq!(checks(&m, "success"), 0.0);
 }
+
+/// `/health` answers within `admin.health_timeout` even when a plugin's health check runs
+/// until its own (longer) call deadline: that plugin is reported unhealthy as timed out,
+/// the others as they answered, and no second check of it starts while the first runs.
+#[tokio::test]
+async fn health_answers_within_its_deadline_whatever_a_plugin_does() {
+    let up = TestUpstream::start("app").await;
+    let text = format!(
+        "{}\n{}{}{}{}",
+        HEAD.replace("[admin]\n", "[admin]\nhealth_timeout = \"300ms\"\n"),
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "stuck",
+            "hostile",
+            "timeout = \"2s\"",
+            "mode = \"health-loop\""
+        ),
+        plugin("fine", "hostile", "", "mode = \"ok\""),
+        plugin_route("all", "/", "app", &["stuck", "fine"], ""),
+    );
+    let gw = TestGateway::start_full(&text).await;
+    let t = Instant::now();
+    let (code, doc) = health(&gw).await;
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "/health took {took:?}");
+    assert_eq!(code, 503);
+    assert_eq!(doc["status"], "unhealthy");
+    let stuck = plugin_health(&doc, "stuck");
+    assert_eq!(stuck["status"], "unhealthy");
+    assert_eq!(
+        stuck["message"],
+        "health check timed out: no answer within 300ms"
+    );
+    assert_eq!(plugin_health(&doc, "fine")["status"], "healthy");
+
+    // Still looping on its thread: not started again, and /health does not wait for it.
+    let t = Instant::now();
+    let (code, doc) = health(&gw).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, 503);
+    assert_eq!(
+        plugin_health(&doc, "stuck")["message"],
+        "health check timed out: the previous check is still running"
+    );
+    // Traffic goes on meanwhile.
+    assert_eq!(send(get(&gw.url("/x"))).await.0, 200);
+
+    // The call deadline stops the loop after 2 s: counted once as a timeout, and the next
+    // /health checks the plugin again (and times out again).
+    let start = Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        if invocations(&m, "stuck", "health_check", "timeout") == 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the loop was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The call is counted just before its thread lets the plugin go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, doc) = health(&gw).await;
+    assert_eq!(
+        plugin_health(&doc, "stuck")["message"],
+        "health check timed out: no answer within 300ms"
+    );
+    assert_eq!(
+        invocations(&gw.metrics().await, "fine", "health_check", "ok"),
+        3.0
+    );
+    gw.shutdown().await;
+}

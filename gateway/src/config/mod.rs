@@ -85,7 +85,13 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// The longest `/health` takes: plugin health checks not answered by then are reported
+    /// unhealthy (timed out).
+    pub health_timeout: Duration,
 }
+
+/// Default of `admin.health_timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ReloadConfig {
@@ -416,6 +422,11 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 .address
                 .as_deref()
                 .unwrap_or(DEFAULT_ADMIN_ADDRESS),
+        )?,
+        health_timeout: duration(
+            "admin.health_timeout",
+            file.admin.health_timeout.as_deref(),
+            DEFAULT_HEALTH_TIMEOUT,
         )?,
     };
     let reload = ReloadConfig {
@@ -1773,6 +1784,7 @@ upstream = "app"
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.admin.address, DEFAULT_ADMIN_ADDRESS.parse().unwrap());
+        assert_eq!(c.admin.health_timeout, DEFAULT_HEALTH_TIMEOUT);
         assert_eq!(c.listeners[0].name, "listener0");
         assert_eq!(c.routes[0].name, "route0");
         assert_eq!(c.routes[0].path_prefix, "/");
@@ -1816,6 +1828,8 @@ upstream = "app"
         assert_eq!(field_of(&zero), "upstreams.app.response_timeout");
         let no_listener = MINIMAL.replace("[[listeners]]\naddress = \"127.0.0.1:0\"", "");
         assert_eq!(field_of(&no_listener), "listeners");
+        let no_health_time = format!("[admin]\nhealth_timeout = \"0s\"\n{MINIMAL}");
+        assert_eq!(field_of(&no_health_time), "admin.health_timeout");
         let no_events = format!("[server]\nevent_interval = 0\n{MINIMAL}");
         assert_eq!(field_of(&no_events), "server.event_interval");
     }
