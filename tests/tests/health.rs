@@ -589,6 +589,85 @@ async fn https_endpoints_are_checked_over_verified_tls() {
     assert_eq!(checks(&m, "success"), 0.0);
 }
 
+/// Polls until the gauge of `up` reads `want`; returns the first metrics text that shows it
+/// (counters read in the same scrape as the flip) and how long that took.
+async fn flip(
+    gw: &TestGateway,
+    up: &TestUpstream,
+    want: f64,
+    within: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        if healthy_gauge(&m, up) == Some(want) {
+            return (m, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} did not turn {want} within {within:?}",
+            up.url()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Custom expected statuses and `body_contains`, end to end, with the check counters exact.
+///
+/// Checks keep running, so a counter is exact only at a known point of the schedule: the
+/// scrape in which the gauge flips. An endpoint flips on its `unhealthy_threshold`-th
+/// consecutive failure, and its next check ends an interval later (300 ms here, against a
+/// 5 ms poll), so that scrape shows exactly the failures that evicted it.
+#[tokio::test]
+async fn expected_statuses_and_body_contains_decide_and_counters_are_exact() {
+    const INTERVAL: Duration = Duration::from_millis(300);
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    // A 418 whose body says "fault 418" passes; a 419 (expected, but with another body) and
+    // a 200 (not expected) fail.
+    a.set_health(Fault::Status(418));
+    b.set_health(Fault::Status(418));
+    let check = "[upstreams.app.health_check]\npath = \"/healthz\"\nexpected_statuses = [418, 419]\nbody_contains = \"fault 418\"\ninterval = \"300ms\"\njitter = \"0%\"\ntimeout = \"100ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 3\n";
+    let gw = TestGateway::start(&gateway_config(&[&a, &b], check)).await;
+    checked_once(&gw, &[&a, &b]).await;
+    let m = gw.metrics().await;
+    assert_eq!(healthy_gauge(&m, &a), Some(1.0));
+    assert_eq!(checks(&m, "failure"), 0.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+
+    // The status is expected, the body lacks the text.
+    a.set_health(Fault::Status(419));
+    let (m, took) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 3.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+    assert_eq!(healthy_gauge(&m, &b), Some(1.0));
+    assert!(took <= 3 * INTERVAL + SLACK, "{took:?}");
+    assert_eq!(statuses(&gw, 4).await, vec![200; 4]);
+
+    a.set_health(Fault::Status(418));
+    let (m, took) = flip(&gw, &a, 1.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 3.0);
+    assert!(took <= 2 * INTERVAL + SLACK, "{took:?}");
+
+    // A plain 200 is not among the expected statuses.
+    a.set_health(Fault::None);
+    let (m, _) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 6.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+    a.set_health(Fault::Status(418));
+    flip(&gw, &a, 1.0, Duration::from_secs(5)).await;
+
+    // Hanging: checks keep their start-to-start schedule, so the endpoint is evicted within
+    // interval × threshold + timeout of the fault (not threshold × (interval + timeout)).
+    a.set_health(Fault::Hang);
+    let (m, took) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "timeout"), 3.0);
+    assert_eq!(checks(&m, "failure"), 6.0);
+    assert!(took <= 3 * INTERVAL + TIMEOUT + SLACK, "{took:?}");
+    gw.shutdown().await;
+}
+
 /// `/health` answers within `admin.health_timeout` even when a plugin's health check runs
 /// until its own (longer) call deadline: that plugin is reported unhealthy as timed out,
 /// the others as they answered, and no second check of it starts while the first runs.
