@@ -140,6 +140,9 @@ async fn http_check_evicts_a_failing_endpoint_and_restores_it() {
     assert!(took <= 3 * (INTERVAL + JITTER) + SLACK, "{took:?}");
     let m = gw.metrics().await;
     assert_eq!(healthy_gauge(&m, &b), Some(1.0));
+    // At least the three that evicted it; checks go on every 100 ms, too often to read an
+    // exact count here on a loaded machine (exact counts:
+    // `expected_statuses_and_body_contains_decide_and_counters_are_exact`).
     assert!(checks(&m, "failure") >= 3.0);
     assert_eq!(checks(&m, "timeout"), 0.0);
 
@@ -177,14 +180,17 @@ async fn checks_that_hang_or_reset_fail_as_timeout_and_failure() {
     let gw = TestGateway::start(&gateway_config(&[&a, &b], &http_check("http"))).await;
     checked_once(&gw, &[&a, &b]).await;
 
-    // Hanging past the 50ms timeout: each check takes the timeout, then the interval.
+    // Hanging past the 50ms timeout: the checks keep their start-to-start schedule, and the
+    // third one fails a timeout after it starts.
     a.set_health(Fault::Hang);
     let took = wait_gauge(&gw, &a, 0.0, Duration::from_secs(3)).await;
     assert!(
-        took <= 3 * (INTERVAL + JITTER + Duration::from_millis(50)) + SLACK,
+        took <= 3 * (INTERVAL + JITTER) + Duration::from_millis(50) + SLACK,
         "{took:?}"
     );
     let m = gw.metrics().await;
+    // Checks go on every 100 ms, too often to read an exact count here on a loaded machine
+    // (exact counts: `expected_statuses_and_body_contains_decide_and_counters_are_exact`).
     assert!(checks(&m, "timeout") >= 3.0);
     assert_eq!(checks(&m, "failure"), 0.0);
     assert_eq!(statuses(&gw, 4).await, vec![200; 4]);
