@@ -4,10 +4,14 @@
 
 use crate::breaker::State as BreakerState;
 use crate::plugin::abi::HealthStatus;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -44,6 +48,7 @@ pub async fn serve(
         }
     };
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let checks = Arc::new(PluginChecks::default());
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -58,10 +63,11 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let builder = builder.clone();
+        let checks = checks.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req, health_timeout).await) }
+                let (shared, checks) = (shared.clone(), checks.clone());
+                async move { Ok::<_, Infallible>(handle(&shared, &checks, req, health_timeout).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -72,6 +78,7 @@ pub async fn serve(
 
 async fn handle(
     shared: &Shared,
+    checks: &PluginChecks,
     req: Request<Incoming>,
     health_timeout: Duration,
 ) -> Response<ResponseBody> {
@@ -90,7 +97,7 @@ async fn handle(
             r
         }
         "/health" => {
-            let (status, doc) = health(shared, health_timeout).await;
+            let (status, doc) = health(shared, checks, health_timeout).await;
             let mut r = Response::new(ResponseBody::plain(doc.to_string()));
             *r.status_mut() = status;
             r.headers_mut().insert(
@@ -114,7 +121,11 @@ async fn handle(
 /// check says so, and `degraded` (200) when anything else is impaired (see
 /// `docs/resilience.md`). It answers within `timeout`: a plugin whose check has not
 /// answered by then is reported unhealthy, as timed out.
-pub async fn health(shared: &Shared, timeout: Duration) -> (StatusCode, serde_json::Value) {
+async fn health(
+    shared: &Shared,
+    plugin_checks: &PluginChecks,
+    timeout: Duration,
+) -> (StatusCode, serde_json::Value) {
     let deadline = tokio::time::Instant::now() + timeout;
     let rt = shared.runtime();
     let mut unhealthy = false;
@@ -159,36 +170,24 @@ pub async fn health(shared: &Shared, timeout: Duration) -> (StatusCode, serde_js
     let mut runs = Vec::new();
     let mut reports = Vec::new();
     for p in rt.plugins.values() {
-        if !p.has_health_check() {
+        if p.has_health_check() {
+            runs.push((p.name.clone(), plugin_checks.run(p)));
+        } else if let Some((status, message)) = p.health() {
             // No Wasm runs: only whether the plugin is backed off.
-            if let Some((status, message)) = p.health() {
-                reports.push((p.name.clone(), status, message));
-            }
-            continue;
-        }
-        match p.begin_health() {
-            Some(run) => runs.push((
-                p.name.clone(),
-                tokio::task::spawn_blocking(move || run.plugin().health()),
-            )),
-            None => reports.push((
-                p.name.clone(),
-                HealthStatus::Unhealthy,
-                "health check timed out: the previous check is still running".to_string(),
-            )),
+            reports.push((p.name.clone(), status, message));
         }
     }
     for (name, run) in runs {
         match tokio::time::timeout_at(deadline, run).await {
             Ok(Ok(Some((status, message)))) => reports.push((name, status, message)),
             Ok(Ok(None)) => {}
-            Ok(Err(_)) => reports.push((
+            Ok(Err(())) => reports.push((
                 name,
                 HealthStatus::Unhealthy,
                 "health check failed: its thread panicked".to_string(),
             )),
             // The check goes on on its thread until its call deadline stops it; this answer
-            // does not wait for it.
+            // does not wait for it, and the next request joins it.
             Err(_) => reports.push((
                 name,
                 HealthStatus::Unhealthy,
@@ -236,6 +235,42 @@ pub async fn health(shared: &Shared, timeout: Duration) -> (StatusCode, serde_js
         StatusCode::OK
     };
     (code, doc)
+}
+
+/// What one plugin health check gave: the plugin's report (`None` without one), or `Err`
+/// when its thread panicked.
+type Report = Result<Option<(HealthStatus, String)>, ()>;
+
+/// A plugin health check in flight, which any number of `/health` requests may await.
+type Run = SharedFuture<BoxFuture<'static, Report>>;
+
+/// The plugin health checks `/health` requests have started, by plugin (its address: a
+/// reloaded plugin is another one). A request finds the check still running from an
+/// earlier request (one that timed out, or a concurrent one) and joins it instead of
+/// starting another: polling `/health` while a plugin hangs never piles up threads.
+#[derive(Default)]
+struct PluginChecks(Mutex<HashMap<usize, (Arc<AtomicBool>, Run)>>);
+
+impl PluginChecks {
+    fn run(&self, p: &Arc<crate::plugin::Plugin>) -> Run {
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Finished checks are forgotten (their plugins may be gone with a reload).
+        runs.retain(|_, (done, _)| !done.load(Ordering::Acquire));
+        let key = Arc::as_ptr(p) as usize;
+        if let Some((_, run)) = runs.get(&key) {
+            return run.clone();
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let (plugin, finished) = (p.clone(), done.clone());
+        let thread = tokio::task::spawn_blocking(move || {
+            let report = plugin.health();
+            finished.store(true, Ordering::Release);
+            report
+        });
+        let run = async move { thread.await.map_err(drop) }.boxed().shared();
+        runs.insert(key, (done, run.clone()));
+        run
+    }
 }
 
 /// One entry per endpoint: active-check health, ejection, and requests in flight.

@@ -23,7 +23,7 @@ pub mod abi;
 pub mod declared;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -366,7 +366,6 @@ impl PluginHost {
             log_window: AtomicU64::new(0),
             clock: self.clock,
             handles,
-            health_running: AtomicBool::new(false),
         };
         let instance = plugin.instantiate().map_err(|f| f.reason)?;
         plugin.hooks = instance.hooks;
@@ -503,8 +502,6 @@ pub struct Plugin {
     log_window: AtomicU64,
     clock: Instant,
     handles: PluginHandles,
-    /// Set while a `/health` request runs this plugin's health check.
-    health_running: AtomicBool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -724,16 +721,6 @@ impl Plugin {
         }
     }
 
-    /// Claims this plugin's health check for one `/health` request: `None` while an earlier
-    /// one is still running (a check that overran `/health`'s deadline keeps its blocking
-    /// thread until its call deadline stops it, and polling `/health` must not start more).
-    pub fn begin_health(self: &Arc<Self>) -> Option<HealthRun> {
-        self.health_running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| HealthRun(self.clone()))
-    }
-
     /// The plugin's health: its `health-check` on every idle instance (or a new one), the
     /// worst report counting. `None` when the plugin has no health check.
     pub fn health(&self) -> Option<(HealthStatus, String)> {
@@ -767,22 +754,6 @@ impl Plugin {
             }
         }
         worst
-    }
-}
-
-/// A plugin's health check claimed by [`Plugin::begin_health`]; released when dropped.
-#[derive(Debug)]
-pub struct HealthRun(Arc<Plugin>);
-
-impl HealthRun {
-    pub fn plugin(&self) -> &Plugin {
-        &self.0
-    }
-}
-
-impl Drop for HealthRun {
-    fn drop(&mut self) {
-        self.0.health_running.store(false, Ordering::Release);
     }
 }
 
