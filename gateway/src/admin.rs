@@ -4,9 +4,14 @@
 
 use crate::breaker::State as BreakerState;
 use crate::plugin::abi::HealthStatus;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -28,6 +33,8 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(l)
 }
 
+/// Serves the admin endpoints until `stop`; `/health` answers within the running
+/// configuration's `admin.health_timeout`.
 pub async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
@@ -41,6 +48,7 @@ pub async fn serve(
         }
     };
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let checks = Arc::new(PluginChecks::default());
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -55,10 +63,11 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let builder = builder.clone();
+        let checks = checks.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                let (shared, checks) = (shared.clone(), checks.clone());
+                async move { Ok::<_, Infallible>(handle(&shared, &checks, req).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -67,7 +76,11 @@ pub async fn serve(
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    shared: &Shared,
+    checks: &PluginChecks,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -83,7 +96,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
             r
         }
         "/health" => {
-            let (status, doc) = health(shared).await;
+            let health_timeout = shared.runtime().config.admin.health_timeout;
+            let (status, doc) = health(shared, checks, health_timeout).await;
             let mut r = Response::new(ResponseBody::plain(doc.to_string()));
             *r.status_mut() = status;
             r.headers_mut().insert(
@@ -105,8 +119,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
 /// open, `degraded` with some endpoints out or its breaker half-open, else `healthy`. The
 /// gateway is `unhealthy` (503) when a critical upstream is unhealthy or a plugin's own
 /// check says so, and `degraded` (200) when anything else is impaired (see
-/// `docs/resilience.md`).
-pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
+/// `docs/resilience.md`). It answers within `timeout`: a plugin whose check has not
+/// answered by then is reported unhealthy, as timed out.
+async fn health(
+    shared: &Shared,
+    plugin_checks: &PluginChecks,
+    timeout: Duration,
+) -> (StatusCode, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + timeout;
     let rt = shared.runtime();
     let mut unhealthy = false;
     let mut degraded = false;
@@ -142,24 +162,40 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
             })
         })
         .collect();
-    // Each plugin's own health-check hook, bounded by its call deadline. The hooks run Wasm
-    // on a blocking thread: a slow check holds no worker that serves traffic.
-    let plugins: Vec<_> = rt.plugins.values().cloned().collect();
-    let reports = if plugins.is_empty() {
-        Vec::new()
-    } else {
-        tokio::task::spawn_blocking(move || {
-            plugins
-                .iter()
-                .filter_map(|p| {
-                    p.health()
-                        .map(|(status, message)| (p.name.clone(), status, message))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
-    };
+    // Each plugin's own health-check hook. The hooks run Wasm on blocking threads, one per
+    // plugin, side by side: a slow check holds no worker that serves traffic, and one
+    // plugin's slow check does not delay the others'. Each call is bounded by the plugin's
+    // own deadline, but a plugin runs its check on every idle instance, and the whole
+    // answer must come within `timeout` whatever the plugins do.
+    let mut runs = Vec::new();
+    let mut reports = Vec::new();
+    for p in rt.plugins.values() {
+        if p.has_health_check() {
+            runs.push((p.name.clone(), plugin_checks.run(p)));
+        } else if let Some((status, message)) = p.health() {
+            // No Wasm runs: only whether the plugin is backed off.
+            reports.push((p.name.clone(), status, message));
+        }
+    }
+    for (name, run) in runs {
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(Some((status, message)))) => reports.push((name, status, message)),
+            Ok(Ok(None)) => {}
+            Ok(Err(())) => reports.push((
+                name,
+                HealthStatus::Unhealthy,
+                "health check failed: its thread panicked".to_string(),
+            )),
+            // The check goes on on its thread until its call deadline stops it; this answer
+            // does not wait for it, and the next request joins it.
+            Err(_) => reports.push((
+                name,
+                HealthStatus::Unhealthy,
+                format!("health check timed out: no answer within {timeout:?}"),
+            )),
+        }
+    }
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, status, message) in reports {
         let status = match status {
             HealthStatus::Healthy => "healthy",
@@ -199,6 +235,42 @@ pub async fn health(shared: &Shared) -> (StatusCode, serde_json::Value) {
         StatusCode::OK
     };
     (code, doc)
+}
+
+/// What one plugin health check gave: the plugin's report (`None` without one), or `Err`
+/// when its thread panicked.
+type Report = Result<Option<(HealthStatus, String)>, ()>;
+
+/// A plugin health check in flight, which any number of `/health` requests may await.
+type Run = SharedFuture<BoxFuture<'static, Report>>;
+
+/// The plugin health checks `/health` requests have started, by plugin (its address: a
+/// reloaded plugin is another one). A request finds the check still running from an
+/// earlier request (one that timed out, or a concurrent one) and joins it instead of
+/// starting another: polling `/health` while a plugin hangs never piles up threads.
+#[derive(Default)]
+struct PluginChecks(Mutex<HashMap<usize, (Arc<AtomicBool>, Run)>>);
+
+impl PluginChecks {
+    fn run(&self, p: &Arc<crate::plugin::Plugin>) -> Run {
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Finished checks are forgotten (their plugins may be gone with a reload).
+        runs.retain(|_, (done, _)| !done.load(Ordering::Acquire));
+        let key = Arc::as_ptr(p) as usize;
+        if let Some((_, run)) = runs.get(&key) {
+            return run.clone();
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let (plugin, finished) = (p.clone(), done.clone());
+        let thread = tokio::task::spawn_blocking(move || {
+            let report = plugin.health();
+            finished.store(true, Ordering::Release);
+            report
+        });
+        let run = async move { thread.await.map_err(drop) }.boxed().shared();
+        runs.insert(key, (done, run.clone()));
+        run
+    }
 }
 
 /// One entry per endpoint: active-check health, ejection, and requests in flight.

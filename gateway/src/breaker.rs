@@ -4,7 +4,9 @@
 //! is one load while closed, and [`Breaker::report`] one load on a success when nothing needs
 //! resetting. A task per breaker owns the state machine: it is woken when a report may have
 //! crossed a threshold, decides, logs every transition with its reason, counts it, and sleeps
-//! through the open period. Failures are connect errors, timeouts, resets and the configured
+//! through the open period. One thing the request path does itself: the failure report that
+//! makes the consecutive count reach its threshold marks a closed breaker open (one
+//! compare-and-swap), so requests that start before the task has run are refused already. Failures are connect errors, timeouts, resets and the configured
 //! statuses (502, 503, 504 by default), never a 4xx.
 //!
 //! ```text
@@ -271,6 +273,19 @@ impl Breaker {
         let n = inner.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
         let mut wake =
             inner.config.consecutive_failures > 0 && n >= inner.config.consecutive_failures;
+        if wake {
+            // The request path marks the breaker open itself, with one compare-and-swap, so
+            // that no request admitted after this report reaches the upstream while the
+            // task is still waking; the task makes the transition proper (the open period,
+            // the log line, the metrics). Only a closed breaker is marked: a late report of
+            // a request admitted before a trip changes nothing.
+            let _ = inner.state.compare_exchange(
+                State::Closed as u8,
+                State::Open as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         if rate {
             inner.record(true, at);
             wake = wake || inner.rate_tripped().is_some();
@@ -355,18 +370,28 @@ impl Inner {
     }
 }
 
-/// The state machine: the only writer of `state`.
+/// The state machine: the only writer of `state` but for the request path's mark of a
+/// closed breaker as open ([`Breaker::report_at`]). It follows the state it made itself, so
+/// a mark made while it looks at the counts is seen on its next wake-up (the mark's own).
 async fn run(inner: Arc<Inner>) {
     let mut trips = 0u32;
+    let mut state = State::Closed;
     loop {
-        match State::from_u8(inner.state.load(Ordering::Acquire)) {
+        match state {
             State::Closed => {
                 inner.wake.notified().await;
                 let consecutive = inner.consecutive.load(Ordering::Acquire);
-                let reason = if inner.config.consecutive_failures > 0
-                    && consecutive >= inner.config.consecutive_failures
+                // Marked open by the report that reached the count (a success reported
+                // since may have reset the count: the trip stands).
+                let marked = State::from_u8(inner.state.load(Ordering::Acquire)) == State::Open;
+                let reason = if marked
+                    || (inner.config.consecutive_failures > 0
+                        && consecutive >= inner.config.consecutive_failures)
                 {
-                    format!("{consecutive} consecutive failures")
+                    format!(
+                        "{} consecutive failures",
+                        consecutive.max(inner.config.consecutive_failures)
+                    )
                 } else if let Some((failures, total)) = inner.rate_tripped() {
                     format!(
                         "{failures} of {total} requests failed in the last {:?}",
@@ -377,6 +402,7 @@ async fn run(inner: Arc<Inner>) {
                 };
                 trips += 1;
                 open(&inner, State::Closed, trips, &reason);
+                state = State::Open;
             }
             State::Open => {
                 let until =
@@ -388,6 +414,7 @@ async fn run(inner: Arc<Inner>) {
                     .probes_left
                     .store(inner.config.half_open_probes, Ordering::Release);
                 inner.transition(State::Open, State::HalfOpen, "open period elapsed");
+                state = State::HalfOpen;
             }
             State::HalfOpen => {
                 // A probe whose client went away never reports: after a while without a
@@ -408,6 +435,7 @@ async fn run(inner: Arc<Inner>) {
                     trips += 1;
                     inner.probes_left.store(0, Ordering::Release);
                     open(&inner, State::HalfOpen, trips, "a half-open probe failed");
+                    state = State::Open;
                 } else if inner.probes_ok.load(Ordering::Acquire) >= inner.config.half_open_probes {
                     trips = 0;
                     inner.clear_window();
@@ -419,6 +447,7 @@ async fn run(inner: Arc<Inner>) {
                             inner.config.half_open_probes
                         ),
                     );
+                    state = State::Closed;
                 }
             }
         }
@@ -500,6 +529,41 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(bm.rejections.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_nth_failure_refuses_the_next_request_before_the_task_runs() {
+        let (_m, bm) = metrics();
+        let b = Breaker::new("app", config(), bm.clone());
+        for _ in 0..3 {
+            b.report(b.admit().unwrap(), true);
+        }
+        // No yield since the third failure: the task has not run, yet the breaker refuses.
+        assert_eq!(b.state(), State::Open);
+        assert!(b.admit().is_err());
+        // A request admitted earlier succeeds and resets the count before the task runs:
+        // the trip stands, and the task makes it in full.
+        b.report(Permit::Normal, false);
+        settle().await;
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(bm.state.get(), 1);
+        assert_eq!(transitions(&bm, State::Closed, State::Open), 1);
+        let wait = b.admit().unwrap_err();
+        assert!(
+            wait <= Duration::from_secs(5) && wait > Duration::from_secs(4),
+            "{wait:?}"
+        );
+        assert_eq!(bm.rejections.get(), 2);
+        // Late failures of requests admitted before the trip change nothing.
+        for _ in 0..3 {
+            b.report(Permit::Normal, true);
+        }
+        settle().await;
+        assert_eq!(transitions(&bm, State::Closed, State::Open), 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(b.state(), State::HalfOpen);
+        assert_eq!(transitions(&bm, State::Open, State::HalfOpen), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -235,8 +235,14 @@ impl std::fmt::Debug for Monitor {
 
 impl Monitor {
     /// Runs checks when they are due, ejections and returns when reported or expired, until
-    /// `stop`'s sender is dropped. Checks of one endpoint never overlap: the next is
-    /// scheduled when the previous one ends.
+    /// `stop`'s sender is dropped.
+    ///
+    /// Checks of an endpoint are scheduled start to start: the next is due `interval` (plus
+    /// jitter) after the previous one *started*, however long that one took, so a hanging
+    /// endpoint is judged every interval, not every interval plus timeout. Checks of one
+    /// endpoint never overlap: one still running when the next is due (possible only with a
+    /// `timeout` longer than the interval) is not joined by a second; the next starts as
+    /// soon as it ends.
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<()>) {
         let m = &mut self.machine;
         let shared = m.shared.clone();
@@ -247,39 +253,48 @@ impl Monitor {
         let mut due: Vec<Option<Instant>> = (0..n)
             .map(|_| check.as_ref().map(|c| now + jitter(c, Duration::ZERO)))
             .collect();
+        let mut running = vec![false; n];
         let mut probes: JoinSet<(usize, CheckResult, String)> = JoinSet::new();
         loop {
-            let wake = due.iter().flatten().copied().chain(m.next_expiry()).min();
+            // A check that is running defers its endpoint's next one until it ends.
+            let next_check = due
+                .iter()
+                .zip(&running)
+                .filter(|(_, &r)| !r)
+                .filter_map(|(d, _)| *d)
+                .min();
+            let wake = next_check.into_iter().chain(m.next_expiry()).min();
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = shared.reports.notified() => m.on_reports(Instant::now()),
                 Some(Ok((i, result, detail))) = probes.join_next(), if !probes.is_empty() => {
-                    let now = Instant::now();
-                    m.on_check(i, result, &detail, now);
-                    if let Some(c) = &check {
-                        due[i] = Some(now + jitter(c, c.interval));
-                    }
+                    running[i] = false;
+                    m.on_check(i, result, &detail, Instant::now());
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                     let now = Instant::now();
                     m.expire(now);
                     if let (Some(c), Some(probe)) = (&check, &self.probe) {
                         for (i, d) in due.iter_mut().enumerate() {
-                            if d.is_some_and(|d| d <= now) {
-                                *d = None;
-                                // A probe that panicked counts as failed, so its endpoint
-                                // keeps being checked.
-                                let run = std::panic::AssertUnwindSafe(probe(i)).catch_unwind();
-                                let timeout = c.timeout;
-                                probes.spawn(async move {
-                                    match tokio::time::timeout(timeout, run).await {
-                                        Ok(Ok(Ok(()))) => (i, CheckResult::Success, String::new()),
-                                        Ok(Ok(Err(e))) => (i, CheckResult::Failure, e),
-                                        Ok(Err(_)) => (i, CheckResult::Failure, "the check panicked".to_string()),
-                                        Err(_) => (i, CheckResult::Timeout, format!("no answer within {timeout:?}")),
-                                    }
-                                });
+                            if running[i] || !d.is_some_and(|d| d <= now) {
+                                continue;
                             }
+                            // Start to start: the next check is due an interval after
+                            // this one starts.
+                            *d = Some(now + jitter(c, c.interval));
+                            running[i] = true;
+                            // A probe that panicked counts as failed, so its endpoint
+                            // keeps being checked.
+                            let run = std::panic::AssertUnwindSafe(probe(i)).catch_unwind();
+                            let timeout = c.timeout;
+                            probes.spawn(async move {
+                                match tokio::time::timeout(timeout, run).await {
+                                    Ok(Ok(Ok(()))) => (i, CheckResult::Success, String::new()),
+                                    Ok(Ok(Err(e))) => (i, CheckResult::Failure, e),
+                                    Ok(Err(_)) => (i, CheckResult::Failure, "the check panicked".to_string()),
+                                    Err(_) => (i, CheckResult::Timeout, format!("no answer within {timeout:?}")),
+                                }
+                            });
                         }
                     }
                 }
@@ -930,9 +945,30 @@ mod tests {
         assert_eq!(gauge.get(), 1);
     }
 
-    /// The monitor task on a paused clock: checks run every interval (plus jitter, here
-    /// none), a check that hangs past its timeout counts as a timeout, and eviction and
-    /// return take interval × threshold.
+    /// A probe for [`Monitor::run`] tests: endpoint 0 passes at once; endpoint 1 hangs while
+    /// `down` is set. Every start is counted per endpoint.
+    fn counted_probe(
+        down: Arc<std::sync::atomic::AtomicBool>,
+        starts: Arc<[AtomicU32; 2]>,
+    ) -> Probe {
+        Arc::new(move |i| {
+            starts[i].fetch_add(1, Ordering::Relaxed);
+            let hang = i == 1 && down.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// The monitor task on a paused clock: checks are scheduled start to start, every
+    /// interval (plus jitter, here none) whatever the previous check took; a check that
+    /// hangs past its timeout counts as a timeout. A hanging endpoint is evicted
+    /// `interval × (threshold - 1) + timeout` after its first failing check starts (within
+    /// `interval × threshold + timeout` of the fault), and returns after
+    /// `interval × (healthy_threshold - 1)` from its first passing check.
     #[tokio::test(start_paused = true)]
     async fn the_monitor_evicts_and_restores_on_schedule() {
         let mut c = check(2, 3);
@@ -940,41 +976,71 @@ mod tests {
         c.timeout = Duration::from_millis(50);
         c.jitter = Jitter::Fixed(Duration::ZERO);
         let f = fixture(2, Some(c), None, false);
-        // 0: passes; 1: hangs while `down` is set.
         let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let d = down.clone();
-        let probe: Probe = Arc::new(move |i| {
-            let hang = i == 1 && d.load(Ordering::Relaxed);
-            Box::pin(async move {
-                if hang {
-                    std::future::pending::<()>().await;
-                }
-                Ok(())
-            })
-        });
+        let starts: Arc<[AtomicU32; 2]> = Arc::new(Default::default());
         let shared = f.shared.clone();
         let checks = f.machine.metrics.checks.clone();
         let (tx, rx) = watch::channel(());
         let task = tokio::spawn(
             Monitor {
                 machine: f.machine,
-                probe: Some(probe),
+                probe: Some(counted_probe(down.clone(), starts.clone())),
             }
             .run(rx),
         );
-        // Checks at 0, 150, 300 ms time out at 50, 200, 350 ms.
-        tokio::time::sleep(Duration::from_millis(340)).await;
+        // Checks of 1 start at 0, 100, 200 ms and time out at 50, 150, 250 ms: evicted at
+        // 250 ms = interval × 2 + timeout (it was 3 × (interval + timeout) when the next
+        // check was scheduled from the end of the previous one).
+        tokio::time::sleep(Duration::from_millis(240)).await;
         assert!(shared.eligible(1));
+        assert_eq!(checks[CheckResult::Timeout as usize].get(), 2);
+        assert_eq!(starts[1].load(Ordering::Relaxed), 3);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!shared.eligible(1));
         assert!(shared.eligible(0));
         assert_eq!(checks[CheckResult::Timeout as usize].get(), 3);
+        // Endpoint 0 was checked at 0, 100, 200 ms: the same schedule.
+        assert_eq!(starts[0].load(Ordering::Relaxed), 3);
+        assert_eq!(checks[CheckResult::Success as usize].get(), 3);
         down.store(false, Ordering::Relaxed);
-        // Next checks of 1 at 450 and 550 ms pass.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The next checks of 1, at 300 and 400 ms, pass.
+        tokio::time::sleep(Duration::from_millis(130)).await;
         assert!(!shared.eligible(1));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(shared.eligible(1));
+        assert_eq!(starts[1].load(Ordering::Relaxed), 5);
+        assert_eq!(checks[CheckResult::Timeout as usize].get(), 3);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    /// With a timeout longer than the interval, a check still running when the next is due
+    /// is not joined by another: the next starts when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn checks_of_an_endpoint_never_pile_up() {
+        let mut c = check(2, 3);
+        c.interval = Duration::from_millis(100);
+        c.timeout = Duration::from_millis(250);
+        c.jitter = Jitter::Fixed(Duration::ZERO);
+        let f = fixture(2, Some(c), None, false);
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let starts: Arc<[AtomicU32; 2]> = Arc::new(Default::default());
+        let checks = f.machine.metrics.checks.clone();
+        let (tx, rx) = watch::channel(());
+        let task = tokio::spawn(
+            Monitor {
+                machine: f.machine,
+                probe: Some(counted_probe(down, starts.clone())),
+            }
+            .run(rx),
+        );
+        // Endpoint 1's checks start at 0, 250 and 500 ms (each as the previous times
+        // out); endpoint 0's every 100 ms, 0 to 600 ms.
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        assert_eq!(starts[1].load(Ordering::Relaxed), 3);
+        assert_eq!(checks[CheckResult::Timeout as usize].get(), 2);
+        assert_eq!(starts[0].load(Ordering::Relaxed), 7);
+        assert_eq!(checks[CheckResult::Success as usize].get(), 7);
         drop(tx);
         task.await.unwrap();
     }

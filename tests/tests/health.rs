@@ -140,6 +140,9 @@ async fn http_check_evicts_a_failing_endpoint_and_restores_it() {
     assert!(took <= 3 * (INTERVAL + JITTER) + SLACK, "{took:?}");
     let m = gw.metrics().await;
     assert_eq!(healthy_gauge(&m, &b), Some(1.0));
+    // At least the three that evicted it; checks go on every 100 ms, too often to read an
+    // exact count here on a loaded machine (exact counts:
+    // `expected_statuses_and_body_contains_decide_and_counters_are_exact`).
     assert!(checks(&m, "failure") >= 3.0);
     assert_eq!(checks(&m, "timeout"), 0.0);
 
@@ -177,14 +180,17 @@ async fn checks_that_hang_or_reset_fail_as_timeout_and_failure() {
     let gw = TestGateway::start(&gateway_config(&[&a, &b], &http_check("http"))).await;
     checked_once(&gw, &[&a, &b]).await;
 
-    // Hanging past the 50ms timeout: each check takes the timeout, then the interval.
+    // Hanging past the 50ms timeout: the checks keep their start-to-start schedule, and the
+    // third one fails a timeout after it starts.
     a.set_health(Fault::Hang);
     let took = wait_gauge(&gw, &a, 0.0, Duration::from_secs(3)).await;
     assert!(
-        took <= 3 * (INTERVAL + JITTER + Duration::from_millis(50)) + SLACK,
+        took <= 3 * (INTERVAL + JITTER) + Duration::from_millis(50) + SLACK,
         "{took:?}"
     );
     let m = gw.metrics().await;
+    // Checks go on every 100 ms, too often to read an exact count here on a loaded machine
+    // (exact counts: `expected_statuses_and_body_contains_decide_and_counters_are_exact`).
     assert!(checks(&m, "timeout") >= 3.0);
     assert_eq!(checks(&m, "failure"), 0.0);
     assert_eq!(statuses(&gw, 4).await, vec![200; 4]);
@@ -587,4 +593,164 @@ async fn https_endpoints_are_checked_over_verified_tls() {
     let m = untrusted.metrics().await;
     assert!(checks(&m, "failure") >= 3.0);
     assert_eq!(checks(&m, "success"), 0.0);
+}
+
+/// Polls until the gauge of `up` reads `want`; returns the first metrics text that shows it
+/// (counters read in the same scrape as the flip) and how long that took.
+async fn flip(
+    gw: &TestGateway,
+    up: &TestUpstream,
+    want: f64,
+    within: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        if healthy_gauge(&m, up) == Some(want) {
+            return (m, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} did not turn {want} within {within:?}",
+            up.url()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Custom expected statuses and `body_contains`, end to end, with the check counters exact.
+///
+/// Checks keep running, so a counter is exact only at a known point of the schedule: the
+/// scrape in which the gauge flips. An endpoint flips on its `unhealthy_threshold`-th
+/// consecutive failure, and its next check ends an interval later (300 ms here, against a
+/// 5 ms poll), so that scrape shows exactly the failures that evicted it.
+#[tokio::test]
+async fn expected_statuses_and_body_contains_decide_and_counters_are_exact() {
+    const INTERVAL: Duration = Duration::from_millis(300);
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    // A 418 whose body says "fault 418" passes; a 419 (expected, but with another body) and
+    // a 200 (not expected) fail.
+    a.set_health(Fault::Status(418));
+    b.set_health(Fault::Status(418));
+    let check = "[upstreams.app.health_check]\npath = \"/healthz\"\nexpected_statuses = [418, 419]\nbody_contains = \"fault 418\"\ninterval = \"300ms\"\njitter = \"0%\"\ntimeout = \"100ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 3\n";
+    let gw = TestGateway::start(&gateway_config(&[&a, &b], check)).await;
+    checked_once(&gw, &[&a, &b]).await;
+    let m = gw.metrics().await;
+    assert_eq!(healthy_gauge(&m, &a), Some(1.0));
+    assert_eq!(checks(&m, "failure"), 0.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+
+    // The status is expected, the body lacks the text.
+    a.set_health(Fault::Status(419));
+    let (m, took) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 3.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+    assert_eq!(healthy_gauge(&m, &b), Some(1.0));
+    assert!(took <= 3 * INTERVAL + SLACK, "{took:?}");
+    assert_eq!(statuses(&gw, 4).await, vec![200; 4]);
+
+    a.set_health(Fault::Status(418));
+    let (m, took) = flip(&gw, &a, 1.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 3.0);
+    assert!(took <= 2 * INTERVAL + SLACK, "{took:?}");
+
+    // A plain 200 is not among the expected statuses.
+    a.set_health(Fault::None);
+    let (m, _) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "failure"), 6.0);
+    assert_eq!(checks(&m, "timeout"), 0.0);
+    a.set_health(Fault::Status(418));
+    flip(&gw, &a, 1.0, Duration::from_secs(5)).await;
+
+    // Hanging: checks keep their start-to-start schedule, so the endpoint is evicted within
+    // interval × threshold + timeout of the fault (not threshold × (interval + timeout)).
+    a.set_health(Fault::Hang);
+    let (m, took) = flip(&gw, &a, 0.0, Duration::from_secs(5)).await;
+    assert_eq!(checks(&m, "timeout"), 3.0);
+    assert_eq!(checks(&m, "failure"), 6.0);
+    assert!(took <= 3 * INTERVAL + TIMEOUT + SLACK, "{took:?}");
+    gw.shutdown().await;
+}
+
+/// `/health` answers within `admin.health_timeout` even when a plugin's health check runs
+/// until its own (longer) call deadline: that plugin is reported unhealthy as timed out,
+/// the others as they answered, and requests made while the check runs join it instead of
+/// starting another.
+#[tokio::test]
+async fn health_answers_within_its_deadline_whatever_a_plugin_does() {
+    let up = TestUpstream::start("app").await;
+    let text = format!(
+        "{}\n{}{}{}{}",
+        HEAD.replace("[admin]\n", "[admin]\nhealth_timeout = \"300ms\"\n"),
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "stuck",
+            "hostile",
+            "timeout = \"2s\"",
+            "mode = \"health-loop\""
+        ),
+        plugin("fine", "hostile", "", "mode = \"ok\""),
+        plugin_route("all", "/", "app", &["stuck", "fine"], ""),
+    );
+    let gw = TestGateway::start_full(&text).await;
+    let timed_out = "health check timed out: no answer within 300ms";
+    // Two at once, as two probes would poll.
+    let t = Instant::now();
+    let ((c1, d1), (c2, d2)) = tokio::join!(health(&gw), health(&gw));
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "/health took {took:?}");
+    for (code, doc) in [(c1, d1), (c2, d2)] {
+        assert_eq!(code, 503);
+        assert_eq!(doc["status"], "unhealthy");
+        let stuck = plugin_health(&doc, "stuck");
+        assert_eq!(stuck["status"], "unhealthy");
+        assert_eq!(stuck["message"], timed_out);
+        assert_eq!(plugin_health(&doc, "fine")["status"], "healthy");
+    }
+
+    // Still looping on its thread: joined, and again not waited for past the deadline.
+    let t = Instant::now();
+    let (code, doc) = health(&gw).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, 503);
+    assert_eq!(plugin_health(&doc, "stuck")["message"], timed_out);
+    // Traffic goes on meanwhile.
+    assert_eq!(send(get(&gw.url("/x"))).await.0, 200);
+
+    // The call deadline stops the loop after 2 s: one check for the three requests,
+    // counted once as a timeout.
+    let stuck_timeouts = |m: &str| invocations(m, "stuck", "health_check", "timeout");
+    let start = Instant::now();
+    while stuck_timeouts(&gw.metrics().await) != 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the loop was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The call is counted just before its thread lets the plugin go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stuck_timeouts(&gw.metrics().await), 1.0);
+    let fine_checks = invocations(&gw.metrics().await, "fine", "health_check", "ok");
+    assert!((2.0..=3.0).contains(&fine_checks), "{fine_checks}");
+
+    // The next request starts a new check (which times out in turn).
+    let (_, doc) = health(&gw).await;
+    assert_eq!(plugin_health(&doc, "stuck")["message"], timed_out);
+    let start = Instant::now();
+    while stuck_timeouts(&gw.metrics().await) != 2.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no second check ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
 }

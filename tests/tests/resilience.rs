@@ -4,14 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedgate_tests::*;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// How a [`FaultyUpstream`] answers.
@@ -24,7 +25,8 @@ enum Mode {
     Status404 = 3,
     /// Never answers.
     Hang = 4,
-    /// Closes the connection as soon as a request arrives.
+    /// Resets the connection (TCP RST: SO_LINGER 0, then close) as soon as a request
+    /// arrives.
     Reset = 5,
     /// 503 after 150 ms.
     Slow503 = 6,
@@ -61,13 +63,40 @@ impl FaultyUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                // A second handle on the socket, to set SO_LINGER 0 on it when a request is
+                // to be answered with a reset: the close that follows then sends RST, not FIN.
+                let Ok(std_stream) = stream.into_std() else {
+                    continue;
+                };
+                let twin = std_stream.try_clone().ok();
+                let Ok(stream) = TcpStream::from_std(std_stream) else {
+                    continue;
+                };
+                let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
+                let reset = Arc::new(Mutex::new(Some((reset_tx, twin))));
                 let (mode, hits) = (mode.clone(), hits.clone());
                 conns.spawn(async move {
-                    let service = service_fn(move |_req: hyper::Request<Incoming>| {
-                        let (mode, hits) = (mode.clone(), hits.clone());
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        let (mode, hits, reset) = (mode.clone(), hits.clone(), reset.clone());
                         async move {
                             hits.fetch_add(1, Ordering::SeqCst);
-                            let status = match mode.load(Ordering::SeqCst) {
+                            let mode = mode.load(Ordering::SeqCst);
+                            if mode == 5 {
+                                let handle = reset.lock().unwrap().take();
+                                if let Some((signal, twin)) = handle {
+                                    if let Some(t) = twin.and_then(|t| TcpStream::from_std(t).ok())
+                                    {
+                                        let _ = t.set_zero_linger();
+                                    }
+                                    let _ = signal.send(());
+                                }
+                                std::future::pending::<()>().await;
+                            }
+                            // The body is read whole before any answer, so that an answer
+                            // never races the client's upload (an unread body would turn
+                            // the close into a reset).
+                            let _ = req.into_body().collect().await;
+                            let status = match mode {
                                 0 => 200,
                                 1 => 503,
                                 2 => 502,
@@ -76,7 +105,6 @@ impl FaultyUpstream {
                                     std::future::pending::<()>().await;
                                     unreachable!()
                                 }
-                                5 => return Err("reset"),
                                 7 => 500,
                                 _ => {
                                     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -88,9 +116,12 @@ impl FaultyUpstream {
                             Ok::<_, &'static str>(r)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = reset_rx => {}
+                    }
                 });
                 while conns.try_join_next().is_some() {}
             }
@@ -152,6 +183,16 @@ fn transitions(m: &str, from: &str, to: &str) -> f64 {
         m,
         "fedgate_circuit_breaker_transitions_total",
         &[("upstream", "app"), ("from", from), ("to", to)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// `fedgate_upstream_errors_total{upstream="app",kind}`; 0 when absent.
+fn errors(m: &str, kind: &str) -> f64 {
+    metric(
+        m,
+        "fedgate_upstream_errors_total",
+        &[("upstream", "app"), ("kind", kind)],
     )
     .unwrap_or(0.0)
 }
@@ -290,6 +331,10 @@ async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(up.hits(), 3);
     let m = gw.metrics().await;
+    // The hang is a timeout, the RST a reset, and the probe's 502 neither.
+    assert_eq!(errors(&m, "timeout"), 1.0);
+    assert_eq!(errors(&m, "reset"), 1.0);
+    assert_eq!(errors(&m, "connect"), 0.0);
     assert_eq!(transitions(&m, "closed", "open"), 1.0);
     assert_eq!(transitions(&m, "open", "half_open"), 1.0);
     assert_eq!(gauge(&m, "fedgate_circuit_breaker_state"), Some(1.0));
@@ -500,15 +545,288 @@ async fn retries_go_to_another_endpoint_when_one_is_down() {
     for _ in 0..6 {
         assert_eq!(status(&gw.url("/")).await, 200);
     }
+    // Round robin over two endpoints, and a retried request takes two turns (its try and
+    // its retry): every request starts on the dead endpoint, is refused, and is retried on
+    // the other.
     let m = gw.metrics().await;
-    let retried = retries(&m, "success");
-    assert!(retried >= 1.0);
+    assert_eq!(retries(&m, "success"), 6.0);
+    assert_eq!(retries(&m, "failure"), 0.0);
+    assert_eq!(errors(&m, "connect"), 6.0);
+    assert_eq!(good.hits(), 6);
+}
+
+#[tokio::test]
+async fn a_try_past_the_per_try_timeout_is_retried_on_the_other_endpoint() {
+    let hanging = FaultyUpstream::start().await;
+    let good = FaultyUpstream::start().await;
+    hanging.set(Mode::Hang);
+    let gw = TestGateway::start(&retry_config(
+        &[hanging.url(), good.url()],
+        "max_retries = 1\nper_try_timeout = \"200ms\"",
+    ))
+    .await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_eq!(status(&gw.url("/")).await, 200);
+        let took = t.elapsed();
+        // The first try gives up at 200 ms, long before the route's 30 s.
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+    // Every request starts on the hanging endpoint (see the test above).
+    assert_eq!((hanging.hits(), good.hits()), (3, 3));
+    let m = gw.metrics().await;
+    assert_eq!(retries(&m, "success"), 3.0);
+    assert_eq!(retries(&m, "failure"), 0.0);
+    assert_eq!(errors(&m, "timeout"), 3.0);
     assert_eq!(
         metric(
             &m,
-            "fedgate_upstream_errors_total",
-            &[("upstream", "app"), ("kind", "connect")]
+            "fedgate_requests_total",
+            &[
+                ("route", "api"),
+                ("upstream", "app"),
+                ("method", "GET"),
+                ("status", "200")
+            ]
         ),
-        Some(retried)
+        Some(3.0)
     );
+}
+
+#[tokio::test]
+async fn a_reset_try_is_retried_on_the_other_endpoint() {
+    let resetting = FaultyUpstream::start().await;
+    let good = FaultyUpstream::start().await;
+    resetting.set(Mode::Reset);
+    let gw = TestGateway::start(&retry_config(
+        &[resetting.url(), good.url()],
+        "max_retries = 1",
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(status(&gw.url("/")).await, 200);
+    }
+    assert_eq!((resetting.hits(), good.hits()), (3, 3));
+    let m = gw.metrics().await;
+    assert_eq!(retries(&m, "success"), 3.0);
+    assert_eq!(errors(&m, "reset"), 3.0);
+    assert_eq!(errors(&m, "connect"), 0.0);
+}
+
+/// A body of `n` bytes that is not one repeated byte, and its SHA-256.
+fn upload(n: usize) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let body: String = (0..n)
+        .map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8))
+        .collect();
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    (body, hash)
+}
+
+#[tokio::test]
+async fn only_buffered_bodies_are_sent_again() {
+    let bad = FaultyUpstream::start().await;
+    bad.set(Mode::Status503);
+    let good = TestUpstream::start("good").await;
+    let text = format!(
+        "{}[upstreams.app.retries]\nmax_retries = 1\n\
+         [[routes]]\nname = \"streamed\"\npath_prefix = \"/streamed\"\nupstream = \"app\"\n\
+         [[routes]]\nname = \"buffered\"\npath_prefix = \"/buffered\"\nupstream = \"app\"\nbuffer_body = \"1MiB\"\n",
+        upstream_block("app", &[bad.url(), good.url()], "")
+    );
+    let gw = TestGateway::start(&text).await;
+    let (body, hash) = upload(200_000);
+
+    // Streamed: the body is gone once sent, so the PUT that met the 503 is not retried.
+    // Round robin: the first goes to the bad endpoint, the second to the good one.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (code, _, _) = send(request("PUT", &gw.url("/streamed/doc"), &[], &body)).await;
+        got.push(code.as_u16());
+    }
+    assert_eq!(got, vec![503, 200]);
+    assert_eq!((bad.hits(), good.hits()), (1, 1));
+    let m = gw.metrics().await;
+    for result in ["success", "failure", "budget_exhausted", "no_endpoint"] {
+        assert_eq!(retries(&m, result), 0.0, "{result}");
+    }
+
+    // Buffered and idempotent: each PUT meets the bad endpoint first and is sent again,
+    // whole and unchanged, to the good one.
+    for _ in 0..2 {
+        let (code, _, _) = send(request("PUT", &gw.url("/buffered/doc"), &[], &body)).await;
+        assert_eq!(code, 200);
+    }
+    assert_eq!((bad.hits(), good.hits()), (3, 3));
+    assert_eq!(retries(&gw.metrics().await, "success"), 2.0);
+    let seen = good.seen();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.method, "PUT");
+        assert_eq!(s.body_len, body.len() as u64);
+        assert_eq!(s.body_sha256, hash);
+    }
+    assert_eq!(seen[1].target, "/buffered/doc");
+}
+
+#[tokio::test]
+async fn a_retry_the_breaker_refuses_counts_as_no_endpoint() {
+    let up = FaultyUpstream::start().await;
+    up.set(Mode::Status503);
+    let text = format!(
+        "{}[upstreams.app.circuit_breaker]\nconsecutive_failures = 1\nopen_duration = \"60s\"\n\
+         [upstreams.app.retries]\nmax_retries = 2\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nupstream = \"app\"\n",
+        upstream_block("app", &[up.url()], "")
+    );
+    let gw = TestGateway::start(&text).await;
+    // The first try's 503 opens the breaker on the spot: its retry finds no way to the
+    // upstream, and the 503 stands.
+    let (code, _, body) = send(get(&gw.url("/"))).await;
+    assert_eq!(code, 503);
+    assert_eq!(&body[..], b"status 503\n");
+    assert_eq!(up.hits(), 1);
+    let m = gw.metrics().await;
+    assert_eq!(retries(&m, "no_endpoint"), 1.0);
+    assert_eq!(retries(&m, "success"), 0.0);
+    assert_eq!(retries(&m, "failure"), 0.0);
+    assert_eq!(retries(&m, "budget_exhausted"), 0.0);
+    assert_eq!(
+        gauge(&m, "fedgate_circuit_breaker_rejections_total"),
+        Some(1.0)
+    );
+}
+
+/// The breaker's own 503, as opposed to the upstream's.
+const BREAKER_BODY: &[u8] = b"upstream unavailable\n";
+
+#[tokio::test]
+async fn the_request_after_the_nth_failure_is_refused_without_waiting_for_the_task() {
+    let up = FaultyUpstream::start().await;
+    up.set(Mode::Status503);
+    let gw = TestGateway::start(&breaker_config(
+        &[up.url()],
+        "consecutive_failures = 3\nopen_duration = \"60s\"",
+        "",
+    ))
+    .await;
+    let url = gw.url("/");
+    for _ in 0..3 {
+        let (code, _, body) = send(get(&url)).await;
+        assert_eq!((code.as_u16(), &body[..]), (503, &b"status 503\n"[..]));
+    }
+    // No wait for the breaker's task: the third failure's report marked it open.
+    let (code, headers, body) = send(get(&url)).await;
+    assert_eq!((code.as_u16(), &body[..]), (503, BREAKER_BODY));
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(up.hits(), 3);
+    wait_state(&gw, 1.0).await;
+    let m = gw.metrics().await;
+    assert_eq!(transitions(&m, "closed", "open"), 1.0);
+    assert_eq!(
+        gauge(&m, "fedgate_circuit_breaker_rejections_total"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_after_the_nth_failure_never_reach_the_upstream() {
+    const N: usize = 3;
+    const CLIENTS: usize = 8;
+    let up = FaultyUpstream::start().await;
+    up.set(Mode::Status503);
+    let gw = TestGateway::start(&breaker_config(
+        &[up.url()],
+        "consecutive_failures = 3\nopen_duration = \"60s\"",
+        "",
+    ))
+    .await;
+    let url = gw.url("/");
+    // Each client sends one request at a time until the breaker answers it.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                loop {
+                    sent += 1;
+                    assert!(sent < 1000, "the breaker never opened");
+                    let (code, _, body) = send(get(&url)).await;
+                    assert_eq!(code, 503);
+                    if &body[..] == BREAKER_BODY {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // When the N-th failure is reported, at most the other clients' requests are in
+    // flight; every request started after it is refused by the gateway.
+    let hits = up.hits();
+    assert!(
+        (N..=N + CLIENTS - 1).contains(&hits),
+        "{hits} requests reached the upstream"
+    );
+    wait_state(&gw, 1.0).await;
+    let m = gw.metrics().await;
+    assert_eq!(transitions(&m, "closed", "open"), 1.0);
+    assert_eq!(
+        gauge(&m, "fedgate_circuit_breaker_rejections_total"),
+        Some(CLIENTS as f64)
+    );
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_degrades_health() {
+    let up = FaultyUpstream::start().await;
+    up.set(Mode::Status503);
+    let gw = TestGateway::start(&breaker_config(
+        &[up.url()],
+        "consecutive_failures = 1\nopen_duration = \"300ms\"\njitter = 0.0\nhalf_open_probes = 1",
+        "",
+    ))
+    .await;
+    let entry = |doc: &serde_json::Value| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "upstream" && c["name"] == "app")
+            .cloned()
+            .expect("an upstream entry")
+    };
+    let (code, doc) = health(&gw).await;
+    assert_eq!((code, &doc["status"]), (200, &serde_json::json!("healthy")));
+    assert_eq!(entry(&doc)["critical"], true);
+    assert_eq!(entry(&doc)["circuit_breaker"], "closed");
+
+    assert_eq!(status(&gw.url("/")).await, 503);
+    wait_state(&gw, 1.0).await;
+    let (code, doc) = health(&gw).await;
+    assert_eq!(
+        (code, &doc["status"]),
+        (503, &serde_json::json!("unhealthy"))
+    );
+    assert_eq!(entry(&doc)["status"], "unhealthy");
+    assert_eq!(entry(&doc)["critical"], true);
+    assert_eq!(entry(&doc)["circuit_breaker"], "open");
+
+    // After the open period the task moves to half-open without any request: impaired,
+    // not down.
+    wait_state(&gw, 2.0).await;
+    let (code, doc) = health(&gw).await;
+    assert_eq!(
+        (code, &doc["status"]),
+        (200, &serde_json::json!("degraded"))
+    );
+    let e = entry(&doc);
+    assert_eq!(e["status"], "degraded");
+    assert_eq!(e["critical"], true);
+    assert_eq!(e["circuit_breaker"], "half_open");
+    assert_eq!(e["healthy_endpoints"], 1);
+    assert_eq!(up.hits(), 1);
 }

@@ -217,6 +217,8 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     pub address: Option<String>,
+    /// The longest `/health` waits for plugins' health checks.
+    pub health_timeout: Option<String>,
 }
 
 /// `[reload]`: hot reload on SIGHUP and on file change.

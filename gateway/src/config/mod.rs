@@ -85,7 +85,13 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// The longest `/health` takes: plugin health checks not answered by then are reported
+    /// unhealthy (timed out).
+    pub health_timeout: Duration,
 }
+
+/// Default of `admin.health_timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ReloadConfig {
@@ -419,6 +425,11 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 .address
                 .as_deref()
                 .unwrap_or(DEFAULT_ADMIN_ADDRESS),
+        )?,
+        health_timeout: duration(
+            "admin.health_timeout",
+            file.admin.health_timeout.as_deref(),
+            DEFAULT_HEALTH_TIMEOUT,
         )?,
     };
     let reload = ReloadConfig {
@@ -1265,6 +1276,25 @@ fn validate_retries(
                             format!("{m:?} is not a method"),
                         )
                     })?;
+                // A retry sends the request again: only methods whose repetition has the
+                // effect of one request (RFC 9110 §9.2.2) may be retried. A POST (an inbox
+                // delivery) or a PATCH repeated could deliver or apply twice.
+                if !matches!(
+                    method,
+                    Method::GET
+                        | Method::HEAD
+                        | Method::OPTIONS
+                        | Method::TRACE
+                        | Method::PUT
+                        | Method::DELETE
+                ) {
+                    return Err(ConfigError::field(
+                        format!("{}[{j}]", field("methods")),
+                        format!(
+                            "{method} is not idempotent (RFC 9110 §9.2.2): only GET, HEAD, OPTIONS, TRACE, PUT and DELETE may be retried"
+                        ),
+                    ));
+                }
                 out.push(method);
             }
             out
@@ -1764,6 +1794,7 @@ upstream = "app"
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.admin.address, DEFAULT_ADMIN_ADDRESS.parse().unwrap());
+        assert_eq!(c.admin.health_timeout, DEFAULT_HEALTH_TIMEOUT);
         assert_eq!(c.listeners[0].name, "listener0");
         assert_eq!(c.routes[0].name, "route0");
         assert_eq!(c.routes[0].path_prefix, "/");
@@ -1807,6 +1838,8 @@ upstream = "app"
         assert_eq!(field_of(&zero), "upstreams.app.response_timeout");
         let no_listener = MINIMAL.replace("[[listeners]]\naddress = \"127.0.0.1:0\"", "");
         assert_eq!(field_of(&no_listener), "listeners");
+        let no_health_time = format!("[admin]\nhealth_timeout = \"0s\"\n{MINIMAL}");
+        assert_eq!(field_of(&no_health_time), "admin.health_timeout");
         let no_events = format!("[server]\nevent_interval = 0\n{MINIMAL}");
         assert_eq!(field_of(&no_events), "server.event_interval");
     }
@@ -1891,6 +1924,78 @@ upstream = "app"
             "[upstreams.app]\nno_healthy = \"ignore\"",
         );
         assert_eq!(field_of(&bad), "upstreams.app.no_healthy");
+    }
+
+    #[test]
+    fn retries_only_take_idempotent_methods() {
+        let with = |section: &str| MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let c = parse(&with(
+            "[upstreams.app.retries]\nmethods = [\"get\", \"HEAD\", \"OPTIONS\", \"TRACE\", \"PUT\", \"DELETE\"]",
+        ))
+        .unwrap();
+        let r = c.upstreams["app"].retries.clone().unwrap();
+        assert_eq!(r.methods.len(), 6);
+        assert_eq!(r.methods[0], Method::GET);
+        for (methods, index) in [
+            ("[\"POST\"]", 0),
+            ("[\"GET\", \"patch\"]", 1),
+            ("[\"GET\", \"PUT\", \"CONNECT\"]", 2),
+            ("[\"PROPFIND\"]", 0),
+        ] {
+            let text = with(&format!("[upstreams.app.retries]\nmethods = {methods}"));
+            match parse(&text) {
+                Err(ConfigError::Field { field, message }) => {
+                    assert_eq!(field, format!("upstreams.app.retries.methods[{index}]"));
+                    assert!(message.contains("not idempotent"), "{message}");
+                }
+                other => panic!("{methods}: expected a field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn breaker_and_retry_sections_name_bad_fields() {
+        let with = |section: &str| MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let cb = "upstreams.app.circuit_breaker";
+        let rt = "upstreams.app.retries";
+        for (section, at, says) in [
+            (
+                "[upstreams.app.circuit_breaker]\nfailure_statuses = [502, 429]",
+                format!("{cb}.failure_statuses"),
+                "429 is not a 5xx",
+            ),
+            (
+                "[upstreams.app.retries]\nstatuses = [404, 503]",
+                format!("{rt}.statuses"),
+                "404 is not a 5xx",
+            ),
+            (
+                "[upstreams.app.circuit_breaker]\nconsecutive_failures = 0",
+                format!("{cb}.consecutive_failures"),
+                "could never open",
+            ),
+            (
+                "[upstreams.app.circuit_breaker]\nhalf_open_probes = 0",
+                format!("{cb}.half_open_probes"),
+                "at least 1",
+            ),
+        ] {
+            match parse(&with(section)) {
+                Err(ConfigError::Field { field, message }) => {
+                    assert_eq!(field, at, "{section}");
+                    assert!(message.contains(says), "{section}: {message}");
+                }
+                other => panic!("{section}: expected a field error, got {other:?}"),
+            }
+        }
+        // With a failure rate, the consecutive trigger may be off.
+        let rate_only =
+            with("[upstreams.app.circuit_breaker]\nconsecutive_failures = 0\nfailure_rate = 0.5");
+        let b = parse(&rate_only).unwrap().upstreams["app"]
+            .breaker
+            .clone()
+            .unwrap();
+        assert_eq!((b.consecutive_failures, b.failure_rate), (0, Some(0.5)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ enum Mode {
     EchoBody,
     WrongSeries,
     EchoSigner,
+    HealthLoop,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -137,7 +138,7 @@ impl Plugin for Hostile {
 
     fn on_request(&mut self, request: &Request) -> Verdict {
         match self.settings.mode {
-            Mode::Ok | Mode::InitError | Mode::Health => Verdict::Continue,
+            Mode::Ok | Mode::InitError | Mode::Health | Mode::HealthLoop => Verdict::Continue,
             Mode::Loop => spin(),
             Mode::Bomb => hoard(),
             Mode::Trap => panic!("hostile plugin trapped on purpose"),
@@ -181,6 +182,9 @@ impl Plugin for Hostile {
     }
 
     fn health_check(&mut self) -> HealthReport {
+        if self.settings.mode == Mode::HealthLoop {
+            spin();
+        }
         if self.settings.mode != Mode::Health {
             return HealthReport::healthy();
         }
