@@ -156,6 +156,14 @@ fn check_names_the_bad_field() {
             good.replace("shutdown_grace = \"5s\"", "shutdown_grace = 5"),
             "shutdown_grace",
         ),
+        (
+            // Below hyper's smallest HTTP/1.1 read buffer: refused, not silently raised.
+            good.replace(
+                "name = \"public\"\naddress = \"127.0.0.1:0\"",
+                "name = \"public\"\naddress = \"127.0.0.1:0\"\nmax_header_bytes = 4096",
+            ),
+            "listeners[0].max_header_bytes",
+        ),
     ];
     for (text, want) in cases {
         assert_ne!(text, good, "case {want} did not change the file");
