@@ -250,8 +250,9 @@ async fn http2_upstream_connections_count_connections_not_streams() {
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap();
-        assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
-        bodies.push(body);
+        let read = first.data_ref().map_or(0, |d| d.len());
+        assert!(read > 0);
+        bodies.push((body, read));
     }
     let m = gw.metrics().await;
     assert_eq!(
@@ -267,12 +268,11 @@ async fn http2_upstream_connections_count_connections_not_streams() {
     assert_eq!(up.connections(), 1);
 
     // One ends (read to the end): the other still holds the connection active.
-    let mut rest = bodies.pop().unwrap();
-    let mut len = 0;
+    let (mut rest, mut len) = bodies.pop().unwrap();
     while let Some(frame) = rest.frame().await {
         len += frame.unwrap().data_ref().map_or(0, |d| d.len());
     }
-    assert!(len > 0);
+    assert_eq!(len as u64, SIZE);
     let m = wait_for_metric(
         &gw.admin.to_string(),
         "fedgate_requests_in_flight",

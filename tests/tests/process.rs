@@ -283,8 +283,9 @@ async fn a_1gib_upload_streams_with_bounded_memory() {
 async fn sigint_drains_in_flight_requests() {
     let up = TestUpstream::start("a").await;
     let mut g = start(&up).await;
+    // Long enough that /ready is seen 503 before the drain ends, even on a loaded machine.
     let slow = tokio::spawn(send(get(&format!(
-        "http://127.0.0.1:{}/slow/1500",
+        "http://127.0.0.1:{}/slow/3000",
         g.public
     ))));
     // The request is in flight once the upstream has it.
@@ -380,7 +381,6 @@ async fn the_access_log_is_one_json_line_per_request_with_every_field() {
     .await
     .unwrap();
     let r = read_response(&mut s).await;
-    let round_trip_ms = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(r.status, 200);
     let want_body = format!(
         "11 {}",
@@ -403,9 +403,12 @@ async fn the_access_log_is_one_json_line_per_request_with_every_field() {
             assert_eq!(found.len(), 1, "one access line per request: {found:?}");
             break found[0].clone();
         }
+        // The line is written when the body ends, just after the client has read it: its
+        // duration is bounded by the time until the line is seen.
         assert!(Instant::now() < deadline, "no access-log line");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let upper_ms = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(line["level"], "INFO", "{line}");
     assert_eq!(line["route"], "main", "{line}");
     assert_eq!(line["upstream"], "app", "{line}");
@@ -425,8 +428,8 @@ async fn the_access_log_is_one_json_line_per_request_with_every_field() {
         .as_f64()
         .expect("duration_ms is a number");
     assert!(
-        duration > 0.0 && duration <= round_trip_ms + 1.0,
-        "duration_ms {duration} outside (0, {round_trip_ms}]"
+        duration > 0.0 && duration <= upper_ms,
+        "duration_ms {duration} outside (0, {upper_ms}]"
     );
     assert!(line["timestamp"].is_string(), "{line}");
 
