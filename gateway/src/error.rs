@@ -33,6 +33,8 @@ pub enum ProxyError {
     RateLimited,
     #[error("the upstream's circuit breaker is open")]
     CircuitOpen,
+    #[error("the request asks for a protocol upgrade the route's HTTP/2 upstream cannot carry")]
+    UpgradeUnsupported,
 }
 
 impl ProxyError {
@@ -50,6 +52,7 @@ impl ProxyError {
             ProxyError::Blocked => StatusCode::FORBIDDEN,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -68,6 +71,7 @@ impl ProxyError {
             ProxyError::Blocked => "forbidden\n",
             ProxyError::RateLimited => "too many requests\n",
             ProxyError::CircuitOpen => "upstream unavailable\n",
+            ProxyError::UpgradeUnsupported => "upgrade not supported on this route\n",
         }
     }
 
@@ -85,7 +89,8 @@ impl ProxyError {
             | ProxyError::PluginFailed
             | ProxyError::Blocked
             | ProxyError::RateLimited
-            | ProxyError::CircuitOpen => None,
+            | ProxyError::CircuitOpen
+            | ProxyError::UpgradeUnsupported => None,
         }
     }
 
@@ -99,6 +104,7 @@ impl ProxyError {
             ProxyError::Blocked => "blocked",
             ProxyError::RateLimited => "rate_limited",
             ProxyError::CircuitOpen => "circuit_open",
+            ProxyError::UpgradeUnsupported => "upgrade_unsupported",
             other => other.upstream_kind().map_or("error", |k| k.as_str()),
         }
     }
@@ -161,6 +167,8 @@ mod tests {
         assert_eq!(ProxyError::UpstreamReset.status(), 502);
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
         assert_eq!(ProxyError::NoHealthyEndpoint.status(), 503);
+        assert_eq!(ProxyError::UpgradeUnsupported.status(), 501);
+        assert_eq!(ProxyError::UpgradeUnsupported.upstream_kind(), None);
         assert_eq!(
             ProxyError::UpstreamTimeout.upstream_kind(),
             Some(UpstreamErrorKind::Timeout)

@@ -29,6 +29,7 @@ use tower::Service;
 
 use crate::body::RequestBody;
 use crate::h1::{self, Conn, Framing};
+use crate::metrics::ActiveConn;
 use crate::upstream::{BoxError, Counted, CountingConnector};
 
 /// Why a request could not be sent or answered.
@@ -100,6 +101,8 @@ pub struct Lent {
     conn: Box<Conn>,
     shared: Arc<Shared>,
     slot: usize,
+    /// A connection on loan is an active one; back in the idle list (or closed) it is not.
+    _active: ActiveConn,
 }
 
 impl std::fmt::Debug for Lent {
@@ -210,6 +213,7 @@ impl Pool {
                 conn,
                 shared: self.shared.clone(),
                 slot,
+                _active: ActiveConn::new(self.shared.connector.stats()),
             };
             match lent.conn.exchange(parts, &mut body).await {
                 Ok((head, framing)) => {
@@ -239,7 +243,10 @@ impl Pool {
         slot: usize,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        let io = self.dial(slot).await?;
+        let mut io = self.dial(slot).await?;
+        // The connection serves this exchange and then the tunnel (if the upgrade is
+        // accepted) until it closes: active all along, never idle.
+        io.dedicate();
         let (mut sender, driver) = self
             .shared
             .builder

@@ -80,8 +80,10 @@ pub async fn handle(
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
 
-    // Phase 1: ids. The request id and trace context are set on the forwarded request and
-    // echoed on the response, so a client report can be matched with the upstream's logs.
+    // Phase 1: ids. The request id and trace context are set on the forwarded request; the
+    // request id is also echoed on the response, so a client report can be matched with the
+    // upstream's logs. `traceparent` is not echoed: W3C Trace Context defines it for
+    // requests only, and the trace id is in the access log.
     let (request_id, client_id) = headers::request_id(req.headers(), &rt.forwarding);
     let trace_id = headers::ensure_traceparent(req.headers_mut());
 
@@ -148,6 +150,12 @@ pub async fn handle(
         }
     }
 
+    // An HTTP/1.1 upgrade (WebSocket) needs an HTTP/1.1 upstream connection to take over:
+    // HTTP/2 has no `Upgrade` (RFC 9113 §8.6), so the gateway says so itself instead of
+    // sending the upstream a request it must refuse (a 502 that would look like its fault).
+    if upgrade && upstream.config.protocol == UpstreamProtocol::Http2 {
+        return rescue(ProxyError::UpgradeUnsupported, completion, &request_id, &rt);
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::body::{Relay, RequestBody};
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
-use crate::metrics::{ConnStats, UpstreamMetrics};
+use crate::metrics::{ActiveConn, ConnStats, UpstreamMetrics};
 use crate::pool::{Pool, SendError};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -82,6 +82,9 @@ pub struct Upstream {
 pub struct Lease {
     upstream: Arc<Upstream>,
     index: usize,
+    /// HTTP/2: the stream this request holds on its connection, from the response head
+    /// until the lease is dropped (when the response body ends).
+    stream: std::sync::Mutex<Option<Stream>>,
 }
 
 impl Lease {
@@ -163,14 +166,20 @@ impl Lease {
                     kind: ProxyError::BadRequest("target"),
                     detail: e.to_string(),
                 })?;
-                clients[self.index]
+                let resp = clients[self.index]
                     .request(req)
                     .await
-                    .map(|r| r.map(Relay::Incoming))
                     .map_err(|e| ForwardError {
                         kind: ProxyError::from_client(&e),
                         detail: e.to_string(),
-                    })
+                    })?;
+                // The connector tagged the connection that carried the request: its
+                // stream count makes the connection active or idle.
+                if let Some(tag) = resp.extensions().get::<ConnTag>() {
+                    let stream = Stream::open(tag);
+                    *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                }
+                Ok(resp.map(Relay::Incoming))
             }
         }
     }
@@ -205,11 +214,6 @@ impl Drop for Lease {
         self.upstream.endpoints[self.index]
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
-        self.upstream
-            .metrics
-            .conns
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -220,6 +224,7 @@ impl Upstream {
             inner: https_connector(&config)?,
             stats: metrics.conns.clone(),
             dial: None,
+            multiplexed: false,
         };
         let mut uris = Vec::with_capacity(config.endpoints.len());
         for e in &config.endpoints {
@@ -254,6 +259,7 @@ impl Upstream {
                     .map(|uri| {
                         builder.build(CountingConnector {
                             dial: Some(uri),
+                            multiplexed: true,
                             ..connector.clone()
                         })
                     })
@@ -410,10 +416,10 @@ impl Upstream {
         self.endpoints[index]
             .in_flight
             .fetch_add(1, Ordering::Relaxed);
-        self.metrics.conns.active.fetch_add(1, Ordering::Relaxed);
         Lease {
             upstream: self.clone(),
             index,
+            stream: std::sync::Mutex::new(None),
         }
     }
 }
@@ -478,6 +484,15 @@ pub struct CountingConnector {
     /// Dial this endpoint (scheme, authority: also the TLS server name) whatever the
     /// request's URI says; `None` dials the URI given.
     dial: Option<Uri>,
+    /// HTTP/2: connections carry many streams, and are tagged so each response can say
+    /// which connection it came on.
+    multiplexed: bool,
+}
+
+impl CountingConnector {
+    pub(crate) fn stats(&self) -> &Arc<ConnStats> {
+        &self.stats
+    }
 }
 
 impl tower::Service<Uri> for CountingConnector {
@@ -492,10 +507,22 @@ impl tower::Service<Uri> for CountingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let fut = self.inner.call(self.dial.clone().unwrap_or(uri));
         let stats = self.stats.clone();
+        let multiplexed = self.multiplexed;
         Box::pin(async move {
             let io = fut.await?;
             stats.open.fetch_add(1, Ordering::Relaxed);
-            Ok(Counted { io, stats })
+            let tag = multiplexed.then(|| {
+                ConnTag(Arc::new(Streams {
+                    count: AtomicUsize::new(0),
+                    stats: stats.clone(),
+                }))
+            });
+            Ok(Counted {
+                io,
+                stats,
+                dedicated: None,
+                tag,
+            })
         })
     }
 }
@@ -505,6 +532,20 @@ impl tower::Service<Uri> for CountingConnector {
 pub struct Counted {
     io: Io,
     stats: Arc<ConnStats>,
+    /// Counted active for its whole life (see [`Counted::dedicate`]).
+    dedicated: Option<ActiveConn>,
+    /// HTTP/2: the stream count, handed to every response through `Connected::extra`.
+    tag: Option<ConnTag>,
+}
+
+impl Counted {
+    /// Counts the connection as active until it closes: a connection of its own for an
+    /// upgrade carries that exchange and then its tunnel, and is never idle.
+    pub fn dedicate(&mut self) {
+        if self.dedicated.is_none() {
+            self.dedicated = Some(ActiveConn::new(&self.stats));
+        }
+    }
 }
 
 impl Drop for Counted {
@@ -515,7 +556,44 @@ impl Drop for Counted {
 
 impl Connection for Counted {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        let connected = self.io.connected();
+        match &self.tag {
+            Some(tag) => connected.extra(tag.clone()),
+            None => connected,
+        }
+    }
+}
+
+/// Which HTTP/2 connection a response came on: found in the response's extensions.
+#[derive(Debug, Clone)]
+struct ConnTag(Arc<Streams>);
+
+/// The streams in flight on one HTTP/2 connection; the connection is active while there
+/// is at least one.
+#[derive(Debug)]
+struct Streams {
+    count: AtomicUsize,
+    stats: Arc<ConnStats>,
+}
+
+/// One stream in flight on an HTTP/2 connection, until dropped.
+#[derive(Debug)]
+struct Stream(Arc<Streams>);
+
+impl Stream {
+    fn open(tag: &ConnTag) -> Self {
+        if tag.0.count.fetch_add(1, Ordering::AcqRel) == 0 {
+            tag.0.stats.active.fetch_add(1, Ordering::Relaxed);
+        }
+        Stream(tag.0.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -196,3 +196,140 @@ async fn admin_endpoints_answer() {
     let (s, _, _) = send(post(&admin("/metrics"), "")).await;
     assert_eq!(s, 405);
 }
+
+fn upstream_conns(m: &str, state: &str) -> f64 {
+    metric(
+        m,
+        "fedgate_upstream_connections",
+        &[("upstream", "app"), ("state", state)],
+    )
+    .expect("fedgate_upstream_connections is exported")
+}
+
+/// Waits until the upstream's connection gauges read `active` and `idle`.
+async fn wait_for_conns(gw: &TestGateway, active: f64, idle: f64) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = gw.metrics().await;
+        let got = (upstream_conns(&m, "active"), upstream_conns(&m, "idle"));
+        if got == (active, idle) {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections (active, idle) are {got:?}, not {:?}",
+            (active, idle)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_connections_count_connections_not_streams() {
+    use http_body_util::BodyExt;
+    let up = TestUpstream::start("h2").await;
+    let gw = TestGateway::start(&format!(
+        "{}\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n",
+        upstream_block("app", &[up.url()], "protocol = \"http2\"")
+    ))
+    .await;
+    // One request opens the multiplexed connection, which then sits idle.
+    assert_eq!(send(get(&gw.url("/first"))).await.0, 200);
+    wait_for_conns(&gw, 0.0, 1.0).await;
+
+    // Two responses streaming at once, on two client connections: two streams on the one
+    // upstream connection, which is one active connection.
+    const SIZE: u64 = 32 * 1024 * 1024;
+    let c = client();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let resp = c
+            .request(get(&gw.url(&format!("/bytes/{SIZE}"))))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        let read = first.data_ref().map_or(0, |d| d.len());
+        assert!(read > 0);
+        bodies.push((body, read));
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_requests_in_flight", &[("route", "all")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        upstream_conns(&m, "active"),
+        1.0,
+        "two streams, one connection"
+    );
+    assert_eq!(upstream_conns(&m, "idle"), 0.0);
+    assert_eq!(up.connections(), 1);
+
+    // One ends (read to the end): the other still holds the connection active.
+    let (mut rest, mut len) = bodies.pop().unwrap();
+    while let Some(frame) = rest.frame().await {
+        len += frame.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(len as u64, SIZE);
+    let m = wait_for_metric(
+        &gw.admin.to_string(),
+        "fedgate_requests_in_flight",
+        &[("route", "all")],
+        1.0,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(upstream_conns(&m, "active"), 1.0);
+    assert_eq!(upstream_conns(&m, "idle"), 0.0);
+
+    // The other is abandoned by its client: no stream left, the connection is idle.
+    drop(bodies);
+    wait_for_conns(&gw, 0.0, 1.0).await;
+    assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_tunnel_keeps_its_upstream_connection_active() {
+    use futures_util::{SinkExt, StreamExt};
+    let up = TestUpstream::start("ws").await;
+    let gw = TestGateway::start(&format!(
+        "{}\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n",
+        upstream_block("app", &[up.url()], "")
+    ))
+    .await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .expect("websocket handshake through the proxy");
+    assert_eq!(resp.status(), 101);
+    let msg = tokio_tungstenite::tungstenite::Message::text("ping");
+    ws.send(msg.clone()).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), msg);
+    // The upgrade request is over (counted, not in flight); its connection carries the
+    // tunnel.
+    let m = wait_for_metric(
+        &gw.admin.to_string(),
+        "fedgate_requests_total",
+        &[
+            ("route", "all"),
+            ("upstream", "app"),
+            ("method", "GET"),
+            ("status", "101"),
+        ],
+        1.0,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        metric(&m, "fedgate_requests_in_flight", &[("route", "all")]),
+        Some(0.0)
+    );
+    assert_eq!(upstream_conns(&m, "active"), 1.0);
+    assert_eq!(upstream_conns(&m, "idle"), 0.0);
+
+    // Closed, the tunnel's connection goes away: it never joins the idle pool.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_for_conns(&gw, 0.0, 0.0).await;
+}

@@ -411,3 +411,50 @@ async fn http2_upstreams_are_spoken_to_by_prior_knowledge() {
         .unwrap();
     assert_eq!(open, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_on_a_route_to_an_http2_upstream_are_answered_501() {
+    let up = TestUpstream::start("h2").await;
+    let gw = TestGateway::start(&one_route(&up, "protocol = \"http2\"")).await;
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr))
+        .await
+        .expect_err("HTTP/2 cannot carry an HTTP/1.1 upgrade");
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
+        panic!("expected the gateway's HTTP answer, got {err:?}");
+    };
+    assert_eq!(resp.status(), 501);
+    assert_eq!(
+        resp.body().as_deref(),
+        Some(&b"upgrade not supported on this route\n"[..])
+    );
+    assert!(resp.headers().contains_key("x-request-id"));
+    // The upstream was never asked; ordinary requests on the route still go through.
+    assert_eq!(up.hits(), 0);
+    let (s, _, body) = send(get(&gw.url("/plain"))).await;
+    assert_eq!(s, 200);
+    assert_eq!(body, "upstream h2");
+    let m = wait_for_metric(
+        &gw.admin.to_string(),
+        "fedgate_requests_total",
+        &[
+            ("route", "all"),
+            ("upstream", "app"),
+            ("method", "GET"),
+            ("status", "501"),
+        ],
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    for kind in ["connect", "timeout", "reset", "protocol"] {
+        assert_eq!(
+            metric(
+                &m,
+                "fedgate_upstream_errors_total",
+                &[("upstream", "app"), ("kind", kind)]
+            ),
+            Some(0.0),
+            "{kind}"
+        );
+    }
+}

@@ -110,6 +110,63 @@ async fn unchanged_upstreams_keep_their_pool_across_reloads() {
     assert_eq!(rt.routes.routes()[0].config.name, "renamed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reloads_a_changed_file_once() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let head = HEAD.replace(
+        "[reload]\nwatch = false",
+        "[reload]\nwatch = true\npoll_interval = \"100ms\"",
+    );
+    assert_ne!(head, HEAD);
+    let ups = format!(
+        "{}{}",
+        upstream_block("a", &[a.url()], ""),
+        upstream_block("b", &[b.url()], "")
+    );
+    let old = format!(
+        "{head}\n{ups}\n[[routes]]\nname = \"old\"\npath_prefix = \"/old/\"\nupstream = \"a\"\n"
+    );
+    let gw = TestGateway::start_full(&old).await;
+    assert_eq!(send(get(&gw.url("/old/x"))).await.0, 200);
+    assert_eq!(send(get(&gw.url("/new/x"))).await.0, 404);
+    // Let the watcher poll the unchanged file a few times: no reload.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_config_reloads_total", &[("result", "success")]).unwrap_or(0.0),
+        0.0
+    );
+
+    // Replace the file in one step (as editors and ConfigMap swaps do), so the watcher
+    // never reads half of it.
+    let new =
+        format!("{old}[[routes]]\nname = \"new\"\npath_prefix = \"/new/\"\nupstream = \"b\"\n");
+    let tmp = gw.dir.path().join("fedgate.toml.tmp");
+    std::fs::write(&tmp, &new).unwrap();
+    std::fs::rename(&tmp, &gw.config_path).unwrap();
+    assert!(
+        wait_for_status(&gw.url("/new/x"), 200, Duration::from_secs(20)).await,
+        "the watcher did not apply the changed file"
+    );
+    let (_, h, body) = send(get(&gw.url("/new/x"))).await;
+    assert_eq!(h["x-upstream"], "b");
+    assert_eq!(body, "upstream b");
+    assert_eq!(send(get(&gw.url("/old/x"))).await.0, 200);
+
+    // Many more polls of the same content: still exactly one reload.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_config_reloads_total", &[("result", "success")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "fedgate_config_reloads_total", &[("result", "error")]).unwrap_or(0.0),
+        0.0
+    );
+}
+
 fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fedgate.toml");
@@ -155,6 +212,14 @@ fn check_names_the_bad_field() {
         (
             good.replace("shutdown_grace = \"5s\"", "shutdown_grace = 5"),
             "shutdown_grace",
+        ),
+        (
+            // Below hyper's smallest HTTP/1.1 read buffer: refused, not silently raised.
+            good.replace(
+                "name = \"public\"\naddress = \"127.0.0.1:0\"",
+                "name = \"public\"\naddress = \"127.0.0.1:0\"\nmax_header_bytes = 4096",
+            ),
+            "listeners[0].max_header_bytes",
         ),
     ];
     for (text, want) in cases {

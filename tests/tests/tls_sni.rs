@@ -227,3 +227,142 @@ async fn upstreams_over_tls_are_verified_and_their_connections_reused() {
     );
     assert_eq!(connect_errors, Some(1.0));
 }
+
+/// What the HTTP/2 TLS upstream saw of one request.
+#[derive(Debug, Clone)]
+struct H2Seen {
+    alpn: Option<Vec<u8>>,
+    version: http::Version,
+    method: String,
+    target: String,
+    authority: Option<String>,
+    traceparent: Option<String>,
+    body_len: usize,
+    body_sha256: String,
+}
+
+/// An upstream that speaks only HTTP/2 over TLS (ALPN `h2`), with a certificate for
+/// `h2.example` from the CA in `dir`; it answers `h2 ok` and records every request.
+async fn h2_tls_upstream(
+    dir: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<H2Seen>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    make_pki(dir, &["h2.example"]);
+    let cert = CertificateDer::from_pem_file(dir.join("h2.example.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("h2.example.key")).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen2, conns2) = (seen.clone(), conns.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            conns2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (seen, alpn) = (seen.clone(), alpn.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        seen.lock().unwrap().push(H2Seen {
+                            alpn,
+                            version: parts.version,
+                            method: parts.method.to_string(),
+                            target: parts
+                                .uri
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            authority: parts.uri.authority().map(|a| a.to_string()),
+                            traceparent: parts
+                                .headers
+                                .get("traceparent")
+                                .map(|v| v.to_str().unwrap().to_string()),
+                            body_len: bytes.len(),
+                            body_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                        });
+                        Ok::<_, std::convert::Infallible>(full("h2 ok".to_string()))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstreams_over_tls_negotiate_h2_and_get_requests_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen, conns) = h2_tls_upstream(dir.path()).await;
+    let d = dir.path().display();
+    let gw = TestGateway::start(&format!(
+        "{}\n[upstreams.app.tls]\nca_file = \"{d}/ca.pem\"\nserver_name = \"h2.example\"\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n",
+        upstream_block(
+            "app",
+            &[format!("https://{addr}")],
+            "protocol = \"http2\""
+        )
+    ))
+    .await;
+
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let req = Request::get(gw.url("/users/alice?page=2&x=%2F"))
+        .header("traceparent", traceparent)
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "h2 ok");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let (status, _, body) = send(post(&gw.url("/inbox"), payload.clone())).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "h2 ok");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert_eq!(s.alpn.as_deref(), Some(&b"h2"[..]), "ALPN chose h2");
+        assert_eq!(s.version, http::Version::HTTP_2);
+        // The client's Host travels as `:authority`.
+        assert_eq!(s.authority.as_deref(), Some(gw.addr.to_string().as_str()));
+    }
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].target, "/users/alice?page=2&x=%2F");
+    assert_eq!(seen[0].traceparent.as_deref(), Some(traceparent));
+    assert_eq!(seen[0].body_len, 0);
+    assert_eq!(seen[1].method, "POST");
+    assert_eq!(seen[1].target, "/inbox");
+    assert_eq!(seen[1].body_len, payload.len());
+    assert_eq!(
+        seen[1].body_sha256,
+        hex::encode(sha2::Sha256::digest(&payload))
+    );
+    // Both requests shared one TLS connection.
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -399,6 +399,10 @@ pub const DEFAULT_PLUGIN_SERIES: usize = 1000;
 /// Default admin address, also used by `demo`.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
+/// The smallest `max_header_bytes`: hyper's HTTP/1.1 read buffer, which holds the request
+/// head, refuses to be smaller.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
@@ -954,10 +958,13 @@ fn validate_listener(
         ));
     }
     let max_header_bytes = l.max_header_bytes.unwrap_or(64 * 1024);
-    if !(1024..=16 * 1024 * 1024).contains(&max_header_bytes) {
+    // The HTTP/1.1 head is bounded by hyper's read buffer, which cannot be smaller than
+    // 8 KiB: a lower limit would silently act as 8192.
+    if !(MIN_HEADER_BYTES..=16 * 1024 * 1024).contains(&max_header_bytes) {
         return Err(ConfigError::field(
             field("max_header_bytes"),
-            "must be between 1024 and 16777216",
+            "must be between 8192 and 16777216 (the HTTP/1.1 read buffer that holds the \
+             request head cannot be smaller than 8192 bytes)",
         ));
     }
     let tls = match &l.tls {
@@ -1811,6 +1818,33 @@ upstream = "app"
             Err(ConfigError::Field { field, .. }) => field,
             other => panic!("expected a field error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn max_header_bytes_below_the_http1_buffer_is_refused() {
+        let with = |n: usize| {
+            MINIMAL.replace(
+                "address = \"127.0.0.1:0\"",
+                &format!("address = \"127.0.0.1:0\"\nmax_header_bytes = {n}"),
+            )
+        };
+        match parse(&with(4096)) {
+            Err(ConfigError::Field { field, message }) => {
+                assert_eq!(field, "listeners[0].max_header_bytes");
+                assert!(message.contains("8192"), "{message}");
+                assert!(message.contains("read buffer"), "{message}");
+            }
+            other => panic!("4096 must be refused, got {other:?}"),
+        }
+        assert_eq!(field_of(&with(8191)), "listeners[0].max_header_bytes");
+        assert_eq!(
+            parse(&with(8192)).unwrap().listeners[0].max_header_bytes,
+            8192
+        );
+        assert_eq!(
+            field_of(&with(16 * 1024 * 1024 + 1)),
+            "listeners[0].max_header_bytes"
+        );
     }
 
     #[test]
