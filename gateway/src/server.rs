@@ -9,15 +9,20 @@
 //! drain.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -241,6 +246,7 @@ async fn accept_loop(
                         ConnInfo::new(client, false),
                         shared,
                         builder,
+                        settings.config.header_read_timeout,
                         watcher,
                     )
                     .await
@@ -261,6 +267,7 @@ async fn accept_loop(
                                 ConnInfo::new(client, true).with_client_principal(peer),
                                 shared,
                                 builder,
+                                settings.config.header_read_timeout,
                                 watcher,
                             )
                             .await
@@ -279,6 +286,7 @@ async fn serve<I>(
     conn: ConnInfo,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -290,10 +298,87 @@ async fn serve<I>(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(proxy::handle(rt, req, conn).await) }
     });
+    // hyper-util reads a connection's first bytes (to tell HTTP/2's preface from HTTP/1.1)
+    // before hyper's header-read deadline starts: without a deadline of its own, a client
+    // that connects and sends nothing would hold a connection slot for ever.
+    let io = FirstBytes::new(io, header_read_timeout);
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%client, error = %e, "connection ended with an error");
+    }
+}
+
+pin_project! {
+    /// A connection whose first bytes must arrive within a deadline; after them, plain
+    /// pass-through (one branch per read).
+    struct FirstBytes<I> {
+        #[pin]
+        io: I,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<I> FirstBytes<I> {
+    fn new(io: I, within: Duration) -> Self {
+        FirstBytes {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for FirstBytes<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let Some(deadline) = this.deadline else {
+            return this.io.poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                *this.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for FirstBytes<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }

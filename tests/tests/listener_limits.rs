@@ -156,3 +156,31 @@ async fn a_client_that_stalls_mid_head_is_disconnected_after_header_read_timeout
     assert!(up.seen().iter().all(|s| s.target != "/stalled"));
     assert_eq!(up.hits(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected_after_header_read_timeout() {
+    let up = TestUpstream::start("a").await;
+    let gw = limited(&up, "header_read_timeout = \"1s\"\nmax_connections = 2").await;
+
+    // Two silent clients take both connection slots...
+    let connected = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // ... and are closed once the timeout has passed, and not before, which frees the
+    // slots for a client that speaks.
+    for s in &mut silent {
+        let got = read_to_close(s, Duration::from_secs(30)).await;
+        assert_eq!(got.as_deref(), Some(&b""[..]), "{got:?}");
+    }
+    let waited = connected.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950),
+        "closed after {waited:?}, before the 1 s timeout"
+    );
+    let (status, _, body) = send(get(&gw.url("/after"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "upstream a");
+    assert_eq!(up.hits(), 1);
+}
