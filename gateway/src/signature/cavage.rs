@@ -37,14 +37,7 @@ pub struct Signature {
 /// its signing string. No signature is `missing`; one that cannot be read, or that covers a
 /// field the request lacks, is `malformed`.
 pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
-    let text = match message.headers.get("signature") {
-        Some(v) => v
-            .to_str()
-            .map_err(|_| Rejection::malformed("Signature is not text"))?,
-        None => authorization(message.headers)
-            .ok_or_else(|| Rejection::new(Outcome::Missing, "no Signature header"))?,
-    };
-    let mut params = parameters(text)?;
+    let mut params = parameters(signature_text(message.headers)?)?;
     let key_id = params
         .remove("keyid")
         .filter(|k| !k.is_empty())
@@ -111,6 +104,28 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
         method: message.method.clone(),
         date: message.field("date"),
     })
+}
+
+/// The signature's parameters as they stand in `Signature`, else in
+/// `Authorization: Signature`.
+fn signature_text(headers: &http::HeaderMap) -> Result<&str, Rejection> {
+    match headers.get("signature") {
+        Some(v) => v
+            .to_str()
+            .map_err(|_| Rejection::malformed("Signature is not text")),
+        None => authorization(headers)
+            .ok_or_else(|| Rejection::new(Outcome::Missing, "no Signature header")),
+    }
+}
+
+/// The `keyId` of the request's signature as [`parse`] reads it (same field, same
+/// parameter rules), without building its signing string. `None` when there is none or the
+/// signature cannot be read.
+pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<String> {
+    parameters(signature_text(headers).ok()?)
+        .ok()?
+        .remove("keyid")
+        .filter(|k| !k.is_empty())
 }
 
 /// Whether the request carries a draft-cavage signature, in either header.

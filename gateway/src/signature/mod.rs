@@ -134,18 +134,10 @@ impl Message<'_> {
     /// `", "`, as both schemes canonicalise them. `host` falls back to the authority.
     /// `None` when the request has no such field.
     pub fn field(&self, name: &str) -> Option<String> {
-        let mut values = self.headers.get_all(name).iter().peekable();
-        if values.peek().is_none() {
-            return (name == "host").then_some(self.authority?.to_string());
+        match field_line(self.headers, name) {
+            None if name == "host" => Some(self.authority?.to_string()),
+            line => line,
         }
-        let mut line = String::new();
-        for (i, v) in values.enumerate() {
-            if i > 0 {
-                line.push_str(", ");
-            }
-            line.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
-        }
-        Some(line)
     }
 
     pub fn path(&self) -> &str {
@@ -157,6 +149,57 @@ impl Message<'_> {
     pub fn query(&self) -> Option<&str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
     }
+}
+
+/// The values of field `name` as one line: every field line's value, trimmed, joined by
+/// `", "`. `None` when `headers` have no such field.
+pub fn field_line(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut line = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            line.push_str(", ");
+        }
+        line.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
+    }
+    Some(line)
+}
+
+/// The scheme phase 6 verifies a request with: RFC 9421 when it has `Signature-Input`,
+/// else draft-cavage when it has `Signature` or `Authorization: Signature`.
+pub fn scheme_of(headers: &HeaderMap) -> Scheme {
+    if headers.contains_key("signature-input") {
+        Scheme::Rfc9421
+    } else if cavage::present(headers) {
+        Scheme::Cavage
+    } else {
+        Scheme::None
+    }
+}
+
+/// The key id a request's signature names, read by the same parser phase 6 verifies it
+/// with, without verifying anything. `None` when the request is not signed or its signature
+/// cannot be read (then it cannot verify either).
+pub fn claimed_key_id(headers: &HeaderMap) -> Option<String> {
+    match scheme_of(headers) {
+        Scheme::Rfc9421 => rfc9421::claimed_key_id(headers),
+        Scheme::Cavage => cavage::claimed_key_id(headers),
+        Scheme::None => None,
+    }
+}
+
+/// The instance of a key id or actor URL: its host (with a port, if any), lowercased;
+/// empty when it has none. `remote.example` for `https://remote.example/users/bob#main-key`.
+pub fn instance_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    host.chars()
+        .take(253)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// The clock-skew rules both schemes share. Defaults follow Mastodon: a signature dated up

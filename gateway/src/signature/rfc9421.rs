@@ -49,8 +49,8 @@ pub struct Signature {
 /// `Signature` is `missing`; a signature that cannot be read, or whose base cannot be built,
 /// is `malformed`; an `alg` this gateway does not verify is `unsupported_algorithm`.
 pub fn parse(message: &Message<'_>, label: Option<&str>) -> Result<Signature, Rejection> {
-    let inputs = dictionary(message, "signature-input", "Signature-Input")?;
-    let signatures = dictionary(message, "signature", "Signature")?;
+    let inputs = dictionary(message.headers, "signature-input", "Signature-Input")?;
+    let signatures = dictionary(message.headers, "signature", "Signature")?;
     let (label, input) = match label {
         Some(label) => inputs.get_key_value(label).ok_or_else(|| {
             Rejection::malformed(format!("Signature-Input has no signature labelled {label}"))
@@ -142,10 +142,27 @@ pub fn parse(message: &Message<'_>, label: Option<&str>) -> Result<Signature, Re
     Ok(sig)
 }
 
+/// The `keyid` of the signature [`parse`] verifies when given no label (the first one in
+/// `Signature-Input`), read from the same structured dictionary, without building its
+/// signature base. `None` when there is none or `Signature-Input` cannot be read.
+pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<String> {
+    let inputs = dictionary(headers, "signature-input", "Signature-Input").ok()?;
+    let (_, ListEntry::InnerList(input)) = inputs.first()? else {
+        return None;
+    };
+    // The last `keyid` wins, as in `parse`.
+    let mut key_id = None;
+    for (name, value) in &input.params {
+        if name.as_str() == "keyid" {
+            key_id = Some(string(name.as_str(), value).ok()?);
+        }
+    }
+    key_id
+}
+
 /// Reads header `name` as a structured dictionary (RFC 8941, as RFC 9421 uses it).
-fn dictionary(message: &Message<'_>, name: &str, title: &str) -> Result<Dictionary, Rejection> {
-    let text = message
-        .field(name)
+fn dictionary(headers: &http::HeaderMap, name: &str, title: &str) -> Result<Dictionary, Rejection> {
+    let text = super::field_line(headers, name)
         .ok_or_else(|| Rejection::new(Outcome::Missing, format!("no {title} header")))?;
     Parser::new(&text)
         .with_version(Version::Rfc8941)
