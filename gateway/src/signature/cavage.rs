@@ -476,6 +476,32 @@ mod tests {
     }
 
     #[test]
+    fn a_date_is_valid_for_five_minutes_and_the_skew() {
+        let key = PublicKey::from_pem(RSA_PUB).unwrap();
+        let mut h = inbox_headers();
+        let value = mastodon_signature("rsa-sha256", &rsa_sign(MASTODON_STRING));
+        h.insert("signature", value.parse().unwrap());
+        let date = httpdate::parse_http_date(DATE).unwrap();
+        let s = Duration::from_secs;
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date + s(65 * 60)),
+            Outcome::Valid
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date + s(65 * 60 + 1)),
+            Outcome::Expired
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date - s(3600)),
+            Outcome::Valid
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date - s(3601)),
+            Outcome::Expired
+        );
+    }
+
+    #[test]
     fn coverage_rules_follow_mastodon() {
         let parsed = |headers: &str, method: Method| {
             let mut h = inbox_headers();

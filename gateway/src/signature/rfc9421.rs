@@ -686,7 +686,7 @@ MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
             sig.verify(&key, &Window::default(), at(RFC_CREATED + 30)),
             Ok(())
         );
-        // Twelve hours and more later, the same signature is too old.
+        // Past five minutes and the hour of skew, the same signature is too old.
         assert_eq!(
             outcome(sig.verify(&key, &Window::default(), at(RFC_CREATED + 14 * 3600))),
             Outcome::Expired
@@ -1056,6 +1056,38 @@ MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
             assert_eq!(outcome(check(&headers, ED_PUB)), Outcome::Expired, "{p}");
         }
         assert_eq!(check(&signed_inbox(&fresh, ed), ED_PUB), Ok(()));
+    }
+
+    #[test]
+    fn created_and_expires_follow_mastodons_window() {
+        let key = PublicKey::from_pem(ED_PUB).unwrap();
+        let at_time = |params: &str, when: i64| {
+            let headers = signed_inbox(params, ed);
+            parse(&inbox_message(&headers), None)?.verify(&key, &Window::default(), at(when))
+        };
+        let created = format!(r#";created={CREATED};keyid="{KEY_ID}""#);
+        // Without expires: five minutes, and the hour of skew either way.
+        assert_eq!(at_time(&created, CREATED + 65 * 60), Ok(()));
+        assert_eq!(
+            outcome(at_time(&created, CREATED + 65 * 60 + 1)),
+            Outcome::Expired
+        );
+        assert_eq!(at_time(&created, CREATED - 3600), Ok(()));
+        assert_eq!(outcome(at_time(&created, CREATED - 3601)), Outcome::Expired);
+        // An expires instead of the five minutes, at most twelve hours after created.
+        let expires = |e: i64| format!(r#";created={CREATED};expires={e};keyid="{KEY_ID}""#);
+        let hours = expires(CREATED + 3 * 3600);
+        assert_eq!(at_time(&hours, CREATED + 4 * 3600), Ok(()));
+        assert_eq!(
+            outcome(at_time(&hours, CREATED + 4 * 3600 + 1)),
+            Outcome::Expired
+        );
+        let week = expires(CREATED + 7 * 24 * 3600);
+        assert_eq!(at_time(&week, CREATED + 13 * 3600), Ok(()));
+        assert_eq!(
+            outcome(at_time(&week, CREATED + 13 * 3600 + 1)),
+            Outcome::Expired
+        );
     }
 
     #[test]
