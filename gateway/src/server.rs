@@ -1,6 +1,8 @@
 //! Phase 1: accept, TLS and HTTP. Each listener runs one accept loop bounded by its
 //! connection limit; each connection is served by hyper-util's auto builder (HTTP/1.1 with
-//! upgrades, HTTP/2 by prior knowledge or ALPN) and watched for graceful shutdown.
+//! upgrades, HTTP/2 by prior knowledge or ALPN) and watched for graceful shutdown. A TLS
+//! handshake that fails is counted by listener and reason
+//! (`fedgate_tls_handshake_errors_total`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ListenerConfig;
 use crate::gateway::Shared;
 use crate::proxy::{self, ConnInfo};
+use crate::tls::HandshakeFailure;
 
 /// A bound public listener, ready to serve.
 pub struct Listener {
@@ -108,6 +111,10 @@ pub async fn accept_loop(
     let builder = Arc::new(http_builder(&listener.config));
     let limit = Arc::new(Semaphore::new(listener.config.max_connections));
     let name = listener.config.name.clone();
+    let handshake_errors = listener
+        .tls
+        .as_ref()
+        .map(|_| Arc::new(shared.metrics().tls_handshake_errors(&name)));
     loop {
         // At the connection limit, stop accepting (the kernel backlog holds new clients)
         // instead of accepting and dropping.
@@ -133,6 +140,7 @@ pub async fn accept_loop(
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         let handshake_timeout = listener.config.tls.as_ref().map(|t| t.handshake_timeout);
+        let handshake_errors = handshake_errors.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
@@ -162,8 +170,19 @@ pub async fn accept_loop(
                             )
                             .await
                         }
-                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            let reason = HandshakeFailure::of(&e);
+                            if let Some(counters) = &handshake_errors {
+                                counters[reason as usize].inc();
+                            }
+                            tracing::debug!(%client, error = %e, reason = reason.as_str(), "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            if let Some(counters) = &handshake_errors {
+                                counters[HandshakeFailure::Timeout as usize].inc();
+                            }
+                            tracing::debug!(%client, "TLS handshake timed out");
+                        }
                     }
                 }
             }
