@@ -1,10 +1,13 @@
 //! Phase 3: the blocklist. Domains (each with its subdomains) and IP networks, from the
-//! config and from a file reloaded with it. A request is refused with 403 when the client
-//! address is in a blocked network, or when it is signed with a key of a blocked instance:
-//! the host of the key id it claims, read from its `Signature`, `Authorization` or
-//! `Signature-Input` field without verifying anything, so a blocked instance costs no
-//! signature check and no body read. (A request that claims another instance's key fails
-//! phase 6 on enforcing routes.)
+//! config and from a file reloaded with it. A request is refused with 403 when
+//!
+//! - the client address is in a blocked network (`address`);
+//! - it is signed with a key of a blocked instance (`instance`): first the host of the key
+//!   id it claims, read by the same parser phase 6 verifies with but without verifying
+//!   anything, so a blocked instance costs no signature check and no body read; then, once
+//!   phase 6 has verified a signature, the verified signer's host;
+//! - its body (on a route that reads it whole) is a JSON activity whose top-level `actor`
+//!   is on a blocked domain (`actor`), whoever signed it.
 //!
 //! The file has one entry per line: a domain (`evil.example`, `*.evil.example`), an address
 //! or a CIDR block; `#` starts a comment. Mastodon's domain-block CSV export is read as it is:
@@ -13,10 +16,16 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use std::borrow::Cow;
+use std::fmt;
+
 use http::HeaderMap;
 use ipnet::IpNet;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::netset::{parse_net, NetSet};
+use crate::signature::instance_of;
+use crate::signature::verifier::Signer;
 
 /// Why a request was refused: the `reason` label of `fedgate_blocked_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,15 +34,19 @@ pub enum Reason {
     Address,
     /// The request is signed with a key of a blocked instance.
     Instance,
+    /// The activity in the body names an actor of a blocked instance.
+    Actor,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 2] = [Reason::Address, Reason::Instance];
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [Reason; 3] = [Reason::Address, Reason::Instance, Reason::Actor];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Address => "address",
             Reason::Instance => "instance",
+            Reason::Actor => "actor",
         }
     }
 }
@@ -133,13 +146,193 @@ impl Blocklist {
             return Some(Reason::Address);
         }
         if self.has_domains() {
-            if let Some(host) = claimed_key_id(headers).map(key_id_host) {
-                if self.blocks_host(host) {
+            if let Some(key_id) = crate::signature::claimed_key_id(headers) {
+                if self.blocks_host(&instance_of(&key_id)) {
                     return Some(Reason::Instance);
                 }
             }
         }
         None
+    }
+
+    /// After phase 6: whether the instance whose signature verified is blocked.
+    pub fn blocks_signer(&self, signer: &Signer) -> bool {
+        self.has_domains() && self.blocks_host(&signer.instance)
+    }
+
+    /// For a route that read the body whole: `Some(Reason::Actor)` when the body is a JSON
+    /// activity (by its `Content-Type`) whose top-level `actor` (an id, an object with an
+    /// `id`, or an array of them) is on a blocked domain. Only `actor` is read; the rest
+    /// of the document is skipped without being built.
+    pub fn check_activity(&self, headers: &HeaderMap, body: &[u8]) -> Option<Reason> {
+        if !self.has_domains() || body.is_empty() || !is_json(headers) {
+            return None;
+        }
+        let actors = actors(body)?;
+        actors
+            .iter()
+            .any(|a| self.blocks_host(&instance_of(a)))
+            .then_some(Reason::Actor)
+    }
+}
+
+/// Whether `Content-Type` names a JSON activity: `application/activity+json`,
+/// `application/ld+json` (with any profile) or `application/json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    [
+        "application/activity+json",
+        "application/ld+json",
+        "application/json",
+    ]
+    .iter()
+    .any(|t| essence.eq_ignore_ascii_case(t))
+}
+
+/// The ids of a JSON document's top-level `actor` (every `actor` key, should there be more
+/// than one). `None` when the body is not a JSON object.
+fn actors(body: &[u8]) -> Option<Vec<Cow<'_, str>>> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = de.deserialize_map(TopLevel).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+/// Visits the top-level object: `actor` values are read, everything else is skipped.
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Vec<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = Vec::new();
+        while let Some(Str(key)) = map.next_key()? {
+            if key == "actor" {
+                found.extend(map.next_value::<Actors<'de>>()?.0);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An `actor` value: an id, an object with an `id`, or an array of either.
+struct Actors<'a>(Vec<Cow<'a, str>>);
+
+impl<'de> de::Deserialize<'de> for Actors<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ActorVisitor { nested: false })
+    }
+}
+
+struct ActorVisitor {
+    /// Inside an array already: arrays of arrays are not actors.
+    nested: bool,
+}
+
+impl<'de> Visitor<'de> for ActorVisitor {
+    type Value = Actors<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an actor id, an actor object or an array of them")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Actors(vec![Cow::Borrowed(v)]))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Actors(vec![Cow::Owned(v.to_string())]))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut ids = Vec::new();
+        while let Some(Str(key)) = map.next_key()? {
+            if key == "id" {
+                ids.push(map.next_value::<Str<'de>>()?.0);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Actors(ids))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut ids = Vec::new();
+        if self.nested {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Actors(ids));
+        }
+        while let Some(Nested(actors)) = seq.next_element::<Nested<'de>>()? {
+            ids.extend(actors.0);
+        }
+        Ok(Actors(ids))
+    }
+
+    // Numbers, booleans and null name no actor.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Actors(Vec::new()))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Actors(Vec::new()))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Actors(Vec::new()))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Actors(Vec::new()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Actors(Vec::new()))
+    }
+}
+
+/// A JSON string, borrowed from the body unless it has escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An element of an `actor` array.
+struct Nested<'a>(Actors<'a>);
+
+impl<'de> de::Deserialize<'de> for Nested<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ActorVisitor { nested: true }).map(Nested)
     }
 }
 
@@ -168,40 +361,6 @@ fn normalize_domain(entry: &str) -> Result<String, String> {
         ));
     }
     Ok(d)
-}
-
-/// The key id a request claims, from the first signature field present: cavage
-/// `Signature` or `Authorization: Signature`, or RFC 9421 `Signature-Input`.
-pub fn claimed_key_id(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("signature-input") {
-        return param(v.to_str().ok()?, "keyid=\"");
-    }
-    if let Some(v) = headers.get("signature") {
-        return param(v.to_str().ok()?, "keyid=\"");
-    }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let rest = auth
-        .get(..10)?
-        .eq_ignore_ascii_case("signature ")
-        .then(|| &auth[10..])?;
-    param(rest, "keyid=\"")
-}
-
-/// The quoted value after `name` (ASCII case-insensitive), up to the closing quote.
-fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
-    let at = value
-        .as_bytes()
-        .windows(name.len())
-        .position(|w| w.eq_ignore_ascii_case(name.as_bytes()))?;
-    let rest = &value[at + name.len()..];
-    rest.find('"').map(|end| &rest[..end])
-}
-
-/// The host of a key id URL (`remote.example` for `https://remote.example/users/bob#main-key`).
-pub fn key_id_host(key_id: &str) -> &str {
-    let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    authority.rsplit('@').next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -297,12 +456,100 @@ mod tests {
     }
 
     #[test]
-    fn key_id_hosts() {
-        assert_eq!(
-            key_id_host("https://remote.example/users/bob#main-key"),
-            "remote.example"
+    fn the_key_id_is_read_as_the_verifiers_read_it() {
+        let b = list("evil.example\n");
+        let ok: IpAddr = "203.0.113.9".parse().unwrap();
+        for cavage in [
+            // Unquoted, spaced, behind a look-alike parameter, upper case.
+            r#"keyId=https://evil.example/users/x#main-key,signature="AAAA""#,
+            r#"keyId ="https://evil.example/users/x#main-key",signature="AAAA""#,
+            r#"xkeyid="https://good.example/k",keyId="https://evil.example/users/x",signature="AAAA""#,
+            r#"KEYID="https://EVIL.example/users/x",signature="AAAA""#,
+        ] {
+            assert_eq!(
+                b.check(ok, &headers("signature", cavage)),
+                Some(Reason::Instance),
+                "{cavage}"
+            );
+        }
+        let rfc = headers(
+            "signature-input",
+            r#"sig1=("@method");xkeyid="https://good.example/k";keyid="https://evil.example/k""#,
         );
-        assert_eq!(key_id_host("https://u@h.example:8443/k"), "h.example:8443");
-        assert_eq!(key_id_host("test-key-rsa"), "test-key-rsa");
+        assert_eq!(b.check(ok, &rfc), Some(Reason::Instance));
+        // Two field lines make one dictionary; the verifier reads the joined one.
+        let mut two = HeaderMap::new();
+        two.append(
+            "signature-input",
+            HeaderValue::from_static(r#"sig1=("@method");keyid="https://good.example/k""#),
+        );
+        two.append(
+            "signature-input",
+            HeaderValue::from_static(r#"sig1=("@method");keyid="https://evil.example/k""#),
+        );
+        assert_eq!(b.check(ok, &two), Some(Reason::Instance));
+        // A key id that only looks blocked to a substring scan.
+        let good = headers(
+            "signature",
+            r#"keyId="https://good.example/k",xkeyid="https://evil.example/k",signature="AAAA""#,
+        );
+        assert_eq!(b.check(ok, &good), None);
+    }
+
+    #[test]
+    fn verified_signers_are_checked_by_their_host() {
+        let b = list("evil.example\n");
+        let signer = |instance: &str| Signer {
+            key_id: format!("https://{instance}/k"),
+            instance: instance.to_string(),
+        };
+        assert!(b.blocks_signer(&signer("evil.example")));
+        assert!(b.blocks_signer(&signer("a.evil.example")));
+        assert!(!b.blocks_signer(&signer("good.example")));
+        assert!(!Blocklist::default().blocks_signer(&signer("evil.example")));
+    }
+
+    #[test]
+    fn actors_of_json_activities() {
+        let b = list("evil.example\n");
+        let json = headers("content-type", "application/activity+json");
+        let check = |h: &HeaderMap, body: &str| b.check_activity(h, body.as_bytes());
+        for body in [
+            r#"{"type":"Create","actor":"https://evil.example/users/x","object":{"actor":"https://good.example/u"}}"#,
+            r#"{"actor":{"type":"Person","id":"https://a.evil.example/u","name":"x"}}"#,
+            r#"{"actor":["https://good.example/u",{"id":"https://evil.example/u"}]}"#,
+            r#"{"actor":"https://good.example/u","actor":"https://evil.example/u"}"#,
+            r#"{"act\u006fr":"https:\/\/evil.example\/u"}"#,
+            r#"{"object":{"type":"Note"},"actor":"https://EVIL.example:443/u"}"#,
+        ] {
+            assert_eq!(check(&json, body), Some(Reason::Actor), "{body}");
+        }
+        for body in [
+            r#"{"type":"Create","actor":"https://good.example/u","object":{"actor":"https://evil.example/u"}}"#,
+            r#"{"attributedTo":"https://evil.example/u"}"#,
+            r#"{"actor":null}"#,
+            r#"["https://evil.example/u"]"#,
+            r#"{"actor":"https://evil.example/u""#,
+            "",
+        ] {
+            assert_eq!(check(&json, body), None, "{body}");
+        }
+        let evil = r#"{"actor":"https://evil.example/u"}"#;
+        for t in [
+            "application/ld+json; profile=\"https://www.w3.org/ns/activitystreams\"",
+            "Application/JSON",
+        ] {
+            assert_eq!(
+                check(&headers("content-type", t), evil),
+                Some(Reason::Actor),
+                "{t}"
+            );
+        }
+        assert_eq!(check(&headers("content-type", "text/plain"), evil), None);
+        assert_eq!(check(&HeaderMap::new(), evil), None);
+        assert_eq!(
+            Blocklist::default().check_activity(&json, evil.as_bytes()),
+            None
+        );
     }
 }

@@ -112,6 +112,7 @@ enum Step {
 fn plan_listeners(
     running: &[Running],
     wanted: &[config::ListenerConfig],
+    metrics: &Metrics,
 ) -> Result<(Vec<Step>, Vec<usize>), String> {
     let configs: Vec<_> = running.iter().map(Running::config).collect();
     let mut taken = vec![false; running.len()];
@@ -137,8 +138,8 @@ fn plan_listeners(
     let mut steps = Vec::with_capacity(wanted.len());
     for (w, l) in wanted.iter().enumerate() {
         steps.push(match matched[w] {
-            Some(i) => Step::Keep(i, Settings::new(l)?),
-            None => Step::Start(l.name.clone(), crate::server::bind(l)?),
+            Some(i) => Step::Keep(i, Settings::new(l, metrics)?),
+            None => Step::Start(l.name.clone(), crate::server::bind(l, metrics)?),
         });
     }
     let removed = (0..running.len()).filter(|&i| !taken[i]).collect();
@@ -223,7 +224,7 @@ impl Shared {
             Err(e) => Err(e),
         };
         let sockets = built.and_then(|next| {
-            let (steps, removed) = plan_listeners(&guard.listeners, &next.config.listeners)?;
+            let (steps, removed) = plan_listeners(&guard.listeners, &next.config.listeners, &self.metrics)?;
             let admin = next.config.admin.address;
             let admin = (guard.admin.as_ref().map(|a| a.address) != Some(admin))
                 .then(|| crate::admin::bind(admin))
@@ -371,7 +372,7 @@ impl Gateway {
 
         let mut bound = Vec::with_capacity(cfg.listeners.len());
         for l in &cfg.listeners {
-            bound.push((l.name.clone(), crate::server::bind(l)?));
+            bound.push((l.name.clone(), crate::server::bind(l, &metrics)?));
         }
         let admin = crate::admin::bind(cfg.admin.address)?;
         let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;

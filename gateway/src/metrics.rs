@@ -140,6 +140,7 @@ pub struct Metrics {
     resilience: Arc<ResilienceFamilies>,
     auth_attempts: IntCounterVec,
     health: Arc<HealthFamilies>,
+    tls_handshake_errors: IntCounterVec,
 }
 
 /// The families of phases 8 and 9: circuit breakers and retries.
@@ -584,6 +585,14 @@ impl Metrics {
         registry.register(Box::new(health.endpoint_healthy.clone()))?;
         registry.register(Box::new(health.checks.clone()))?;
         registry.register(Box::new(health.ejections.clone()))?;
+        let tls_handshake_errors = IntCounterVec::new(
+            Opts::new(
+                "fedgate_tls_handshake_errors_total",
+                "Failed TLS handshakes on listeners, by listener and reason (client_certificate, protocol, timeout, other).",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(tls_handshake_errors.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -608,6 +617,16 @@ impl Metrics {
             resilience,
             auth_attempts,
             health,
+            tls_handshake_errors,
+        })
+    }
+
+    /// `fedgate_tls_handshake_errors_total` of one TLS listener, by
+    /// `HandshakeFailure as usize`; resolved when its accept loop starts.
+    pub fn tls_handshake_errors(&self, listener: &str) -> [IntCounter; 4] {
+        crate::tls::HandshakeFailure::ALL.map(|r| {
+            self.tls_handshake_errors
+                .with_label_values(&[listener, r.as_str()])
         })
     }
 

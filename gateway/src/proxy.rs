@@ -125,9 +125,7 @@ pub async fn handle(
     let blocklist = &rt.config.blocklist.list;
     if route.config.blocklist && !blocklist.is_empty() {
         if let Some(reason) = blocklist.check(client, req.headers()) {
-            rt.blocked[reason as usize].inc();
-            tracing::debug!(route = %route.name, client = %client, reason = reason.as_str(), "request blocked");
-            return rescue(ProxyError::Blocked, completion, &request_id, &rt);
+            return blocked(reason, &route, client, completion, &request_id, &rt);
         }
     }
     if let Err(refusal) = route.limits.check_early(client) {
@@ -192,6 +190,15 @@ pub async fn handle(
         _ => (RequestBody::new(body, counter.clone()), None),
     };
 
+    // Phase 3 again, now that the body is at hand: an activity of a blocked actor is
+    // refused whoever signed it, before its signature costs anything.
+    let blocks = route.config.blocklist && blocklist.has_domains();
+    if let Some(body) = buffered.as_deref().filter(|_| blocks) {
+        if let Some(reason) = blocklist.check_activity(&parts.headers, body) {
+            return blocked(reason, &route, client, completion, &request_id, &rt);
+        }
+    }
+
     // Phase 6: signatures, checked on the request as the client sent it.
     let mut signer = None;
     if let Some(counters) = &route.signatures {
@@ -221,6 +228,21 @@ pub async fn handle(
             }
         }
         signer = checked.signer;
+        // The blocklist on the verified signer, whatever key id phase 3 was shown.
+        if let Some(s) = signer
+            .as_ref()
+            .filter(|s| blocks && blocklist.blocks_signer(s))
+        {
+            tracing::debug!(route = %route.name, instance = %s.instance, "verified signer blocked");
+            return blocked(
+                crate::blocklist::Reason::Instance,
+                &route,
+                client,
+                completion,
+                &request_id,
+                &rt,
+            );
+        }
     }
     if !route.limits.instance.is_empty() {
         let instance = signer
@@ -604,6 +626,20 @@ fn denied(
         request_id,
         rt,
     )
+}
+
+/// 403 for a request phase 3 refused, counted by its reason.
+fn blocked(
+    reason: crate::blocklist::Reason,
+    route: &Route,
+    client: std::net::IpAddr,
+    completion: Completion,
+    request_id: &HeaderValue,
+    rt: &Runtime,
+) -> Response<ResponseBody> {
+    rt.blocked[reason as usize].inc();
+    tracing::debug!(route = %route.name, client = %client, reason = reason.as_str(), "request blocked");
+    rescue(ProxyError::Blocked, completion, request_id, rt)
 }
 
 /// 401 for a request whose signature an enforcing route refused, with a JSON reason as

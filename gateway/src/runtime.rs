@@ -40,7 +40,7 @@ pub struct Runtime {
     pub breakers: BTreeMap<String, Arc<Breaker>>,
     pub retries: BTreeMap<String, Arc<Retries>>,
     /// Phase 3: `fedgate_blocked_requests_total` by `Reason as usize`.
-    pub blocked: [IntCounter; 2],
+    pub blocked: [IntCounter; 3],
     blocklist_size: prometheus::IntGauge,
     /// Phase 6: the trust store and clock window of signature checks.
     pub verifier: Arc<Verifier>,

@@ -1,6 +1,8 @@
 //! Phase 1: accept, TLS and HTTP. Each listener runs one accept loop bounded by its
 //! connection limit; each connection is served by hyper-util's auto builder (HTTP/1.1 with
-//! upgrades, HTTP/2 by prior knowledge or ALPN) and watched for graceful shutdown.
+//! upgrades, HTTP/2 by prior knowledge or ALPN) and watched for graceful shutdown. A TLS
+//! handshake that fails is counted by listener and reason
+//! (`fedgate_tls_handshake_errors_total`).
 //!
 //! A reload changes listeners without a restart: a listener that keeps its address keeps
 //! its socket and serves new connections with the new [`Settings`] (certificates, limits,
@@ -30,7 +32,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenerConfig;
 use crate::gateway::Shared;
+use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
+use crate::tls::HandshakeFailure;
 
 /// What a reload can change on a listener that keeps its socket: the TLS material
 /// (certificates are read again on every reload, so a renewed certificate is served without
@@ -40,10 +44,12 @@ pub struct Settings {
     pub config: ListenerConfig,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
+    /// TLS listeners: `fedgate_tls_handshake_errors_total` of this listener, by reason.
+    handshake_errors: Option<[prometheus::IntCounter; 4]>,
 }
 
 impl Settings {
-    pub fn new(config: &ListenerConfig) -> Result<Settings, String> {
+    pub fn new(config: &ListenerConfig, metrics: &Metrics) -> Result<Settings, String> {
         let tls = match &config.tls {
             Some(t) => Some(TlsAcceptor::from(Arc::new(
                 crate::tls::server_config(t)
@@ -54,6 +60,9 @@ impl Settings {
         Ok(Settings {
             config: config.clone(),
             builder: http_builder(config),
+            handshake_errors: tls
+                .as_ref()
+                .map(|_| metrics.tls_handshake_errors(&config.name)),
             tls,
         })
     }
@@ -77,8 +86,8 @@ pub struct Listener {
 }
 
 /// Binds a listener socket (with `SO_REUSEADDR` and a deep backlog) and prepares TLS.
-pub fn bind(config: &ListenerConfig) -> Result<Listener, String> {
-    let settings = Settings::new(config)?;
+pub fn bind(config: &ListenerConfig, metrics: &Metrics) -> Result<Listener, String> {
+    let settings = Settings::new(config, metrics)?;
     let addr = config.address;
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -272,8 +281,19 @@ async fn accept_loop(
                             )
                             .await
                         }
-                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            let reason = HandshakeFailure::of(&e);
+                            if let Some(counters) = &settings.handshake_errors {
+                                counters[reason as usize].inc();
+                            }
+                            tracing::debug!(%client, error = %e, reason = reason.as_str(), "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            if let Some(counters) = &settings.handshake_errors {
+                                counters[HandshakeFailure::Timeout as usize].inc();
+                            }
+                            tracing::debug!(%client, "TLS handshake timed out");
+                        }
                     }
                 }
             }

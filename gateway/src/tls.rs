@@ -12,6 +12,58 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// Why a listener's TLS handshake failed: the `reason` label of
+/// `fedgate_tls_handshake_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client's certificate was refused (unknown issuer, expired, bad signature...), or
+    /// it sent none to a listener that requires one.
+    ClientCertificate,
+    /// The client spoke TLS wrongly or incompatibly: no common version or cipher suite, a
+    /// malformed or unexpected message, an alert (such as its refusal of our certificate),
+    /// or not TLS at all.
+    Protocol,
+    /// The handshake did not finish within `handshake_timeout`.
+    Timeout,
+    /// The connection failed under the handshake (closed or reset by the client).
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::ClientCertificate,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::ClientCertificate => "client_certificate",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// Classifies the error a server handshake ended with: rustls's error inside it, if any.
+    pub fn of(error: &std::io::Error) -> Self {
+        let Some(tls) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        else {
+            return HandshakeFailure::Other;
+        };
+        match tls {
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                HandshakeFailure::ClientCertificate
+            }
+            _ => HandshakeFailure::Protocol,
+        }
+    }
+}
+
 /// The crypto provider used everywhere in the gateway.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -163,4 +215,49 @@ pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerC
         vec![b"http/1.1".to_vec()]
     };
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn handshake_failures_are_classified_from_the_rustls_error() {
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cases = [
+            (
+                tls(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                HandshakeFailure::ClientCertificate,
+            ),
+            (
+                tls(rustls::Error::NoCertificatesPresented),
+                HandshakeFailure::ClientCertificate,
+            ),
+            (
+                tls(rustls::Error::PeerIncompatible(
+                    rustls::PeerIncompatible::NoCipherSuitesInCommon,
+                )),
+                HandshakeFailure::Protocol,
+            ),
+            (
+                tls(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadCertificate,
+                )),
+                HandshakeFailure::Protocol,
+            ),
+            (
+                io::Error::from(io::ErrorKind::ConnectionReset),
+                HandshakeFailure::Other,
+            ),
+        ];
+        for (error, want) in cases {
+            assert_eq!(HandshakeFailure::of(&error), want, "{error}");
+        }
+        for (i, r) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
 }

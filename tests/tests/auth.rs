@@ -648,8 +648,57 @@ async fn client_certificates_name_principals_and_unknown_ones_are_refused() {
         200
     );
     assert_eq!(up.hits(), 5, "refused requests never reach the upstream");
+    // Plain HTTP to a TLS listener is not TLS at all.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(required).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: gw.example\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    }
 
-    let m = gw.metrics().await;
+    // Each failed handshake is counted by listener and reason. The client may see the
+    // refusal a moment before the listener counts it.
+    let handshakes = |m: &str, listener: &str, reason: &str| {
+        metric(
+            m,
+            "fedgate_tls_handshake_errors_total",
+            &[("listener", listener), ("reason", reason)],
+        )
+    };
+    let want = [
+        ("required", "client_certificate", 2.0),
+        ("required", "protocol", 1.0),
+        ("required", "timeout", 0.0),
+        ("required", "other", 0.0),
+        ("optional", "client_certificate", 1.0),
+        ("optional", "protocol", 0.0),
+        ("optional", "timeout", 0.0),
+        ("optional", "other", 0.0),
+    ];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let m = loop {
+        let m = gw.metrics().await;
+        let counted = want
+            .iter()
+            .all(|(l, r, v)| handshakes(&m, l, r) == Some(*v));
+        if counted || tokio::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for (listener, reason, value) in want {
+        assert_eq!(
+            handshakes(&m, listener, reason),
+            Some(value),
+            "{listener} {reason}"
+        );
+    }
+    let (ok, report) = promtool_check_metrics(&m);
+    assert!(ok, "{report}");
+
     let expect = [
         ("svc", "ok", 2.0),
         ("svc", "missing", 1.0),

@@ -357,6 +357,296 @@ async fn the_blocklist_refuses_addresses_and_instances_and_reloads() {
     );
 }
 
+const EVIL: &str = "https://evil.example/users/x#main-key";
+const CAROL_ED: &str = "https://ed.example/users/carol#ed25519-key";
+const EVIL_ED: &str = "https://evil.example/users/y#ed25519-key";
+
+/// Blocks `evil.example`; the trust store has Bob's RSA key under Bob's and under an
+/// `evil.example` key id, and the Ed25519 test key under Carol's and another `evil.example`
+/// one. `/users` enforces signatures, `/buffered` reads bodies whole without checking
+/// signatures, `/streamed` streams them.
+fn signed_blocklist_config(up: &TestUpstream) -> String {
+    let key = |id: &str, file: &str| {
+        format!(
+            "[[signatures.keys]]\nkey_id = {id:?}\npem_file = {:?}\n",
+            signature_testdata(file).display().to_string()
+        )
+    };
+    format!(
+        r#"{}{}{}{}{}
+[blocklist]
+entries = ["evil.example"]
+[[routes]]
+name = "inbox"
+path_prefix = "/users"
+upstream = "app"
+signatures = "enforce"
+[[routes]]
+name = "buffered"
+path_prefix = "/buffered"
+upstream = "app"
+buffer_body = "64KiB"
+[[routes]]
+name = "streamed"
+path_prefix = "/streamed"
+upstream = "app"
+"#,
+        upstream_block("app", &[up.url()], ""),
+        key(BOB, "rsa-2048.pub.pem"),
+        key(EVIL, "rsa-2048.pub.pem"),
+        key(CAROL_ED, "ed25519.pub.pem"),
+        key(EVIL_ED, "ed25519.pub.pem"),
+    )
+}
+
+/// `headers` with the `Signature` field rewritten by `edit`: the signature does not cover
+/// its own field, so it still verifies.
+fn rewritten(headers: &[(String, String)], edit: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| match k.eq_ignore_ascii_case("signature") {
+            true => (k.clone(), edit(v)),
+            false => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// The test Ed25519 key's signature of `data`, base64, made by the `cryptography` package
+/// of the signers' Python.
+fn ed25519_sign(data: &str) -> String {
+    use std::io::Write;
+    let script = "import sys, base64\n\
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key\n\
+        key = load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n\
+        sys.stdout.write(base64.b64encode(key.sign(sys.stdin.buffer.read())).decode())\n";
+    let mut child = std::process::Command::new(signer_python())
+        .arg("-c")
+        .arg(script)
+        .arg(signature_testdata("ed25519.key.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An RFC 9421 inbox delivery of `body` signed with the test Ed25519 key: `params` are the
+/// signature's parameters (`;created=...;keyid="..."`) and `first_line`, if any, another
+/// `Signature-Input` field line sent before the signed one.
+fn rfc9421_delivery(body: &str, params: &str, first_line: Option<&str>) -> Vec<(String, String)> {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let digest = format!("sha-256=:{}:", b64(&sha2::Sha256::digest(body.as_bytes())));
+    let covered = r#"("@method" "@target-uri" "content-digest" "content-type")"#;
+    let base = format!(
+        "\"@method\": POST\n\
+         \"@target-uri\": http://local.example/users/alice/inbox\n\
+         \"content-digest\": {digest}\n\
+         \"content-type\": application/activity+json\n\
+         \"@signature-params\": {covered}{params}"
+    );
+    let mut headers = vec![
+        ("host".to_string(), "local.example".to_string()),
+        (
+            "content-type".to_string(),
+            "application/activity+json".to_string(),
+        ),
+        ("content-digest".to_string(), digest),
+    ];
+    if let Some(line) = first_line {
+        headers.push(("signature-input".to_string(), line.to_string()));
+    }
+    headers.push((
+        "signature-input".to_string(),
+        format!("sig1={covered}{params}"),
+    ));
+    headers.push((
+        "signature".to_string(),
+        format!("sig1=:{}:", ed25519_sign(&base)),
+    ));
+    headers
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Rewrites a `Signature` value signed under a key id.
+type Rewrite = fn(&str, &str) -> String;
+
+#[tokio::test]
+async fn a_blocked_instance_cannot_hide_its_key_id_from_the_blocklist() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&signed_blocklist_config(&up)).await;
+    let inbox = gw.url("/users/alice/inbox");
+    let post = |h: &[(String, String)]| request("POST", &inbox, h, CREATE);
+
+    // Draft-cavage: the key id unquoted, with a space before `=`, or behind a look-alike
+    // parameter. Each form verifies: with Bob's key id it is forwarded.
+    let forms: [(&str, Rewrite); 3] = [
+        ("unquoted", |v, id| {
+            v.replace(&format!("keyId=\"{id}\""), &format!("keyId={id}"))
+        }),
+        ("spaced", |v, id| {
+            v.replace(&format!("keyId=\"{id}\""), &format!("keyId =\"{id}\""))
+        }),
+        ("shadowed", |v, _| {
+            format!("xkeyid=\"https://remote.example/users/bob#main-key\",{v}")
+        }),
+    ];
+    let bob = delivery(BOB);
+    let evil = delivery(EVIL);
+    for (name, edit) in &forms {
+        let h = rewritten(&bob, |v| edit(v, BOB));
+        assert_ne!(h, bob, "{name}");
+        assert_eq!(send(post(&h)).await.0, 200, "{name} with Bob's key id");
+        let h = rewritten(&evil, |v| edit(v, EVIL));
+        let (status, _, body) = send(post(&h)).await;
+        assert_eq!(
+            (status.as_u16(), &body[..]),
+            (403, &b"forbidden\n"[..]),
+            "{name}"
+        );
+    }
+    assert_eq!(up.hits(), 3);
+
+    // RFC 9421: a look-alike parameter before `keyid` (signed, as every parameter is), and
+    // a second `Signature-Input` line that replaces the first one's signature.
+    let created = now_secs();
+    let params = |first: &str, second: &str| {
+        format!(";created={created};xkeyid=\"{first}\";keyid=\"{second}\"")
+    };
+    let h = rfc9421_delivery(CREATE, &params(EVIL_ED, CAROL_ED), None);
+    assert_eq!(
+        send(post(&h)).await.0,
+        200,
+        "Carol behind an evil look-alike"
+    );
+    let h = rfc9421_delivery(CREATE, &params(CAROL_ED, EVIL_ED), None);
+    assert_eq!(
+        send(post(&h)).await.0,
+        403,
+        "evil behind Carol's look-alike"
+    );
+    let h = rfc9421_delivery(
+        CREATE,
+        &format!(";created={created};keyid=\"{EVIL_ED}\""),
+        Some(&format!("sig1=(\"@method\");keyid=\"{CAROL_ED}\"")),
+    );
+    assert_eq!(send(post(&h)).await.0, 403, "evil on a second line");
+    assert_eq!(up.hits(), 4);
+
+    let m = gw.metrics().await;
+    assert_eq!(blocked(&m, "instance"), 5.0);
+    assert_eq!(blocked(&m, "address"), 0.0);
+    assert_eq!(blocked(&m, "actor"), 0.0);
+    // Refused before phase 6: only the forwarded ones were verified.
+    let verified = |scheme: &str| {
+        metric(
+            &m,
+            "fedgate_signature_verifications_total",
+            &[("route", "inbox"), ("scheme", scheme), ("result", "valid")],
+        )
+    };
+    assert_eq!(verified("cavage"), Some(3.0));
+    assert_eq!(verified("rfc9421"), Some(1.0));
+}
+
+#[tokio::test]
+async fn activities_of_blocked_actors_are_refused_whoever_signs_them() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&signed_blocklist_config(&up)).await;
+    let inbox = gw.url("/users/alice/inbox");
+    let activity = |actor: &str| {
+        format!(
+            r#"{{"@context":"https://www.w3.org/ns/activitystreams","type":"Create","actor":{actor},"object":{{"type":"Note","attributedTo":"https://evil.example/users/x"}}}}"#
+        )
+    };
+    let signed = |body: &str| {
+        httpsig_sign(&json!({
+            "key_id": BOB,
+            "key_file": signature_testdata("rsa-2048.key.pem"),
+            "algorithm": "rsa-sha256",
+            "method": "POST",
+            "path": "/users/alice/inbox",
+            "host": "local.example",
+            "headers": {"content-type": "application/activity+json"},
+            "body": body,
+            "covered": ["(request-target)", "host", "date", "digest", "content-type"],
+            "digest": true,
+        }))
+    };
+
+    // Signed by Bob (remote.example), for a blocked actor: refused.
+    let body = activity(r#""https://evil.example/users/x""#);
+    let (status, _, text) = send(request("POST", &inbox, &signed(&body), &body)).await;
+    assert_eq!((status.as_u16(), &text[..]), (403, &b"forbidden\n"[..]));
+    // An actor of another instance than the signer's, not blocked: forwarded (that is not
+    // this check's business), as is Bob's own activity.
+    let body = activity(r#""https://other.example/users/y""#);
+    assert_eq!(
+        send(request("POST", &inbox, &signed(&body), &body)).await.0,
+        200
+    );
+    let body = activity(r#""https://remote.example/users/bob""#);
+    assert_eq!(
+        send(request("POST", &inbox, &signed(&body), &body)).await.0,
+        200
+    );
+    assert_eq!(up.hits(), 2);
+
+    // Unsigned, on a route that reads bodies: the actor as an object, a subdomain,
+    // JSON-LD with a profile.
+    let body = activity(r#"{"type":"Person","id":"https://relay.evil.example/actor"}"#);
+    let ld = "application/ld+json; profile=\"https://www.w3.org/ns/activitystreams\"";
+    let typed = |t: &str| vec![("content-type".to_string(), t.to_string())];
+    let url = gw.url("/buffered/inbox");
+    assert_eq!(send(request("POST", &url, &typed(ld), &body)).await.0, 403);
+    // Not JSON by its type, or on a route that streams the body: not read.
+    assert_eq!(
+        send(request("POST", &url, &typed("text/plain"), &body))
+            .await
+            .0,
+        200
+    );
+    let streamed = gw.url("/streamed/inbox");
+    assert_eq!(
+        send(request("POST", &streamed, &typed(ld), &body)).await.0,
+        200
+    );
+    assert_eq!(up.hits(), 4);
+
+    let m = gw.metrics().await;
+    assert_eq!(blocked(&m, "actor"), 2.0);
+    assert_eq!(blocked(&m, "instance"), 0.0);
+    assert_eq!(blocked(&m, "address"), 0.0);
+    // The refused delivery was refused before its signature was checked.
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_signature_verifications_total",
+            &[
+                ("route", "inbox"),
+                ("scheme", "cavage"),
+                ("result", "valid")
+            ],
+        ),
+        Some(2.0)
+    );
+}
+
 #[tokio::test]
 async fn a_changed_blocklist_file_is_picked_up_by_the_watcher() {
     let up = TestUpstream::start("app").await;

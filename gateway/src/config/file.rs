@@ -113,8 +113,10 @@ pub struct JwtSection {
 pub struct SignaturesSection {
     /// How far a signer's clock may be off (default 1h).
     pub clock_skew: Option<String>,
-    /// How old a signature may be (default 12h).
+    /// How long a signature without `expires` is valid after it was made (default 5m).
     pub max_age: Option<String>,
+    /// The latest an `expires` may be after the signature was made (default 12h).
+    pub max_expires: Option<String>,
     /// Bodies of signed requests are read whole up to this size to check their digest
     /// (default 1MiB; a route's `buffer_body`, if set, applies instead).
     pub max_body: Option<toml::Value>,

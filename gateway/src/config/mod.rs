@@ -705,6 +705,11 @@ fn validate_signatures(
             s.max_age.as_deref(),
             defaults.window.max_age,
         )?,
+        max_expires: duration(
+            "signatures.max_expires",
+            s.max_expires.as_deref(),
+            defaults.window.max_expires,
+        )?,
     };
     let max_body = match &s.max_body {
         None => defaults.max_body,

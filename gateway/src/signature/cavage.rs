@@ -37,14 +37,7 @@ pub struct Signature {
 /// its signing string. No signature is `missing`; one that cannot be read, or that covers a
 /// field the request lacks, is `malformed`.
 pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
-    let text = match message.headers.get("signature") {
-        Some(v) => v
-            .to_str()
-            .map_err(|_| Rejection::malformed("Signature is not text"))?,
-        None => authorization(message.headers)
-            .ok_or_else(|| Rejection::new(Outcome::Missing, "no Signature header"))?,
-    };
-    let mut params = parameters(text)?;
+    let mut params = parameters(signature_text(message.headers)?)?;
     let key_id = params
         .remove("keyid")
         .filter(|k| !k.is_empty())
@@ -111,6 +104,28 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
         method: message.method.clone(),
         date: message.field("date"),
     })
+}
+
+/// The signature's parameters as they stand in `Signature`, else in
+/// `Authorization: Signature`.
+fn signature_text(headers: &http::HeaderMap) -> Result<&str, Rejection> {
+    match headers.get("signature") {
+        Some(v) => v
+            .to_str()
+            .map_err(|_| Rejection::malformed("Signature is not text")),
+        None => authorization(headers)
+            .ok_or_else(|| Rejection::new(Outcome::Missing, "no Signature header")),
+    }
+}
+
+/// The `keyId` of the request's signature as [`parse`] reads it (same field, same
+/// parameter rules), without building its signing string. `None` when there is none or the
+/// signature cannot be read.
+pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<String> {
+    parameters(signature_text(headers).ok()?)
+        .ok()?
+        .remove("keyid")
+        .filter(|k| !k.is_empty())
 }
 
 /// Whether the request carries a draft-cavage signature, in either header.
@@ -458,6 +473,32 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_date_is_valid_for_five_minutes_and_the_skew() {
+        let key = PublicKey::from_pem(RSA_PUB).unwrap();
+        let mut h = inbox_headers();
+        let value = mastodon_signature("rsa-sha256", &rsa_sign(MASTODON_STRING));
+        h.insert("signature", value.parse().unwrap());
+        let date = httpdate::parse_http_date(DATE).unwrap();
+        let s = Duration::from_secs;
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date + s(65 * 60)),
+            Outcome::Valid
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date + s(65 * 60 + 1)),
+            Outcome::Expired
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date - s(3600)),
+            Outcome::Valid
+        );
+        assert_eq!(
+            outcome(&h, &Method::POST, &key, date - s(3601)),
+            Outcome::Expired
+        );
     }
 
     #[test]

@@ -134,18 +134,10 @@ impl Message<'_> {
     /// `", "`, as both schemes canonicalise them. `host` falls back to the authority.
     /// `None` when the request has no such field.
     pub fn field(&self, name: &str) -> Option<String> {
-        let mut values = self.headers.get_all(name).iter().peekable();
-        if values.peek().is_none() {
-            return (name == "host").then_some(self.authority?.to_string());
+        match field_line(self.headers, name) {
+            None if name == "host" => Some(self.authority?.to_string()),
+            line => line,
         }
-        let mut line = String::new();
-        for (i, v) in values.enumerate() {
-            if i > 0 {
-                line.push_str(", ");
-            }
-            line.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
-        }
-        Some(line)
     }
 
     pub fn path(&self) -> &str {
@@ -159,21 +151,82 @@ impl Message<'_> {
     }
 }
 
-/// The clock-skew rules both schemes share. Defaults follow Mastodon: a signature dated up
-/// to 12 hours (plus the skew) in the past is accepted, and up to an hour in the future.
+/// The values of field `name` as one line: every field line's value, trimmed, joined by
+/// `", "`. `None` when `headers` have no such field.
+pub fn field_line(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let mut line = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            line.push_str(", ");
+        }
+        line.push_str(String::from_utf8_lossy(v.as_bytes()).trim());
+    }
+    Some(line)
+}
+
+/// The scheme phase 6 verifies a request with: RFC 9421 when it has `Signature-Input`,
+/// else draft-cavage when it has `Signature` or `Authorization: Signature`.
+pub fn scheme_of(headers: &HeaderMap) -> Scheme {
+    if headers.contains_key("signature-input") {
+        Scheme::Rfc9421
+    } else if cavage::present(headers) {
+        Scheme::Cavage
+    } else {
+        Scheme::None
+    }
+}
+
+/// The key id a request's signature names, read by the same parser phase 6 verifies it
+/// with, without verifying anything. `None` when the request is not signed or its signature
+/// cannot be read (then it cannot verify either).
+pub fn claimed_key_id(headers: &HeaderMap) -> Option<String> {
+    match scheme_of(headers) {
+        Scheme::Rfc9421 => rfc9421::claimed_key_id(headers),
+        Scheme::Cavage => cavage::claimed_key_id(headers),
+        Scheme::None => None,
+    }
+}
+
+/// The instance of a key id or actor URL: its host (with a port, if any), lowercased;
+/// empty when it has none. `remote.example` for `https://remote.example/users/bob#main-key`.
+pub fn instance_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    host.chars()
+        .take(253)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// The clock window both schemes share, Mastodon's (`matches_time_window?` in its
+/// `SignatureVerification`): a signature is made at its `created` time, else at its `Date`;
+/// it expires at its `expires` time, else `max_age` after it was made, and at the latest
+/// `max_expires` after it was made. It is refused when made more than `skew` in the future,
+/// or when it expired more than `skew` ago. With the defaults, a `Date` is accepted from an
+/// hour ahead to 65 minutes behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    /// How far a signer's clock may be ahead of or behind the gateway's.
+    /// How far a signer's clock may be ahead of or behind the gateway's (Mastodon's
+    /// `CLOCK_SKEW_MARGIN`, 1 hour).
     pub skew: Duration,
-    /// How old a signature may be (its `Date` or `created`).
+    /// How long a signature without `expires` is valid after it was made (Mastodon: 5
+    /// minutes).
     pub max_age: Duration,
+    /// The latest an `expires` may be after the signature was made; a later one counts as
+    /// this (Mastodon's `EXPIRATION_WINDOW_LIMIT`, 12 hours).
+    pub max_expires: Duration,
 }
 
 impl Default for Window {
     fn default() -> Self {
         Window {
             skew: Duration::from_secs(3600),
-            max_age: Duration::from_secs(12 * 3600),
+            max_age: Duration::from_secs(5 * 60),
+            max_expires: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -192,16 +245,12 @@ impl Window {
                 "the signature is dated in the future",
             ));
         }
-        if signed + self.max_age + self.skew < now {
-            return Err(Rejection::new(Outcome::Expired, "the signature is too old"));
-        }
-        if let Some(expires) = expires {
-            if expires + self.skew < now {
-                return Err(Rejection::new(
-                    Outcome::Expired,
-                    "the signature has expired",
-                ));
-            }
+        let (ends, reason) = match expires {
+            Some(e) => (e, "the signature has expired"),
+            None => (signed + self.max_age, "the signature is too old"),
+        };
+        if now > ends.min(signed + self.max_expires) + self.skew {
+            return Err(Rejection::new(Outcome::Expired, reason));
         }
         Ok(())
     }
@@ -260,23 +309,42 @@ mod tests {
     fn the_window_takes_skew_age_and_expiry() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let w = Window::default();
-        let h = |n: u64| Duration::from_secs(n * 3600);
+        let s = Duration::from_secs;
+        let m = |n: u64| s(n * 60);
+        let h = |n: u64| s(n * 3600);
+        let expired = |r: Result<(), Rejection>| r.unwrap_err().outcome == Outcome::Expired;
         assert!(w.check(now, None, now).is_ok());
-        assert!(w
-            .check(now - h(13) + Duration::from_secs(1), None, now)
-            .is_ok());
-        assert_eq!(
-            w.check(now - h(13) - Duration::from_secs(1), None, now)
-                .unwrap_err()
-                .outcome,
-            Outcome::Expired
-        );
+        // Without expires: five minutes, plus the hour of skew.
+        assert!(w.check(now - m(65), None, now).is_ok());
+        assert!(expired(w.check(now - m(65) - s(1), None, now)));
+        // Up to an hour ahead, whatever expires says.
         assert!(w.check(now + h(1), None, now).is_ok());
-        assert!(w
-            .check(now + h(1) + Duration::from_secs(1), None, now)
-            .is_err());
-        assert!(w.check(now, Some(now - h(2)), now).is_err());
-        assert!(w.check(now, Some(now - h(1)), now).is_ok());
+        assert!(expired(w.check(now + h(1) + s(1), None, now)));
+        assert!(expired(w.check(now + h(1) + s(1), Some(now + h(3)), now)));
+        // An expires, plus the skew, instead of the five minutes: later or sooner.
+        assert!(w.check(now - h(3), Some(now - h(1)), now).is_ok());
+        assert!(expired(w.check(now - h(3), Some(now - h(1) - s(1)), now)));
+        assert!(expired(w.check(now, Some(now - h(1) - s(1)), now)));
+        assert!(w.check(now - m(10), Some(now - m(9)), now).is_ok());
+        // ... capped at twelve hours after the signature was made.
+        assert!(w.check(now - h(13), Some(now + h(24)), now).is_ok());
+        assert!(expired(w.check(now - h(13) - s(1), Some(now + h(24)), now)));
+        assert!(w.check(now - h(13), Some(now - h(1)), now).is_ok());
+        assert!(expired(w.check(now - h(13) - s(1), Some(now - h(1)), now)));
+        // Other windows, as configured.
+        let strict = Window {
+            skew: Duration::ZERO,
+            max_age: m(1),
+            max_expires: m(2),
+        };
+        assert!(strict.check(now - m(1), None, now).is_ok());
+        assert!(expired(strict.check(now - m(1) - s(1), None, now)));
+        assert!(expired(strict.check(now + s(1), None, now)));
+        assert!(expired(strict.check(
+            now - m(2) - s(1),
+            Some(now + h(1)),
+            now
+        )));
     }
 
     #[test]

@@ -49,8 +49,8 @@ pub struct Signature {
 /// `Signature` is `missing`; a signature that cannot be read, or whose base cannot be built,
 /// is `malformed`; an `alg` this gateway does not verify is `unsupported_algorithm`.
 pub fn parse(message: &Message<'_>, label: Option<&str>) -> Result<Signature, Rejection> {
-    let inputs = dictionary(message, "signature-input", "Signature-Input")?;
-    let signatures = dictionary(message, "signature", "Signature")?;
+    let inputs = dictionary(message.headers, "signature-input", "Signature-Input")?;
+    let signatures = dictionary(message.headers, "signature", "Signature")?;
     let (label, input) = match label {
         Some(label) => inputs.get_key_value(label).ok_or_else(|| {
             Rejection::malformed(format!("Signature-Input has no signature labelled {label}"))
@@ -142,10 +142,27 @@ pub fn parse(message: &Message<'_>, label: Option<&str>) -> Result<Signature, Re
     Ok(sig)
 }
 
+/// The `keyid` of the signature [`parse`] verifies when given no label (the first one in
+/// `Signature-Input`), read from the same structured dictionary, without building its
+/// signature base. `None` when there is none or `Signature-Input` cannot be read.
+pub fn claimed_key_id(headers: &http::HeaderMap) -> Option<String> {
+    let inputs = dictionary(headers, "signature-input", "Signature-Input").ok()?;
+    let (_, ListEntry::InnerList(input)) = inputs.first()? else {
+        return None;
+    };
+    // The last `keyid` wins, as in `parse`.
+    let mut key_id = None;
+    for (name, value) in &input.params {
+        if name.as_str() == "keyid" {
+            key_id = Some(string(name.as_str(), value).ok()?);
+        }
+    }
+    key_id
+}
+
 /// Reads header `name` as a structured dictionary (RFC 8941, as RFC 9421 uses it).
-fn dictionary(message: &Message<'_>, name: &str, title: &str) -> Result<Dictionary, Rejection> {
-    let text = message
-        .field(name)
+fn dictionary(headers: &http::HeaderMap, name: &str, title: &str) -> Result<Dictionary, Rejection> {
+    let text = super::field_line(headers, name)
         .ok_or_else(|| Rejection::new(Outcome::Missing, format!("no {title} header")))?;
     Parser::new(&text)
         .with_version(Version::Rfc8941)
@@ -669,7 +686,7 @@ MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
             sig.verify(&key, &Window::default(), at(RFC_CREATED + 30)),
             Ok(())
         );
-        // Twelve hours and more later, the same signature is too old.
+        // Past five minutes and the hour of skew, the same signature is too old.
         assert_eq!(
             outcome(sig.verify(&key, &Window::default(), at(RFC_CREATED + 14 * 3600))),
             Outcome::Expired
@@ -1039,6 +1056,38 @@ MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
             assert_eq!(outcome(check(&headers, ED_PUB)), Outcome::Expired, "{p}");
         }
         assert_eq!(check(&signed_inbox(&fresh, ed), ED_PUB), Ok(()));
+    }
+
+    #[test]
+    fn created_and_expires_follow_mastodons_window() {
+        let key = PublicKey::from_pem(ED_PUB).unwrap();
+        let at_time = |params: &str, when: i64| {
+            let headers = signed_inbox(params, ed);
+            parse(&inbox_message(&headers), None)?.verify(&key, &Window::default(), at(when))
+        };
+        let created = format!(r#";created={CREATED};keyid="{KEY_ID}""#);
+        // Without expires: five minutes, and the hour of skew either way.
+        assert_eq!(at_time(&created, CREATED + 65 * 60), Ok(()));
+        assert_eq!(
+            outcome(at_time(&created, CREATED + 65 * 60 + 1)),
+            Outcome::Expired
+        );
+        assert_eq!(at_time(&created, CREATED - 3600), Ok(()));
+        assert_eq!(outcome(at_time(&created, CREATED - 3601)), Outcome::Expired);
+        // An expires instead of the five minutes, at most twelve hours after created.
+        let expires = |e: i64| format!(r#";created={CREATED};expires={e};keyid="{KEY_ID}""#);
+        let hours = expires(CREATED + 3 * 3600);
+        assert_eq!(at_time(&hours, CREATED + 4 * 3600), Ok(()));
+        assert_eq!(
+            outcome(at_time(&hours, CREATED + 4 * 3600 + 1)),
+            Outcome::Expired
+        );
+        let week = expires(CREATED + 7 * 24 * 3600);
+        assert_eq!(at_time(&week, CREATED + 13 * 3600), Ok(()));
+        assert_eq!(
+            outcome(at_time(&week, CREATED + 13 * 3600 + 1)),
+            Outcome::Expired
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use prometheus::{Histogram, IntCounter};
 
 use super::fetch::KeyFetcher;
 use super::key::PublicKey;
-use super::{cavage, digest, rfc9421, Message, Outcome, Rejection, Scheme, Window};
+use super::{
+    cavage, digest, instance_of, rfc9421, scheme_of, Message, Outcome, Rejection, Scheme, Window,
+};
 use crate::config::SignaturesConfig;
 use crate::metrics::SignatureFamilies;
 
@@ -143,13 +145,7 @@ impl Verifier {
         now: SystemTime,
     ) -> Verification {
         let started = Instant::now();
-        let scheme = if message.headers.contains_key("signature-input") {
-            Scheme::Rfc9421
-        } else if cavage::present(message.headers) {
-            Scheme::Cavage
-        } else {
-            Scheme::None
-        };
+        let scheme = scheme_of(message.headers);
         let mut key_id = None;
         let parsed = match scheme {
             Scheme::None => Err(Rejection::new(
@@ -267,18 +263,6 @@ impl Verifier {
         }
         "other".to_string()
     }
-}
-
-/// The host of a key id URL, lowercased; empty when it has none.
-fn instance_of(key_id: &str) -> String {
-    let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    host.chars()
-        .take(253)
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-        .collect::<String>()
-        .to_ascii_lowercase()
 }
 
 /// One route's verification counters, by scheme and outcome.
