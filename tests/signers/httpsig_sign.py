@@ -2,7 +2,8 @@
 end-to-end tests: an HTTP-signature client nobody on this project wrote.
 
 Reads a JSON object on stdin:
-  key_id, key_file (private key PEM), algorithm ("rsa-sha256" or "hs2019"),
+  key_id, key_file (private key PEM), algorithm ("rsa-sha256"; httpsig 1.3 signs RSA and
+  HMAC only, and names its algorithm: no hs2019, no (created) or (expires)),
   method, path (with query), host, headers (object, sent as given), body (text),
   covered (list of names, e.g. ["(request-target)", "host", "date", "digest"]),
   date (optional HTTP date; default: now), digest (bool: add a SHA-256 Digest of the body)

@@ -8,7 +8,9 @@
 //            both Digest and Content-Digest)
 //   key_id, key_file (private key PEM), method, path, host, headers (object), body (text),
 //   covered (names, e.g. ["(request-target)", "host", "date", "digest"]),
-//   date (optional, an HTTP date; default now)
+//   date (optional, an HTTP date; default now),
+//   expires_in (optional, seconds: the `(expires)` of joyent's and PeerTube's signers, which
+//   set `(created)` to now; their default is 60)
 // and prints the headers to send as a JSON object.
 
 import { readFileSync } from "node:fs";
@@ -66,6 +68,7 @@ async function sign() {
     headers: spec.covered,
     authorizationHeaderName: "signature",
     hideAlgorithm: spec.library === "peertube",
+    expiresIn: spec.expires_in,
   });
   return headers;
 }

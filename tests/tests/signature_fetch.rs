@@ -683,3 +683,69 @@ async fn the_key_cache_survives_reloads_that_keep_the_fetch_settings() {
     assert_eq!(lookups(&m, "hit"), 1.0, "{m}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn gotosocial_main_key_ids_are_fetched_from_the_key_url() {
+    let up = TestUpstream::start("app").await;
+    let actors = ActorServer::start().await;
+    // GoToSocial's key id is a path of its own, `/users/NAME/main-key`, without a fragment;
+    // that URL serves a minimal actor that carries the key.
+    let actor = actors.actor_url("gts");
+    let key_id = format!("{actor}/main-key");
+    let pem = std::fs::read_to_string(signature_testdata("rsa-2048.pub.pem")).unwrap();
+    actors.docs.lock().unwrap().insert(
+        "/users/gts/main-key".into(),
+        json!({
+            "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"],
+            "id": actor,
+            "type": "Person",
+            "preferredUsername": "gts",
+            "publicKey": {"id": key_id, "owner": actor, "publicKeyPem": pem},
+        })
+        .to_string(),
+    );
+    let gw = TestGateway::start(&config(&up, LOCAL)).await;
+
+    // GoToSocial signs RSA-SHA256 under the `hs2019` label, as PeerTube's signer does.
+    let hs2019 = npm_sign(&json!({
+        "library": "peertube",
+        "key_id": key_id,
+        "key_file": signature_testdata("rsa-2048.key.pem"),
+        "method": "POST",
+        "path": INBOX,
+        "host": "local.example",
+        "headers": {"content-type": "application/activity+json"},
+        "body": CREATE,
+        "covered": INBOX_COVERS,
+    }));
+    assert!(hs2019
+        .iter()
+        .any(|(k, v)| k == "signature" && v.contains("algorithm=\"hs2019\"")));
+    assert_eq!(deliver(&gw, &hs2019).await, (200, String::new()));
+    assert_eq!(up.hits(), 1);
+    assert_eq!(actors.requests(), 1, "only the key URL was fetched");
+    // httpsig's rsa-sha256 under the same key id: the cached key.
+    assert_eq!(
+        deliver(&gw, &httpsig(&key_id, "rsa-2048.key.pem")).await,
+        (200, String::new())
+    );
+    assert_eq!(actors.requests(), 1);
+    // A key id under the same actor that the document does not hold.
+    let (status, result) = deliver(
+        &gw,
+        &httpsig(&format!("{actor}/other-key"), "rsa-2048.key.pem"),
+    )
+    .await;
+    assert_eq!((status, result.as_str()), (401, "unknown_key"));
+    assert_eq!(actors.requests(), 2);
+    assert_eq!(up.hits(), 2);
+
+    let m = gw.metrics().await;
+    assert_eq!(fetches(&m, "ok"), 1.0, "{m}");
+    assert_eq!(fetches(&m, "status"), 1.0, "{m}");
+    assert_eq!(lookups(&m, "miss"), 2.0, "{m}");
+    assert_eq!(lookups(&m, "hit"), 1.0, "{m}");
+    assert_eq!(verifications(&m, "valid"), 2.0, "{m}");
+    assert_eq!(verifications(&m, "unknown_key"), 1.0, "{m}");
+    gw.shutdown().await;
+}
