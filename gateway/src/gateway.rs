@@ -224,7 +224,8 @@ impl Shared {
             Err(e) => Err(e),
         };
         let sockets = built.and_then(|next| {
-            let (steps, removed) = plan_listeners(&guard.listeners, &next.config.listeners, &self.metrics)?;
+            let (steps, removed) =
+                plan_listeners(&guard.listeners, &next.config.listeners, &self.metrics)?;
             let admin = next.config.admin.address;
             let admin = (guard.admin.as_ref().map(|a| a.address) != Some(admin))
                 .then(|| crate::admin::bind(admin))
