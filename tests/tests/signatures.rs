@@ -1113,7 +1113,21 @@ async fn ecdsa_p256_keys_verify_in_both_schemes() {
     );
     assert!(header(&peertube, "signature").contains("algorithm=\"hs2019\""));
     assert_eq!(deliver(&gw, &peertube, CREATE).await, (200, String::new()));
-    assert_eq!(up.hits(), 3);
+    // Misskey's signer, whose ECDSA signatures are `r || s` rather than DER.
+    let misskey = npm("misskey", DAVE_EC, "p256.key.pem", &INBOX_COVERS, json!({}));
+    let sig = header(&misskey, "signature");
+    let value = sig
+        .split("signature=\"")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('"');
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .unwrap();
+    assert_eq!(raw.len(), 64, "{sig}");
+    assert_eq!(deliver(&gw, &misskey, CREATE).await, (200, String::new()));
+    assert_eq!(up.hits(), 4);
 
     // The same signatures refused as they should be.
     let refused: Vec<Refused<'_>> = vec![
@@ -1132,10 +1146,10 @@ async fn ecdsa_p256_keys_verify_in_both_schemes() {
     for (result, headers, body) in &refused {
         assert_eq!(deliver(&gw, headers, body).await, (401, result.to_string()));
     }
-    assert_eq!(up.hits(), 3);
+    assert_eq!(up.hits(), 4);
     let m = gw.metrics().await;
     assert_eq!(verification_count(&m, "rfc9421", "valid"), 1.0, "{m}");
-    assert_eq!(verification_count(&m, "cavage", "valid"), 2.0, "{m}");
+    assert_eq!(verification_count(&m, "cavage", "valid"), 3.0, "{m}");
     assert_eq!(verification_count(&m, "rfc9421", "digest_mismatch"), 1.0);
     assert_eq!(verification_count(&m, "cavage", "digest_mismatch"), 1.0);
     assert_eq!(verification_count(&m, "cavage", "invalid"), 1.0);

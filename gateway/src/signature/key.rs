@@ -32,7 +32,8 @@ pub enum Algorithm {
     RsaPssSha512,
     /// ECDSA P-256 with SHA-256, the signature as `r || s` (RFC 9421 `ecdsa-p256-sha256`).
     EcdsaP256Sha256Fixed,
-    /// ECDSA P-256 with SHA-256, the signature DER-encoded (draft-cavage `ecdsa-sha256`).
+    /// ECDSA P-256 with SHA-256, the signature DER-encoded (draft-cavage `ecdsa-sha256`);
+    /// a 64-byte `r || s` signature is accepted too, as Misskey signs.
     EcdsaP256Sha256Asn1,
     Ed25519,
 }
@@ -201,9 +202,19 @@ impl PublicKey {
                 ),
             ));
         }
-        UnparsedPublicKey::new(algorithm.ring(), &self.bytes)
-            .verify(message, signature)
-            .map_err(|_| Rejection::new(Outcome::Invalid, "the signature does not verify"))
+        let key = UnparsedPublicKey::new(algorithm.ring(), &self.bytes);
+        let verified = key.verify(message, signature).or_else(|e| {
+            // draft-cavage leaves the encoding of an ECDSA signature open: Mastodon-style
+            // signers send DER, Misskey's sends `r || s` (64 bytes for P-256). A 64-byte
+            // signature that is not valid DER is tried in that form.
+            if algorithm == Algorithm::EcdsaP256Sha256Asn1 && signature.len() == 64 {
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.bytes)
+                    .verify(message, signature)
+            } else {
+                Err(e)
+            }
+        });
+        verified.map_err(|_| Rejection::new(Outcome::Invalid, "the signature does not verify"))
     }
 }
 
@@ -305,11 +316,30 @@ pub(crate) mod tests {
         let key = PublicKey::from_pem(P256_PUB).unwrap();
         assert_eq!(key.kind(), KeyType::EcdsaP256);
         let sig = ec.sign(&rng, b"hello").unwrap();
+        assert_eq!(sig.as_ref().len(), 64);
         assert!(key
             .verify(Algorithm::EcdsaP256Sha256Fixed, b"hello", sig.as_ref())
             .is_ok());
+        // A cavage ECDSA signature in `r || s` form, as Misskey sends it, verifies too...
         assert!(key
             .verify(Algorithm::EcdsaP256Sha256Asn1, b"hello", sig.as_ref())
+            .is_ok());
+        assert!(key
+            .verify(Algorithm::EcdsaP256Sha256Asn1, b"hellO", sig.as_ref())
+            .is_err());
+        // ... while RFC 9421's fixed form takes no DER.
+        let der_signer = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &der(P256_KEY),
+            &rng,
+        )
+        .unwrap();
+        let der_sig = der_signer.sign(&rng, b"hello").unwrap();
+        assert!(key
+            .verify(Algorithm::EcdsaP256Sha256Asn1, b"hello", der_sig.as_ref())
+            .is_ok());
+        assert!(key
+            .verify(Algorithm::EcdsaP256Sha256Fixed, b"hello", der_sig.as_ref())
             .is_err());
     }
 
