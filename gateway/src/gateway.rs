@@ -418,16 +418,17 @@ impl Gateway {
             shared.publish_addresses(&state);
         }
 
-        let watch_task = config_path.as_ref().map(|path| {
-            let shared = shared.clone();
-            let path = path.clone();
-            let stop_rx = stop_rx.clone();
-            tokio::spawn(async move {
-                // Read before serving starts: a plugin file replaced from here on is seen.
-                let stamps = watched_stamps(&shared.runtime()).await;
-                watch_file(shared, path, stamps, stop_rx).await
-            })
-        });
+        // The files' stamps are read before serving starts: a file replaced from here on is
+        // seen as changed.
+        let watch_task = match &config_path {
+            Some(path) => Some(tokio::spawn(watch_file(
+                shared.clone(),
+                path.clone(),
+                watched_stamps(&shared.runtime()).await,
+                stop_rx.clone(),
+            ))),
+            None => None,
+        };
         let sweep_task = tokio::spawn(sweep_limiters(shared.clone()));
         shared.ready.store(true, Ordering::Release);
         Ok(Gateway {
