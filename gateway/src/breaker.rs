@@ -6,8 +6,9 @@
 //! crossed a threshold, decides, logs every transition with its reason, counts it, and sleeps
 //! through the open period. One thing the request path does itself: the failure report that
 //! makes the consecutive count reach its threshold marks a closed breaker open (one
-//! compare-and-swap), so requests that start before the task has run are refused already. Failures are connect errors, timeouts, resets and the configured
-//! statuses (502, 503, 504 by default), never a 4xx.
+//! compare-and-swap), so requests that start before the task has run are refused already.
+//! Failures are connect errors, timeouts, resets and the configured statuses (502, 503, 504
+//! by default), never a 4xx.
 //!
 //! ```text
 //!            N consecutive failures, or
