@@ -55,6 +55,8 @@ done
 # time limit (.config/nextest.toml), so one hung test fails alone and names itself.
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo build --workspace --all-targets --locked
-cargo nextest run --workspace --locked "$@"
+# Everything the tests run is built now: the tests use it as it is rather than each calling
+# cargo, whose builds could replace a test binary while another test starts it.
+FEDGATE_TESTS_PREBUILT=1 cargo nextest run --workspace --locked "$@"
 # nextest does not run doctests: the SDK's examples run here (the gateway has none).
 cargo test --locked -p fedgate-sdk --doc

@@ -609,15 +609,27 @@ fn target_dir() -> PathBuf {
 pub fn fedgate_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        let bin = target_dir().join("debug").join("fedgate");
+        if prebuilt() {
+            assert!(bin.exists(), "no fedgate binary at {}", bin.display());
+            return bin;
+        }
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "-q", "--workspace", "--all-targets"])
             .current_dir(workspace_root())
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building the fedgate binary failed");
-        target_dir().join("debug").join("fedgate")
+        bin
     })
     .clone()
+}
+
+/// Whether the test command built everything before the tests started
+/// (`FEDGATE_TESTS_PREBUILT=1`, set by scripts/test.sh): then no test runs cargo, so no
+/// build can replace a test binary that another test is about to execute.
+fn prebuilt() -> bool {
+    std::env::var_os("FEDGATE_TESTS_PREBUILT").is_some_and(|v| v == "1")
 }
 
 /// A free port on 127.0.0.1 for the binary's config (bound and released).
@@ -666,7 +678,12 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let (root, target) = (workspace_root(), target_dir());
-        for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
+        let manifests: &[&str] = if prebuilt() {
+            &[]
+        } else {
+            &["plugins/Cargo.toml", "tests/plugins/Cargo.toml"]
+        };
+        for manifest in manifests {
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "-q", "--release", "--target", "wasm32-wasip2"])
                 .arg("--manifest-path")
