@@ -47,9 +47,28 @@ pub async fn serve(
             return;
         }
     };
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    // The public listeners' protections: a connection limit (at which the listener stops
+    // accepting), and deadlines for a connection's first bytes and each request head.
+    let admin = shared.runtime().config.admin.clone();
+    let limit = Arc::new(tokio::sync::Semaphore::new(admin.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(admin.header_read_timeout)
+        .max_buf_size(16 << 10);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(16 << 10)
+        .max_concurrent_streams(16);
+    let builder = Arc::new(builder);
     let checks = Arc::new(PluginChecks::default());
     loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = crate::gateway::stopped(&mut stop) => return,
+        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -64,14 +83,15 @@ pub async fn serve(
         let shared = shared.clone();
         let builder = builder.clone();
         let checks = checks.clone();
+        let first_bytes = admin.header_read_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let (shared, checks) = (shared.clone(), checks.clone());
                 async move { Ok::<_, Infallible>(handle(&shared, &checks, req).await) }
             });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = crate::server::FirstBytes::new(stream, first_bytes);
+            let _ = builder.serve_connection(TokioIo::new(io), service).await;
         });
     }
 }

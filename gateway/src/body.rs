@@ -3,13 +3,16 @@
 //! [`Completion`] of phase 11 and fires it when the last frame is sent or the body is dropped.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::h1::Framing;
 use crate::pool::Lent;
@@ -26,13 +29,13 @@ pub struct RequestBody {
 
 #[derive(Debug)]
 enum Source {
-    Incoming(Incoming),
+    Incoming(ClientBody),
     /// Read whole (and counted) before forwarding; `None` once sent.
     Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, counter: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: ClientBody, counter: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
             inner: Source::Incoming(inner),
             counter,
@@ -84,6 +87,263 @@ impl RequestBody {
     }
 }
 
+/// The client's request body as the proxy reads it: hyper's body, with request trailers
+/// dropped (they are never forwarded: RFC 9110 §6.5.1 lets a trailer carry nothing that
+/// frames, routes or authenticates the message, and a proxy that cannot vet them passes
+/// none), and, for HTTP/2 clients, an end that is confirmed before it is believed.
+///
+/// hyper reports an HTTP/2 request stream the client reset with `NO_ERROR` or `CANCEL` as
+/// a body that ended, exactly like one that ended with END_STREAM. Passed on, a reset
+/// upload would reach the upstream as complete: the last chunk written, the DATA frame
+/// sent with END_STREAM. So the end of an HTTP/2 body is held back until the request's
+/// [`EndGate`] confirms it: hyper checks for a reset of the stream every time the request's
+/// future is pending, and drops the future when it finds one. A future that is polled
+/// again after being pending with the end in sight has therefore been through that check
+/// since the body ended, and the end is real; a future dropped before that was reset, and
+/// the body fails instead (the upstream exchange is aborted, its connection closed).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Incoming,
+    gate: Option<Arc<EndGate>>,
+    /// The inner body returned its end; it is not polled again.
+    ended: bool,
+}
+
+impl ClientBody {
+    /// A body whose end is believed as hyper reports it (HTTP/1.1: hyper's framing already
+    /// tells a cut-off body from a complete one).
+    pub fn new(inner: Incoming) -> Self {
+        ClientBody {
+            inner,
+            gate: None,
+            ended: false,
+        }
+    }
+
+    /// A body whose end `gate` confirms (HTTP/2 clients).
+    pub fn gated(inner: Incoming, gate: Arc<EndGate>) -> Self {
+        ClientBody {
+            inner,
+            gate: Some(gate),
+            ended: false,
+        }
+    }
+
+    /// Whether the body has failed (a client error, or a reset stream): a try that failed
+    /// with it failed because of the client, not the upstream.
+    pub fn failure_watch(&mut self) -> Arc<EndGate> {
+        self.gate.get_or_insert_with(|| EndGate::new(false)).clone()
+    }
+}
+
+/// The error of a body whose HTTP/2 stream the client reset before it ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the client reset the request stream before its body ended")]
+pub struct StreamReset;
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        while !this.ended {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_data() => return Poll::Ready(Some(Ok(frame))),
+                // Trailers are dropped; hyper ends the body after them.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    if let Some(g) = &this.gate {
+                        g.fail();
+                    }
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                None => this.ended = true,
+            }
+        }
+        match &this.gate {
+            Some(g) if g.confirms => g.poll_end(cx),
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // A gated body's end is known only once it is confirmed.
+        match &self.gate {
+            Some(g) if g.confirms => g.state.load(Ordering::Acquire) == CONFIRMED,
+            _ => self.ended || self.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const OPEN: u8 = 0;
+/// The body returned its end; its owner has not yet been pending since.
+const ENDED: u8 = 1;
+/// The owner was pending with the end in sight: the reset check has run (or the owner is
+/// dropped) before it is polled again.
+const NOTED: u8 = 2;
+const CONFIRMED: u8 = 3;
+/// The owner went away with the end unconfirmed, or the body failed.
+const FAILED: u8 = 4;
+/// No owner is left to confirm an end that has not happened yet.
+const ORPHANED: u8 = 5;
+
+/// Confirms the end of an HTTP/2 request body (see [`ClientBody`]) and records whether the
+/// body failed. Owned first by the request's future ([`Guarded`]), then by the response
+/// body when the response is ready before the request body has ended.
+#[derive(Debug)]
+pub struct EndGate {
+    state: AtomicU8,
+    /// Whether ends wait for confirmation (HTTP/2), or only failures are recorded.
+    confirms: bool,
+    /// The body waiting for its end to be confirmed.
+    body: AtomicWaker,
+    /// The owner, woken when the body's end is in sight.
+    owner: AtomicWaker,
+}
+
+impl EndGate {
+    pub fn new(confirms: bool) -> Arc<Self> {
+        Arc::new(EndGate {
+            state: AtomicU8::new(OPEN),
+            confirms,
+            body: AtomicWaker::new(),
+            owner: AtomicWaker::new(),
+        })
+    }
+
+    /// Whether the body failed or its stream was reset.
+    pub fn failed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == FAILED
+    }
+
+    fn fail(&self) {
+        self.state.store(FAILED, Ordering::Release);
+        self.owner.wake();
+    }
+
+    fn poll_end(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.body.register(cx.waker());
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                CONFIRMED => return Poll::Ready(None),
+                FAILED | ORPHANED => {
+                    self.state.store(FAILED, Ordering::Release);
+                    return Poll::Ready(Some(Err(StreamReset.into())));
+                }
+                OPEN => {
+                    if self
+                        .state
+                        .compare_exchange(OPEN, ENDED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        self.owner.wake();
+                        return Poll::Pending;
+                    }
+                }
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Called by the owner at the start of each of its polls.
+    fn owner_enter(&self, cx: &mut Context<'_>) {
+        self.owner.register(cx.waker());
+        if self
+            .state
+            .compare_exchange(NOTED, CONFIRMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.body.wake();
+        }
+    }
+
+    /// Called by the owner as it returns; `pending`: it returns pending (and is woken
+    /// again at once when the end is in sight, so the end is confirmed soon).
+    fn owner_leave(&self, cx: &mut Context<'_>, pending: bool) {
+        if self
+            .state
+            .compare_exchange(ENDED, NOTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && pending
+        {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Called when the owner goes away: an end not yet confirmed never will be.
+    fn owner_gone(&self) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| match s {
+                ENDED | NOTED => Some(FAILED),
+                OPEN => Some(ORPHANED),
+                _ => None,
+            });
+        self.body.wake();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an HTTP/2 request, owning its body's [`EndGate`] until the response
+    /// is ready; the response body takes the gate over from there.
+    pub struct Guarded<F> {
+        #[pin]
+        future: F,
+        gate: Option<Arc<EndGate>>,
+    }
+
+    impl<F> PinnedDrop for Guarded<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(g) = this.project().gate.take() {
+                g.owner_gone();
+            }
+        }
+    }
+}
+
+impl<F> Guarded<F> {
+    pub fn new(future: F, gate: Option<Arc<EndGate>>) -> Self {
+        Guarded { future, gate }
+    }
+}
+
+impl<F: std::future::Future<Output = http::Response<ResponseBody>>> std::future::Future
+    for Guarded<F>
+{
+    type Output = http::Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(gate) = this.gate.as_ref() else {
+            return this.future.poll(cx);
+        };
+        gate.owner_enter(cx);
+        match this.future.poll(cx) {
+            Poll::Pending => {
+                gate.owner_leave(cx, true);
+                Poll::Pending
+            }
+            Poll::Ready(mut resp) => {
+                if let Some(g) = this.gate.take() {
+                    match g.state.load(Ordering::Acquire) {
+                        CONFIRMED | FAILED => {}
+                        _ => resp.body_mut().gate = Some(g),
+                    }
+                }
+                Poll::Ready(resp)
+            }
+        }
+    }
+}
+
 /// Longest a request body the upstream did not wait for is still read, and how much of it.
 pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 pub const DISCARD_BYTES: u64 = 64 << 20;
@@ -99,7 +359,7 @@ pub enum BufferError {
 
 /// Reads a request body whole, refusing it as soon as it passes `limit` bytes.
 pub async fn read_whole(
-    mut body: Incoming,
+    mut body: ClientBody,
     limit: usize,
     counter: Option<&AtomicU64>,
 ) -> Result<Bytes, BufferError> {
@@ -147,12 +407,12 @@ pub async fn read_whole(
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let inner = match &mut this.inner {
             Source::Incoming(i) => i,
@@ -205,7 +465,42 @@ pub struct ResponseBody {
     /// once the body is complete.
     conn: Option<Lent>,
     completion: Option<Completion>,
+    /// The request body's end gate, when the response was ready before the request body
+    /// ended (see [`ClientBody`]).
+    gate: Option<Arc<EndGate>>,
+    /// How long the upstream may leave the body without a byte before it is cut off.
+    idle: Option<IdleTimer>,
 }
+
+/// The idle timeout of a relayed body: armed when a read has to wait, pushed back when a
+/// frame arrives. A body that arrives whole never touches the timer.
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    moved: bool,
+}
+
+impl IdleTimer {
+    /// Whether the body has been idle for longer than the timeout; registers for the
+    /// timer otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::mem::take(&mut self.moved) {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+        }
+        std::future::Future::poll(sleep.as_mut(), cx).is_ready()
+    }
+}
+
+/// A relayed response body stalled for longer than the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing of the response body for {0:?}")]
+pub struct BodyIdle(pub Duration);
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,12 +509,20 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Relay, completion: Completion) -> Self {
+    /// The upstream's body, relayed; cut off when it sends nothing for `idle_timeout`.
+    pub fn upstream(body: Relay, completion: Completion, idle_timeout: Duration) -> Self {
+        let idle = Some(IdleTimer {
+            timeout: idle_timeout,
+            sleep: None,
+            moved: false,
+        });
         match body {
             Relay::Incoming(body) => ResponseBody {
                 inner: Inner::Incoming(body),
                 conn: None,
                 completion: Some(completion),
+                gate: None,
+                idle,
             },
             Relay::Pooled {
                 mut framing,
@@ -236,6 +539,8 @@ impl ResponseBody {
                     inner: Inner::Pooled(framing),
                     conn: Some(conn),
                     completion: Some(completion),
+                    gate: None,
+                    idle,
                 }
             }
         }
@@ -246,6 +551,8 @@ impl ResponseBody {
             inner: Inner::Fixed((!bytes.is_empty()).then_some(bytes)),
             conn: None,
             completion,
+            gate: None,
+            idle: None,
         };
         if let Some(c) = &mut b.completion {
             if let Inner::Fixed(Some(d)) = &b.inner {
@@ -298,52 +605,32 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match &mut this.inner {
-            Inner::Fixed(data) => {
-                let frame = data.take().map(|d| Ok(Frame::data(d)));
-                if frame.is_none() {
-                    this.finish();
-                }
-                Poll::Ready(frame)
-            }
-            Inner::Pooled(framing) => {
-                let Some(conn) = &mut this.conn else {
-                    return Poll::Ready(None);
-                };
-                let polled = conn.poll_body(cx, framing);
-                let end = framing.is_end();
-                match polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        this.count(&frame);
-                        // The last bytes are in hand: the connection can serve another
-                        // request while they go to the client.
-                        if end {
-                            this.finish();
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(None) => {
-                        this.finish();
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        this.fail();
-                        Poll::Ready(Some(Err(e.into())))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-            Inner::Incoming(body) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => this.count(frame),
-                    Poll::Ready(None) => this.finish(),
-                    Poll::Ready(Some(Err(_))) => this.fail(),
-                    Poll::Pending => {}
-                }
-                polled.map_err(Into::into)
-            }
+        if let Some(g) = &this.gate {
+            g.owner_enter(cx);
         }
+        let polled = this.poll_relay(cx);
+        if let Some(g) = &this.gate {
+            // hyper checks the stream for a reset before it polls the body again.
+            g.owner_leave(cx, polled.is_pending());
+        }
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.moved = true;
+                }
+            }
+            Poll::Pending => {
+                if let Some(idle) = this.idle.as_mut() {
+                    if idle.expired(cx) {
+                        let timeout = idle.timeout;
+                        this.fail();
+                        return Poll::Ready(Some(Err(BodyIdle(timeout).into())));
+                    }
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -365,6 +652,57 @@ impl Body for ResponseBody {
     }
 }
 
+impl ResponseBody {
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Inner::Fixed(data) => {
+                let frame = data.take().map(|d| Ok(Frame::data(d)));
+                if frame.is_none() {
+                    self.finish();
+                }
+                Poll::Ready(frame)
+            }
+            Inner::Pooled(framing) => {
+                let Some(conn) = &mut self.conn else {
+                    return Poll::Ready(None);
+                };
+                let polled = conn.poll_body(cx, framing);
+                let end = framing.is_end();
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        self.count(&frame);
+                        // The last bytes are in hand: the connection can serve another
+                        // request while they go to the client.
+                        if end {
+                            self.finish();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(None) => {
+                        self.finish();
+                        Poll::Ready(None)
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        self.fail();
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Inner::Incoming(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => self.count(frame),
+                    Poll::Ready(None) => self.finish(),
+                    Poll::Ready(Some(Err(_))) => self.fail(),
+                    Poll::Pending => {}
+                }
+                polled.map_err(Into::into)
+            }
+        }
+    }
+}
+
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper may drop a body it knows is empty (HEAD, 204, 304) without polling it; that
@@ -372,6 +710,9 @@ impl Drop for ResponseBody {
         let complete = self.is_end_stream();
         if complete {
             self.release_conn();
+        }
+        if let Some(g) = self.gate.take() {
+            g.owner_gone();
         }
         if let Some(c) = self.completion.take() {
             c.finish(complete);

@@ -35,6 +35,8 @@ pub enum ProxyError {
     CircuitOpen,
     #[error("the request asks for a protocol upgrade the route's HTTP/2 upstream cannot carry")]
     UpgradeUnsupported,
+    #[error("the request body has a transfer coding other than chunked")]
+    UnsupportedTransferCoding,
 }
 
 impl ProxyError {
@@ -52,7 +54,9 @@ impl ProxyError {
             ProxyError::Blocked => StatusCode::FORBIDDEN,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::UpgradeUnsupported | ProxyError::UnsupportedTransferCoding => {
+                StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 
@@ -72,6 +76,7 @@ impl ProxyError {
             ProxyError::RateLimited => "too many requests\n",
             ProxyError::CircuitOpen => "upstream unavailable\n",
             ProxyError::UpgradeUnsupported => "upgrade not supported on this route\n",
+            ProxyError::UnsupportedTransferCoding => "transfer coding not supported\n",
         }
     }
 
@@ -90,7 +95,8 @@ impl ProxyError {
             | ProxyError::Blocked
             | ProxyError::RateLimited
             | ProxyError::CircuitOpen
-            | ProxyError::UpgradeUnsupported => None,
+            | ProxyError::UpgradeUnsupported
+            | ProxyError::UnsupportedTransferCoding => None,
         }
     }
 
@@ -105,6 +111,7 @@ impl ProxyError {
             ProxyError::RateLimited => "rate_limited",
             ProxyError::CircuitOpen => "circuit_open",
             ProxyError::UpgradeUnsupported => "upgrade_unsupported",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
             other => other.upstream_kind().map_or("error", |k| k.as_str()),
         }
     }

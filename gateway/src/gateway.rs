@@ -55,7 +55,7 @@ struct ReloadState {
     /// Watches every connection of every listener; taken by the drain.
     graceful: Option<Arc<GracefulShutdown>>,
     /// The process-wide settings the process started with (see [`RESTART_ONLY`]).
-    started_with: [String; 3],
+    started_with: [String; 4],
 }
 
 /// The running admin server.
@@ -89,11 +89,12 @@ impl AdminServer {
 }
 
 /// The values of [`RESTART_ONLY`] a configuration asks for.
-fn restart_only(server: &config::ServerConfig) -> [String; 3] {
+fn restart_only(server: &config::ServerConfig) -> [String; 4] {
     [
         server.workers.to_string(),
         server.event_interval.to_string(),
         format!("{:?}", server.log_format),
+        server.plugin_memory.to_string(),
     ]
 }
 
@@ -182,7 +183,7 @@ impl Shared {
     /// Re-reads the configuration file and applies it.
     pub async fn reload_from_file(self: &Arc<Self>) -> Result<(), ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
-        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        let text = read_config(path).await.map_err(|e| {
             ReloadError::Config(config::ConfigError::Io {
                 path: path.display().to_string(),
                 message: e.to_string(),
@@ -366,7 +367,10 @@ impl Gateway {
     ) -> Result<Gateway, String> {
         let metrics = Metrics::new(registry).map_err(|e| e.to_string())?;
         let mut cache = HandleCache::default();
-        let plugin_host = Arc::new(PluginHost::new(&metrics, config.server.workers)?);
+        let plugin_host = Arc::new(
+            PluginHost::new(&metrics, config.server.workers)?
+                .with_memory_budget(config.server.plugin_memory),
+        );
         let plugins = load_plugins(&plugin_host, &config, None, &metrics).await?;
         let runtime = Runtime::build(config, &metrics, None, &mut cache, plugins)?;
         let cfg = runtime.config.clone();
@@ -380,7 +384,7 @@ impl Gateway {
 
         let last_seen = config_path
             .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|p| config::read_text(p, config::MAX_CONFIG_FILE).ok())
             .map(|t| hash(&t));
         runtime.publish();
         let (stop, stop_rx) = watch::channel(false);
@@ -521,7 +525,7 @@ async fn watch_file(
         if !reload.watch {
             continue;
         }
-        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+        let Ok(text) = read_config(&path).await else {
             continue;
         };
         let h = hash(&text);
@@ -583,4 +587,12 @@ async fn watched_stamps(rt: &Runtime) -> Vec<Option<(u64, std::time::SystemTime)
         stamps.push(meta.and_then(|m| Some((m.len(), m.modified().ok()?))));
     }
     stamps
+}
+
+/// The configuration file's text, read off the runtime's threads (see [`config::read_text`]).
+async fn read_config(path: &std::path::Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || config::read_text(&path, config::MAX_CONFIG_FILE))
+        .await
+        .map_err(std::io::Error::other)?
 }

@@ -25,7 +25,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, StatusCode, Version};
 use http_body::{Body as _, Frame};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::RequestBody;
 use crate::error::ProxyError;
@@ -136,10 +136,11 @@ enum Encoding {
     Chunked,
 }
 
-/// One HTTP/1.1 connection to an upstream endpoint.
+/// One HTTP/1.1 connection to an upstream endpoint (over any byte stream: the pool's is
+/// a counted TCP or TLS connection).
 #[derive(Debug)]
-pub struct Conn {
-    io: TokioIo<Counted>,
+pub struct Conn<T = TokioIo<Counted>> {
+    io: T,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
     /// Size of the next read reservation.
@@ -158,9 +159,11 @@ pub struct Conn {
     /// Nothing happened that rules out another exchange: no close asked for, nothing
     /// abandoned, no error.
     reusable: bool,
-    /// Whether the current exchange wrote or received anything (for retries).
+    /// Whether the current exchange wrote or received anything, or took anything from the
+    /// request body (for retries).
     wrote_any: bool,
     received_any: bool,
+    took_body: bool,
 }
 
 /// What the framing of a response depends on, noted while its fields are read.
@@ -209,8 +212,15 @@ struct Field {
 
 impl Conn {
     pub fn new(io: Counted) -> Self {
+        Conn::over(TokioIo::new(io))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+    /// A connection over `io`.
+    pub fn over(io: T) -> Self {
         Conn {
-            io: TokioIo::new(io),
+            io,
             rbuf: BytesMut::new(),
             next_read: MIN_READ,
             stage: Vec::new(),
@@ -223,6 +233,7 @@ impl Conn {
             reusable: true,
             wrote_any: false,
             received_any: false,
+            took_body: false,
         }
     }
 
@@ -244,17 +255,26 @@ impl Conn {
         }
     }
 
+    /// Whether the whole request (head and body) has been written.
+    pub fn wrote_request(&self) -> bool {
+        self.written_all
+    }
+
     /// Whether the exchange that just ended left the connection ready for another.
     pub fn is_reusable(&self) -> bool {
         self.reusable && self.written_all && self.rbuf.is_empty()
     }
 
-    /// Whether the failed exchange can be repeated on another connection: the upstream sent
-    /// nothing back, and either nothing was written or the request had no body and an
-    /// idempotent method (the upstream closing a kept-alive connection just as it was
-    /// reused).
-    pub fn may_retry(&self, method: &Method, had_body: bool) -> bool {
-        !self.received_any && (!self.wrote_any || (!had_body && method.is_idempotent()))
+    /// Whether the exchange that failed with `error` can be repeated on another connection:
+    /// the failure was the connection's (never the client's body), the upstream sent
+    /// nothing back, nothing was taken from the request body, and either nothing was
+    /// written or the request had no body and an idempotent method (the upstream closing a
+    /// kept-alive connection just as it was reused).
+    pub fn may_retry(&self, error: &Error, method: &Method, had_body: bool) -> bool {
+        !matches!(error, Error::ClientBody(_))
+            && !self.received_any
+            && !self.took_body
+            && (!self.wrote_any || (!had_body && method.is_idempotent()))
     }
 
     /// Sends the request and waits for the final response head. The body is streamed as
@@ -267,6 +287,7 @@ impl Conn {
     ) -> Result<(response::Parts, Framing), Error> {
         self.wrote_any = false;
         self.received_any = false;
+        self.took_body = false;
         self.encode_head(parts, body)?;
         let head_request = parts.method == Method::HEAD;
         poll_fn(|cx| self.poll_exchange(cx, body, head_request)).await
@@ -399,8 +420,14 @@ impl Conn {
                     self.encoding = Encoding::Done;
                     continue;
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e.into()))),
-                Poll::Ready(Some(Ok(frame))) => frame,
+                // The body failed (cut short, malformed, its stream reset): the exchange is
+                // abandoned as it is, without the last chunk, and the connection closed, so
+                // the upstream sees an incomplete message rather than a shorter one.
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.took_body = true;
+                    frame
+                }
             };
             match frame.into_data() {
                 Ok(data) => {
@@ -519,6 +546,12 @@ impl Conn {
             let len = match parsed {
                 Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
                     return Err(Error::Protocol("response head too large"))
+                }
+                // httparse takes a bare LF for a line end; a proxy that did would let an
+                // upstream's field value with an LF in it reach the client as a field of its
+                // own (RFC 9112 §2.2 lets a recipient accept it; an intermediary must not).
+                Ok(httparse::Status::Complete(len)) if !crlf_only(&self.rbuf[..len]) => {
+                    return Err(Error::Protocol("bare LF in the response head"))
                 }
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => {
@@ -748,8 +781,8 @@ impl Conn {
     fn decode_chunked(&mut self, chunk: &mut Chunk) -> Result<Decoded, Error> {
         loop {
             match chunk {
-                Chunk::Size => match httparse::parse_chunk_size(&self.rbuf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                Chunk::Size => match chunk_size(&self.rbuf)? {
+                    Some((used, size)) => {
                         self.rbuf.advance(used);
                         *chunk = if size == 0 {
                             Chunk::Trailers
@@ -757,13 +790,7 @@ impl Conn {
                             Chunk::Data(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) => {
-                        if self.rbuf.len() > MAX_CHUNK_LINE {
-                            return Err(Error::Protocol("chunk size line too long"));
-                        }
-                        return Ok(Decoded::More);
-                    }
-                    Err(_) => return Err(Error::Protocol("invalid chunk size")),
+                    None => return Ok(Decoded::More),
                 },
                 Chunk::Data(left) => {
                     let Some(data) = self.take_up_to(left) else {
@@ -789,11 +816,17 @@ impl Conn {
                         self.rbuf.advance(2);
                         return Ok(Decoded::End);
                     }
+
                     let mut fields = [httparse::EMPTY_HEADER; 32];
                     match httparse::parse_headers(&self.rbuf, &mut fields) {
+                        Ok(httparse::Status::Complete((used, _)))
+                            if !crlf_only(&self.rbuf[..used]) =>
+                        {
+                            return Err(Error::Protocol("bare LF in the trailer section"))
+                        }
                         Ok(httparse::Status::Complete((used, fields))) => {
                             let mut trailers = HeaderMap::with_capacity(fields.len());
-                            for f in fields {
+                            for f in fields.iter().filter(|f| trailer_allowed(f.name.as_bytes())) {
                                 let name = HeaderName::from_bytes(f.name.as_bytes())
                                     .map_err(|_| Error::Protocol("invalid trailer field name"))?;
                                 let value = HeaderValue::from_bytes(f.value)
@@ -823,6 +856,129 @@ enum Decoded {
     End,
     /// More input is needed.
     More,
+}
+
+/// Whether every LF in `bytes` ends a CRLF.
+fn crlf_only(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).all(|i| i > 0 && bytes[i - 1] == b'\r')
+}
+
+/// A chunk-size line (RFC 9112 §7.1): hex digits, extensions, CRLF; `None` until the line
+/// is complete. Stricter than httparse's: an empty size, a bare LF or a size that does not
+/// fit 64 bits is refused, never read as the last chunk.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let Some(lf) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_CHUNK_LINE)]) else {
+        if buf.len() > MAX_CHUNK_LINE {
+            return Err(Error::Protocol("chunk size line too long"));
+        }
+        return Ok(None);
+    };
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err(Error::Protocol("chunk size line without CRLF"));
+    }
+    let line = &buf[..lf - 1];
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(Error::Protocol("empty chunk size"));
+    }
+    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if significant > 16 {
+        return Err(Error::Protocol("chunk size too large"));
+    }
+    let size = line[..digits].iter().fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(16).unwrap_or(0);
+        (n << 4) | u64::from(d)
+    });
+    // Extensions: `;name[=value]`, after optional whitespace; ignored, but only visible
+    // characters and whitespace, never a CR.
+    let ext = &line[digits..];
+    let ext_start = ext.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let ext = &ext[ext_start..];
+    if !ext.is_empty()
+        && (ext[0] != b';' || !ext.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
+        return Err(Error::Protocol("invalid chunk extension"));
+    }
+    Ok(Some((lf + 1, size)))
+}
+
+/// Whether a response trailer field may be passed on: nothing that frames, routes,
+/// authenticates or describes the content (RFC 9110 §6.5.1), and nothing hop-by-hop.
+fn trailer_allowed(name: &[u8]) -> bool {
+    const REFUSED: &[&[u8]] = &[
+        b"content-length",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"host",
+        b"authorization",
+        b"www-authenticate",
+        b"proxy-authenticate",
+        b"set-cookie",
+        b"cookie",
+        b"cache-control",
+        b"expires",
+        b"location",
+        b"retry-after",
+        b"vary",
+        b"age",
+        b"date",
+    ];
+    headers::hop(name) == Hop::EndToEnd && !REFUSED.iter().any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// Parses `input` as one complete response (head, then its body) the way an upstream
+/// connection reads it, and returns the head and the body's frames; input that ends early
+/// is an error. For fuzzing the parser.
+pub fn parse_response_bytes(
+    input: &[u8],
+    head_request: bool,
+) -> Result<(response::Parts, Vec<Bytes>), Error> {
+    let mut conn = Conn::over(Exhausted);
+    conn.rbuf.extend_from_slice(input);
+    let Some((parts, mut framing)) = conn.parse_head(head_request)? else {
+        return Err(Error::Closed);
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut frames = Vec::new();
+    loop {
+        match conn.poll_body(&mut cx, &mut framing) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    frames.push(data);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Err(e),
+            Poll::Ready(None) => return Ok((parts, frames)),
+            Poll::Pending => return Err(Error::Closed),
+        }
+    }
+}
+
+/// A stream at its end that takes any write: what is left once the input is read.
+#[derive(Debug)]
+struct Exhausted;
+
+impl AsyncRead for Exhausted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Exhausted {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// The length the `Content-Length` fields of `headers` agree on.
@@ -893,6 +1049,65 @@ mod tests {
         assert_eq!(Length::None.and(b" 12 "), Length::Valid(12));
         assert_eq!(Length::None.and(b"12,12"), Length::Valid(12));
         assert_eq!(Length::None.and(b"12,13"), Length::Invalid);
+    }
+
+    fn parse(input: &str) -> Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
+        parse_response_bytes(input.as_bytes(), false).map(|(p, frames)| {
+            (p.status, p.headers, frames.concat())
+        })
+    }
+
+    #[test]
+    fn a_bare_lf_in_a_response_head_is_refused() {
+        let smuggled = "HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(parse(smuggled), Err(Error::Protocol(_))));
+        let lf_only = "HTTP/1.1 200 OK\nContent-Length: 0\n\n";
+        assert!(matches!(parse(lf_only), Err(Error::Protocol(_))));
+        let (status, headers, body) =
+            parse("HTTP/1.1 200 OK\r\nX-A: a\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-a"], "a");
+        assert_eq!(body, b"hi");
+    }
+
+    #[test]
+    fn chunk_size_lines_are_read_strictly() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let ok = |chunks: &str| parse(&format!("{head}{chunks}")).map(|(_, _, b)| b);
+        assert_eq!(ok("5\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
+        assert_eq!(ok("5;ext=1\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
+        assert_eq!(ok("005 ;a\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
+        for bad in [
+            "\r\nhello\r\n0\r\n\r\n",          // empty size: not the last chunk
+            "5\nhello\r\n0\r\n\r\n",            // bare LF
+            "zz\r\nhello\r\n0\r\n\r\n",        // not hex
+            "FFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n", // 17 digits
+            "5 x\r\nhello\r\n0\r\n\r\n",       // junk after the size
+            "5\r\nhelloXX0\r\n\r\n",             // no CRLF after the data
+            "5\r\nhel",                             // cut short
+        ] {
+            assert!(ok(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn response_trailers_lose_framing_and_routing_fields() {
+        let input = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     2\r\nhi\r\n0\r\nX-Checksum: 1\r\nContent-Length: 5\r\nHost: x\r\n\r\n";
+        let mut conn = Conn::over(Exhausted);
+        conn.rbuf.extend_from_slice(input.as_bytes());
+        let (_, mut framing) = conn.parse_head(false).unwrap().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut trailers = None;
+        while let Poll::Ready(Some(frame)) = conn.poll_body(&mut cx, &mut framing) {
+            if let Ok(t) = frame.unwrap().into_trailers() {
+                trailers = Some(t);
+            }
+        }
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["x-checksum"], "1");
+        assert!(!trailers.contains_key("content-length"));
+        assert!(!trailers.contains_key("host"));
     }
 
     #[test]

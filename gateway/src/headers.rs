@@ -18,6 +18,136 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+/// The authority a request is for, the one that routes it, is checked by its signature and
+/// goes upstream as `Host` (RFC 9112 §3.2, §3.2.2; RFC 9113 §8.3.1):
+/// - more than one `Host` field, or one whose value is not a valid `host[:port]`, is refused;
+/// - an absolute-form target (HTTP/1.1) or `:authority` (HTTP/2) is the authority; in
+///   HTTP/1.1 `Host` is then replaced by it, in HTTP/2 a `Host` that names anything else is
+///   refused;
+/// - otherwise `Host` is the authority; HTTP/1.1 and HTTP/2 requests without one are
+///   refused, HTTP/1.0 ones have none.
+pub fn request_authority(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host field");
+    }
+    if let Some(h) = host {
+        if !valid_authority(h.as_bytes()) {
+            return Err("invalid Host");
+        }
+    }
+    if let Some(a) = uri.authority() {
+        let a = a.as_str();
+        if !valid_authority(a.as_bytes()) {
+            return Err("invalid authority in the request target");
+        }
+        if version == http::Version::HTTP_2
+            && host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()))
+        {
+            return Err("Host differs from :authority");
+        }
+        return HeaderValue::from_str(a)
+            .map(Some)
+            .map_err(|_| "invalid authority in the request target");
+    }
+    match host {
+        Some(h) => Ok(Some(h.clone())),
+        None if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 => Ok(None),
+        None => Err("no Host"),
+    }
+}
+
+/// `host [ ":" port ]` (RFC 3986 §3.2.2): a registered name, an IPv4 address or a bracketed
+/// IPv6 literal, and at most a 5-digit port; no user info, no path, no spaces.
+pub fn valid_authority(a: &[u8]) -> bool {
+    let (host, port) = if a.first() == Some(&b'[') {
+        let Some(end) = a.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &a[1..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &a[end + 1..] {
+            [] => (&a[..=end], None),
+            [b':', port @ ..] => (&a[..=end], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match a.iter().position(|&b| b == b':') {
+            Some(i) => (&a[..i], Some(&a[i + 1..])),
+            None => (a, None),
+        }
+    };
+    let reg_name = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    !host.is_empty()
+        && host.len() <= 255
+        && (host[0] == b'[' || host.iter().all(reg_name))
+        && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether every protocol an `Upgrade` value asks for (`websocket`, `h2c`, ...; the name
+/// before any `/version`) is one of `allowed` (lower case).
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let mut any = false;
+    for v in headers.get_all(header::UPGRADE) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            let name = token.split(|&b| b == b'/').next().unwrap_or_default();
+            if name.is_empty() {
+                continue;
+            }
+            if !allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(name)) {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
+}
+
+/// Whether the `Transfer-Encoding` of a request is one the proxy can forward: `chunked`
+/// alone. Any other coding (`gzip, chunked`, ...) would have to be decoded or passed on as
+/// it is, and the proxy does neither (RFC 9112 §6.1: 501).
+pub fn transfer_coding_supported(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .all(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
 /// `true` for an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
@@ -110,6 +240,8 @@ pub fn hop(name: &[u8]) -> Hop {
         2 if is(b"te") => Hop::Te,
         7 if is(b"upgrade") => Hop::Upgrade,
         7 if is(b"trailer") => Hop::Drop,
+        // Only meaningful with `Upgrade: h2c`, which is never forwarded (RFC 9113 §3.1).
+        14 if is(b"http2-settings") => Hop::Drop,
         10 if is(b"connection") => Hop::Connection,
         10 if is(b"keep-alive") => Hop::Drop,
         17 if is(b"transfer-encoding") => Hop::TransferEncoding,

@@ -29,6 +29,7 @@ pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod error;
+pub mod fuzzing;
 pub mod gateway;
 pub mod h1;
 pub mod headers;

@@ -96,7 +96,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             if !c.plugins.is_empty() {
                 let host = standalone_plugin_host()?;
                 for (name, p) in &c.plugins {
-                    let loaded = std::fs::read(&p.path)
+                    let loaded = config::read_file(&p.path, config::MAX_PLUGIN_FILE)
                         .map_err(|e| format!("{}: {e}", p.path.display()))
                         .and_then(|bytes| host.load(p, &bytes));
                     if let Err(e) = loaded {
@@ -130,7 +130,8 @@ fn standalone_plugin_host() -> anyhow::Result<PluginHost> {
 
 #[allow(clippy::print_stdout)] // the report is the command's output
 fn plugin_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let bytes = config::read_file(file, config::MAX_PLUGIN_FILE)
+        .with_context(|| file.display().to_string())?;
     match standalone_plugin_host()?.inspect(&bytes) {
         Ok(i) => {
             let mut out = format!(

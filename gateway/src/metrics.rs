@@ -117,7 +117,7 @@ fn status_slot(code: u16) -> Option<usize> {
 
 /// Settings fixed for the life of the process (the worker runtime and the log format are
 /// built once, at start).
-pub const RESTART_ONLY: [&str; 3] = ["workers", "event_interval", "log_format"];
+pub const RESTART_ONLY: [&str; 4] = ["workers", "event_interval", "log_format", "plugin_memory"];
 
 /// Every metric family of the request path, plus build info and process metrics.
 #[derive(Debug, Clone)]

@@ -221,14 +221,14 @@ impl Pool {
                     // body is read and discarded, so the client can finish sending and then
                     // read the answer; closing on unread data would reset the connection
                     // and could destroy the answer on its way.
-                    if !http_body::Body::is_end_stream(&body) {
+                    if !lent.conn.wrote_request() && !http_body::Body::is_end_stream(&body) {
                         body.discard();
                     }
                     return Ok((head, framing, lent));
                 }
                 // A kept-alive connection the upstream closed just as it was taken: the
                 // request goes again on another, if that cannot repeat anything.
-                Err(e) if reused && lent.conn.may_retry(&parts.method, had_body) => {
+                Err(e) if reused && lent.conn.may_retry(&e, &parts.method, had_body) => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; retrying");
                 }
                 Err(e) => return Err(SendError::Exchange(e)),

@@ -1,9 +1,11 @@
 //! The request path: the phases of `docs/architecture.md` in order, for one request.
 //!
-//! Phases here: ids (request id, trace context), route, endpoint by balancing, forward with
-//! timeouts, record when the body ends. Later phases (blocklist, rate limits, auth,
-//! signatures, plugins, breakers) slot in between route and endpoint with the same shape: a
-//! check that returns `Ok` or a [`ProxyError`] that [`rescue`] turns into a response.
+//! Phases here, in order: what the edge refuses outright (a transfer coding other than
+//! `chunked`, a missing, repeated or invalid `Host`), ids (request id, trace context),
+//! route, blocklist, early rate limits, auth, body (read whole where a route needs it),
+//! signatures, plugins, breaker admission and an endpoint by balancing, forward with
+//! timeouts and retries, plugins on the response, record when the body ends. Each phase
+//! returns `Ok` or a [`ProxyError`] that [`rescue`] turns into a response.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -15,11 +17,10 @@ use http::header::{self, HeaderValue};
 use http::HeaderMap;
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::auth::{Refusal, RouteAuth};
-use crate::body::{BufferError, Relay, RequestBody, ResponseBody};
+use crate::body::{BufferError, ClientBody, Relay, RequestBody, ResponseBody};
 use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
@@ -66,7 +67,7 @@ impl ConnInfo {
 /// Serves one request through the current runtime. Never fails: errors become responses.
 pub async fn handle(
     rt: Arc<Runtime>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     conn: Arc<ConnInfo>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
@@ -75,10 +76,17 @@ pub async fn handle(
     // The forwarding headers, request id, trace context and `Via` are added below: one
     // growth of the map now instead of several, each rehashing every field.
     req.headers_mut().reserve(8);
+    // A body framed by a transfer coding other than `chunked` alone cannot be forwarded
+    // as it is (RFC 9112 §6.1): 501. Only a body of unknown length can have one.
+    let unsupported_coding = req.body().size_hint().exact().is_none()
+        && !req.body().is_end_stream()
+        && !headers::transfer_coding_supported(req.headers());
     // Hop-by-hop headers belong to the client's connection, not to the request: every
-    // phase sees (and the upstream gets) the request without them.
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
-    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+    // phase sees (and the upstream gets) the request without them. An upgrade keeps its
+    // `Upgrade` until the route says whether it allows that protocol.
+    let upgrade_asked =
+        req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    headers::strip_hop_by_hop(req.headers_mut(), upgrade_asked);
 
     // Phase 1: ids. The request id and trace context are set on the forwarded request; the
     // request id is also echoed on the response, so a client report can be matched with the
@@ -87,8 +95,10 @@ pub async fn handle(
     let (request_id, client_id) = headers::request_id(req.headers(), &rt.forwarding);
     let trace_id = headers::ensure_traceparent(req.headers_mut());
 
-    // Phase 2: route.
-    let host = request_host(&req);
+    // Phase 2: route, by the one authority the request is for (also what its signature
+    // is checked against and the `Host` it goes upstream with).
+    let authority = headers::request_authority(req.version(), req.uri(), req.headers());
+    let host = authority.as_ref().ok().cloned().flatten();
     let route = rt
         .routes
         .find(
@@ -105,10 +115,32 @@ pub async fn handle(
             client: conn.client,
         })
     });
-    let Some(route) = route else {
-        let completion = Completion::new(start, rt.unmatched.clone(), method, None, log);
-        return rescue(ProxyError::NoRoute, completion, &request_id, &rt);
+    let refusal = match (&authority, &route) {
+        (Err(why), _) => Some(ProxyError::BadRequest(why)),
+        _ if unsupported_coding => Some(ProxyError::UnsupportedTransferCoding),
+        (_, None) => Some(ProxyError::NoRoute),
+        _ => None,
     };
+    let (Some(route), None) = (route, refusal) else {
+        if let Some(ProxyError::BadRequest(why)) = refusal {
+            tracing::debug!(client = %conn.client, reason = why, "request refused");
+        }
+        let completion = Completion::new(start, rt.unmatched.clone(), method, None, log);
+        return rescue(
+            refusal.unwrap_or(ProxyError::NoRoute),
+            completion,
+            &request_id,
+            &rt,
+        );
+    };
+    // Only the upgrades the route allows (WebSocket by default) are passed on; any other
+    // (`h2c` above all, which would hand the connection to the upstream past every check)
+    // is dropped and the request forwarded as a plain one.
+    let upgrade = upgrade_asked && headers::upgrade_allowed(req.headers(), &route.config.upgrades);
+    if upgrade_asked && !upgrade {
+        req.headers_mut().remove(header::UPGRADE);
+        req.headers_mut().remove(header::CONNECTION);
+    }
 
     let counter = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
     let mut completion =
@@ -156,7 +188,13 @@ pub async fn handle(
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    // A try that fails because the client's body did (an error, a reset stream) is the
+    // client's failure: 400, and nothing for the upstream's health or breaker. HTTP/1.1
+    // upstreams tell it apart themselves; hyper's HTTP/2 client does not.
+    let body_failure = (upstream.config.protocol == UpstreamProtocol::Http2
+        && !body.is_end_stream())
+    .then(|| body.failure_watch());
 
     // Routes whose plugins read bodies get them whole, up to their limit; so do routes that
     // check signatures, whose digests cover the exact body.
@@ -264,7 +302,9 @@ pub async fn handle(
     };
 
     if rt.forwarding.preserve_host {
-        if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), host.clone()) {
+        // The authority the request was routed and checked by, also when it came in the
+        // target (absolute form, `:authority`) rather than in `Host`.
+        if let Some(h) = host.clone() {
             parts.headers.insert(header::HOST, h);
         }
     }
@@ -398,6 +438,12 @@ pub async fn handle(
             }
             Err(_) => Err(ProxyError::UpstreamTimeout),
         };
+        let result = match result {
+            Err(_) if body_failure.as_ref().is_some_and(|g| g.failed()) => {
+                Err(ProxyError::BadRequest("request body"))
+            }
+            other => other,
+        };
         upstream.report(&lease, crate::health::forward_ok(&result));
         if let (Some(b), Some(p)) = (breaker, permit) {
             let failed = match &result {
@@ -526,7 +572,10 @@ pub async fn handle(
             parts.headers = view.headers;
         }
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, completion))
+    Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, completion, route.response_timeout),
+    )
 }
 
 /// Phase 10 for a request the upstream failed: plugins see the gateway's answer.
@@ -759,16 +808,6 @@ fn answer(
     resp.headers_mut()
         .insert(&rt.forwarding.request_id_header, request_id.clone());
     resp
-}
-
-/// The host a request is for: `Host`, or the URI authority (HTTP/2 `:authority`).
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(h) = req.headers().get(header::HOST) {
-        return Some(h.clone());
-    }
-    req.uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 fn upstream_failure(

@@ -262,9 +262,14 @@ pub async fn load_plugins(
 ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
     let mut loaded = BTreeMap::new();
     for (name, pc) in &config.plugins {
-        let bytes = tokio::fs::read(&pc.path)
-            .await
-            .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
+        let path = pc.path.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            crate::config::read_file(&path, crate::config::MAX_PLUGIN_FILE)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
         let digest = crate::plugin::digest(&bytes);
         let kept = previous
             .and_then(|p| p.plugins.get(name))

@@ -30,6 +30,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::{ClientBody, EndGate, Guarded};
 use crate::config::ListenerConfig;
 use crate::gateway::Shared;
 use crate::metrics::Metrics;
@@ -313,10 +314,24 @@ async fn serve<I>(
 {
     let client = conn.client;
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let rt = shared.runtime();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(rt, req, conn).await) }
+        // An HTTP/2 body's end is believed only once the stream is known not to have been
+        // reset (see `body::ClientBody`).
+        let (gate, req) = if req.version() == http::Version::HTTP_2
+            && !http_body::Body::is_end_stream(req.body())
+        {
+            let gate = EndGate::new(true);
+            (
+                Some(gate.clone()),
+                req.map(|b| ClientBody::gated(b, gate)),
+            )
+        } else {
+            (None, req.map(ClientBody::new))
+        };
+        let handled = Guarded::new(proxy::handle(rt, req, conn), gate);
+        async move { Ok::<_, Infallible>(handled.await) }
     });
     // hyper-util reads a connection's first bytes (to tell HTTP/2's preface from HTTP/1.1)
     // before hyper's header-read deadline starts: without a deadline of its own, a client
@@ -333,7 +348,7 @@ async fn serve<I>(
 pin_project! {
     /// A connection whose first bytes must arrive within a deadline; after them, plain
     /// pass-through (one branch per read).
-    struct FirstBytes<I> {
+    pub(crate) struct FirstBytes<I> {
         #[pin]
         io: I,
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -341,7 +356,7 @@ pin_project! {
 }
 
 impl<I> FirstBytes<I> {
-    fn new(io: I, within: Duration) -> Self {
+    pub(crate) fn new(io: I, within: Duration) -> Self {
         FirstBytes {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),

@@ -71,15 +71,18 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Loads a certificate chain and its private key from PEM files.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
+    let cert_pem = crate::config::read_file(cert, crate::config::MAX_KEY_FILE)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!("{}: no certificate found", cert.display()));
     }
+    let key_pem = crate::config::read_file(key, crate::config::MAX_KEY_FILE)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
     let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signing_key);
@@ -117,8 +120,9 @@ pub fn certificate_names(ck: &CertifiedKey) -> Vec<String> {
 /// Loads a PEM bundle of trusted roots.
 pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let pem = crate::config::read_file(path, crate::config::MAX_KEY_FILE)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem);
     for c in certs {
         let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
         roots

@@ -80,7 +80,8 @@ struct Claims {
 impl JwtVerifier {
     /// Reads and checks a JWKS file.
     pub fn load(path: &Path, expect: &Expectations) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = crate::config::read_text(path, crate::config::MAX_KEY_FILE)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_jwks(&text, expect).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -212,6 +212,8 @@ pub struct ServerSection {
     pub log_format: Option<String>,
     /// tracing filter directive, e.g. `info` or `fedgate=debug`; `RUST_LOG` overrides it.
     pub log_level: Option<String>,
+    /// Linear memory all plugin instances may hold together (bytes or `"1GiB"`).
+    pub plugin_memory: Option<toml::Value>,
 }
 
 /// `[admin]`: the separate listener for `/metrics`, `/health`, `/ready`, `/live`.
@@ -221,6 +223,11 @@ pub struct AdminSection {
     pub address: Option<String>,
     /// The longest `/health` waits for plugins' health checks.
     pub health_timeout: Option<String>,
+    /// Most connections open at once; further clients wait in the kernel's backlog.
+    pub max_connections: Option<usize>,
+    /// Longest a client may take to send a request head (and the first bytes of a
+    /// connection).
+    pub header_read_timeout: Option<String>,
 }
 
 /// `[reload]`: hot reload on SIGHUP and on file change.
@@ -423,4 +430,6 @@ pub struct RouteSection {
     pub auth: Option<Vec<String>>,
     /// Principals allowed on the route (default: every authenticated one).
     pub principals: Option<Vec<String>>,
+    /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `[]` allows none).
+    pub upgrades: Option<Vec<String>>,
 }

@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub access_log: bool,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Linear memory all plugin instances may hold together.
+    pub plugin_memory: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +90,16 @@ pub struct AdminConfig {
     /// The longest `/health` takes: plugin health checks not answered by then are reported
     /// unhealthy (timed out).
     pub health_timeout: Duration,
+    /// Connections served at once; the admin listener stops accepting at the limit.
+    pub max_connections: usize,
+    /// Longest wait for a connection's first bytes and for each request head.
+    pub header_read_timeout: Duration,
 }
+
+/// Default of `admin.max_connections`: scrapers and probes need a handful.
+pub const DEFAULT_ADMIN_CONNECTIONS: usize = 256;
+/// Default of `admin.header_read_timeout`.
+pub const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default of `admin.health_timeout`.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -296,6 +307,9 @@ pub struct RouteConfig {
     pub blocklist: bool,
     /// Phase 5: accepted methods and allowed principals; `None` for an open route.
     pub auth: Option<crate::auth::RouteAuthConfig>,
+    /// Protocols an `Upgrade` may switch to on this route (lower case; `websocket` by
+    /// default). Upgrades to anything else are dropped and the request goes as a plain one.
+    pub upgrades: Vec<String>,
 }
 
 /// What a route does with HTTP signatures (phase 6).
@@ -393,8 +407,15 @@ pub struct PluginConfig {
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Default linear-memory cap of one plugin instance.
 pub const DEFAULT_PLUGIN_MEMORY: usize = 16 << 20;
+/// Longest per-call deadline a plugin may have.
+pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default of `server.plugin_memory`: the linear memory of all plugin instances together.
+pub const DEFAULT_PLUGIN_MEMORY_BUDGET: usize = 1 << 30;
 /// Default series cap of one plugin-declared metric.
 pub const DEFAULT_PLUGIN_SERIES: usize = 1000;
+
+/// The longest duration any setting takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 
 /// Default admin address, also used by `demo`.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
@@ -403,9 +424,77 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 /// head, refuses to be smaller.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
+/// Why a field cannot be set by the gateway on every request and response: it frames
+/// the message, routes it, belongs to the connection or is covered by signatures.
+fn reserved_field(name: &HeaderName) -> Option<&'static str> {
+    use crate::headers::Hop;
+    if crate::headers::hop(name.as_str().as_bytes()) != Hop::EndToEnd {
+        return Some("it is a hop-by-hop field");
+    }
+    match name.as_str() {
+        "content-length" | "content-encoding" | "content-type" | "content-range" => {
+            Some("it describes the message body")
+        }
+        "host" => Some("it routes the request"),
+        "date" | "digest" | "content-digest" | "signature" | "signature-input"
+        | "authorization" | "cookie" | "set-cookie" | "www-authenticate" | "via"
+        | "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+        | "traceparent" | "location" => Some("the gateway or the peers rely on its value"),
+        _ => None,
+    }
+}
+
+/// Largest files the configuration names, by kind.
+pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+pub const MAX_BLOCKLIST_FILE: u64 = 64 << 20;
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+pub const MAX_PLUGIN_FILE: u64 = 256 << 20;
+
+/// Reads a file the configuration names: a regular file (never a FIFO, a device or a
+/// directory, which could block or never end) of at most `max` bytes. Opened without
+/// blocking, so a FIFO with no writer does not hang the caller.
+pub fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow while it is read: never past the limit.
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] as UTF-8 text.
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_file(path, max)?).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+    })
+}
+
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    let text = read_text(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
@@ -434,6 +523,21 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "admin.health_timeout",
             file.admin.health_timeout.as_deref(),
             DEFAULT_HEALTH_TIMEOUT,
+        )?,
+        max_connections: match file.admin.max_connections {
+            None => DEFAULT_ADMIN_CONNECTIONS,
+            Some(n) if (1..=100_000).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::field(
+                    "admin.max_connections",
+                    "must be between 1 and 100000",
+                ))
+            }
+        },
+        header_read_timeout: duration(
+            "admin.header_read_timeout",
+            file.admin.header_read_timeout.as_deref(),
+            DEFAULT_ADMIN_HEADER_READ_TIMEOUT,
         )?,
     };
     let reload = ReloadConfig {
@@ -678,7 +782,7 @@ fn validate_blocklist(
     }
     let file = b.file.as_deref().map(|f| resolve(base, f));
     if let Some(path) = &file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_text(path, MAX_BLOCKLIST_FILE).map_err(|e| {
             ConfigError::field("blocklist.file", format!("{}: {e}", path.display()))
         })?;
         list.add_file(&text).map_err(|m| {
@@ -734,7 +838,7 @@ fn validate_signatures(
                 .map_err(|e| ConfigError::field(field("pem"), e.to_string()))?,
             (None, Some(path), None) => {
                 let path = resolve(base, path);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = read_text(&path, MAX_KEY_FILE).map_err(|e| {
                     ConfigError::field(field("pem_file"), format!("{}: {e}", path.display()))
                 })?;
                 PublicKey::from_pem(&text).map_err(|e| {
@@ -883,6 +987,10 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError>
         access_log: s.access_log.unwrap_or(true),
         log_format,
         log_level,
+        plugin_memory: match &s.plugin_memory {
+            None => DEFAULT_PLUGIN_MEMORY_BUDGET,
+            Some(v) => byte_size("server.plugin_memory", v, 64 << 30)?,
+        },
     })
 }
 
@@ -919,6 +1027,12 @@ fn validate_forwarding(f: &file::ForwardingSection) -> Result<ForwardingConfig, 
             format!("{header:?} is not a valid header name"),
         )
     })?;
+    if let Some(why) = reserved_field(&request_id_header) {
+        return Err(ConfigError::field(
+            "forwarding.request_id_header",
+            format!("{header:?} cannot carry the request id: {why}"),
+        ));
+    }
     let mut trusted_proxies = crate::netset::NetSet::default();
     for (i, p) in f.trusted_proxies.iter().enumerate() {
         let net = crate::netset::parse_net(p)
@@ -1617,6 +1731,27 @@ fn validate_route(
         }
     };
     let auth = auth::validate_route_auth(i, r)?;
+    let upgrades = match &r.upgrades {
+        None => vec!["websocket".to_string()],
+        Some(list) => {
+            let mut upgrades = Vec::with_capacity(list.len());
+            for (j, u) in list.iter().enumerate() {
+                let u = u.trim().to_ascii_lowercase();
+                let bad = |m: &str| ConfigError::field(format!("routes[{i}].upgrades[{j}]"), m);
+                if u.is_empty() || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                    return Err(bad("not a protocol name (a token such as \"websocket\")"));
+                }
+                if u == "h2c" {
+                    return Err(bad(
+                        "h2c cannot be allowed: the upgraded connection would reach the upstream \
+                         past routing, auth, signatures, limits and plugins",
+                    ));
+                }
+                upgrades.push(u);
+            }
+            upgrades
+        }
+    };
     Ok(RouteConfig {
         name,
         hosts,
@@ -1630,6 +1765,7 @@ fn validate_route(
         rate_limits: r.rate_limits.clone(),
         blocklist: r.blocklist.unwrap_or(true),
         auth,
+        upgrades,
     })
 }
 
@@ -1664,8 +1800,14 @@ fn validate_plugin(
         p.timeout.as_deref(),
         DEFAULT_PLUGIN_TIMEOUT,
     )?;
-    if timeout > Duration::from_secs(10) {
-        return Err(ConfigError::field(field("timeout"), "at most 10s"));
+    // A call runs on the worker thread that serves the request: while it runs, every
+    // other connection of that worker waits. The ceiling bounds that stall.
+    if timeout > MAX_PLUGIN_TIMEOUT {
+        return Err(ConfigError::field(
+            field("timeout"),
+            "at most 100ms: a call holds its worker thread, and every connection on it, \
+             until it returns",
+        ));
     }
     let memory_limit = match &p.memory_limit {
         None => DEFAULT_PLUGIN_MEMORY,
@@ -1743,6 +1885,14 @@ fn duration(field: &str, value: Option<&str>, default: Duration) -> Result<Durat
     })?;
     if d.is_zero() {
         return Err(ConfigError::field(field, "must be greater than zero"));
+    }
+    // Every duration is added to an instant somewhere (a deadline, a timer); one that
+    // overflows it would panic on the request path.
+    if d > MAX_DURATION {
+        return Err(ConfigError::field(
+            field,
+            format!("{v:?} is too long: at most 365 days"),
+        ));
     }
     Ok(d)
 }

@@ -23,7 +23,7 @@ pub mod abi;
 pub mod declared;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,44 @@ pub struct PluginHost {
     pool_size: usize,
     ticker: OnceLock<()>,
     clock: Instant,
+    /// The linear memory all instances of all plugins may hold together.
+    budget: Arc<MemoryBudget>,
+}
+
+/// A total of linear memory shared by every plugin instance: per-instance caps multiply by
+/// the instances a plugin has (one per worker, more while a burst lasts, a second set
+/// during a reload), so they alone do not bound what plugins take from the process.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            max,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `bytes` from the budget, or nothing if they do not fit.
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(bytes).filter(|&n| n <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -238,7 +276,19 @@ impl PluginHost {
             pool_size: workers.max(1),
             ticker: OnceLock::new(),
             clock: Instant::now(),
+            budget: MemoryBudget::new(crate::config::DEFAULT_PLUGIN_MEMORY_BUDGET),
         })
+    }
+
+    /// Bounds the linear memory of all plugin instances together (`server.plugin_memory`).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.budget = MemoryBudget::new(bytes);
+        self
+    }
+
+    /// The shared memory budget.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Advances the engine's epoch every [`EPOCH_TICK`] from a thread of its own, once any
@@ -366,6 +416,7 @@ impl PluginHost {
             log_window: AtomicU64::new(0),
             clock: self.clock,
             handles,
+            budget: self.budget.clone(),
         };
         let instance = plugin.instantiate().map_err(|f| f.reason)?;
         plugin.hooks = instance.hooks;
@@ -424,13 +475,15 @@ impl PluginHandles {
     }
 }
 
-/// Caps an instance's linear memory and reports its size to the plugin's memory gauge.
+/// Caps an instance's linear memory, takes it from the shared budget and reports its size
+/// to the plugin's memory gauge.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     cap: usize,
     used: usize,
     gauge: IntGauge,
     exceeded: bool,
+    budget: Arc<MemoryBudget>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -448,6 +501,14 @@ impl ResourceLimiter for MemoryLimiter {
             )));
         }
         let grown = desired.saturating_sub(current);
+        if !self.budget.take(grown) {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "plugin memory budget exhausted: the instance asked for {grown} more bytes, \
+                 all plugins together may hold {}",
+                self.budget.max
+            )));
+        }
         self.used += grown;
         self.gauge.add(grown as i64);
         Ok(true)
@@ -466,6 +527,7 @@ impl ResourceLimiter for MemoryLimiter {
 impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         self.gauge.sub(self.used as i64);
+        self.budget.give_back(self.used);
     }
 }
 
@@ -502,6 +564,7 @@ pub struct Plugin {
     log_window: AtomicU64,
     clock: Instant,
     handles: PluginHandles,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -546,6 +609,7 @@ impl Plugin {
             used: 0,
             gauge: self.handles.memory.clone(),
             exceeded: false,
+            budget: self.budget.clone(),
         };
         let mut store = Store::new(&self.engine, HostState::new(self.shared.clone(), limiter));
         store.limiter(|s| &mut s.limiter);

@@ -109,7 +109,19 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
 /// The signature's parameters as they stand in `Signature`, else in
 /// `Authorization: Signature`.
 fn signature_text(headers: &http::HeaderMap) -> Result<&str, Rejection> {
-    match headers.get("signature") {
+    // One signature, the one the upstream will see: with two `Signature` fields (or two
+    // `Authorization` fields, or both kinds) the gateway could verify one while the
+    // upstream reads another.
+    let mut signatures = headers.get_all("signature").iter();
+    let first = signatures.next();
+    let second = signatures.next().is_some();
+    let authorizations = headers.get_all(http::header::AUTHORIZATION).iter().count();
+    if second || authorizations > 1 || (first.is_some() && authorization(headers).is_some()) {
+        return Err(Rejection::malformed(
+            "the request carries more than one signature field",
+        ));
+    }
+    match first {
         Some(v) => v
             .to_str()
             .map_err(|_| Rejection::malformed("Signature is not text")),
