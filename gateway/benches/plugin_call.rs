@@ -33,6 +33,7 @@ fn config(name: &str, path: PathBuf, json: &str) -> PluginConfig {
         path,
         failure: FailurePolicy::Open,
         timeout: Duration::from_millis(10),
+        health_check_timeout: Duration::from_secs(1),
         memory_limit: 16 << 20,
         max_series: 1000,
         config_json: json.into(),

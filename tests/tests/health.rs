@@ -688,7 +688,7 @@ async fn health_answers_within_its_deadline_whatever_a_plugin_does() {
         plugin(
             "stuck",
             "hostile",
-            "timeout = \"2s\"",
+            "health_check_timeout = \"2s\"",
             "mode = \"health-loop\""
         ),
         plugin("fine", "hostile", "", "mode = \"ok\""),

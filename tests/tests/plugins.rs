@@ -195,7 +195,7 @@ async fn a_memory_bomb_is_capped_and_isolated() {
         plugin(
             "bomb",
             "hostile",
-            "memory_limit = \"4MiB\"\ntimeout = \"2s\"",
+            "memory_limit = \"4MiB\"\ntimeout = \"100ms\"",
             "mode = \"bomb\""
         ),
         plugin_route("bomb", "/bomb", "app", &["bomb"], ""),
@@ -268,7 +268,7 @@ async fn a_plugin_cannot_explode_cardinality() {
             plugin(
                 "labels",
                 "hostile",
-                "max_series = 100\ntimeout = \"5s\"",
+                "max_series = 100\ntimeout = \"100ms\"",
                 &format!("mode = \"labels\"\nseries = 100000\nresolve = {resolve}")
             ),
             plugin_route("all", "/", "app", &["labels"], ""),

@@ -177,8 +177,10 @@ pub struct PluginSection {
     pub path: Option<String>,
     /// `fail_open` (default) or `fail_closed`.
     pub failure: Option<String>,
-    /// Deadline of one call.
+    /// Deadline of one call on the request path (at most 100ms).
     pub timeout: Option<String>,
+    /// Deadline of one health-check call, which runs off the request path.
+    pub health_check_timeout: Option<String>,
     /// Linear memory cap per instance: bytes, or a string such as `"16MiB"`.
     pub memory_limit: Option<toml::Value>,
     /// Series cap per metric the plugin declares.

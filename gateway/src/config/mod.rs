@@ -397,6 +397,8 @@ pub struct PluginConfig {
     pub path: PathBuf,
     pub failure: FailurePolicy,
     pub timeout: Duration,
+    /// Deadline of a health-check call (on a blocking thread, not a worker).
+    pub health_check_timeout: Duration,
     pub memory_limit: usize,
     pub max_series: usize,
     /// The `config` table as a JSON object, as `init` receives it.
@@ -407,7 +409,9 @@ pub struct PluginConfig {
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Default linear-memory cap of one plugin instance.
 pub const DEFAULT_PLUGIN_MEMORY: usize = 16 << 20;
-/// Longest per-call deadline a plugin may have.
+/// Default deadline of a plugin's health-check call.
+pub const DEFAULT_PLUGIN_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest per-call deadline a plugin may have on the request path.
 pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default of `server.plugin_memory`: the linear memory of all plugin instances together.
 pub const DEFAULT_PLUGIN_MEMORY_BUDGET: usize = 1 << 30;
@@ -583,7 +587,17 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
 
     let mut plugins = BTreeMap::new();
     for (name, p) in &file.plugins {
-        plugins.insert(name.clone(), validate_plugin(name, p, base)?);
+        let plugin = validate_plugin(name, p, base)?;
+        if plugin.memory_limit > server.plugin_memory {
+            return Err(ConfigError::field(
+                format!("plugins.{name}.memory_limit"),
+                format!(
+                    "{} bytes is more than server.plugin_memory ({} bytes), which all plugins share",
+                    plugin.memory_limit, server.plugin_memory
+                ),
+            ));
+        }
+        plugins.insert(name.clone(), plugin);
     }
     for (j, p) in file.global.plugins.iter().enumerate() {
         if !plugins.contains_key(p) {
@@ -1809,6 +1823,17 @@ fn validate_plugin(
              until it returns",
         ));
     }
+    let health_check_timeout = duration(
+        &field("health_check_timeout"),
+        p.health_check_timeout.as_deref(),
+        DEFAULT_PLUGIN_HEALTH_TIMEOUT,
+    )?;
+    if health_check_timeout > Duration::from_secs(10) {
+        return Err(ConfigError::field(
+            field("health_check_timeout"),
+            "at most 10s",
+        ));
+    }
     let memory_limit = match &p.memory_limit {
         None => DEFAULT_PLUGIN_MEMORY,
         Some(v) => byte_size(&field("memory_limit"), v, 4 << 30)?,
@@ -1833,6 +1858,7 @@ fn validate_plugin(
         path: resolve(base, path),
         failure,
         timeout,
+        health_check_timeout,
         memory_limit,
         max_series,
         config_json,

@@ -409,7 +409,8 @@ impl PluginHost {
             hooks: abi::Hooks::empty(),
             idle: ArrayQueue::new(self.pool_size),
             // Never earlier than the timeout: whole ticks covering it, plus the one under way.
-            deadline_ticks: config.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1,
+            deadline_ticks: ticks(config.timeout),
+            health_deadline_ticks: ticks(config.health_check_timeout),
             failures: AtomicU32::new(0),
             backoff_level: AtomicU32::new(0),
             backoff_until: AtomicU64::new(0),
@@ -423,6 +424,12 @@ impl PluginHost {
         let _ = plugin.idle.push(instance);
         Ok(plugin)
     }
+}
+
+/// Epoch ticks for a deadline: never earlier than `timeout`, whole ticks covering it plus
+/// the one under way.
+fn ticks(timeout: Duration) -> u64 {
+    timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
 /// SHA-256 of a component file: a reload recompiles a plugin only when this changes.
@@ -556,6 +563,8 @@ pub struct Plugin {
     hooks: abi::Hooks,
     idle: ArrayQueue<Instance>,
     deadline_ticks: u64,
+    /// The same for health-check calls, which run on blocking threads.
+    health_deadline_ticks: u64,
     failures: AtomicU32,
     backoff_level: AtomicU32,
     /// Milliseconds since `clock` before which calls are skipped.
@@ -669,7 +678,12 @@ impl Plugin {
             },
         };
         let store = &mut instance.store;
-        store.set_epoch_deadline(self.deadline_ticks);
+        let (ticks, timeout) = if hook == Hook::HealthCheck {
+            (self.health_deadline_ticks, self.config.health_check_timeout)
+        } else {
+            (self.deadline_ticks, self.config.timeout)
+        };
+        store.set_epoch_deadline(ticks);
         let data = store.data_mut();
         data.hook = hook.as_str();
         std::mem::swap(&mut data.exchange, exchange);
@@ -685,7 +699,7 @@ impl Plugin {
                 Ok(r)
             }
             Err(e) => {
-                let failure = classify(&e, store.data().limiter.exceeded, self.config.timeout);
+                let failure = classify(&e, store.data().limiter.exceeded, timeout);
                 // The instance is poisoned: dropped here, replaced on the next call.
                 drop(instance);
                 self.failed(hook, &failure);
