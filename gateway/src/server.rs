@@ -314,7 +314,12 @@ async fn serve<I>(
 {
     let client = conn.client;
     let conn = Arc::new(conn);
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = served.clone();
+    let cancels = Arc::new(Cancels::default());
+    let watch_cancels = cancels.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        first.store(true, std::sync::atomic::Ordering::Relaxed);
         let rt = shared.runtime();
         let conn = conn.clone();
         // An HTTP/2 body's end is believed only once the stream is known not to have been
@@ -323,35 +328,90 @@ async fn serve<I>(
             && !http_body::Body::is_end_stream(req.body())
         {
             let gate = EndGate::new(true);
-            (
-                Some(gate.clone()),
-                req.map(|b| ClientBody::gated(b, gate)),
-            )
+            (Some(gate.clone()), req.map(|b| ClientBody::gated(b, gate)))
         } else {
             (None, req.map(ClientBody::new))
         };
+        let http2 = req.version() == http::Version::HTTP_2;
         let handled = Guarded::new(proxy::handle(rt, req, conn), gate);
-        async move { Ok::<_, Infallible>(handled.await) }
+        let cancels = cancels.clone();
+        async move {
+            // An HTTP/2 request whose future is dropped before it answers was cancelled by
+            // the client (RST_STREAM): counted, so a connection that cancels what it opens
+            // faster than it completes anything (rapid reset of accepted streams, which
+            // the h2 crate's own bound on not yet accepted ones does not see) is closed.
+            let guard = http2.then(|| Cancel(cancels));
+            let resp = handled.await;
+            if let Some(g) = guard {
+                g.completed();
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     // hyper-util reads a connection's first bytes (to tell HTTP/2's preface from HTTP/1.1)
-    // before hyper's header-read deadline starts: without a deadline of its own, a client
-    // that connects and sends nothing would hold a connection slot for ever.
-    let io = FirstBytes::new(io, header_read_timeout);
+    // before hyper's header-read deadline starts, and hyper's HTTP/2 server has no header
+    // deadline at all: without one of its own, a client that connects and sends nothing,
+    // part of the preface, or a header block it never finishes would hold a connection slot
+    // for ever. The connection's first request must be complete within the deadline.
+    let io = FirstBytes::until(io, header_read_timeout, served);
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(%client, error = %e, "connection ended with an error");
+    tokio::select! {
+        r = watcher.watch(connection) => {
+            if let Err(e) = r {
+                tracing::debug!(%client, error = %e, "connection ended with an error");
+            }
+        }
+        () = watch_cancels.abusive.notified() => {
+            tracing::info!(%client, "closing an HTTP/2 connection that cancels most of the streams it opens");
+        }
+    }
+}
+
+/// Client-cancelled and completed HTTP/2 requests of one connection.
+#[derive(Debug, Default)]
+struct Cancels {
+    cancelled: std::sync::atomic::AtomicU64,
+    completed: std::sync::atomic::AtomicU64,
+    abusive: tokio::sync::Notify,
+}
+
+/// Cancelled streams a connection may have before the ratio is looked at.
+const CANCELS_ALLOWED: u64 = 100;
+
+/// Counts its request as cancelled when dropped before [`Cancel::completed`].
+struct Cancel(Arc<Cancels>);
+
+impl Cancel {
+    fn completed(self) {
+        self.0
+            .completed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cancelled = self.0.cancelled.fetch_add(1, Relaxed) + 1;
+        // Browsers cancel some streams (a navigation away, a superseded fetch); a
+        // connection that cancels more than it completes, past a hundred, is an attack.
+        if cancelled > CANCELS_ALLOWED && cancelled > self.0.completed.load(Relaxed) {
+            self.0.abusive.notify_one();
+        }
     }
 }
 
 pin_project! {
-    /// A connection whose first bytes must arrive within a deadline; after them, plain
-    /// pass-through (one branch per read).
+    /// A connection whose first bytes (or, with `until`, whose first request) must arrive
+    /// within a deadline; after that, plain pass-through (one branch per read).
     pub(crate) struct FirstBytes<I> {
         #[pin]
         io: I,
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        served: Option<Arc<std::sync::atomic::AtomicBool>>,
     }
 }
 
@@ -360,6 +420,21 @@ impl<I> FirstBytes<I> {
         FirstBytes {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
+            served: None,
+        }
+    }
+
+    /// The deadline holds until `served` turns true: the connection's first request has
+    /// been read whole and handed to the service.
+    pub(crate) fn until(
+        io: I,
+        within: Duration,
+        served: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        FirstBytes {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            served: Some(served),
         }
     }
 }
@@ -374,9 +449,17 @@ impl<I: AsyncRead> AsyncRead for FirstBytes<I> {
         let Some(deadline) = this.deadline else {
             return this.io.poll_read(cx, buf);
         };
+        if this
+            .served
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            *this.deadline = None;
+            return this.io.poll_read(cx, buf);
+        }
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+            Poll::Ready(Ok(())) if buf.filled().len() > before && this.served.is_none() => {
                 *this.deadline = None;
                 Poll::Ready(Ok(()))
             }
