@@ -895,7 +895,10 @@ fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
     let ext_start = ext.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
     let ext = &ext[ext_start..];
     if !ext.is_empty()
-        && (ext[0] != b';' || !ext.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        && (ext[0] != b';'
+            || !ext
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
     {
         return Err(Error::Protocol("invalid chunk extension"));
     }
@@ -970,7 +973,11 @@ impl AsyncRead for Exhausted {
 }
 
 impl AsyncWrite for Exhausted {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1052,9 +1059,8 @@ mod tests {
     }
 
     fn parse(input: &str) -> Result<(StatusCode, HeaderMap, Vec<u8>), Error> {
-        parse_response_bytes(input.as_bytes(), false).map(|(p, frames)| {
-            (p.status, p.headers, frames.concat())
-        })
+        parse_response_bytes(input.as_bytes(), false)
+            .map(|(p, frames)| (p.status, p.headers, frames.concat()))
     }
 
     #[test]
@@ -1078,13 +1084,13 @@ mod tests {
         assert_eq!(ok("5;ext=1\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
         assert_eq!(ok("005 ;a\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
         for bad in [
-            "\r\nhello\r\n0\r\n\r\n",          // empty size: not the last chunk
-            "5\nhello\r\n0\r\n\r\n",            // bare LF
-            "zz\r\nhello\r\n0\r\n\r\n",        // not hex
+            "\r\nhello\r\n0\r\n\r\n",              // empty size: not the last chunk
+            "5\nhello\r\n0\r\n\r\n",               // bare LF
+            "zz\r\nhello\r\n0\r\n\r\n",            // not hex
             "FFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n", // 17 digits
-            "5 x\r\nhello\r\n0\r\n\r\n",       // junk after the size
-            "5\r\nhelloXX0\r\n\r\n",             // no CRLF after the data
-            "5\r\nhel",                             // cut short
+            "5 x\r\nhello\r\n0\r\n\r\n",           // junk after the size
+            "5\r\nhelloXX0\r\n\r\n",               // no CRLF after the data
+            "5\r\nhel",                            // cut short
         ] {
             assert!(ok(bad).is_err(), "{bad:?} was accepted");
         }

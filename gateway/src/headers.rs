@@ -126,7 +126,10 @@ pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
             if name.is_empty() {
                 continue;
             }
-            if !allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(name)) {
+            if !allowed
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+            {
                 return false;
             }
             any = true;

@@ -123,8 +123,10 @@ fn complete_request(buf: &[u8]) -> Option<(usize, Option<String>)> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let field = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()))
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
     };
     let upgrade = field("upgrade");
     if field("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
@@ -156,14 +158,20 @@ async fn exchange(gw: &TestGateway, bytes: &[u8]) -> Option<RawResponse> {
     match tokio::time::timeout(Duration::from_secs(10), s.peek(&mut probe)).await {
         Ok(Ok(0)) | Ok(Err(_)) => None,
         Ok(Ok(_)) => Some(read_response(&mut s).await),
-        Err(_) => panic!("no answer within 10 s to {:?}", String::from_utf8_lossy(bytes)),
+        Err(_) => panic!(
+            "no answer within 10 s to {:?}",
+            String::from_utf8_lossy(bytes)
+        ),
     }
 }
 
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let until = Instant::now() + within;
     while !done() {
-        assert!(Instant::now() < until, "{what} did not happen within {within:?}");
+        assert!(
+            Instant::now() < until,
+            "{what} did not happen within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -176,7 +184,11 @@ async fn a_malformed_chunked_body_after_a_pooled_get_reaches_the_upstream_incomp
         upstream_block("app", &[up.url()], "")
     ))
     .await;
-    for bad in ["zz\r\nhello\r\n", "5\nhello\r\n", "FFFFFFFFFFFFFFFFF\r\nhello\r\n"] {
+    for bad in [
+        "zz\r\nhello\r\n",
+        "5\nhello\r\n",
+        "FFFFFFFFFFFFFFFFF\r\nhello\r\n",
+    ] {
         // A GET leaves a kept-alive upstream connection in the pool...
         let r = exchange(&gw, b"GET /warm HTTP/1.1\r\nHost: a.example\r\n\r\n")
             .await
@@ -277,7 +289,8 @@ async fn h2_status(s: &mut TcpStream, stream: u32) -> Option<u8> {
         loop {
             let mut head = [0u8; 9];
             s.read_exact(&mut head).await.ok()?;
-            let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
             let mut payload = vec![0u8; len];
             s.read_exact(&mut payload).await.ok()?;
             let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
@@ -309,7 +322,12 @@ async fn an_http2_upload_reset_with_no_error_never_reaches_the_upstream_as_compl
     for path in ["/streamed", "/buffered"] {
         let before = up.complete().len();
         let mut s = h2(&gw).await;
-        let block = hpack("POST", path, Some("a.example"), &[("content-type", "text/plain")]);
+        let block = hpack(
+            "POST",
+            path,
+            Some("a.example"),
+            &[("content-type", "text/plain")],
+        );
         let mut out = frame(HEADERS, END_HEADERS, 1, &block);
         out.extend(frame(DATA, 0, 1, b"hello"));
         s.write_all(&out).await.unwrap();
@@ -334,9 +352,11 @@ async fn an_http2_upload_reset_with_no_error_never_reaches_the_upstream_as_compl
         );
     }
     // The streamed request's upstream connection is closed, not kept with half a message.
-    wait_until("the upstream connection closing", Duration::from_secs(10), || {
-        up.closed() >= 1
-    })
+    wait_until(
+        "the upstream connection closing",
+        Duration::from_secs(10),
+        || up.closed() >= 1,
+    )
     .await;
 
     // A body whose end comes in a DATA frame of its own is complete, and forwarded whole.
@@ -352,8 +372,12 @@ async fn an_http2_upload_reset_with_no_error_never_reaches_the_upstream_as_compl
         assert_eq!(h2_status(&mut s, 1).await, Some(0x88), "{path}: 200");
         let complete = up.complete();
         assert_eq!(complete.len(), before + 1, "{path}");
-        assert!(complete[before].ends_with("hello\r\n0\r\n\r\n") || complete[before].ends_with("\r\n\r\nhello"),
-            "{path}: {:?}", complete[before]);
+        assert!(
+            complete[before].ends_with("hello\r\n0\r\n\r\n")
+                || complete[before].ends_with("\r\n\r\nhello"),
+            "{path}: {:?}",
+            complete[before]
+        );
     }
     gw.shutdown().await;
 }
@@ -422,7 +446,10 @@ async fn exactly_one_valid_host_routes_authenticates_and_is_forwarded() {
 
     // HTTP/2: two host fields, or one that names another authority, are refused.
     for (stream, fields) in [
-        (1, vec![("host", "public.example"), ("host", "admin.example")]),
+        (
+            1,
+            vec![("host", "public.example"), ("host", "admin.example")],
+        ),
         (3, vec![("host", "admin.example")]),
     ] {
         let mut s = h2(&gw).await;
@@ -430,7 +457,11 @@ async fn exactly_one_valid_host_routes_authenticates_and_is_forwarded() {
         s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
             .await
             .unwrap();
-        assert_eq!(h2_status(&mut s, stream).await, Some(0x8c), "{fields:?}: 400");
+        assert_eq!(
+            h2_status(&mut s, stream).await,
+            Some(0x8c),
+            "{fields:?}: 400"
+        );
     }
     assert_eq!(up.complete().len(), 3, "{:?}", up.complete());
     let m = gw.metrics().await;
@@ -477,7 +508,8 @@ async fn only_the_upgrades_a_route_allows_are_forwarded() {
     assert!(up.complete()[1].starts_with("GET /y HTTP/1.1\r\n"));
 
     // WebSocket is allowed by default...
-    let ws = b"GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    let ws =
+        b"GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     let mut s = raw(&gw).await;
     s.write_all(ws).await.unwrap();
@@ -534,8 +566,16 @@ async fn framing_the_proxy_cannot_forward_is_refused() {
     assert_eq!(r.status, 200);
     let seen = up.complete();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(seen[0].ends_with("5\r\nhello\r\n0\r\n\r\n"), "{:?}", seen[0]);
-    assert!(!seen[0].to_ascii_lowercase().contains("999"), "{:?}", seen[0]);
+    assert!(
+        seen[0].ends_with("5\r\nhello\r\n0\r\n\r\n"),
+        "{:?}",
+        seen[0]
+    );
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("999"),
+        "{:?}",
+        seen[0]
+    );
     gw.shutdown().await;
 }
 
@@ -558,8 +598,11 @@ async fn scripted(response: &'static [u8]) -> String {
 
 #[tokio::test]
 async fn hostile_upstream_responses_are_refused_or_cut_off() {
-    let smuggling = scripted(b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok").await;
-    let empty_chunk = scripted(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello").await;
+    let smuggling =
+        scripted(b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    let empty_chunk =
+        scripted(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello").await;
     let stalling = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part").await;
     let gw = TestGateway::start(&format!(
         "{}{}{}\
@@ -571,34 +614,50 @@ async fn hostile_upstream_responses_are_refused_or_cut_off() {
         upstream_block("stall", &[stalling], ""),
     ))
     .await;
-    let r = exchange(&gw, b"GET /lf HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let r = exchange(&gw, b"GET /lf HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     assert_eq!(r.status, 502, "{}", r.head);
     assert!(!r.head.to_ascii_lowercase().contains("evil"), "{}", r.head);
 
     // An empty chunk-size line is not the last chunk: the body fails, the client sees a
     // chunked body without its end.
     let mut s = raw(&gw).await;
-    s.write_all(b"GET /chunk HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /chunk HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
     let got = String::from_utf8_lossy(&got).into_owned();
     // The body fails with its first frame, so the connection is closed before (or just
     // after) the head; never with a body that reads as complete.
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{got}");
-    assert!(!got.ends_with("0\r\n\r\n"), "the body was ended as complete: {got:?}");
+    assert!(
+        !got.ends_with("0\r\n\r\n"),
+        "the body was ended as complete: {got:?}"
+    );
 
     // A body that stalls is cut off after the route's timeout, not held open.
     let started = Instant::now();
     let mut s = raw(&gw).await;
-    s.write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got))
         .await
         .expect("the stalled body is cut off within 20 s")
         .unwrap();
     let got = String::from_utf8_lossy(&got).into_owned();
-    assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("only part"), "{got:?}");
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("only part"),
+        "{got:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     gw.shutdown().await;
 }
 
@@ -617,7 +676,11 @@ async fn two_signature_fields_are_malformed_not_half_verified() {
     );
     let r = exchange(&gw, req.as_bytes()).await.unwrap();
     assert_eq!(r.status, 401);
-    assert!(String::from_utf8_lossy(&r.body).contains("malformed"), "{:?}", r.body);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("malformed"),
+        "{:?}",
+        r.body
+    );
     assert!(up.complete().is_empty());
     gw.shutdown().await;
 }
@@ -644,7 +707,11 @@ fn refused_field(text: &str) -> String {
 fn durations_that_would_overflow_a_deadline_are_refused() {
     let huge = "\"18446744073709551615s\"";
     for (section, key, field) in [
-        ("[upstreams.x]\nendpoints = [\"http://127.0.0.1:1\"]\n", "response_timeout", "upstreams.x.response_timeout"),
+        (
+            "[upstreams.x]\nendpoints = [\"http://127.0.0.1:1\"]\n",
+            "response_timeout",
+            "upstreams.x.response_timeout",
+        ),
         ("[server]\n", "shutdown_grace", "server.shutdown_grace"),
         ("[admin]\n", "health_timeout", "admin.health_timeout"),
     ] {
@@ -663,12 +730,26 @@ fn durations_that_would_overflow_a_deadline_are_refused() {
 
 #[test]
 fn a_request_id_header_that_frames_or_routes_is_refused() {
-    for name in ["content-length", "Host", "transfer-encoding", "connection", "te", "signature", "proxy-foo"] {
-        let e = refused_field(&config_with(&format!("[forwarding]\nrequest_id_header = \"{name}\"\n"), ""));
+    for name in [
+        "content-length",
+        "Host",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "signature",
+        "proxy-foo",
+    ] {
+        let e = refused_field(&config_with(
+            &format!("[forwarding]\nrequest_id_header = \"{name}\"\n"),
+            "",
+        ));
         assert!(e.contains("forwarding.request_id_header"), "{name}: {e}");
     }
     fedgate::config::from_str(
-        &config_with("[forwarding]\nrequest_id_header = \"x-correlation-id\"\n", ""),
+        &config_with(
+            "[forwarding]\nrequest_id_header = \"x-correlation-id\"\n",
+            "",
+        ),
         Path::new("."),
     )
     .expect("an ordinary name is accepted");
@@ -682,7 +763,10 @@ fn h2c_cannot_be_allowed_and_plugin_deadlines_and_memory_are_bounded() {
     assert!(e.contains("routes[0].upgrades[0]"), "{e}");
     let plugin = "[plugins.p]\npath = \"p.wasm\"\ntimeout = \"2s\"\n";
     let e = refused_field(&config_with(plugin, ""));
-    assert!(e.contains("plugins.p.timeout") && e.contains("100ms"), "{e}");
+    assert!(
+        e.contains("plugins.p.timeout") && e.contains("100ms"),
+        "{e}"
+    );
     let budget = "[server]\nplugin_memory = \"1MiB\"\n[plugins.p]\npath = \"p.wasm\"\nmemory_limit = \"4MiB\"\n";
     let e = refused_field(&config_with(budget, ""));
     assert!(e.contains("plugins.p.memory_limit"), "{e}");
@@ -705,12 +789,27 @@ fn files_that_never_end_or_block_are_refused_by_check_at_once() {
     let pipe = fifo(dir.path(), "pipe");
     let pipe = pipe.to_str().unwrap();
     let cases = [
-        ("blocklist.file", format!("[blocklist]\nfile = \"{pipe}\"\n")),
-        ("blocklist.file", "[blocklist]\nfile = \"/dev/zero\"\n".to_string()),
-        ("pem_file", format!("[signatures]\n[[signatures.keys]]\nkey_id = \"k\"\npem_file = \"{pipe}\"\n")),
-        ("jwks_file", "[auth.jwt]\njwks_file = \"/dev/zero\"\nissuer = \"i\"\naudience = \"a\"\n".to_string()),
+        (
+            "blocklist.file",
+            format!("[blocklist]\nfile = \"{pipe}\"\n"),
+        ),
+        (
+            "blocklist.file",
+            "[blocklist]\nfile = \"/dev/zero\"\n".to_string(),
+        ),
+        (
+            "pem_file",
+            format!("[signatures]\n[[signatures.keys]]\nkey_id = \"k\"\npem_file = \"{pipe}\"\n"),
+        ),
+        (
+            "jwks_file",
+            "[auth.jwt]\njwks_file = \"/dev/zero\"\nissuer = \"i\"\naudience = \"a\"\n".to_string(),
+        ),
         ("plugins.p", format!("[plugins.p]\npath = \"{pipe}\"\n")),
-        ("plugins.p", "[plugins.p]\npath = \"/dev/zero\"\n".to_string()),
+        (
+            "plugins.p",
+            "[plugins.p]\npath = \"/dev/zero\"\n".to_string(),
+        ),
     ];
     for (field, section) in cases {
         let path = dir.path().join("fedgate.toml");
@@ -720,7 +819,11 @@ fn files_that_never_end_or_block_are_refused_by_check_at_once() {
         assert_eq!(code, Some(2), "{field}: {stderr}");
         assert!(stderr.contains(field), "{field}: {stderr}");
         assert!(stderr.contains("not a regular file"), "{field}: {stderr}");
-        assert!(started.elapsed() < Duration::from_secs(30), "{field}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{field}: {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -752,9 +855,19 @@ async fn the_admin_listener_closes_silent_connections_and_caps_them() {
             .expect("a silent admin connection is closed within 15 s");
         assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     }
-    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
     // Meanwhile and after, the public side answered and the admin side still does.
-    assert_eq!(exchange(&gw, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap().status, 200);
+    assert_eq!(
+        exchange(&gw, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let (status, _, _) = send(get(&format!("http://{}/live", gw.admin))).await;
     assert_eq!(status, 200);
     gw.shutdown().await;

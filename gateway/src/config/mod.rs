@@ -441,9 +441,9 @@ fn reserved_field(name: &HeaderName) -> Option<&'static str> {
         }
         "host" => Some("it routes the request"),
         "date" | "digest" | "content-digest" | "signature" | "signature-input"
-        | "authorization" | "cookie" | "set-cookie" | "www-authenticate" | "via"
-        | "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
-        | "traceparent" | "location" => Some("the gateway or the peers rely on its value"),
+        | "authorization" | "cookie" | "set-cookie" | "www-authenticate" | "via" | "forwarded"
+        | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "traceparent"
+        | "location" => Some("the gateway or the peers rely on its value"),
         _ => None,
     }
 }
@@ -491,9 +491,8 @@ pub fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 
 /// [`read_file`] as UTF-8 text.
 pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
-    String::from_utf8(read_file(path, max)?).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
-    })
+    String::from_utf8(read_file(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Reads and validates a configuration file.
@@ -1752,7 +1751,11 @@ fn validate_route(
             for (j, u) in list.iter().enumerate() {
                 let u = u.trim().to_ascii_lowercase();
                 let bad = |m: &str| ConfigError::field(format!("routes[{i}].upgrades[{j}]"), m);
-                if u.is_empty() || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                if u.is_empty()
+                    || !u
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
                     return Err(bad("not a protocol name (a token such as \"websocket\")"));
                 }
                 if u == "h2c" {
