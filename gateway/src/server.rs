@@ -340,7 +340,7 @@ async fn serve<I>(
             // the client (RST_STREAM): counted, so a connection that cancels what it opens
             // faster than it completes anything (rapid reset of accepted streams, which
             // the h2 crate's own bound on not yet accepted ones does not see) is closed.
-            let guard = http2.then(|| Cancel(cancels));
+            let guard = http2.then(|| Cancel(cancels, false));
             let resp = handled.await;
             if let Some(g) = guard {
                 g.completed();
@@ -381,20 +381,23 @@ struct Cancels {
 const CANCELS_ALLOWED: u64 = 100;
 
 /// Counts its request as cancelled when dropped before [`Cancel::completed`].
-struct Cancel(Arc<Cancels>);
+struct Cancel(Arc<Cancels>, bool);
 
 impl Cancel {
-    fn completed(self) {
+    fn completed(mut self) {
         self.0
             .completed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::mem::forget(self);
+        self.1 = true;
     }
 }
 
 impl Drop for Cancel {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.1 {
+            return;
+        }
         let cancelled = self.0.cancelled.fetch_add(1, Relaxed) + 1;
         // Browsers cancel some streams (a navigation away, a superseded fetch); a
         // connection that cancels more than it completes, past a hundred, is an attack.
