@@ -60,3 +60,9 @@ cargo build --workspace --all-targets --locked
 FEDGATE_TESTS_PREBUILT=1 cargo nextest run --workspace --locked "$@"
 # nextest does not run doctests: the SDK's examples run here (the gateway has none).
 cargo test --locked -p fedgate-sdk --doc
+# A short run of every fuzz target (fuzz/, libFuzzer through cargo-fuzz, installed if
+# missing), after the inputs that once broke a bound (fuzz/regressions/); only for the whole
+# suite, not for a filtered run.
+if [ $# -eq 0 ]; then
+  bash scripts/fuzz.sh smoke
+fi

@@ -21,6 +21,8 @@ pub enum ProxyError {
     UpstreamProtocol,
     #[error("the upstream has no healthy endpoint")]
     NoHealthyEndpoint,
+    #[error("all of the upstream's connections were in use")]
+    UpstreamBusy,
     #[error("the request could not be forwarded: {0}")]
     BadRequest(&'static str),
     #[error("the request body is larger than the route buffers")]
@@ -47,7 +49,9 @@ impl ProxyError {
             | ProxyError::UpstreamReset
             | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyEndpoint | ProxyError::UpstreamBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::PluginFailed => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +73,7 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol => "bad gateway\n",
             ProxyError::UpstreamTimeout => "gateway timeout\n",
             ProxyError::NoHealthyEndpoint => "no healthy upstream\n",
+            ProxyError::UpstreamBusy => "upstream busy\n",
             ProxyError::BadRequest(_) => "bad request\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::PluginFailed => "service unavailable\n",
@@ -88,6 +93,7 @@ impl ProxyError {
             ProxyError::UpstreamReset => Some(UpstreamErrorKind::Reset),
             ProxyError::UpstreamProtocol => Some(UpstreamErrorKind::Protocol),
             ProxyError::NoHealthyEndpoint => Some(UpstreamErrorKind::NoHealthyEndpoint),
+            ProxyError::UpstreamBusy => Some(UpstreamErrorKind::ConnectionLimit),
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge

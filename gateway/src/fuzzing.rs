@@ -103,10 +103,9 @@ pub fn request(data: &[u8]) -> Request {
             continue;
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(value),
-        ) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
             headers.append(name, value);
         }
     }
@@ -211,7 +210,11 @@ pub fn rfc9421(data: &[u8]) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let labels = [None, label.as_deref()];
-    let labels = if label.is_some() { &labels[..] } else { &labels[..1] };
+    let labels = if label.is_some() {
+        &labels[..]
+    } else {
+        &labels[..1]
+    };
     for &label in labels {
         let Ok(sig) = rfc9421::parse(&req.message(), label) else {
             continue;
@@ -225,7 +228,13 @@ pub fn rfc9421(data: &[u8]) {
                 "the claimed key id differs from the parsed one"
             );
         }
-        let _ = (sig.label(), sig.created(), sig.expires(), sig.nonce(), sig.tag());
+        let _ = (
+            sig.label(),
+            sig.created(),
+            sig.expires(),
+            sig.nonce(),
+            sig.tag(),
+        );
         let _ = sig.base().len();
         let _ = sig.check_coverage();
         let _ = sig.check_unkeyed(&Window::default(), now());
@@ -333,7 +342,10 @@ pub fn jwt(data: &[u8]) {
     let (jwks, token) = text.rsplit_once('\n').unwrap_or(("", &text));
     let token = token.trim_end_matches('\r');
     if let Ok(verifier) = JwtVerifier::from_jwks(jwks, &expectations()) {
-        assert!(verifier.keys() > 0, "a JWKS without usable keys was accepted");
+        assert!(
+            verifier.keys() > 0,
+            "a JWKS without usable keys was accepted"
+        );
         let _ = verifier.verify(token);
     }
     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -436,7 +448,10 @@ mod tests {
         assert_eq!(r.headers.len(), 2);
         assert_eq!(r.headers["x-y"], "z");
         assert_eq!(r.body, b"body\n");
-        assert_eq!(sections(b"a\n%%\nb\n%%\nc", 2), vec![&b"a"[..], b"b\n%%\nc"]);
+        assert_eq!(
+            sections(b"a\n%%\nb\n%%\nc", 2),
+            vec![&b"a"[..], b"b\n%%\nc"]
+        );
         assert_eq!(sections(b"%%\nb", 3), vec![&b""[..], b"b"]);
     }
 
@@ -445,6 +460,8 @@ mod tests {
         let t = |s: &str| names_absolute_file(&toml::Value::Table(s.parse().unwrap()), None);
         assert!(t("[blocklist]\nfile = \"/dev/zero\""));
         assert!(t("[[listeners]]\ntls = [{ cert = \"/x\" }]"));
-        assert!(!t("[blocklist]\nfile = \"list.txt\"\n[[routes]]\npath_prefix = \"/\""));
+        assert!(!t(
+            "[blocklist]\nfile = \"list.txt\"\n[[routes]]\npath_prefix = \"/\""
+        ));
     }
 }

@@ -83,15 +83,18 @@ pub enum UpstreamErrorKind {
     Reset,
     Protocol,
     NoHealthyEndpoint,
+    /// The upstream's `max_connections` were all in use for `connect_timeout`.
+    ConnectionLimit,
 }
 
 impl UpstreamErrorKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Connect,
         Self::Timeout,
         Self::Reset,
         Self::Protocol,
         Self::NoHealthyEndpoint,
+        Self::ConnectionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +104,7 @@ impl UpstreamErrorKind {
             Self::Reset => "reset",
             Self::Protocol => "protocol",
             Self::NoHealthyEndpoint => "no_healthy_endpoint",
+            Self::ConnectionLimit => "connection_limit",
         }
     }
 }
@@ -948,7 +952,7 @@ impl Drop for ActiveConn {
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
     pub duration: Histogram,
-    errors: [IntCounter; 5],
+    errors: [IntCounter; 6],
     connections_active: IntGauge,
     connections_idle: IntGauge,
     pub conns: Arc<ConnStats>,

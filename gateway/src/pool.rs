@@ -15,16 +15,24 @@
 //! is sent again on a fresh connection when that cannot repeat it: nothing was written yet,
 //! or it has no body and an idempotent method.
 //!
+//! An upstream has at most `max_connections` HTTP/1.1 connections, idle and in use, over
+//! all its endpoints: each holds a permit of the pool's semaphore. A request that finds no
+//! idle connection and no permit first closes an idle connection of another endpoint (its
+//! permit is then free), else waits up to `connect_timeout` for a connection to come back
+//! or close, then fails (503, `connection_limit`). Taking a permit happens only when a
+//! connection is opened, never for a reused one.
+//!
 //! Upgrade requests (WebSocket) go through hyper's client on a connection of their own,
-//! which the upgraded stream then keeps.
+//! which the upgraded stream then keeps; they are not counted against the limit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{request, response, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::body::RequestBody;
@@ -41,6 +49,8 @@ pub enum SendError {
     Exchange(h1::Error),
     /// The upgrade exchange (on hyper's client) failed.
     Upgrade(hyper::Error),
+    /// Every connection the upstream may have was in use for `connect_timeout`.
+    Busy,
 }
 
 impl std::fmt::Display for SendError {
@@ -49,12 +59,14 @@ impl std::fmt::Display for SendError {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Exchange(e) => write!(f, "{e}"),
             SendError::Upgrade(e) => write!(f, "{e}"),
+            SendError::Busy => write!(f, "all of the upstream's connections are in use"),
         }
     }
 }
 
 struct Idle {
     conn: Box<Conn>,
+    permit: OwnedSemaphorePermit,
     /// Sweeps this connection has sat through idle; no clock is read per request.
     sweeps: u32,
 }
@@ -72,6 +84,12 @@ struct Shared {
     builder: http1::Builder,
     connect_timeout: Duration,
     max_idle: usize,
+    /// A permit per connection the upstream may have.
+    limit: Arc<Semaphore>,
+    /// Requests waiting for a connection at the limit, and their wake-up when one comes
+    /// back to an idle list.
+    waiting: AtomicUsize,
+    released: Notify,
     reaper: AtomicBool,
     /// How often the reaper sweeps, and how many sweeps a connection may sit through idle:
     /// it is closed between `idle_timeout` and `idle_timeout` plus one period after its
@@ -101,6 +119,8 @@ pub struct Lent {
     conn: Box<Conn>,
     shared: Arc<Shared>,
     slot: usize,
+    /// Its place under the upstream's connection limit, given back when it closes.
+    permit: OwnedSemaphorePermit,
     /// A connection on loan is an active one; back in the idle list (or closed) it is not.
     _active: ActiveConn,
 }
@@ -141,8 +161,13 @@ impl Lent {
         if idle.len() < shared.max_idle {
             idle.push(Idle {
                 conn: self.conn,
+                permit: self.permit,
                 sweeps: 0,
             });
+            drop(idle);
+            if shared.waiting.load(Ordering::Acquire) > 0 {
+                shared.released.notify_waiters();
+            }
         }
     }
 }
@@ -155,6 +180,7 @@ impl Pool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
+        max_connections: usize,
     ) -> Self {
         let sweep_period =
             (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
@@ -177,6 +203,9 @@ impl Pool {
                 builder,
                 connect_timeout,
                 max_idle,
+                limit: Arc::new(Semaphore::new(max_connections)),
+                waiting: AtomicUsize::new(0),
+                released: Notify::new(),
                 reaper: AtomicBool::new(false),
                 sweep_period,
                 max_sweeps,
@@ -203,16 +232,20 @@ impl Pool {
     ) -> Result<(response::Parts, Framing, Lent), SendError> {
         let had_body = !http_body::Body::is_end_stream(&body);
         loop {
-            let (conn, reused) = match self.checkout(slot) {
-                Some(conn) => (conn, true),
+            let (conn, permit, reused) = match self.checkout(slot) {
+                Some((conn, permit)) => (conn, permit, true),
                 // Boxed: connecting is rare, and its state would otherwise make every
                 // request's future larger.
-                None => (Box::pin(self.connect(slot)).await?, false),
+                None => match Box::pin(self.reserve(slot)).await? {
+                    Reserved::Idle(conn, permit) => (conn, permit, true),
+                    Reserved::New(permit) => (Box::pin(self.connect(slot)).await?, permit, false),
+                },
             };
             let mut lent = Lent {
                 conn,
                 shared: self.shared.clone(),
                 slot,
+                permit,
                 _active: ActiveConn::new(self.shared.connector.stats()),
             };
             match lent.conn.exchange(parts, &mut body).await {
@@ -264,15 +297,52 @@ impl Pool {
     /// Takes the most recently used idle connection that is still usable, closing the
     /// others on the way. An upstream close that arrives after this check is caught by the
     /// exchange, which retries when it safely can.
-    fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
+    fn checkout(&self, slot: usize) -> Option<(Box<Conn>, OwnedSemaphorePermit)> {
         let idle = &self.shared.slots[slot].idle;
         loop {
             let entry = idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             let mut conn = entry.conn;
             if conn.is_usable() {
-                return Some(conn);
+                return Some((conn, entry.permit));
             }
         }
+    }
+
+    /// A place for a new connection to endpoint `slot` under the upstream's limit, or an
+    /// idle connection to it that came back meanwhile.
+    async fn reserve(&self, slot: usize) -> Result<Reserved, SendError> {
+        let shared = &self.shared;
+        if let Ok(p) = shared.limit.clone().try_acquire_owned() {
+            return Ok(Reserved::New(p));
+        }
+        // At the limit: an idle connection of another endpoint gives its place up.
+        if shared.close_one_idle() {
+            if let Ok(p) = shared.limit.clone().try_acquire_owned() {
+                return Ok(Reserved::New(p));
+            }
+        }
+        shared.waiting.fetch_add(1, Ordering::AcqRel);
+        let wait = async {
+            loop {
+                let released = shared.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if let Some((conn, permit)) = self.checkout(slot) {
+                    return Reserved::Idle(conn, permit);
+                }
+                tokio::select! {
+                    p = shared.limit.clone().acquire_owned() => match p {
+                        Ok(p) => return Reserved::New(p),
+                        // The semaphore is never closed.
+                        Err(_) => std::future::pending::<()>().await,
+                    },
+                    () = &mut released => {}
+                }
+            }
+        };
+        let waited = tokio::time::timeout(shared.connect_timeout, wait).await;
+        shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        waited.map_err(|_| SendError::Busy)
     }
 
     async fn connect(&self, slot: usize) -> Result<Box<Conn>, SendError> {
@@ -313,7 +383,23 @@ impl Pool {
     }
 }
 
+/// What [`Pool::reserve`] found.
+enum Reserved {
+    New(OwnedSemaphorePermit),
+    Idle(Box<Conn>, OwnedSemaphorePermit),
+}
+
 impl Shared {
+    /// Closes the longest-idle connection of any endpoint; whether there was one.
+    fn close_one_idle(&self) -> bool {
+        let oldest = self.slots.iter().find_map(|slot| {
+            let mut idle = slot.idle.lock().unwrap_or_else(|e| e.into_inner());
+            (!idle.is_empty()).then(|| idle.remove(0))
+        });
+        // Dropped (closed, its permit given back) outside the lock.
+        oldest.is_some()
+    }
+
     /// Closes idle connections that sat through more than `max_sweeps` sweeps, or that the
     /// upstream closed.
     fn sweep(&self) {

@@ -199,6 +199,7 @@ impl ForwardError {
     fn from_send(e: SendError) -> Self {
         let kind = match &e {
             SendError::Connect(_) => ProxyError::UpstreamConnect,
+            SendError::Busy => ProxyError::UpstreamBusy,
             SendError::Exchange(e) => e.kind(),
             SendError::Upgrade(h) => ProxyError::classify(h),
         };
@@ -243,6 +244,7 @@ impl Upstream {
                 config.connect_timeout,
                 config.idle_timeout,
                 config.max_idle_per_endpoint,
+                config.max_connections,
             )),
             UpstreamProtocol::Http2 => {
                 let mut builder = Client::builder(TokioExecutor::new());

@@ -315,6 +315,8 @@ pub struct UpstreamSection {
     /// Idle pooled connections are closed after this long.
     pub idle_timeout: Option<String>,
     pub max_idle_per_endpoint: Option<usize>,
+    /// Most HTTP/1.1 connections open to the upstream at once, all endpoints together.
+    pub max_connections: Option<usize>,
     pub tls: Option<UpstreamTlsSection>,
     /// Whether `/health` is unhealthy when this upstream is down (default true).
     pub critical: Option<bool>,

@@ -202,6 +202,9 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
+    /// Most HTTP/1.1 connections open to the upstream at once (idle and in use, all
+    /// endpoints together; upgraded tunnels not counted).
+    pub max_connections: usize,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_server_name: Option<String>,
     /// An unhealthy critical upstream makes `/health` unhealthy (503); others degrade it.
@@ -417,6 +420,9 @@ pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_PLUGIN_MEMORY_BUDGET: usize = 1 << 30;
 /// Default series cap of one plugin-declared metric.
 pub const DEFAULT_PLUGIN_SERIES: usize = 1000;
+
+/// Default of `upstreams.NAME.max_connections`.
+pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 1024;
 
 /// The longest duration any setting takes.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
@@ -1250,6 +1256,13 @@ fn validate_upstream(
         }
     };
     let max_idle_per_endpoint = u.max_idle_per_endpoint.unwrap_or(256);
+    let max_connections = u.max_connections.unwrap_or(DEFAULT_UPSTREAM_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(ConfigError::field(
+            field("max_connections"),
+            "must be between 1 and 1000000",
+        ));
+    }
     let health_check = u
         .health_check
         .as_ref()
@@ -1294,6 +1307,7 @@ fn validate_upstream(
             Duration::from_secs(90),
         )?,
         max_idle_per_endpoint,
+        max_connections,
         tls_ca_file,
         tls_server_name,
         critical: u.critical.unwrap_or(true),

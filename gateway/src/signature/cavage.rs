@@ -71,6 +71,21 @@ pub fn parse(message: &Message<'_>) -> Result<Signature, Rejection> {
     if headers.is_empty() {
         return Err(Rejection::malformed("the signature covers nothing"));
     }
+    // Each name adds a line holding the field's value: a name listed twice (or a list
+    // longer than any signer sends) would let a small head build a huge signing string.
+    if headers.len() > super::MAX_COVERED {
+        return Err(Rejection::malformed(format!(
+            "the signature covers more than {} fields",
+            super::MAX_COVERED
+        )));
+    }
+    for (i, name) in headers.iter().enumerate() {
+        if headers[..i].contains(name) {
+            return Err(Rejection::malformed(format!(
+                "the signature covers {name} twice"
+            )));
+        }
+    }
     let mut lines = Vec::with_capacity(headers.len());
     for name in &headers {
         let value = match name.as_str() {
@@ -359,6 +374,33 @@ mod tests {
         h.insert("authorization", value.parse().unwrap());
         let parsed = parse(&message(&Method::POST, &h)).unwrap();
         assert!(parsed.verify(&key, &Window::default(), now()).is_ok());
+    }
+
+    #[test]
+    fn a_field_covered_twice_or_too_many_fields_are_malformed() {
+        // Each listed name adds a line with the field's value: repeating a long field
+        // would build a signing string far larger than the request.
+        let sig = |headers: &str| {
+            format!("keyId=\"{KEY_ID}\",algorithm=\"rsa-sha256\",headers=\"{headers}\",signature=\"AA==\"")
+        };
+        let mut h = inbox_headers();
+        h.insert("signature", sig("date host date").parse().unwrap());
+        let refused = parse(&message(&Method::POST, &h)).unwrap_err();
+        assert_eq!(refused.outcome, Outcome::Malformed);
+        assert!(refused.reason.contains("date twice"), "{refused:?}");
+        let mut h = inbox_headers();
+        let names: Vec<String> = (0..=crate::signature::MAX_COVERED)
+            .map(|i| format!("x-f{i}"))
+            .collect();
+        for n in &names {
+            h.insert(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        h.insert("signature", sig(&names.join(" ")).parse().unwrap());
+        let refused = parse(&message(&Method::POST, &h)).unwrap_err();
+        assert!(refused.reason.contains("more than 64"), "{refused:?}");
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub mod peers;
 pub mod rfc9421;
 pub mod verifier;
 
+/// Most fields or components one signature may cover (draft-cavage `headers`, RFC 9421
+/// `Signature-Input` items). Mastodon, GoToSocial, Misskey and the RFC examples cover at
+/// most about a dozen.
+pub const MAX_COVERED: usize = 64;
+
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method};

@@ -82,6 +82,14 @@ pub fn parse(message: &Message<'_>, label: Option<&str>) -> Result<Signature, Re
         }
     };
 
+    // Real signers cover a dozen components; each costs a pass over the request (a
+    // `@query-param` one decodes the whole query), so the count is bounded.
+    if input.items.len() > super::MAX_COVERED {
+        return Err(Rejection::malformed(format!(
+            "the signature covers more than {} components",
+            super::MAX_COVERED
+        )));
+    }
     let mut sig = Signature {
         label: label.to_string(),
         components: Vec::with_capacity(input.items.len()),
@@ -891,6 +899,23 @@ MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
             assert_eq!(refused.outcome, Outcome::Malformed, "{input}");
             assert!(refused.reason.contains(reason), "{input}: {refused:?}");
         }
+
+        // More components than any signer covers: one `@query-param` each over a long
+        // query would cost components × parameters.
+        let many: Vec<String> = (0..=crate::signature::MAX_COVERED)
+            .map(|i| format!("\"@query-param\";name=\"p{i}\""))
+            .collect();
+        let query: Vec<String> = (0..=crate::signature::MAX_COVERED)
+            .map(|i| format!("p{i}=v"))
+            .collect();
+        let mut headers = HeaderMap::new();
+        let input = format!("s=({});created=1", many.join(" "));
+        headers.insert("signature-input", input.parse().unwrap());
+        headers.insert("signature", "s=:AA==:".parse().unwrap());
+        let target = format!("/?{}", query.join("&"));
+        let m = message(&Method::GET, &target, Some("a.example"), &headers);
+        let refused = parse(&m, None).unwrap_err();
+        assert!(refused.reason.contains("more than 64"), "{refused:?}");
 
         let mut headers = HeaderMap::new();
         headers.insert("signature-input", r#"s=();created=1"#.parse().unwrap());
