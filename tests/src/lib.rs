@@ -2,6 +2,8 @@
 //! server ([`TestUpstream`]), the gateway started from a real config file ([`TestGateway`]) or
 //! as the real binary ([`fedgate_bin`]), and small client helpers.
 
+pub mod h2raw;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fedgate_tests::h2raw::*;
 use fedgate_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -228,53 +229,8 @@ async fn a_malformed_chunked_body_after_a_pooled_get_reaches_the_upstream_incomp
     gw.shutdown().await;
 }
 
-// --- HTTP/2 frames, by hand -------------------------------------------------------------
+// --- HTTP/2 frames, by hand (`fedgate_tests::h2raw`) -------------------------------------
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const END_STREAM: u8 = 1;
-const END_HEADERS: u8 = 4;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// An HPACK block of literal fields without indexing (new names), after the pseudo-fields.
-fn hpack(method: &str, path: &str, authority: Option<&str>, fields: &[(&str, &str)]) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &str) {
-        assert!(s.len() < 127);
-        out.push(s.len() as u8);
-        out.extend_from_slice(s.as_bytes());
-    }
-    let mut b = Vec::new();
-    match method {
-        "GET" => b.push(0x82),
-        "POST" => b.push(0x83),
-        other => panic!("{other}"),
-    }
-    b.push(0x86); // :scheme http
-    b.push(0x04); // :path, literal value
-    string(&mut b, path);
-    if let Some(a) = authority {
-        b.push(0x01); // :authority, literal value
-        string(&mut b, a);
-    }
-    for (n, v) in fields {
-        b.push(0x00);
-        string(&mut b, n);
-        string(&mut b, v);
-    }
-    b
-}
-
-/// An HTTP/2 connection with prior knowledge, the settings exchanged.
 async fn h2(gw: &TestGateway) -> TcpStream {
     let mut s = raw(gw).await;
     let mut hello = PREFACE.to_vec();
@@ -283,26 +239,20 @@ async fn h2(gw: &TestGateway) -> TcpStream {
     s
 }
 
-/// Reads frames until a HEADERS frame on `stream` arrives: its header block's first byte
-/// (the indexed `:status`: 0x88 200, 0x8c 400, ...), or `None` on EOF or a reset stream.
-async fn h2_status(s: &mut TcpStream, stream: u32) -> Option<u8> {
+/// Reads frames until a HEADERS frame on `stream` arrives: its `:status`, or `None` on EOF
+/// or a reset stream.
+async fn h2_status(s: &mut TcpStream, stream: u32) -> Option<u16> {
     let read = async {
         loop {
-            let mut head = [0u8; 9];
-            s.read_exact(&mut head).await.ok()?;
-            let len =
-                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-            let mut payload = vec![0u8; len];
-            s.read_exact(&mut payload).await.ok()?;
-            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            if id == stream && head[3] == RST_STREAM {
+            let f = read_frame(s).await.ok()??;
+            if f.stream == stream && f.kind == RST_STREAM {
                 return None;
             }
-            if id == stream && head[3] == HEADERS {
-                return payload.first().copied();
+            if f.stream == stream && f.kind == HEADERS {
+                return response_status(&f.payload);
             }
-            if head[3] == SETTINGS && head[4] & 1 == 0 {
-                s.write_all(&frame(SETTINGS, 1, 0, &[])).await.ok()?;
+            if f.kind == SETTINGS && f.flags & ACK == 0 {
+                s.write_all(&frame(SETTINGS, ACK, 0, &[])).await.ok()?;
             }
         }
     };
@@ -323,7 +273,7 @@ async fn an_http2_upload_reset_with_no_error_never_reaches_the_upstream_as_compl
     for path in ["/streamed", "/buffered"] {
         let before = up.complete().len();
         let mut s = h2(&gw).await;
-        let block = hpack(
+        let block = request_block_with(
             "POST",
             path,
             Some("a.example"),
@@ -364,13 +314,13 @@ async fn an_http2_upload_reset_with_no_error_never_reaches_the_upstream_as_compl
     for path in ["/streamed", "/buffered"] {
         let before = up.complete().len();
         let mut s = h2(&gw).await;
-        let block = hpack("POST", path, Some("a.example"), &[]);
+        let block = request_block_with("POST", path, Some("a.example"), &[]);
         let mut out = frame(HEADERS, END_HEADERS, 1, &block);
         out.extend(frame(DATA, 0, 1, b"hello"));
         s.write_all(&out).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         s.write_all(&frame(DATA, END_STREAM, 1, b"")).await.unwrap();
-        assert_eq!(h2_status(&mut s, 1).await, Some(0x88), "{path}: 200");
+        assert_eq!(h2_status(&mut s, 1).await, Some(200), "{path}: 200");
         let complete = up.complete();
         assert_eq!(complete.len(), before + 1, "{path}");
         assert!(
@@ -454,13 +404,13 @@ async fn exactly_one_valid_host_routes_authenticates_and_is_forwarded() {
         (3, vec![("host", "admin.example")]),
     ] {
         let mut s = h2(&gw).await;
-        let block = hpack("GET", "/", Some("public.example"), &fields);
+        let block = request_block_with("GET", "/", Some("public.example"), &fields);
         s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
             .await
             .unwrap();
         assert_eq!(
             h2_status(&mut s, stream).await,
-            Some(0x8c),
+            Some(400),
             "{fields:?}: 400"
         );
     }
