@@ -470,6 +470,8 @@ pub struct ResponseBody {
     gate: Option<Arc<EndGate>>,
     /// How long the upstream may leave the body without a byte before it is cut off.
     idle: Option<IdleTimer>,
+    /// Keeps the client connection from counting as idle while this body is being sent.
+    open: Option<crate::server::Open>,
 }
 
 /// The idle timeout of a relayed body: armed when a read has to wait, pushed back when a
@@ -523,6 +525,7 @@ impl ResponseBody {
                 completion: Some(completion),
                 gate: None,
                 idle,
+                open: None,
             },
             Relay::Pooled {
                 mut framing,
@@ -541,6 +544,7 @@ impl ResponseBody {
                     completion: Some(completion),
                     gate: None,
                     idle,
+                    open: None,
                 }
             }
         }
@@ -553,6 +557,7 @@ impl ResponseBody {
             completion,
             gate: None,
             idle: None,
+            open: None,
         };
         if let Some(c) = &mut b.completion {
             if let Inner::Fixed(Some(d)) = &b.inner {
@@ -560,6 +565,11 @@ impl ResponseBody {
             }
         }
         b
+    }
+
+    /// Counts the client connection as busy until this body is sent or dropped.
+    pub fn hold(&mut self, open: crate::server::Open) {
+        self.open = Some(open);
     }
 
     /// A local body with no metrics attached (admin endpoints).

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -53,7 +52,7 @@ struct ReloadState {
     listeners: Vec<Running>,
     admin: Option<AdminServer>,
     /// Watches every connection of every listener; taken by the drain.
-    graceful: Option<Arc<GracefulShutdown>>,
+    graceful: Option<Arc<crate::server::Drain>>,
     /// The process-wide settings the process started with (see [`RESTART_ONLY`]).
     started_with: [String; 4],
 }
@@ -400,7 +399,7 @@ impl Gateway {
                 last_seen,
                 listeners: Vec::new(),
                 admin: None,
-                graceful: Some(Arc::new(GracefulShutdown::new())),
+                graceful: Some(Arc::new(crate::server::Drain::new())),
                 started_with: restart_only(&cfg.server),
             }),
             plugins: plugin_host,
@@ -491,9 +490,9 @@ impl Gateway {
         for l in std::mem::take(&mut state.listeners) {
             l.stop().await;
         }
-        let clean = match state.graceful.take().map(Arc::try_unwrap) {
-            Some(Ok(g)) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
-            _ => false,
+        let clean = match state.graceful.take() {
+            Some(g) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
+            None => false,
         };
         if clean {
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");

@@ -35,6 +35,7 @@ pub mod h1;
 pub mod headers;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod netset;
 pub mod plugin;

@@ -263,11 +263,10 @@ pub async fn load_plugins(
     let mut loaded = BTreeMap::new();
     for (name, pc) in &config.plugins {
         let path = pc.path.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
+        let bytes = crate::memory::on_loader(move || {
             crate::config::read_file(&path, crate::config::MAX_PLUGIN_FILE)
         })
         .await
-        .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
         let digest = crate::plugin::digest(&bytes);
@@ -280,9 +279,9 @@ pub async fn load_plugins(
         }
         let (h, pc2) = (host.clone(), pc.clone());
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || h.load(&pc2, &bytes))
+        let result = crate::memory::on_loader(move || h.load(&pc2, &bytes))
             .await
-            .map_err(|e| format!("plugins.{name}: loading panicked: {e}"))?;
+            .map_err(|e| format!("plugins.{name}: {e}"))?;
         if previous.is_some() {
             metrics.plugin_reload(name, result.is_ok());
         }

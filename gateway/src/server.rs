@@ -22,7 +22,6 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -154,11 +153,7 @@ pub struct Running {
 
 impl Running {
     /// Starts accepting on a bound listener; its connections are watched by `graceful`.
-    pub fn start(
-        listener: Listener,
-        shared: Arc<Shared>,
-        graceful: Arc<GracefulShutdown>,
-    ) -> Running {
+    pub fn start(listener: Listener, shared: Arc<Shared>, graceful: Arc<Drain>) -> Running {
         let max_connections = listener.settings.config.max_connections;
         let settings = Arc::new(ArcSwap::from_pointee(listener.settings));
         let limit = Arc::new(Semaphore::new(max_connections));
@@ -220,7 +215,7 @@ async fn accept_loop(
     settings: Arc<ArcSwap<Settings>>,
     limit: Arc<Semaphore>,
     shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: Arc<Drain>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -256,7 +251,7 @@ async fn accept_loop(
                         ConnInfo::new(client, false),
                         shared,
                         builder,
-                        settings.config.header_read_timeout,
+                        &settings.config,
                         watcher,
                     )
                     .await
@@ -277,7 +272,7 @@ async fn accept_loop(
                                 ConnInfo::new(client, true).with_client_principal(peer),
                                 shared,
                                 builder,
-                                settings.config.header_read_timeout,
+                                &settings.config,
                                 watcher,
                             )
                             .await
@@ -302,13 +297,98 @@ async fn accept_loop(
     }
 }
 
+/// Tells every connection to finish what it is doing and close (HTTP/1.1: after the
+/// response in progress; HTTP/2: GOAWAY, then the open streams end), and waits for all of
+/// them to be gone.
+#[derive(Debug)]
+pub struct Drain {
+    signal: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            signal: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Drain {
+    pub fn new() -> Drain {
+        Drain::default()
+    }
+
+    /// What one connection holds while it is served: told when to drain, and counted
+    /// until it is dropped.
+    pub fn watcher(&self) -> watch::Receiver<bool> {
+        self.signal.subscribe()
+    }
+
+    /// Tells every connection to drain, then waits until every watcher is dropped.
+    pub async fn shutdown(&self) {
+        self.signal.send_replace(true);
+        self.signal.closed().await;
+    }
+}
+
+/// The requests of one connection still being answered (until their response bodies are
+/// sent or dropped), and when the last one ended: what its idle timeout is measured from.
+#[derive(Debug)]
+pub struct Activity {
+    open: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since `since` at which the connection last became idle.
+    idle_from: std::sync::atomic::AtomicU64,
+    since: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            open: Default::default(),
+            idle_from: Default::default(),
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Counts a request as open until the returned guard is dropped.
+    fn open(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Open(self.clone())
+    }
+
+    /// When the connection will have been idle for `timeout`, or `None` when it has been.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = tokio::time::Instant::now();
+        if self.open.load(Relaxed) > 0 {
+            return Some(now + timeout);
+        }
+        let at = self.since + Duration::from_millis(self.idle_from.load(Relaxed)) + timeout;
+        (at > now).then_some(at)
+    }
+}
+
+/// One open request of a connection (see [`Activity`]); the response body carries it.
+#[derive(Debug)]
+pub struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.0.open.fetch_sub(1, Relaxed) == 1 {
+            let ms = self.0.since.elapsed().as_millis() as u64;
+            self.0.idle_from.store(ms, Relaxed);
+        }
+    }
+}
+
 async fn serve<I>(
     io: I,
     conn: ConnInfo,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    header_read_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
+    config: &ListenerConfig,
+    mut drain: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -318,8 +398,11 @@ async fn serve<I>(
     let first = served.clone();
     let cancels = Arc::new(Cancels::default());
     let watch_cancels = cancels.clone();
+    let activity = Arc::new(Activity::new());
+    let active = activity.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         first.store(true, std::sync::atomic::Ordering::Relaxed);
+        let open = active.open();
         let rt = shared.runtime();
         let conn = conn.clone();
         // An HTTP/2 body's end is believed only once the stream is known not to have been
@@ -341,10 +424,11 @@ async fn serve<I>(
             // faster than it completes anything (rapid reset of accepted streams, which
             // the h2 crate's own bound on not yet accepted ones does not see) is closed.
             let guard = http2.then(|| Cancel(cancels, false));
-            let resp = handled.await;
+            let mut resp = handled.await;
             if let Some(g) = guard {
                 g.completed();
             }
+            resp.body_mut().hold(open);
             Ok::<_, Infallible>(resp)
         }
     });
@@ -353,18 +437,55 @@ async fn serve<I>(
     // deadline at all: without one of its own, a client that connects and sends nothing,
     // part of the preface, or a header block it never finishes would hold a connection slot
     // for ever. The connection's first request must be complete within the deadline.
-    let io = FirstBytes::until(io, header_read_timeout, served);
+    let io = FirstBytes::until(io, config.header_read_timeout, served);
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    tokio::select! {
-        r = watcher.watch(connection) => {
-            if let Err(e) = r {
-                tracing::debug!(%client, error = %e, "connection ended with an error");
+    let mut connection = std::pin::pin!(connection);
+    // After the first request, a connection with no request in progress for
+    // `idle_timeout` is closed: HTTP/1.1 waits for its next request head only for
+    // `header_read_timeout` (hyper's own deadline), HTTP/2 has none, so an idle or
+    // PING-only connection, or one that opened a stream and never finished its header
+    // block, would hold its slot for ever. Draining: GOAWAY, and the connection gets
+    // `header_read_timeout` more to end before it is dropped.
+    let idle_timeout = config.idle_timeout;
+    let idle = tokio::time::sleep(idle_timeout);
+    let mut idle = std::pin::pin!(idle);
+    // Set once GOAWAY (or its HTTP/1.1 equivalent) is sent: by a drain, which waits as
+    // long as the gateway's grace period, or by the idle timeout, which does not.
+    let mut closing: Option<&str> = None;
+    loop {
+        tokio::select! {
+            r = connection.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%client, error = %e, "connection ended with an error");
+                }
+                return;
             }
-        }
-        () = watch_cancels.abusive.notified() => {
-            tracing::info!(%client, "closing an HTTP/2 connection that cancels most of the streams it opens");
+            _ = drain.wait_for(|d| *d), if closing.is_none() => {
+                // Also when the gateway is gone (the sender dropped): drain all the same.
+                connection.as_mut().graceful_shutdown();
+                closing = Some("drain");
+            }
+            () = &mut idle, if closing != Some("drain") => {
+                if closing.is_some() {
+                    tracing::debug!(%client, "idle connection did not close after GOAWAY; dropping it");
+                    return;
+                }
+                match activity.idle_deadline(idle_timeout) {
+                    Some(at) => idle.as_mut().reset(at),
+                    None => {
+                        tracing::debug!(%client, idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some("idle");
+                        idle.as_mut().reset(tokio::time::Instant::now() + config.header_read_timeout);
+                    }
+                }
+            }
+            () = watch_cancels.abusive.notified() => {
+                tracing::info!(%client, "closing an HTTP/2 connection that cancels most of the streams it opens");
+                return;
+            }
         }
     }
 }

@@ -180,6 +180,10 @@ struct Observed {
     statuses: HashMap<u32, Option<u16>>,
     /// The connection ended: a clean close, or the read error (a reset).
     ended: Option<String>,
+    /// When GOAWAY arrived, the connection ended, and each stream's END_STREAM.
+    goaway_at: Option<Instant>,
+    ended_at: Option<Instant>,
+    stream_ends: HashMap<u32, Instant>,
 }
 
 impl Observed {
@@ -207,6 +211,9 @@ impl Observer {
                 match next {
                     Ok(Some(f)) => {
                         s.frames += 1;
+                        if matches!(f.kind, DATA | HEADERS) && f.flags & END_STREAM != 0 {
+                            s.stream_ends.insert(f.stream, Instant::now());
+                        }
                         match f.kind {
                             GOAWAY if f.payload.len() >= 8 => {
                                 let p = &f.payload;
@@ -215,6 +222,7 @@ impl Observer {
                                 let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
                                 let debug = String::from_utf8_lossy(&p[8..]).into_owned();
                                 s.goaway = Some((last, code, debug));
+                                s.goaway_at.get_or_insert_with(Instant::now);
                             }
                             RST_STREAM if f.payload.len() == 4 => {
                                 let p = &f.payload;
@@ -231,10 +239,12 @@ impl Observer {
                     }
                     Ok(None) => {
                         s.ended = Some("closed".into());
+                        s.ended_at = Some(Instant::now());
                         return;
                     }
                     Err(e) => {
                         s.ended = Some(format!("read error: {e}"));
+                        s.ended_at = Some(Instant::now());
                         return;
                     }
                 }
@@ -1199,4 +1209,237 @@ async fn http1_stalled_request_bodies_are_cut_off_after_the_route_timeout() {
         );
     }
     assert_still_serving(&gw, "after the stalled uploads").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Idle HTTP/2 connections.
+// ---------------------------------------------------------------------------------------
+
+/// `idle_timeout` of the idle-connection test's listener.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Its `header_read_timeout`: also how long a connection sent GOAWAY for idleness has to
+/// close before it is dropped.
+const IDLE_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Slack for timers on a loaded 2-core machine.
+const TIMER_SLACK: Duration = Duration::from_millis(1500);
+
+/// An upstream that answers every request with a chunked body of `chunks` chunks, one every
+/// `every`: a response that takes its time while the client connection has nothing else
+/// in progress.
+async fn trickling_upstream(chunks: usize, every: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..chunks {
+                    tokio::time::sleep(every).await;
+                    if s.write_all(b"5\r\nchunk\r\n").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// After its first request an HTTP/2 connection has no header deadline of hyper's: the
+/// listener's `idle_timeout` closes one with no request in progress. On a listener with
+/// `idle_timeout = "1s"`: (a) a connection whose only request streams its response for
+/// 2.4 s is not sent GOAWAY before that response ends, and is sent one within the idle
+/// timeout (plus slack) after; (b) a connection that, after one request, sends only PINGs
+/// (which do not count as activity) is sent GOAWAY and closed; (c) a connection that, after
+/// one request, opens a stream whose header block it never finishes is dropped within the
+/// idle timeout plus the head timeout. Normal clients are answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_connections_are_closed_after_idle_timeout_not_while_a_response_streams() {
+    let a = TestUpstream::start("a").await;
+    let slow = trickling_upstream(8, Duration::from_millis(300)).await;
+    let gw = TestGateway::start(&format!(
+        r#"idle_timeout = "{}ms"
+header_read_timeout = "{}ms"
+{}
+{}
+[[routes]]
+name = "stream"
+path_prefix = "/stream"
+upstream = "slow"
+[[routes]]
+name = "all"
+upstream = "a"
+"#,
+        IDLE_TIMEOUT.as_millis(),
+        IDLE_HEAD_TIMEOUT.as_millis(),
+        upstream_block("a", &[a.url()], ""),
+        upstream_block("slow", &[format!("http://{slow}")], ""),
+    ))
+    .await;
+    assert_still_serving(&gw, "before the idle connections").await;
+
+    // (a) A response that streams for longer than the idle timeout.
+    let (r, mut wa) = h2_handshake(gw.addr).await;
+    let streaming = Observer::spawn(r);
+    let started = Instant::now();
+    wa.write_all(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request_block("GET", "/stream/x"),
+    ))
+    .await
+    .unwrap();
+
+    // (b) One request, then only PINGs.
+    let (r, mut wb) = h2_handshake(gw.addr).await;
+    let pinging = Observer::spawn(r);
+    wb.write_all(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request_block("GET", "/normal"),
+    ))
+    .await
+    .unwrap();
+    let pinger = tokio::spawn(async move {
+        for i in 0u64..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wb
+                .write_all(&frame(PING, 0, 0, &i.to_be_bytes()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    // (c) One request, then a header block that never ends.
+    let (r, mut wc) = h2_handshake(gw.addr).await;
+    let stalled = Observer::spawn(r);
+    wc.write_all(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request_block("GET", "/normal"),
+    ))
+    .await
+    .unwrap();
+    let (seen, answered) = stalled
+        .wait(NORMAL_WITHIN, |o| o.stream_ends.contains_key(&1))
+        .await;
+    assert!(
+        answered,
+        "the first request of connection (c) was not answered: {seen:?}"
+    );
+    let block = request_block("GET", "/normal/never");
+    wc.write_all(&frame(HEADERS, END_STREAM, 3, &block[..block.len() / 2]))
+        .await
+        .unwrap();
+    let stalled_from = Instant::now();
+
+    let watch = tokio::spawn(async move {
+        let budget = Duration::from_secs(3) + IDLE_TIMEOUT + IDLE_HEAD_TIMEOUT + TIMER_SLACK * 2;
+        let a = streaming
+            .wait(budget, |o| o.goaway.is_some() || o.ended.is_some())
+            .await
+            .0;
+        let b = pinging.wait(budget, |o| o.ended.is_some()).await.0;
+        let c = stalled.wait(budget, |o| o.ended.is_some()).await.0;
+        (a, b, c)
+    });
+    let ((a_seen, b_seen, c_seen), normal, _) =
+        served_meanwhile(&gw, watch, "idle HTTP/2 connections").await;
+    pinger.abort();
+    eprintln!(
+        "idle HTTP/2: (a) response ended after {:?}, GOAWAY after {:?}; (b) GOAWAY {:?} and \
+         close {:?} after its answer; (c) closed {:?} after the unfinished block; {normal} \
+         normal requests meanwhile",
+        a_seen.stream_ends.get(&1).map(|t| *t - started),
+        a_seen.goaway_at.map(|t| t - started),
+        b_seen
+            .goaway_at
+            .zip(b_seen.stream_ends.get(&1))
+            .map(|(g, e)| g - *e),
+        b_seen
+            .ended_at
+            .zip(b_seen.stream_ends.get(&1))
+            .map(|(g, e)| g - *e),
+        c_seen.ended_at.map(|t| t - stalled_from),
+    );
+
+    // (a): the whole body arrived, then GOAWAY, within the idle timeout and slack.
+    let a_end = *a_seen
+        .stream_ends
+        .get(&1)
+        .unwrap_or_else(|| panic!("(a) the streamed response did not end: {a_seen:?}"));
+    assert_eq!(a_seen.statuses.get(&1), Some(&Some(200)), "(a) {a_seen:?}");
+    assert!(
+        a_end - started >= Duration::from_millis(2300),
+        "(a) the streamed response ended after {:?}, before its last chunk was sent",
+        a_end - started
+    );
+    let a_goaway = a_seen
+        .goaway_at
+        .unwrap_or_else(|| panic!("(a) no GOAWAY after the response ended: {a_seen:?}"));
+    assert!(
+        a_goaway >= a_end,
+        "(a) GOAWAY came before the streamed response ended"
+    );
+    assert!(
+        a_goaway - a_end <= IDLE_TIMEOUT + TIMER_SLACK,
+        "(a) GOAWAY came {:?} after the response ended",
+        a_goaway - a_end
+    );
+
+    // (b): PINGs do not keep a connection open.
+    let b_end = *b_seen
+        .stream_ends
+        .get(&1)
+        .expect("(b) its request was answered");
+    let b_goaway = b_seen
+        .goaway_at
+        .unwrap_or_else(|| panic!("(b) a PING-only connection was not sent GOAWAY: {b_seen:?}"));
+    assert!(
+        b_goaway - b_end >= IDLE_TIMEOUT - Duration::from_millis(50)
+            && b_goaway - b_end <= IDLE_TIMEOUT + TIMER_SLACK,
+        "(b) GOAWAY {:?} after the last answer, the idle timeout is {IDLE_TIMEOUT:?}",
+        b_goaway - b_end
+    );
+    let b_closed = b_seen
+        .ended_at
+        .expect("(b) the PING-only connection was closed");
+    assert!(
+        b_closed - b_end <= IDLE_TIMEOUT + IDLE_HEAD_TIMEOUT + TIMER_SLACK,
+        "(b) closed {:?} after the last answer",
+        b_closed - b_end
+    );
+
+    // (c): an unfinished header block does not hold the connection.
+    let c_closed = c_seen.ended_at.unwrap_or_else(|| {
+        panic!("(c) the unfinished header block held its connection: {c_seen:?}")
+    });
+    assert!(
+        c_closed - stalled_from <= IDLE_TIMEOUT + IDLE_HEAD_TIMEOUT + TIMER_SLACK,
+        "(c) closed {:?} after the unfinished header block",
+        c_closed - stalled_from
+    );
+    drop((wa, wc));
+    assert_still_serving(&gw, "after the idle connections").await;
 }

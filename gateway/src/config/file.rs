@@ -269,6 +269,7 @@ pub struct ListenerSection {
     pub address: Option<String>,
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub tls: Option<ListenerTlsSection>,
 }

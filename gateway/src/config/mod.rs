@@ -98,6 +98,9 @@ pub struct AdminConfig {
 
 /// Default of `admin.max_connections`: scrapers and probes need a handful.
 pub const DEFAULT_ADMIN_CONNECTIONS: usize = 256;
+/// Default of `listeners[].idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default of `admin.header_read_timeout`.
 pub const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,6 +140,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// How long a connection may have no request in progress before it is closed.
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub tls: Option<ListenerTls>,
 }
@@ -1117,6 +1122,11 @@ fn validate_listener(
             &field("header_read_timeout"),
             l.header_read_timeout.as_deref(),
             Duration::from_secs(10),
+        )?,
+        idle_timeout: duration(
+            &field("idle_timeout"),
+            l.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
         )?,
         max_header_bytes,
         tls,
