@@ -118,7 +118,7 @@ fn main() {
         let path = component(crate_name);
         let bytes = std::fs::read(&path).unwrap();
         let t = Instant::now();
-        let p = host.load(&config(name, path, json), &bytes).unwrap();
+        let p = host.load(&config(name, path, json), &bytes, None).unwrap();
         (Arc::new(p), t.elapsed(), bytes.len())
     };
 

@@ -305,6 +305,9 @@ impl Shared {
             crate::logging::set_level(&server.log_level);
         }
         self.metrics.config_reload(true);
+        // The replaced runtime goes once the requests still using it end; what its plugins
+        // held goes back to the loader threads that compiled them.
+        crate::memory::trim_loaders();
         tracing::info!(
             routes,
             upstreams,

@@ -20,6 +20,7 @@
 //!   drain
 //! - [`tls`], [`demo`], [`logging`]
 
+pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod blocklist;

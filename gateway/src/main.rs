@@ -120,10 +120,18 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             // the gateway from starting fails the check.
             if !c.plugins.is_empty() {
                 let host = standalone_plugin_host()?;
+                // A cache directory that exists must be usable; one that does not is
+                // created at start-up. The check compiles without it.
+                if let Some(dir) = c.server.plugin_cache.as_ref().filter(|d| d.exists()) {
+                    if let Err(e) = host.cache(dir) {
+                        eprintln!("{}: {e}", path.display());
+                        return Ok(ExitCode::from(2));
+                    }
+                }
                 for (name, p) in &c.plugins {
                     let loaded = config::read_file(&p.path, config::MAX_PLUGIN_FILE)
                         .map_err(|e| format!("{}: {e}", p.path.display()))
-                        .and_then(|bytes| host.load(p, &bytes));
+                        .and_then(|bytes| host.load(p, &bytes, None));
                     if let Err(e) = loaded {
                         eprintln!("{}: plugins.{name}: {e}", path.display());
                         return Ok(ExitCode::from(2));

@@ -249,6 +249,9 @@ pub struct PluginFamilies {
     pub duration: HistogramVec,
     pub memory: IntGaugeVec,
     pub reloads: IntCounterVec,
+    /// `fedgate_plugin_compilations_total{plugin,result}`: each load of a component, by
+    /// where its machine code came from.
+    pub compilations: IntCounterVec,
 }
 
 /// Plugin call latency buckets, in seconds: a microsecond to the longest deadline.
@@ -410,6 +413,13 @@ impl Metrics {
                 ),
                 &["plugin", "result"],
             )?,
+            compilations: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_compilations_total",
+                    "Component loads, by where the machine code came from: cached (server.plugin_cache), compiled (and stored when a cache is set), or cache_error (compiled: the cached copy was unusable).",
+                ),
+                &["plugin", "result"],
+            )?,
         });
         let drops = IntCounterVec::new(
             Opts::new(
@@ -422,6 +432,7 @@ impl Metrics {
         registry.register(Box::new(plugins.duration.clone()))?;
         registry.register(Box::new(plugins.memory.clone()))?;
         registry.register(Box::new(plugins.reloads.clone()))?;
+        registry.register(Box::new(plugins.compilations.clone()))?;
         registry.register(Box::new(drops.clone()))?;
         let declared = Arc::new(crate::plugin::declared::Declared::new(
             registry.clone(),

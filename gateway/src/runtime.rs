@@ -252,50 +252,66 @@ impl Runtime {
 }
 
 /// Loads the plugins `config` names: a plugin whose config and file are unchanged since
-/// `previous` is kept as it is (instances, state and all); the others are compiled, off the
-/// async workers, and started. Any failure names the plugin and leaves `previous` serving.
+/// `previous` is kept as it is (instances, state and all); the others are compiled (or read
+/// from `server.plugin_cache`) on the loader threads, side by side, and started. Any
+/// failure names the plugin and leaves `previous` serving.
 pub async fn load_plugins(
     host: &Arc<PluginHost>,
     config: &Config,
     previous: Option<&Runtime>,
     metrics: &Metrics,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
-    let mut loaded = BTreeMap::new();
-    for (name, pc) in &config.plugins {
-        let path = pc.path.clone();
-        let bytes = crate::memory::on_loader(move || {
-            crate::config::read_file(&path, crate::config::MAX_PLUGIN_FILE)
-        })
-        .await
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
-        let digest = crate::plugin::digest(&bytes);
-        let kept = previous
-            .and_then(|p| p.plugins.get(name))
-            .filter(|p| p.config == *pc && p.digest == digest);
-        if let Some(p) = kept {
-            loaded.insert(name.clone(), p.clone());
-            continue;
+    let cache = match &config.server.plugin_cache {
+        Some(dir) if !config.plugins.is_empty() => {
+            let (h, dir) = (host.clone(), dir.clone());
+            Some(Arc::new(
+                crate::memory::on_loader(move || h.cache(&dir)).await??,
+            ))
         }
-        let (h, pc2) = (host.clone(), pc.clone());
-        let started = std::time::Instant::now();
-        let result = crate::memory::on_loader(move || h.load(&pc2, &bytes))
+        _ => None,
+    };
+    let loads = config.plugins.iter().map(|(name, pc)| {
+        let cache = cache.clone();
+        async move {
+            let path = pc.path.clone();
+            let bytes = crate::memory::on_loader(move || {
+                crate::config::read_file(&path, crate::config::MAX_PLUGIN_FILE)
+            })
             .await
-            .map_err(|e| format!("plugins.{name}: {e}"))?;
-        if previous.is_some() {
-            metrics.plugin_reload(name, result.is_ok());
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
+            let digest = crate::plugin::digest(&bytes);
+            let kept = previous
+                .and_then(|p| p.plugins.get(name))
+                .filter(|p| p.config == *pc && p.digest == digest);
+            if let Some(p) = kept {
+                return Ok((name.clone(), p.clone()));
+            }
+            let (h, pc2) = (host.clone(), pc.clone());
+            let started = std::time::Instant::now();
+            let result = crate::memory::on_loader(move || h.load(&pc2, &bytes, cache.as_deref()))
+                .await
+                .map_err(|e| format!("plugins.{name}: {e}"))?;
+            if previous.is_some() {
+                metrics.plugin_reload(name, result.is_ok());
+            }
+            let plugin = result.map_err(|e| format!("plugins.{name}: {e}"))?;
+            tracing::info!(
+                plugin = %name,
+                path = %pc.path.display(),
+                load_ms = started.elapsed().as_millis() as u64,
+                on_request = plugin.wants_request(),
+                on_response = plugin.wants_response(),
+                health_check = plugin.has_health_check(),
+                "plugin loaded"
+            );
+            Ok::<_, String>((name.clone(), Arc::new(plugin)))
         }
-        let plugin = result.map_err(|e| format!("plugins.{name}: {e}"))?;
-        tracing::info!(
-            plugin = %name,
-            path = %pc.path.display(),
-            load_ms = started.elapsed().as_millis() as u64,
-            on_request = plugin.wants_request(),
-            on_response = plugin.wants_response(),
-            health_check = plugin.has_health_check(),
-            "plugin loaded"
-        );
-        loaded.insert(name.clone(), Arc::new(plugin));
-    }
-    Ok(loaded)
+    });
+    // Every load runs to its end, so each plugin's reload is counted; the first error (in
+    // the config's order) is the one reported.
+    futures_util::future::join_all(loads)
+        .await
+        .into_iter()
+        .collect()
 }

@@ -256,6 +256,64 @@ async fn a_trapping_plugin_is_backed_off_then_recovers_once_fixed() {
     gw.shutdown().await;
 }
 
+/// Failure streaks are counted per hook: an `on-request` that traps every time is backed
+/// off after three failures even though `on-response` succeeds on every request in
+/// between, and `on-response` keeps running while `on-request` is skipped.
+#[tokio::test]
+async fn a_failing_hook_is_backed_off_although_another_hook_succeeds_between() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("half", "hostile", "", "mode = \"trap-request\""),
+        plugin_route("all", "/", "app", &["half"], ""),
+    ))
+    .await;
+    for _ in 0..6 {
+        let (status, _, _) = send(get(&gw.url("/x"))).await;
+        assert_eq!(status, 200, "fail_open: the request goes on");
+    }
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "half", "on_request", "trap"), 3.0, "{m}");
+    assert_eq!(invocations(&m, "half", "on_request", "skipped"), 3.0, "{m}");
+    assert_eq!(invocations(&m, "half", "on_response", "ok"), 6.0, "{m}");
+    assert_eq!(
+        invocations(&m, "half", "on_response", "skipped"),
+        0.0,
+        "{m}"
+    );
+    gw.shutdown().await;
+}
+
+/// A call of a WASI import the gateway does not provide (the wall clock, here) traps, as
+/// the guide says, and is counted as a trap, not as the plugin's error.
+#[tokio::test]
+async fn calling_an_unprovided_import_counts_as_a_trap() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin(
+            "clock",
+            "hostile",
+            "failure = \"fail_closed\"",
+            "mode = \"clock\""
+        ),
+        plugin_route("all", "/", "app", &["clock"], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(
+        status, 503,
+        "fail_closed: a trapped call refuses the request"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "clock", "on_request", "trap"), 1.0, "{m}");
+    assert_eq!(invocations(&m, "clock", "on_request", "error"), 0.0, "{m}");
+    assert_eq!(up.hits(), 0);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_plugin_cannot_explode_cardinality() {
     // By label values, and through resolved series (past the host's table of resolved
@@ -475,4 +533,123 @@ async fn a_changed_component_file_reloads_under_load_without_failed_requests() {
     assert_eq!(status, 200);
     assert!(!up.last().headers.contains_key("x-version"));
     gw.shutdown().await;
+}
+
+/// A config with `server.plugin_cache = dir`, request-policy on the one route.
+fn cached_policy_config(cache: &std::path::Path, upstream: &TestUpstream) -> String {
+    format!(
+        "{}\n{}{}{}",
+        HEAD.replace(
+            "[server]\n",
+            &format!(
+                "[server]\nplugin_cache = {:?}\n",
+                cache.display().to_string()
+            )
+        ),
+        upstream_block("app", &[upstream.url()], ""),
+        plugin(
+            "policy",
+            "request-policy",
+            "",
+            "denied_user_agents = [\"*bad-bot*\"]"
+        ),
+        plugin_route("all", "/", "app", &["policy"], "")
+    )
+}
+
+/// The policy plugin, whichever way it was loaded, refuses what it must and passes the rest.
+async fn assert_policy_works(gw: &TestGateway, when: &str) {
+    let (ok, _, _) = send(get(&gw.url("/users/alice"))).await;
+    assert_eq!(ok, 200, "{when}");
+    let mut bad = get(&gw.url("/users/alice"));
+    bad.headers_mut()
+        .insert("user-agent", "a-bad-bot/1.0".parse().unwrap());
+    let (denied, _, _) = send(bad).await;
+    assert_eq!(denied, 403, "{when}");
+}
+
+fn compilations(m: &str, result: &str) -> Option<f64> {
+    metric(
+        m,
+        "fedgate_plugin_compilations_total",
+        &[("plugin", "policy"), ("result", result)],
+    )
+}
+
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fgc"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `server.plugin_cache`: the first start compiles and stores the component's machine code
+/// (a directory created with mode 0700); a restart loads it instead of compiling; a
+/// corrupted entry is detected by its checksum, compiled again and replaced; the plugin
+/// behaves the same each time. A directory other users may write to is refused, naming
+/// the field.
+#[tokio::test]
+async fn compiled_plugins_are_cached_across_restarts_and_a_corrupt_entry_is_recompiled() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let up = TestUpstream::start("app").await;
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("plugin-cache");
+    let config = cached_policy_config(&cache, &up);
+
+    let gw = TestGateway::start_full(&config).await;
+    let m = gw.metrics().await;
+    assert_eq!(compilations(&m, "compiled"), Some(1.0), "{m}");
+    assert_eq!(compilations(&m, "cached"), None, "{m}");
+    assert_policy_works(&gw, "first start").await;
+    gw.shutdown().await;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache directory is created private");
+    let entries = cache_entries(&cache);
+    assert_eq!(entries.len(), 1, "one entry for one component: {entries:?}");
+    let stored = std::fs::read(&entries[0]).unwrap();
+
+    let gw = TestGateway::start_full(&config).await;
+    let m = gw.metrics().await;
+    assert_eq!(compilations(&m, "cached"), Some(1.0), "{m}");
+    assert_eq!(
+        compilations(&m, "compiled"),
+        None,
+        "a restart compiled again: {m}"
+    );
+    assert_policy_works(&gw, "cached restart").await;
+    gw.shutdown().await;
+
+    // One flipped byte in the machine code.
+    let mut corrupt = stored.clone();
+    let at = corrupt.len() / 2;
+    corrupt[at] ^= 0x40;
+    std::fs::write(&entries[0], &corrupt).unwrap();
+    let gw = TestGateway::start_full(&config).await;
+    let m = gw.metrics().await;
+    assert_eq!(compilations(&m, "cache_error"), Some(1.0), "{m}");
+    assert_eq!(compilations(&m, "cached"), None, "{m}");
+    assert_policy_works(&gw, "after a corrupt entry").await;
+    gw.shutdown().await;
+    assert_eq!(
+        std::fs::read(&entries[0]).unwrap(),
+        stored,
+        "the corrupt entry was replaced by a good one"
+    );
+
+    // Writable by others: refused at start, naming the field.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = root.path().join("fedgate.toml");
+    std::fs::write(&path, &config).unwrap();
+    let cfg = fedgate::config::load(&path).expect("the config itself is valid");
+    let err = fedgate::Gateway::start(cfg, Some(path))
+        .await
+        .err()
+        .expect("a world-writable cache directory is refused");
+    assert!(
+        err.contains("server.plugin_cache") && err.contains("writable by other users"),
+        "{err}"
+    );
 }

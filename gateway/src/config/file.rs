@@ -216,6 +216,8 @@ pub struct ServerSection {
     pub log_level: Option<String>,
     /// Linear memory all plugin instances may hold together (bytes or `"1GiB"`).
     pub plugin_memory: Option<toml::Value>,
+    /// Directory for compiled plugins, so a restart does not compile them again.
+    pub plugin_cache: Option<String>,
 }
 
 /// `[admin]`: the separate listener for `/metrics`, `/health`, `/ready`, `/live`.

@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// Linear memory all plugin instances may hold together.
     pub plugin_memory: usize,
+    /// Where compiled plugins are kept between starts; none: compiled on every start.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -524,7 +526,17 @@ pub fn from_str(text: &str, base: &Path) -> Result<Config, ConfigError> {
 
 /// Turns the raw file into a typed configuration, naming the first bad field.
 pub fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
-    let server = validate_server(&file.server)?;
+    let mut server = validate_server(&file.server)?;
+    server.plugin_cache = match file.server.plugin_cache.as_deref() {
+        None => None,
+        Some(p) if p.trim().is_empty() => {
+            return Err(ConfigError::field(
+                "server.plugin_cache",
+                "must be a directory path (leave it out to compile plugins on every start)",
+            ))
+        }
+        Some(p) => Some(resolve(base, p)),
+    };
     let admin = AdminConfig {
         address: parse_addr(
             "admin.address",
@@ -1015,6 +1027,7 @@ fn validate_server(s: &file::ServerSection) -> Result<ServerConfig, ConfigError>
             None => DEFAULT_PLUGIN_MEMORY_BUDGET,
             Some(v) => byte_size("server.plugin_memory", v, 64 << 30)?,
         },
+        plugin_cache: None,
     })
 }
 

@@ -9,7 +9,7 @@
 //! deadline and a memory cap, and puts the instance back. An instance whose call failed
 //! (trap, deadline, memory cap, error) is thrown away: the next call gets a fresh one, so
 //! nothing a failed call left behind is ever seen again. After
-//! [`FAILURES_BEFORE_BACKOFF`] consecutive failures the plugin is skipped for a backoff
+//! [`FAILURES_BEFORE_BACKOFF`] consecutive failures of one hook that hook is skipped for a backoff
 //! period that doubles on each repeated trip, up to [`MAX_BACKOFF`].
 //!
 //! State a plugin keeps between calls lives in its instance's memory: it persists from one
@@ -20,6 +20,7 @@
 //! survive both.
 
 pub mod abi;
+pub mod cache;
 pub mod declared;
 
 use std::net::IpAddr;
@@ -308,15 +309,13 @@ impl PluginHost {
         });
     }
 
-    fn compile(&self, bytes: &[u8]) -> Result<(Component, Inspection), String> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            let e = format!("{e:#}");
-            if e.contains("component") || bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-                format!("not a Wasm component: {e} (build plugins for wasm32-wasip2)")
-            } else {
-                format!("not a Wasm component: {e}")
-            }
-        })?;
+    fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
+        Component::new(&self.engine, bytes).map_err(|e| compile_error(&e, bytes))
+    }
+
+    /// The ABI version, exports and imports of a compiled component; an error when it does
+    /// not target this gateway's ABI.
+    fn inspect_component(&self, component: &Component) -> Result<Inspection, String> {
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)
@@ -357,21 +356,22 @@ impl PluginHost {
             })
             .cloned()
             .collect();
-        Ok((
-            component,
-            Inspection {
-                version,
-                exports,
-                imports,
-                trapping_imports,
-            },
-        ))
+        Ok(Inspection {
+            version,
+            exports,
+            imports,
+            trapping_imports,
+        })
     }
 
-    /// Compiles a component, checks it targets this gateway's ABI and links it: imports the
+    /// Checks a compiled component targets this gateway's ABI and links it: imports the
     /// gateway does not provide become traps.
-    fn prepare(&self, bytes: &[u8]) -> Result<(abi::PluginPre<HostState>, Inspection), String> {
-        let (component, inspection) = self.compile(bytes)?;
+    fn link(
+        &self,
+        component: &Component,
+    ) -> Result<(abi::PluginPre<HostState>, Inspection), String> {
+        let inspection = self.inspect_component(component)?;
+        let component = component.clone();
         let mut linker = self.linker.clone();
         linker
             .define_unknown_imports_as_traps(&component)
@@ -385,20 +385,42 @@ impl PluginHost {
 
     /// Compiles and links a component without running it.
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, String> {
-        self.prepare(bytes).map(|(_, inspection)| inspection)
+        self.link(&self.compile(bytes)?)
+            .map(|(_, inspection)| inspection)
     }
 
-    /// Compiles and starts a plugin: one instance is created and its `init` must accept the
-    /// configuration. Slow (compilation): call it off the request path.
-    pub fn load(&self, config: &PluginConfig, bytes: &[u8]) -> Result<Plugin, String> {
-        let (pre, _) = self.prepare(bytes)?;
+    /// Opens the compiled-plugin cache directory `dir` for this host's engine.
+    pub fn cache(&self, dir: &std::path::Path) -> Result<cache::Cache, String> {
+        cache::Cache::open(dir, &self.engine)
+    }
+
+    /// Compiles (or, with a cache, loads the machine code of) and starts a plugin: one
+    /// instance is created and its `init` must accept the configuration. Slow: call it off
+    /// the request path.
+    pub fn load(
+        &self,
+        config: &PluginConfig,
+        bytes: &[u8],
+        cache: Option<&cache::Cache>,
+    ) -> Result<Plugin, String> {
+        let digest = digest(bytes);
+        let (component, source) = match cache {
+            Some(c) => c.component(&self.engine, bytes, &digest)?,
+            None => (self.compile(bytes)?, cache::Source::Compiled),
+        };
+        self.metrics
+            .plugin_families()
+            .compilations
+            .with_label_values(&[config.name.as_str(), source.as_str()])
+            .inc();
+        let (pre, _) = self.link(&component)?;
         self.start_ticker();
         let name: Arc<str> = config.name.as_str().into();
         let handles = PluginHandles::new(&self.metrics, &name);
         let mut plugin = Plugin {
             name: name.clone(),
             config: config.clone(),
-            digest: digest(bytes),
+            digest,
             shared: Arc::new(PluginShared {
                 name,
                 declared: self.declared.clone(),
@@ -411,9 +433,7 @@ impl PluginHost {
             // Never earlier than the timeout: whole ticks covering it, plus the one under way.
             deadline_ticks: ticks(config.timeout),
             health_deadline_ticks: ticks(config.health_check_timeout),
-            failures: AtomicU32::new(0),
-            backoff_level: AtomicU32::new(0),
-            backoff_until: AtomicU64::new(0),
+            streaks: Default::default(),
             log_window: AtomicU64::new(0),
             clock: self.clock,
             handles,
@@ -423,6 +443,16 @@ impl PluginHost {
         plugin.hooks = instance.hooks;
         let _ = plugin.idle.push(instance);
         Ok(plugin)
+    }
+}
+
+/// A compilation failure, saying what to do when the file is a core module.
+fn compile_error(e: &wasmtime::Error, bytes: &[u8]) -> String {
+    let e = format!("{e:#}");
+    if e.contains("component") || bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        format!("not a Wasm component: {e} (build plugins for wasm32-wasip2)")
+    } else {
+        format!("not a Wasm component: {e}")
     }
 }
 
@@ -538,6 +568,42 @@ impl Drop for MemoryLimiter {
     }
 }
 
+/// One hook's consecutive failures and backoff.
+#[derive(Debug, Default)]
+struct Streak {
+    failures: AtomicU32,
+    level: AtomicU32,
+    /// Milliseconds since the plugin's clock before which calls are skipped; 0: none.
+    until: AtomicU64,
+}
+
+impl Streak {
+    fn clear(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.until.load(Ordering::Relaxed) != 0 {
+            self.level.store(0, Ordering::Relaxed);
+            self.until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure at `now_ms`; past [`FAILURES_BEFORE_BACKOFF`] in a row, starts a
+    /// backoff (doubling on each trip without a success between) and returns its length.
+    fn failed(&self, now_ms: u64) -> Option<Duration> {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < FAILURES_BEFORE_BACKOFF {
+            return None;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        let level = self.level.fetch_add(1, Ordering::Relaxed).min(16);
+        let d = BASE_BACKOFF.saturating_mul(1 << level).min(MAX_BACKOFF);
+        self.until
+            .store(now_ms + d.as_millis() as u64, Ordering::Relaxed);
+        Some(d)
+    }
+}
+
 struct Instance {
     store: Store<HostState>,
     bindings: abi::Plugin,
@@ -548,6 +614,9 @@ struct Instance {
 #[derive(Debug)]
 pub struct Failure {
     pub outcome: Outcome,
+    /// What stopped the call, for the log: `memory`, `deadline`, `trap`,
+    /// `unprovided_import`, `init`, `error` or `backoff`.
+    pub cause: &'static str,
     pub reason: String,
 }
 
@@ -565,10 +634,10 @@ pub struct Plugin {
     deadline_ticks: u64,
     /// The same for health-check calls, which run on blocking threads.
     health_deadline_ticks: u64,
-    failures: AtomicU32,
-    backoff_level: AtomicU32,
-    /// Milliseconds since `clock` before which calls are skipped.
-    backoff_until: AtomicU64,
+    /// Failure streaks and backoffs, one per hook ([`Hook`] as index): a hook that keeps
+    /// failing is skipped while the others keep running. A failed instantiation (the
+    /// `init` streak) backs off every hook.
+    streaks: [Streak; 4],
     /// Second (since `clock`) and count of failure log lines, packed: second << 16 | count.
     log_window: AtomicU64,
     clock: Instant,
@@ -602,11 +671,24 @@ impl Plugin {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// Whether calls are being skipped after repeated failures. A plugin that is not backing
-    /// off answers without reading the clock.
-    pub fn backed_off(&self) -> bool {
-        let until = self.backoff_until.load(Ordering::Relaxed);
+    /// Whether calls of `hook` are being skipped after repeated failures (of that hook, or
+    /// of instantiating the plugin). A hook that is not backing off answers without reading
+    /// the clock.
+    fn hook_backed_off(&self, hook: Hook) -> bool {
+        let until = self.streaks[hook as usize]
+            .until
+            .load(Ordering::Relaxed)
+            .max(
+                self.streaks[Hook::Init as usize]
+                    .until
+                    .load(Ordering::Relaxed),
+            );
         until != 0 && self.now_ms() < until
+    }
+
+    /// Whether any hook is being skipped after repeated failures.
+    pub fn backed_off(&self) -> bool {
+        Hook::ALL.iter().any(|h| self.hook_backed_off(*h))
     }
 
     /// A new instance with `init` run; the init call is counted and timed when it succeeds
@@ -642,6 +724,7 @@ impl Plugin {
             }
             Ok((_, Err(message))) => Err(Failure {
                 outcome: Outcome::Error,
+                cause: "init",
                 reason: format!("init refused the configuration: {message}"),
             }),
             Err(e) => Err(classify(
@@ -659,10 +742,11 @@ impl Plugin {
         exchange: &mut Exchange,
         f: impl FnOnce(&abi::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        if self.backed_off() {
+        if self.hook_backed_off(hook) {
             self.handles.count(hook, Outcome::Skipped);
             return Err(Failure {
                 outcome: Outcome::Skipped,
+                cause: "backoff",
                 reason: "backed off after repeated failures".into(),
             });
         }
@@ -672,7 +756,7 @@ impl Plugin {
             None => match self.instantiate() {
                 Ok(i) => i,
                 Err(failure) => {
-                    self.failed(Hook::Init, &failure);
+                    self.failed(Hook::Init, &failure, Some(&*exchange));
                     return Err(failure);
                 }
             },
@@ -692,7 +776,7 @@ impl Plugin {
         self.handles.duration[hook as usize].observe(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => {
-                self.succeeded();
+                self.succeeded(hook);
                 // A full pool (more instances than workers, briefly, after a burst of
                 // health checks) drops the spare.
                 let _ = self.idle.push(instance);
@@ -702,52 +786,55 @@ impl Plugin {
                 let failure = classify(&e, store.data().limiter.exceeded, timeout);
                 // The instance is poisoned: dropped here, replaced on the next call.
                 drop(instance);
-                self.failed(hook, &failure);
+                self.failed(hook, &failure, Some(&*exchange));
                 Err(failure)
             }
         }
     }
 
-    /// Clears the failure streak and any past backoff. Reads first: a plugin that has not
-    /// failed costs no writes to memory shared with the other workers.
-    fn succeeded(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-        if self.backoff_until.load(Ordering::Relaxed) != 0 {
-            self.backoff_level.store(0, Ordering::Relaxed);
-            self.backoff_until.store(0, Ordering::Relaxed);
-        }
+    /// Clears the hook's failure streak and any past backoff (and, since an instance
+    /// exists, the instantiation's). Reads first: a plugin that has not failed costs no
+    /// writes to memory shared with the other workers.
+    fn succeeded(&self, hook: Hook) {
+        self.streaks[hook as usize].clear();
+        self.streaks[Hook::Init as usize].clear();
     }
 
-    /// Counts and logs a failure, and backs the plugin off after too many in a row.
-    fn failed(&self, hook: Hook, failure: &Failure) {
+    /// Counts and logs a failure, and backs the hook off after too many in a row. The log
+    /// line names the reason and, for a request's hooks, the request (id, route, path).
+    fn failed(&self, hook: Hook, failure: &Failure, exchange: Option<&Exchange>) {
         self.handles.count(hook, failure.outcome);
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut backoff = None;
-        if n >= FAILURES_BEFORE_BACKOFF {
-            self.failures.store(0, Ordering::Relaxed);
-            let level = self.backoff_level.fetch_add(1, Ordering::Relaxed).min(16);
-            let d = BASE_BACKOFF.saturating_mul(1 << level).min(MAX_BACKOFF);
-            self.backoff_until
-                .store(self.now_ms() + d.as_millis() as u64, Ordering::Relaxed);
-            backoff = Some(d);
-        }
+        let backoff = self.streaks[hook as usize].failed(self.now_ms());
+        let request = exchange.filter(|e| !e.route.is_empty());
+        let request_id = request
+            .and_then(|e| e.request_id.as_ref())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let route = request.map_or("", |e| &*e.route);
+        let path = request.map_or("", |e| e.uri.path());
         if let Some(d) = backoff {
             tracing::warn!(
                 plugin = %self.name,
                 hook = hook.as_str(),
                 result = failure.outcome.as_str(),
+                cause = failure.cause,
                 reason = %failure.reason,
+                request_id,
+                route,
+                path,
                 backoff_ms = d.as_millis() as u64,
-                "plugin failed repeatedly; skipping it for the backoff period"
+                "plugin hook failed repeatedly; skipping it for the backoff period"
             );
         } else if self.may_log() {
             tracing::warn!(
                 plugin = %self.name,
                 hook = hook.as_str(),
                 result = failure.outcome.as_str(),
+                cause = failure.cause,
                 reason = %failure.reason,
+                request_id,
+                route,
+                path,
                 policy = match self.config.failure {
                     FailurePolicy::Open => "fail_open",
                     FailurePolicy::Closed => "fail_closed",
@@ -843,36 +930,63 @@ fn rank(s: HealthStatus) -> u8 {
     }
 }
 
-/// Sorts a failed call into trap, timeout or error, with a reason for the log.
+/// Sorts a failed call into trap, timeout or error, with its cause and a one-line reason
+/// for the log (never a raw backtrace).
 fn classify(e: &wasmtime::Error, memory_exceeded: bool, timeout: Duration) -> Failure {
+    let failure = |outcome, cause, reason| Failure {
+        outcome,
+        cause,
+        reason,
+    };
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::Interrupt {
-            return Failure {
-                outcome: Outcome::Timeout,
-                reason: format!("deadline of {timeout:?} exceeded"),
-            };
+            return failure(
+                Outcome::Timeout,
+                "deadline",
+                format!("deadline of {timeout:?} exceeded"),
+            );
         }
-        return Failure {
-            outcome: Outcome::Trap,
-            reason: trap.to_string(),
-        };
+        if memory_exceeded {
+            return failure(Outcome::Trap, "memory", memory_reason(e));
+        }
+        return failure(Outcome::Trap, "trap", trap.to_string());
     }
     if let Some(misuse) = e.downcast_ref::<abi::Misuse>() {
-        return Failure {
-            outcome: Outcome::Trap,
-            reason: misuse.to_string(),
-        };
+        return failure(Outcome::Trap, "trap", misuse.to_string());
     }
     if memory_exceeded {
-        return Failure {
-            outcome: Outcome::Trap,
-            reason: e.to_string(),
-        };
+        return failure(Outcome::Trap, "memory", memory_reason(e));
     }
-    Failure {
-        outcome: Outcome::Error,
-        reason: format!("{e:#}"),
+    // `define_unknown_imports_as_traps` makes a call of an import the gateway does not
+    // provide fail with this message: a trap of the plugin's making, as the guide says.
+    if let Some(c) = e
+        .chain()
+        .find(|c| c.to_string().starts_with("unknown import: "))
+    {
+        let c = c.to_string();
+        let name = c.split('`').nth(1).unwrap_or("an import").to_string();
+        return failure(
+            Outcome::Trap,
+            "unprovided_import",
+            format!("called {name}, which the gateway does not provide"),
+        );
     }
+    failure(
+        Outcome::Error,
+        "error",
+        e.chain()
+            .last()
+            .map_or_else(|| e.to_string(), |c| c.to_string()),
+    )
+}
+
+/// The limiter's own message ("memory limit exceeded: ..." or "plugin memory budget
+/// exhausted: ..."), not the wasm backtrace around it.
+fn memory_reason(e: &wasmtime::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .find(|m| m.starts_with("memory limit exceeded") || m.starts_with("plugin memory budget"))
+        .unwrap_or_else(|| "memory limit exceeded".to_string())
 }
 
 /// The plugins of one route, in the order they run.

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use fedgate_sdk::{
     export_plugin, log, Config, Counter, HealthReport, HealthStatus, Hooks, Plugin, Request,
-    Verdict,
+    Response, Verdict,
 };
 use serde::Deserialize;
 
@@ -26,6 +26,8 @@ enum Mode {
     WrongSeries,
     EchoSigner,
     HealthLoop,
+    Clock,
+    TrapRequest,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -133,6 +135,9 @@ impl Plugin for Hostile {
     }
 
     fn hooks(&self) -> Hooks {
+        if self.settings.mode == Mode::TrapRequest {
+            return Hooks::ON_REQUEST | Hooks::ON_RESPONSE | Hooks::HEALTH_CHECK;
+        }
         Hooks::ON_REQUEST | Hooks::HEALTH_CHECK
     }
 
@@ -141,7 +146,12 @@ impl Plugin for Hostile {
             Mode::Ok | Mode::InitError | Mode::Health | Mode::HealthLoop => Verdict::Continue,
             Mode::Loop => spin(),
             Mode::Bomb => hoard(),
-            Mode::Trap => panic!("hostile plugin trapped on purpose"),
+            Mode::Trap | Mode::TrapRequest => panic!("hostile plugin trapped on purpose"),
+            // The wall clock is a WASI import the gateway does not provide.
+            Mode::Clock => {
+                let now = std::time::SystemTime::now();
+                Verdict::add_header("x-now", format!("{now:?}"))
+            }
             Mode::Labels => {
                 if let Some(counter) = &self.series {
                     let first = self.next_label;
@@ -180,6 +190,8 @@ impl Plugin for Hostile {
             }
         }
     }
+
+    fn on_response(&mut self, _request: &Request, _response: &Response) {}
 
     fn health_check(&mut self) -> HealthReport {
         if self.settings.mode == Mode::HealthLoop {

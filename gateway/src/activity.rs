@@ -1,0 +1,1 @@
+//! The federation view of an activity body: parsed natively, once per request.
