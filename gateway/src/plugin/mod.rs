@@ -21,6 +21,7 @@
 
 pub mod abi;
 pub mod cache;
+pub mod observer;
 pub mod declared;
 
 use std::net::IpAddr;
