@@ -7,8 +7,18 @@
 //! `degraded` or `unhealthy` when an upstream's error ratio, or its latency at
 //! `latency_quantile`, exceeds the matching threshold, naming the upstream and the figures.
 //! Gauges `upstream_slo_error_ratio{upstream}`,
-//! `upstream_slo_latency_seconds{upstream,quantile}` and
+//! `upstream_slo_latency_seconds{upstream,percentile}` and
 //! `upstream_slo_window_responses{upstream}` show the same figures.
+//!
+//! The latency gauge's label is `percentile`, with values `p50`, `p90`, `p99` (and, for a
+//! `latency_quantile` of 0.999, `p99.9`), not `quantile="0.99"`: Prometheus reserves
+//! `quantile` for the samples of a summary, and `promtool check metrics` rejects a gauge that
+//! carries it. A summary would be the wrong type: its quantiles are over a time window,
+//! come with `_sum` and `_count`, and must not be averaged or aggregated, whereas these are
+//! plain figures over the last `window` responses that may be set, compared and graphed like
+//! any gauge. One metric with one label keeps every quantile on one dashboard query
+//! (`upstream_slo_latency_seconds{percentile="p99"}`), and `p99` is how the health report
+//! names the same figure.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -24,7 +34,8 @@ use serde::Deserialize;
 /// The largest window allowed: every response keeps a sample until it leaves the window.
 const MAX_WINDOW: usize = 100_000;
 
-/// Quantiles always exported on `upstream_slo_latency_seconds`, besides `latency_quantile`.
+/// Quantiles always exported on `upstream_slo_latency_seconds` (as `percentile` `p50`, `p90`
+/// and `p99`), besides `latency_quantile`.
 const EXPORTED_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 #[derive(Debug, Deserialize)]
@@ -204,10 +215,32 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// A quantile as its label value: `0.5`, `0.99`, `0.999`.
-fn quantile_label(q: f64) -> String {
-    let text = format!("{q:.6}");
+/// A number in the shortest form up to 6 decimals: `50`, `99`, `99.9`.
+fn short_number(n: f64) -> String {
+    let text = format!("{n:.6}");
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A quantile as its `percentile` label value (and as the health report names it): `p50`,
+/// `p99`, `p99.9`.
+fn percentile_label(q: f64) -> String {
+    format!("p{}", short_number(q * 100.0))
+}
+
+/// The quantiles exported on the latency gauge, ascending, with their label values: the
+/// fixed ones and `latency_quantile`. A `latency_quantile` whose label is one of theirs
+/// (`0.99` or `0.9900000001` both give `p99`) adds no series.
+fn exported_quantiles(latency_quantile: f64) -> Vec<(f64, String)> {
+    let mut quantiles: Vec<(f64, String)> = EXPORTED_QUANTILES
+        .iter()
+        .map(|&q| (q, percentile_label(q)))
+        .collect();
+    let label = percentile_label(latency_quantile);
+    if !quantiles.iter().any(|(_, known)| *known == label) {
+        quantiles.push((latency_quantile, label));
+        quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    quantiles
 }
 
 #[derive(Debug)]
@@ -220,7 +253,7 @@ struct UpstreamSlo {
     degraded_latency: Option<Duration>,
     unhealthy_latency: Option<Duration>,
     publish_every: usize,
-    /// The exported quantiles with their label values.
+    /// The exported quantiles with their `percentile` label values, one quantile per value.
     quantiles: Vec<(f64, String)>,
     windows: BTreeMap<String, Window>,
     error_ratio: Gauge,
@@ -232,11 +265,6 @@ impl Plugin for UpstreamSlo {
     fn init(config: &Config) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         validate(&settings)?;
-        let mut quantiles: Vec<f64> = EXPORTED_QUANTILES.to_vec();
-        if !quantiles.contains(&settings.latency_quantile) {
-            quantiles.push(settings.latency_quantile);
-            quantiles.sort_by(f64::total_cmp);
-        }
         Ok(UpstreamSlo {
             capacity: settings.window,
             min_samples: settings.min_samples,
@@ -246,10 +274,7 @@ impl Plugin for UpstreamSlo {
             degraded_latency: settings.degraded_latency.0,
             unhealthy_latency: settings.unhealthy_latency.0,
             publish_every: settings.publish_every,
-            quantiles: quantiles
-                .into_iter()
-                .map(|q| (q, quantile_label(q)))
-                .collect(),
+            quantiles: exported_quantiles(settings.latency_quantile),
             windows: BTreeMap::new(),
             error_ratio: Gauge::declare(
                 "upstream_slo_error_ratio",
@@ -259,8 +284,9 @@ impl Plugin for UpstreamSlo {
             )?,
             latency: Gauge::declare(
                 "upstream_slo_latency_seconds",
-                "Upstream latency quantiles over the upstream's last responses.",
-                &["upstream", "quantile"],
+                "Upstream latency percentiles (p50, p90, p99, ...) over the upstream's last \
+                 responses.",
+                &["upstream", "percentile"],
             )?,
             responses: Gauge::declare(
                 "upstream_slo_window_responses",
@@ -387,8 +413,8 @@ impl UpstreamSlo {
             if let Some((level, limit)) = latency_status {
                 status = status.max(level);
                 findings.push(format!(
-                    "p{} latency {} over the last {} responses ({level} above {})",
-                    quantile_label(self.latency_quantile * 100.0),
+                    "{} latency {} over the last {} responses ({level} above {})",
+                    percentile_label(self.latency_quantile),
                     seconds(latency),
                     sorted.len(),
                     seconds(limit)
@@ -630,27 +656,27 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(
-            testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.5"]),
+            testing::gauge_value("upstream_slo_latency_seconds", &["app", "p50"]),
             None
         );
         respond(&mut p, "app", ok(100), 1);
         assert_eq!(
-            testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.5"]),
+            testing::gauge_value("upstream_slo_latency_seconds", &["app", "p50"]),
             Some(0.1)
         );
         respond(&mut p, "app", ok(400), 1);
         assert_eq!(
-            testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.99"]),
+            testing::gauge_value("upstream_slo_latency_seconds", &["app", "p99"]),
             Some(0.1),
             "not published yet"
         );
         p.health_check();
         assert_eq!(
-            testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.99"]),
+            testing::gauge_value("upstream_slo_latency_seconds", &["app", "p99"]),
             Some(0.4)
         );
         assert_eq!(
-            testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.9"]),
+            testing::gauge_value("upstream_slo_latency_seconds", &["app", "p90"]),
             Some(0.4)
         );
         // Connection failures count as errors but add no latency.
@@ -667,12 +693,13 @@ mod tests {
         let mut p = plugin(r#"{"latency_quantile": 0.999, "min_samples": 1}"#);
         respond(&mut p, "app", ok(5), 1);
         p.health_check();
-        assert!(testing::gauge_value("upstream_slo_latency_seconds", &["app", "0.999"]).is_some());
-        assert_eq!(
-            testing::series("upstream_slo_latency_seconds").len(),
-            4,
-            "0.5, 0.9, 0.99 and 0.999"
-        );
+        assert!(testing::gauge_value("upstream_slo_latency_seconds", &["app", "p99.9"]).is_some());
+        let mut percentiles: Vec<String> = testing::series("upstream_slo_latency_seconds")
+            .into_iter()
+            .map(|labels| labels.join(","))
+            .collect();
+        percentiles.sort();
+        assert_eq!(percentiles, ["app,p50", "app,p90", "app,p99", "app,p99.9"]);
     }
 
     #[test]
@@ -691,9 +718,23 @@ mod tests {
         assert_eq!(quantile(&values, 1.0), Some(100));
         assert_eq!(quantile(&[7], 0.01), Some(7));
         assert_eq!(quantile(&[], 0.5), None);
-        assert_eq!(quantile_label(0.5), "0.5");
-        assert_eq!(quantile_label(0.999), "0.999");
-        assert_eq!(quantile_label(99.0), "99");
+    }
+
+    #[test]
+    fn percentiles_label_the_latency_gauge() {
+        assert_eq!(percentile_label(0.5), "p50");
+        assert_eq!(percentile_label(0.9), "p90");
+        assert_eq!(percentile_label(0.99), "p99");
+        assert_eq!(percentile_label(0.999), "p99.9");
+        assert_eq!(percentile_label(0.9999), "p99.99");
+        assert_eq!(percentile_label(1.0), "p100");
+        assert_eq!(percentile_label(0.05), "p5");
+        let labels =
+            |q: f64| -> Vec<String> { exported_quantiles(q).into_iter().map(|(_, l)| l).collect() };
+        assert_eq!(labels(0.99), ["p50", "p90", "p99"]);
+        assert_eq!(labels(0.9900000001), ["p50", "p90", "p99"]);
+        assert_eq!(labels(0.75), ["p50", "p75", "p90", "p99"]);
+        assert_eq!(labels(0.999), ["p50", "p90", "p99", "p99.9"]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A component for `fedgate:plugin@0.2.0`, an ABI the gateway does not serve: loading it
+//! A component for `fedgate:plugin@9.0.0`, an ABI the gateway does not serve: loading it
 //! must fail with a message naming the version. It is otherwise a well-behaved plugin, so the
 //! only reason to refuse it is the version.
 
