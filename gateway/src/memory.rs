@@ -90,13 +90,14 @@ pub async fn on_loader<T: Send + 'static>(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let queued = loader.queued.clone();
     queued.fetch_add(1, Ordering::Relaxed);
-    let job: Job = Box::new(move || {
-        let _ = tx.send(job());
-    });
     let counted: Job = Box::new(move || {
-        // A panicking job is reported to its caller (its result channel closes unsent).
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        // A panicking job is reported to its caller: its result channel closes unsent.
+        // The count is given back first, so a caller that sees the result sees it too.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         queued.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(r) = result {
+            let _ = tx.send(r);
+        }
     });
     loader
         .jobs

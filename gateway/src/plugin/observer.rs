@@ -204,10 +204,10 @@ fn run<T>(queue: &Queue<T>, stop: &AtomicBool, config: ObserverConfig, mut hooks
                     None => break,
                 }
             }
-            let n = batch.len() as u64;
-            (hooks.deliver)(batch);
-            queue.metrics.delivered.inc_by(n);
+            // Counted as handed over, before the plugin runs.
+            queue.metrics.delivered.inc_by(batch.len() as u64);
             queue.metrics.batches.inc();
+            (hooks.deliver)(batch);
             // What is still queued arrived after the batch's oldest: its wait starts now.
             waiting_since = None;
             continue;
