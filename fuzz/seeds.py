@@ -805,5 +805,120 @@ WEBFINGER = '{"subject":"acct:bob@remote.example","aliases":[],"links":[]}'
 seed("h1_response", "mastodon-webfinger", response(False, "HTTP/1.1 200 OK\nServer: Mastodon\nContent-Type: application/jrd+json; charset=utf-8\nVary: Accept, Origin\nCache-Control: max-age=259200, public\nContent-Length: " + str(len(WEBFINGER)) + "\nX-Request-Id: 7a3b\n\n") + WEBFINGER)
 seed("h1_response", "switching-protocols", response(False, "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n") + "\x81\x05hello")
 
+# ---- activity bodies -----------------------------------------------------------------------
+
+AS_PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+MASTODON_CONTEXT = [
+    "https://www.w3.org/ns/activitystreams",
+    {"ostatus": "http://ostatus.org#", "atomUri": "ostatus:atomUri", "sensitive": "as:sensitive"},
+]
+LD_SIGNATURE = {
+    "type": "RsaSignature2017",
+    "creator": KEY_ID,
+    "created": "2024-05-01T12:00:00Z",
+    "signatureValue": "AAAA",
+}
+with open(os.path.join(ROOT, "bench", "create-activity.json"), "rb") as f:
+    seed("activity", "mastodon-create-note", f.read())
+seed(
+    "activity",
+    "gotosocial-create-note",
+    json.dumps(
+        {
+            "@context": ["https://gotosocial.org/ns", "https://www.w3.org/ns/activitystreams"],
+            "actor": "https://gts.example/users/carol",
+            "cc": "https://gts.example/users/carol/followers",
+            "id": "https://gts.example/users/carol/statuses/01HXYZ/activity",
+            "object": {
+                "attributedTo": "https://gts.example/users/carol",
+                "cc": "https://gts.example/users/carol/followers",
+                "content": "<p>hi</p>",
+                "id": "https://gts.example/users/carol/statuses/01HXYZ",
+                "published": "2024-05-01T12:00:00Z",
+                "tag": [],
+                "to": AS_PUBLIC,
+                "type": "Note",
+            },
+            "to": "https://gts.example/users/carol/followers",
+            "type": "Create",
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ),
+)
+seed("activity", "mastodon-follow", ACTIVITY)
+seed(
+    "activity",
+    "mastodon-announce",
+    json.dumps(
+        {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": ACTOR + "/statuses/2/activity",
+            "type": "Announce",
+            "actor": ACTOR,
+            "published": "2024-05-01T12:05:00Z",
+            "to": [AS_PUBLIC],
+            "cc": ["https://gts.example/users/carol", ACTOR + "/followers"],
+            "object": "https://gts.example/users/carol/statuses/01HXYZ",
+        }
+    ),
+)
+seed(
+    "activity",
+    "mastodon-delete-tombstone",
+    json.dumps(
+        {
+            "@context": MASTODON_CONTEXT,
+            "id": ACTOR + "/statuses/1#delete",
+            "type": "Delete",
+            "actor": ACTOR,
+            "to": [AS_PUBLIC],
+            "object": {"id": ACTOR + "/statuses/1", "type": "Tombstone", "atomUri": ACTOR + "/statuses/1"},
+            "signature": LD_SIGNATURE,
+        }
+    ),
+)
+seed(
+    "activity",
+    "mastodon-like",
+    json.dumps(
+        {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": ACTOR + "#likes/4242",
+            "type": "Like",
+            "actor": ACTOR,
+            "object": "https://local.example/users/alice/statuses/1",
+        }
+    ),
+)
+seed(
+    "activity",
+    "mastodon-undo-follow",
+    json.dumps(
+        {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": ACTOR + "#follows/1/undo",
+            "type": "Undo",
+            "actor": ACTOR,
+            "object": {
+                "id": "https://remote.example/7a1c",
+                "type": "Follow",
+                "actor": ACTOR,
+                "object": "https://local.example/users/alice",
+            },
+        }
+    ),
+)
+# What the view reads specially: escapes, `type` arrays, actor objects and arrays, a repeated
+# `actor`, an object array, `as:Public` in the object's cc, a bracketed IPv6 host.
+seed(
+    "activity",
+    "shapes-and-escapes",
+    '{"type":["Cr\\u0065ate","Other"],"\\u0061ctor":[{"type":"Person","id":"https:\\/\\/u:p@[2001:DB8::1]:8443\\/u"},'
+    '"https://two.example/u",[["nested"]],null],"id":"x\\"y","actor":"https://EVIL.example/u",'
+    '"object":[{"type":["Note"],"id":"https://a.example/1","cc":["as:Public"],"published":"2024-05-01T12:00:00Z"},"b"],'
+    '"to":"Public","bcc":[1,true,{"id":"as:Public"}]}',
+)
+
 for target, n in sorted(written.items()):
     print(f"{target}: {n} seeds", file=sys.stderr)

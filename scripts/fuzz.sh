@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-smoke}"
 [ $# -gt 0 ] && shift
 
-all_targets=(cavage rfc9421 digest key actor jwt blocklist config h1_response)
+all_targets=(cavage rfc9421 digest key actor jwt blocklist config h1_response activity)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 
 # The largest input each target is given (its parser's realistic inputs are smaller; the

@@ -36,6 +36,7 @@ fn config(name: &str, path: PathBuf, json: &str) -> PluginConfig {
         health_check_timeout: Duration::from_secs(1),
         memory_limit: 16 << 20,
         max_series: 1000,
+        store: Default::default(),
         config_json: json.into(),
     }
 }
@@ -73,6 +74,7 @@ fn exchange() -> Exchange {
         signer: None,
         started: Some(Instant::now()),
         response: None,
+        ..Exchange::default()
     }
 }
 

@@ -16,13 +16,10 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use std::borrow::Cow;
-use std::fmt;
-
 use http::HeaderMap;
 use ipnet::IpNet;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::activity::{is_activity_json, Activity};
 use crate::netset::{parse_net, NetSet};
 use crate::signature::instance_of;
 use crate::signature::verifier::Signer;
@@ -162,177 +159,20 @@ impl Blocklist {
 
     /// For a route that read the body whole: `Some(Reason::Actor)` when the body is a JSON
     /// activity (by its `Content-Type`) whose top-level `actor` (an id, an object with an
-    /// `id`, or an array of them) is on a blocked domain. Only `actor` is read; the rest
-    /// of the document is skipped without being built.
+    /// `id`, or an array of them; every `actor` key) is on a blocked domain. The body is
+    /// read by [`Activity::parse`], which builds no document tree.
     pub fn check_activity(&self, headers: &HeaderMap, body: &[u8]) -> Option<Reason> {
-        if !self.has_domains() || body.is_empty() || !is_json(headers) {
+        if !self.has_domains() || body.is_empty() || !is_activity_json(headers) {
             return None;
         }
-        let actors = actors(body)?;
-        actors
+        let activity = Activity::parse(body)?;
+        // `instance_of`, not `Activity::actor_host`: it finds a host in ids that are not
+        // URLs (`evil.example/u`) too, and it checks every actor, not the first.
+        activity
+            .actors
             .iter()
             .any(|a| self.blocks_host(&instance_of(a)))
             .then_some(Reason::Actor)
-    }
-}
-
-/// Whether `Content-Type` names a JSON activity: `application/activity+json`,
-/// `application/ld+json` (with any profile) or `application/json`.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    [
-        "application/activity+json",
-        "application/ld+json",
-        "application/json",
-    ]
-    .iter()
-    .any(|t| essence.eq_ignore_ascii_case(t))
-}
-
-/// The ids of a JSON document's top-level `actor` (every `actor` key, should there be more
-/// than one). `None` when the body is not a JSON object.
-fn actors(body: &[u8]) -> Option<Vec<Cow<'_, str>>> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let found = de.deserialize_map(TopLevel).ok()?;
-    de.end().ok()?;
-    Some(found)
-}
-
-/// Visits the top-level object: `actor` values are read, everything else is skipped.
-struct TopLevel;
-
-impl<'de> Visitor<'de> for TopLevel {
-    type Value = Vec<Cow<'de, str>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = Vec::new();
-        while let Some(Str(key)) = map.next_key()? {
-            if key == "actor" {
-                found.extend(map.next_value::<Actors<'de>>()?.0);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// An `actor` value: an id, an object with an `id`, or an array of either.
-struct Actors<'a>(Vec<Cow<'a, str>>);
-
-impl<'de> de::Deserialize<'de> for Actors<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ActorVisitor { nested: false })
-    }
-}
-
-struct ActorVisitor {
-    /// Inside an array already: arrays of arrays are not actors.
-    nested: bool,
-}
-
-impl<'de> Visitor<'de> for ActorVisitor {
-    type Value = Actors<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an actor id, an actor object or an array of them")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Actors(vec![Cow::Borrowed(v)]))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Actors(vec![Cow::Owned(v.to_string())]))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut ids = Vec::new();
-        while let Some(Str(key)) = map.next_key()? {
-            if key == "id" {
-                ids.push(map.next_value::<Str<'de>>()?.0);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(Actors(ids))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut ids = Vec::new();
-        if self.nested {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Actors(ids));
-        }
-        while let Some(Nested(actors)) = seq.next_element::<Nested<'de>>()? {
-            ids.extend(actors.0);
-        }
-        Ok(Actors(ids))
-    }
-
-    // Numbers, booleans and null name no actor.
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Actors(Vec::new()))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Actors(Vec::new()))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Actors(Vec::new()))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Actors(Vec::new()))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Actors(Vec::new()))
-    }
-}
-
-/// A JSON string, borrowed from the body unless it has escapes.
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// An element of an `actor` array.
-struct Nested<'a>(Actors<'a>);
-
-impl<'de> de::Deserialize<'de> for Nested<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ActorVisitor { nested: true }).map(Nested)
     }
 }
 

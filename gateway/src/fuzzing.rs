@@ -28,6 +28,7 @@ use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 
+use crate::activity::{Activity, LazyActivity};
 use crate::auth::jwt::{self, Expectations, JwtVerifier};
 use crate::blocklist::Blocklist;
 use crate::signature::key::{Algorithm, KeyType, PublicKey};
@@ -391,6 +392,54 @@ pub fn blocklist(data: &[u8]) {
     if let Some(host) = &req.authority {
         let _ = list.blocks_host(host);
     }
+}
+
+/// Activity bodies: the whole input is one body, read by `activity::parse` and by the
+/// lazy view a request holds.
+pub fn activity(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let parsed = Activity::parse(data);
+    // The view is at least as lenient as a full parse: a body serde_json reads as an object
+    // is an activity (else a check could skip a body the upstream accepts).
+    if matches!(
+        serde_json::from_slice::<serde_json::Value>(data),
+        Ok(serde_json::Value::Object(_))
+    ) {
+        assert!(
+            parsed.is_some(),
+            "a JSON object was not read as an activity"
+        );
+    }
+    let lazy = LazyActivity::new(bytes::Bytes::copy_from_slice(data), true);
+    let Some(a) = parsed else {
+        assert!(
+            lazy.get().is_none(),
+            "the lazy view read what parse refused"
+        );
+        return;
+    };
+    assert_eq!(
+        a.actor(),
+        a.actors.first().map(|s| s.as_ref()),
+        "actor() is not the first actor"
+    );
+    if let Some(host) = a.actor_host() {
+        assert!(!host.is_empty(), "an empty actor host");
+        assert!(
+            !host.bytes().any(|b| b.is_ascii_uppercase()),
+            "the actor host {host:?} is not lowercase"
+        );
+        let actor = a.actor().unwrap_or_default().to_ascii_lowercase();
+        assert!(
+            actor.contains(host.as_ref()),
+            "the actor host {host:?} is not in the actor id"
+        );
+    }
+    let owned = a.clone().into_owned();
+    assert_eq!(owned, a, "into_owned changed the activity");
+    assert_eq!(lazy.get(), Some(&owned), "the lazy view differs from parse");
 }
 
 /// Config keys whose values name files that validation reads.

@@ -14,11 +14,13 @@
 //! - [`metrics`]: the metric families and their pre-resolved handles
 //! - [`auth`]: phase 5, API keys, bearer JWTs (JWKS) and mTLS client certificates
 //! - [`signature`]: phase 6, HTTP signatures (draft-cavage, RFC 9421) and body digests
-//! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABI, declared metrics)
+//! - [`activity`]: the federation view of an activity body, parsed once per request
+//! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABIs 0.1.0 and 0.2.0,
+//!   declared metrics, the compiled-plugin cache, observers, the per-plugin store)
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
 //! - [`config`], [`runtime`], [`gateway`]: config file → validated config → runtime, reload,
 //!   drain
-//! - [`tls`], [`demo`], [`logging`]
+//! - [`tls`], [`demo`], [`logging`], [`memory`] (the allocator's trim hook, loader threads)
 
 pub mod activity;
 pub mod admin;

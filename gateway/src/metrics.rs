@@ -252,6 +252,10 @@ pub struct PluginFamilies {
     /// `fedgate_plugin_compilations_total{plugin,result}`: each load of a component, by
     /// where its machine code came from.
     pub compilations: IntCounterVec,
+    /// ABI 0.2.0 key-value stores: entries and bytes held, entries dropped by reason.
+    pub store_entries: IntGaugeVec,
+    pub store_bytes: IntGaugeVec,
+    pub store_evictions: IntCounterVec,
 }
 
 /// Plugin call latency buckets, in seconds: a microsecond to the longest deadline.
@@ -420,6 +424,27 @@ impl Metrics {
                 ),
                 &["plugin", "result"],
             )?,
+            store_entries: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_plugin_store_entries",
+                    "Entries in a plugin's key-value store.",
+                ),
+                &["plugin"],
+            )?,
+            store_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_plugin_store_bytes",
+                    "Bytes a plugin's key-value store holds: keys, values and a fixed overhead per entry.",
+                ),
+                &["plugin"],
+            )?,
+            store_evictions: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_store_evictions_total",
+                    "Entries dropped from a plugin's key-value store, by reason: expired, or capacity (evicted to make room).",
+                ),
+                &["plugin", "reason"],
+            )?,
         });
         let drops = IntCounterVec::new(
             Opts::new(
@@ -433,6 +458,9 @@ impl Metrics {
         registry.register(Box::new(plugins.memory.clone()))?;
         registry.register(Box::new(plugins.reloads.clone()))?;
         registry.register(Box::new(plugins.compilations.clone()))?;
+        registry.register(Box::new(plugins.store_entries.clone()))?;
+        registry.register(Box::new(plugins.store_bytes.clone()))?;
+        registry.register(Box::new(plugins.store_evictions.clone()))?;
         registry.register(Box::new(drops.clone()))?;
         let declared = Arc::new(crate::plugin::declared::Declared::new(
             registry.clone(),

@@ -43,6 +43,8 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// Phase 5, mTLS: the principal of the client certificate the TLS handshake verified.
     pub client_principal: Option<Arc<str>>,
+    /// TLS: the server name the client asked for (SNI).
+    pub server_name: Option<Arc<str>>,
 }
 
 impl ConnInfo {
@@ -54,12 +56,19 @@ impl ConnInfo {
             tls,
             client_ip,
             client_principal: None,
+            server_name: None,
         }
     }
 
     /// The connection's verified client certificate names `principal`.
     pub fn with_client_principal(mut self, principal: Option<Arc<str>>) -> Self {
         self.client_principal = principal;
+        self
+    }
+
+    /// The server name (SNI) the client asked for in its TLS handshake.
+    pub fn with_server_name(mut self, name: Option<&str>) -> Self {
+        self.server_name = name.map(Arc::from);
         self
     }
 }
@@ -166,16 +175,19 @@ pub async fn handle(
 
     // Phase 5: auth. Credentials are in the head (and the connection), so a refused request
     // is answered before its body is read.
-    let principal: Option<Arc<str>> = match &route.auth {
+    let principal: Option<(crate::auth::AuthMethod, Arc<str>)> = match &route.auth {
         None => None,
-        Some(auth) => match auth.check(req.headers(), conn.client_principal.as_ref()) {
+        Some(auth) => match auth.check_with_method(req.headers(), conn.client_principal.as_ref()) {
             Ok(p) => Some(p),
             Err(refusal) => return auth_refused(refusal, auth, completion, &request_id, &rt),
         },
     };
     // The principal's own limiters, now that it is known.
     if !route.limits.principal.is_empty() {
-        if let Err(refusal) = route.limits.check_principal(principal.as_ref()) {
+        if let Err(refusal) = route
+            .limits
+            .check_principal(principal.as_ref().map(|p| &p.1))
+        {
             return rate_limited(refusal, completion, &request_id, &rt);
         }
     }
@@ -331,6 +343,13 @@ pub async fn handle(
     // plugins has nothing to do here.
     let mut seen = None;
     if route.plugins.wants_request() || route.plugins.wants_response() {
+        // The federation view plugins may ask for, parsed only if one does.
+        let activity = buffered.as_ref().map(|b| {
+            Arc::new(crate::activity::LazyActivity::new(
+                b.clone(),
+                crate::activity::is_activity_json(&parts.headers),
+            ))
+        });
         let mut exchange = Exchange {
             method: std::mem::take(&mut parts.method),
             uri: std::mem::take(&mut parts.uri),
@@ -345,6 +364,13 @@ pub async fn handle(
             signer,
             started: Some(start),
             response: None,
+            activity,
+            principal: principal.clone(),
+            version: parts.version,
+            tls: conn.tls.then(|| crate::plugin::TlsFacts {
+                server_name: conn.server_name.clone(),
+                client_subject: conn.client_principal.clone(),
+            }),
         };
         let decision = if route.plugins.wants_request() {
             route.plugins.on_request(&mut exchange)

@@ -261,6 +261,7 @@ pub async fn load_plugins(
     previous: Option<&Runtime>,
     metrics: &Metrics,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
+    host.set_upstreams(config);
     let cache = match &config.server.plugin_cache {
         Some(dir) if !config.plugins.is_empty() => {
             let (h, dir) = (host.clone(), dir.clone());

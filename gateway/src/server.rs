@@ -266,16 +266,12 @@ async fn accept_loop(
                         Ok(Ok(tls_stream)) => {
                             // mTLS: the verified client certificate names the principal of
                             // every request on this connection, so it is read once, here.
-                            let peer = crate::auth::mtls::peer_principal(tls_stream.get_ref().1);
-                            serve(
-                                tls_stream,
-                                ConnInfo::new(client, true).with_client_principal(peer),
-                                shared,
-                                builder,
-                                &settings.config,
-                                watcher,
-                            )
-                            .await
+                            let session = tls_stream.get_ref().1;
+                            let info = ConnInfo::new(client, true)
+                                .with_client_principal(crate::auth::mtls::peer_principal(session))
+                                .with_server_name(session.server_name());
+                            serve(tls_stream, info, shared, builder, &settings.config, watcher)
+                                .await
                         }
                         Ok(Err(e)) => {
                             let reason = HandshakeFailure::of(&e);

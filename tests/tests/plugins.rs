@@ -438,7 +438,7 @@ async fn broken_plugins_are_refused_with_their_reason() {
     );
     let err = gw.rewrite(&wrong_abi).await.unwrap_err().to_string();
     assert!(err.contains("plugins.p"), "{err}");
-    assert!(err.contains("fedgate:plugin@0.2.0"), "{err}");
+    assert!(err.contains("fedgate:plugin@9.0.0"), "{err}");
 
     let init_error = format!(
         "{base}{}{}",
@@ -644,12 +644,279 @@ async fn compiled_plugins_are_cached_across_restarts_and_a_corrupt_entry_is_reco
     let path = root.path().join("fedgate.toml");
     std::fs::write(&path, &config).unwrap();
     let cfg = fedgate::config::load(&path).expect("the config itself is valid");
-    let err = fedgate::Gateway::start(cfg, Some(path))
-        .await
-        .err()
-        .expect("a world-writable cache directory is refused");
+    let Err(err) = fedgate::Gateway::start(cfg, Some(path)).await else {
+        panic!("a world-writable cache directory is refused");
+    };
     assert!(
         err.contains("server.plugin_cache") && err.contains("writable by other users"),
         "{err}"
     );
+}
+
+/// ABI 0.2.0 served beside 0.1.0: a 0.2.0 component's `on-request` edits the forwarded
+/// request (add, set, remove), and its attempts on protected fields (`signature`, `date`)
+/// are refused and counted as its error while the rest of the edit applies.
+#[tokio::test]
+async fn abi_0_2_0_request_edits_apply_and_protected_fields_are_refused() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "", "mode = \"edit\""),
+        plugin_route("all", "/", "app", &["probe"], ""),
+    ))
+    .await;
+    let mut req = get(&gw.url("/x"));
+    let h = req.headers_mut();
+    h.insert("x-replace", "old".parse().unwrap());
+    h.insert("x-remove-me", "1".parse().unwrap());
+    h.insert(
+        "signature",
+        "keyId=\"k\",signature=\"AAAA\"".parse().unwrap(),
+    );
+    h.insert("date", "Fri, 04 Dec 2026 10:00:00 GMT".parse().unwrap());
+    let (status, _, _) = send(req).await;
+    assert_eq!(status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers.get("x-probe-added").unwrap(), "1");
+    assert_eq!(seen.headers.get_all("x-replace").iter().count(), 1);
+    assert_eq!(seen.headers.get("x-replace").unwrap(), "new");
+    assert!(seen.headers.get("x-remove-me").is_none());
+    assert_eq!(
+        seen.headers.get("signature").unwrap(),
+        "keyId=\"k\",signature=\"AAAA\"",
+        "a protected field was removed"
+    );
+    assert_eq!(
+        seen.headers.get("date").unwrap(),
+        "Fri, 04 Dec 2026 10:00:00 GMT",
+        "a protected field was replaced"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "probe", "on_request", "error"), 1.0, "{m}");
+    gw.shutdown().await;
+}
+
+/// A 0.2.0 local reply may carry any status from 200: a spam filter answers 202 and the
+/// delivery never reaches the upstream.
+#[tokio::test]
+async fn abi_0_2_0_local_reply_answers_202_without_the_upstream() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "", "mode = \"reply\""),
+        plugin_route("all", "/", "app", &["probe"], ""),
+    ))
+    .await;
+    let (status, headers, body) = send(post(&gw.url("/users/alice/inbox"), "{}")).await;
+    assert_eq!(status, 202);
+    assert_eq!(headers.get("x-probe").unwrap(), "reply");
+    assert_eq!(body, "accepted and dropped");
+    assert_eq!(up.hits(), 0, "the upstream was contacted");
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "probe", "on_request", "deny"), 1.0, "{m}");
+    gw.shutdown().await;
+}
+
+/// What a 0.2.0 hook may know: the registered request fields in one call, the HTTP version,
+/// the principal auth established, the clocks, the upstreams and whether each is critical,
+/// TLS facts (none on a plain listener).
+#[tokio::test]
+async fn abi_0_2_0_context_clocks_and_upstreams_reach_the_plugin() {
+    let up = TestUpstream::start("app").await;
+    let spare = TestUpstream::start("spare").await;
+    let digest: String = {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(b"alice-key");
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let auth_section =
+        format!("[auth]\n[[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{digest}\"\n");
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}{}",
+        auth_section,
+        upstream_block("app", &[up.url()], ""),
+        upstream_block("spare", &[spare.url()], "critical = false"),
+        plugin("probe", "v2-probe", "", "mode = \"context\""),
+        plugin_route("all", "/", "app", &["probe"], "auth = [\"api_key\"]"),
+    ))
+    .await;
+    let mut req = get(&gw.url("/x"));
+    req.headers_mut()
+        .insert("user-agent", "probe-client/1".parse().unwrap());
+    req.headers_mut()
+        .insert("x-api-key", "alice-key".parse().unwrap());
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200, "{body:?}");
+    let seen = up.last();
+    let h = |n: &str| seen.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(h("x-ctx-declared").as_deref(), Some("probe-client/1|-"));
+    assert_eq!(h("x-ctx-version").as_deref(), Some("1.1"));
+    assert_eq!(h("x-ctx-principal").as_deref(), Some("api-key:alice"));
+    assert_eq!(h("x-ctx-clock").as_deref(), Some("ok"));
+    assert_eq!(
+        h("x-ctx-upstreams").as_deref(),
+        Some("app=true,spare=false")
+    );
+    assert_eq!(h("x-ctx-tls").as_deref(), Some("none"));
+    gw.shutdown().await;
+}
+
+/// A 0.2.0 `on-response` edits the client's response fields; framing fields stay.
+#[tokio::test]
+async fn abi_0_2_0_response_edits_reach_the_client_and_framing_stays() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "", "mode = \"response-edit\""),
+        plugin_route("all", "/", "app", &["probe"], ""),
+    ))
+    .await;
+    let (status, headers, body) = send(get(&gw.url("/x"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("x-resp-added").unwrap(), "1");
+    assert!(headers.get("x-upstream").is_none(), "{headers:?}");
+    assert!(!body.is_empty());
+    let m = gw.metrics().await;
+    assert_eq!(invocations(&m, "probe", "on_response", "error"), 1.0, "{m}");
+    gw.shutdown().await;
+}
+
+/// A 0.2.0 plugin's store is shared by all its instances: 40 concurrent requests, each
+/// spinning 5 ms in the plugin (so more than one instance serves them), each increment
+/// `hits`: the upstream sees every count from 1 to 40 exactly once. The store survives a
+/// reload that changes the plugin's config, and its size is on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abi_0_2_0_store_is_shared_by_every_instance_and_survives_a_reload() {
+    let up = TestUpstream::start("app").await;
+    let config = |timeout: &str| {
+        format!(
+            "{}{}{}",
+            upstream_block("app", &[up.url()], ""),
+            plugin(
+                "probe",
+                "v2-probe",
+                &format!("timeout = \"{timeout}\""),
+                "mode = \"store\""
+            ),
+            plugin_route("all", "/", "app", &["probe"], ""),
+        )
+    };
+    let gw = TestGateway::start(&config("50ms")).await;
+    let sends = (0..40).map(|_| {
+        let mut req = get(&gw.url("/x"));
+        req.headers_mut().insert("x-slow", "1".parse().unwrap());
+        send(req)
+    });
+    for (status, _, _) in futures_util::future::join_all(sends).await {
+        assert_eq!(status, 200);
+    }
+    let mut hits: Vec<u64> = up
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-hits"].to_str().unwrap().parse().unwrap())
+        .collect();
+    hits.sort();
+    assert_eq!(hits, (1..=40).collect::<Vec<_>>());
+    let m = gw.metrics().await;
+    let inits = invocations(&m, "probe", "init", "ok");
+    assert!(
+        inits >= 2.0,
+        "one instance served every request ({inits} inits): {m}"
+    );
+    assert_eq!(
+        metric(&m, "fedgate_plugin_store_entries", &[("plugin", "probe")]),
+        Some(1.0),
+        "{m}"
+    );
+
+    // A reload that changes the plugin's section replaces the plugin, not its store.
+    gw.rewrite(&config("60ms")).await.unwrap();
+    let (_, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(up.last().headers["x-hits"], "41");
+    gw.shutdown().await;
+}
+
+/// A plugin filling its store is bounded by `store_entries`: 100 sets into a store of 10
+/// entries all succeed by evicting the least recently written, 90 evictions are counted,
+/// the store holds 10 entries, and the gateway keeps serving.
+#[tokio::test]
+async fn abi_0_2_0_a_plugin_filling_its_store_is_bounded_and_evictions_are_counted() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "store_entries = 10", "mode = \"fill\""),
+        plugin_route("all", "/", "app", &["probe"], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.headers["x-fill"], "0",
+        "sets refused instead of evicting"
+    );
+    assert_eq!(
+        seen.headers["x-last"], "true",
+        "the newest entry was evicted"
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_plugin_store_entries", &[("plugin", "probe")]),
+        Some(10.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_store_evictions_total",
+            &[("plugin", "probe"), ("reason", "capacity")]
+        ),
+        Some(90.0),
+        "{m}"
+    );
+    let (status, _, _) = send(get(&gw.url("/again"))).await;
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+/// The federation view reaches a 0.2.0 plugin as a typed record: a Mastodon-style Create
+/// of a public Note gives its type, the actor's host, the object's type and id, public and
+/// published; a body that is not an activity gives none.
+#[tokio::test]
+async fn abi_0_2_0_plugins_read_the_activity_view() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "", "mode = \"activity\""),
+        plugin_route(
+            "inbox",
+            "/users/",
+            "app",
+            &["probe"],
+            "buffer_body = \"64KiB\""
+        ),
+    ))
+    .await;
+    let create = r#"{"@context":"https://www.w3.org/ns/activitystreams","id":"https://Mastodon.Social/users/bob/statuses/1/activity","type":"Create","actor":"https://Mastodon.Social/users/bob","published":"2026-12-04T10:00:00Z","to":["https://www.w3.org/ns/activitystreams#Public"],"object":{"id":"https://mastodon.social/users/bob/statuses/1","type":"Note","content":"hi"}}"#;
+    let mut req = post(&gw.url("/users/alice/inbox"), create);
+    req.headers_mut()
+        .insert("content-type", "application/activity+json".parse().unwrap());
+    let (status, _, _) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.last().headers["x-act"],
+        "Create|mastodon.social|Note|https://mastodon.social/users/bob/statuses/1|true|2026-12-04T10:00:00Z"
+    );
+    let mut req = post(&gw.url("/users/alice/inbox"), "not json");
+    req.headers_mut()
+        .insert("content-type", "application/activity+json".parse().unwrap());
+    let (status, _, _) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last().headers["x-act"], "none");
+    gw.shutdown().await;
 }

@@ -199,6 +199,15 @@ impl RouteAuth {
     /// client certificate. The first accepted method (in the route's order) whose credential
     /// the request carries decides; the attempt is counted once.
     pub fn check(&self, headers: &HeaderMap, peer: Option<&Arc<str>>) -> Result<Arc<str>, Refusal> {
+        self.check_with_method(headers, peer).map(|(_, p)| p)
+    }
+
+    /// As [`Auth::check`], with the method that authenticated the principal.
+    pub fn check_with_method(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&Arc<str>>,
+    ) -> Result<(AuthMethod, Arc<str>), Refusal> {
         for &method in self.methods.iter() {
             let attempt = match method {
                 AuthMethod::ApiKey => self
@@ -213,7 +222,7 @@ impl RouteAuth {
                 AuthMethod::Mtls => peer.map(|p| Ok(p.clone())),
             };
             if let Some(attempt) = attempt {
-                return self.decide(method, attempt);
+                return self.decide(method, attempt).map(|p| (method, p));
             }
         }
         let method = self.methods[0];
@@ -224,6 +233,7 @@ impl RouteAuth {
                 reason: "this route requires authentication",
             },
         )
+        .map(|p| (method, p))
     }
 
     fn decide(

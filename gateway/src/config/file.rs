@@ -185,6 +185,10 @@ pub struct PluginSection {
     pub memory_limit: Option<toml::Value>,
     /// Series cap per metric the plugin declares.
     pub max_series: Option<usize>,
+    /// ABI 0.2.0 key-value store: entries and bytes held at most, longest value.
+    pub store_entries: Option<usize>,
+    pub store_bytes: Option<toml::Value>,
+    pub store_value_bytes: Option<toml::Value>,
     /// The plugin's own settings, passed to its `init` as JSON.
     pub config: Option<toml::Table>,
 }

@@ -411,6 +411,8 @@ pub struct PluginConfig {
     pub health_check_timeout: Duration,
     pub memory_limit: usize,
     pub max_series: usize,
+    /// Bounds of the plugin's key-value store (ABI 0.2.0).
+    pub store: crate::plugin::store::StoreLimits,
     /// The `config` table as a JSON object, as `init` receives it.
     pub config_json: String,
 }
@@ -1891,6 +1893,32 @@ fn validate_plugin(
             "must be between 1 and 1000000",
         ));
     }
+    let defaults = crate::plugin::store::StoreLimits::default();
+    let store_entries = p.store_entries.unwrap_or(defaults.max_entries);
+    if !(1..=10_000_000).contains(&store_entries) {
+        return Err(ConfigError::field(
+            field("store_entries"),
+            "must be between 1 and 10000000",
+        ));
+    }
+    let store = crate::plugin::store::StoreLimits {
+        max_entries: store_entries,
+        max_bytes: match &p.store_bytes {
+            None => defaults.max_bytes,
+            Some(v) => byte_size(&field("store_bytes"), v, 16 << 30)?,
+        },
+        max_key_bytes: defaults.max_key_bytes,
+        max_value_bytes: match &p.store_value_bytes {
+            None => defaults.max_value_bytes,
+            Some(v) => byte_size(&field("store_value_bytes"), v, 64 << 20)?,
+        },
+    };
+    if store.max_value_bytes > store.max_bytes {
+        return Err(ConfigError::field(
+            field("store_value_bytes"),
+            "must not exceed store_bytes",
+        ));
+    }
     let config_json = serde_json::to_string(&p.config.clone().unwrap_or_default())
         .map_err(|e| ConfigError::field(field("config"), e.to_string()))?;
     Ok(PluginConfig {
@@ -1901,6 +1929,7 @@ fn validate_plugin(
         health_check_timeout,
         memory_limit,
         max_series,
+        store,
         config_json,
     })
 }

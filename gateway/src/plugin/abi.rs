@@ -47,7 +47,7 @@ const MAX_DECLARED: usize = 256;
 /// grow the host's memory).
 const MAX_RESOLVED: usize = 4096;
 /// Longest log message kept, in bytes.
-const MAX_LOG: usize = 4096;
+pub(super) const MAX_LOG: usize = 4096;
 
 /// What a store carries: the plugin's shared parts, the call's exchange, its metric handles.
 #[derive(Debug)]
@@ -80,7 +80,7 @@ impl HostState {
         }
     }
 
-    fn declare(
+    pub(super) fn declare(
         &mut self,
         kind: Kind,
         name: String,
@@ -104,12 +104,12 @@ impl HostState {
         Ok((self.metrics.len() - 1) as u32)
     }
 
-    fn handle(&self, rep: u32, kind: Kind) -> Option<&Handle> {
+    pub(super) fn handle(&self, rep: u32, kind: Kind) -> Option<&Handle> {
         self.metrics.get(rep as usize).filter(|h| h.kind() == kind)
     }
 
     /// The series number of `labels` of metric `rep`.
-    fn resolve(&mut self, rep: u32, labels: Vec<String>) -> u32 {
+    pub(super) fn resolve(&mut self, rep: u32, labels: Vec<String>) -> u32 {
         let key = (rep, labels);
         if let Some(&n) = self.resolved.get(&key) {
             return n;
@@ -135,7 +135,7 @@ impl HostState {
 
     /// Applies `update` to series number `n`; a number the instance was not given, or an
     /// update that does not fit the metric's type, traps.
-    fn update_series(&self, n: u32, update: Update) -> wasmtime::Result<()> {
+    pub(super) fn update_series(&self, n: u32, update: Update) -> wasmtime::Result<()> {
         let Some((rep, series)) = self.series.get(n as usize) else {
             return Err(Misuse(format!(
                 "metric series {n} was never resolved by this instance"
@@ -173,7 +173,7 @@ impl std::fmt::Display for Misuse {
 
 impl std::error::Error for Misuse {}
 
-fn text(v: &http::HeaderValue) -> String {
+pub(super) fn text(v: &http::HeaderValue) -> String {
     // Nearly every value is ASCII: validate and copy in one pass, and only fall back to the
     // lossy conversion for the rare value that is not UTF-8.
     match std::str::from_utf8(v.as_bytes()) {
@@ -182,7 +182,7 @@ fn text(v: &http::HeaderValue) -> String {
     }
 }
 
-fn first(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn first(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(text)
 }
 
@@ -198,150 +198,171 @@ fn all(headers: &HeaderMap) -> Vec<Header> {
 
 impl fedgate::plugin::types::Host for HostState {}
 
+/// The request accessors every ABI version shares; expanded inside each version's
+/// `HostRequest` impl, where `Request`, `Header` and `Signer` are that version's types.
+macro_rules! request_accessors {
+    () => {
+        fn method(&mut self, _: Resource<Request>) -> String {
+            self.exchange.method.as_str().to_string()
+        }
+
+        fn scheme(&mut self, _: Resource<Request>) -> String {
+            self.exchange.scheme.to_string()
+        }
+
+        fn authority(&mut self, _: Resource<Request>) -> String {
+            self.exchange
+                .authority
+                .as_ref()
+                .map(text)
+                .unwrap_or_default()
+        }
+
+        fn path(&mut self, _: Resource<Request>) -> String {
+            self.exchange.uri.path().to_string()
+        }
+
+        fn query(&mut self, _: Resource<Request>) -> Option<String> {
+            self.exchange.uri.query().map(str::to_string)
+        }
+
+        fn header(&mut self, _: Resource<Request>, name: String) -> Option<String> {
+            first(&self.exchange.headers, &name)
+        }
+
+        fn header_values(&mut self, _: Resource<Request>, name: String) -> Vec<String> {
+            self.exchange
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .map(text)
+                .collect()
+        }
+
+        fn headers(&mut self, _: Resource<Request>) -> Vec<Header> {
+            all(&self.exchange.headers)
+        }
+
+        fn client_address(&mut self, _: Resource<Request>) -> String {
+            self.exchange
+                .client
+                .map(|ip| ip.to_string())
+                .unwrap_or_default()
+        }
+
+        fn route(&mut self, _: Resource<Request>) -> String {
+            self.exchange.route.to_string()
+        }
+
+        fn upstream(&mut self, _: Resource<Request>) -> String {
+            self.exchange.upstream.to_string()
+        }
+
+        fn request_id(&mut self, _: Resource<Request>) -> String {
+            self.exchange
+                .request_id
+                .as_ref()
+                .map(text)
+                .unwrap_or_default()
+        }
+
+        fn body(&mut self, _: Resource<Request>) -> Option<Vec<u8>> {
+            self.exchange.body.as_ref().map(|b| b.to_vec())
+        }
+
+        fn signer(&mut self, _: Resource<Request>) -> Option<Signer> {
+            self.exchange.signer.as_ref().map(|s| Signer {
+                key_id: s.key_id.clone(),
+                instance: s.instance.clone(),
+            })
+        }
+    };
+}
+pub(super) use request_accessors;
+
 impl fedgate::plugin::types::HostRequest for HostState {
-    fn method(&mut self, _: Resource<Request>) -> String {
-        self.exchange.method.as_str().to_string()
-    }
-
-    fn scheme(&mut self, _: Resource<Request>) -> String {
-        self.exchange.scheme.to_string()
-    }
-
-    fn authority(&mut self, _: Resource<Request>) -> String {
-        self.exchange
-            .authority
-            .as_ref()
-            .map(text)
-            .unwrap_or_default()
-    }
-
-    fn path(&mut self, _: Resource<Request>) -> String {
-        self.exchange.uri.path().to_string()
-    }
-
-    fn query(&mut self, _: Resource<Request>) -> Option<String> {
-        self.exchange.uri.query().map(str::to_string)
-    }
-
-    fn header(&mut self, _: Resource<Request>, name: String) -> Option<String> {
-        first(&self.exchange.headers, &name)
-    }
-
-    fn header_values(&mut self, _: Resource<Request>, name: String) -> Vec<String> {
-        self.exchange
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .map(text)
-            .collect()
-    }
-
-    fn headers(&mut self, _: Resource<Request>) -> Vec<Header> {
-        all(&self.exchange.headers)
-    }
-
-    fn client_address(&mut self, _: Resource<Request>) -> String {
-        self.exchange
-            .client
-            .map(|ip| ip.to_string())
-            .unwrap_or_default()
-    }
-
-    fn route(&mut self, _: Resource<Request>) -> String {
-        self.exchange.route.to_string()
-    }
-
-    fn upstream(&mut self, _: Resource<Request>) -> String {
-        self.exchange.upstream.to_string()
-    }
-
-    fn request_id(&mut self, _: Resource<Request>) -> String {
-        self.exchange
-            .request_id
-            .as_ref()
-            .map(text)
-            .unwrap_or_default()
-    }
-
-    fn body(&mut self, _: Resource<Request>) -> Option<Vec<u8>> {
-        self.exchange.body.as_ref().map(|b| b.to_vec())
-    }
-
-    fn signer(&mut self, _: Resource<Request>) -> Option<Signer> {
-        self.exchange.signer.as_ref().map(|s| Signer {
-            key_id: s.key_id.clone(),
-            instance: s.instance.clone(),
-        })
-    }
+    request_accessors!();
 
     fn drop(&mut self, _: Resource<Request>) -> wasmtime::Result<()> {
         Ok(())
     }
 }
 
-impl fedgate::plugin::types::HostResponse for HostState {
-    fn status(&mut self, _: Resource<Response>) -> u16 {
-        self.exchange.response.as_ref().map_or(0, |r| r.status)
-    }
-
-    fn origin(&mut self, _: Resource<Response>) -> ResponseOrigin {
-        match self.exchange.response.as_ref().and_then(|r| r.error) {
-            Some(_) => ResponseOrigin::Gateway,
-            None => ResponseOrigin::Upstream,
+/// The response accessors every ABI version shares (see `request_accessors`).
+macro_rules! response_accessors {
+    () => {
+        fn status(&mut self, _: Resource<Response>) -> u16 {
+            self.exchange.response.as_ref().map_or(0, |r| r.status)
         }
-    }
 
-    fn error(&mut self, _: Resource<Response>) -> Option<String> {
-        self.exchange
-            .response
-            .as_ref()
-            .and_then(|r| r.error)
-            .map(str::to_string)
-    }
+        fn origin(&mut self, _: Resource<Response>) -> ResponseOrigin {
+            match self.exchange.response.as_ref().and_then(|r| r.error) {
+                Some(_) => ResponseOrigin::Gateway,
+                None => ResponseOrigin::Upstream,
+            }
+        }
 
-    fn header(&mut self, _: Resource<Response>, name: String) -> Option<String> {
-        self.exchange
-            .response
-            .as_ref()
-            .and_then(|r| first(&r.headers, &name))
-    }
+        fn error(&mut self, _: Resource<Response>) -> Option<String> {
+            self.exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.error)
+                .map(str::to_string)
+        }
 
-    fn headers(&mut self, _: Resource<Response>) -> Vec<Header> {
-        self.exchange
-            .response
-            .as_ref()
-            .map(|r| all(&r.headers))
-            .unwrap_or_default()
-    }
+        fn header(&mut self, _: Resource<Response>, name: String) -> Option<String> {
+            self.exchange
+                .response
+                .as_ref()
+                .and_then(|r| first(&r.headers, &name))
+        }
 
-    fn endpoint(&mut self, _: Resource<Response>) -> Option<String> {
-        self.exchange
-            .response
-            .as_ref()
-            .and_then(|r| r.endpoint.as_ref())
-            .map(|e| e.to_string())
-    }
+        fn headers(&mut self, _: Resource<Response>) -> Vec<Header> {
+            self.exchange
+                .response
+                .as_ref()
+                .map(|r| all(&r.headers))
+                .unwrap_or_default()
+        }
 
-    fn upstream_latency(&mut self, _: Resource<Response>) -> Option<u64> {
-        self.exchange
-            .response
-            .as_ref()
-            .and_then(|r| r.upstream_latency)
-            .map(|d| d.as_nanos() as u64)
-    }
+        fn endpoint(&mut self, _: Resource<Response>) -> Option<String> {
+            self.exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.endpoint.as_ref())
+                .map(|e| e.to_string())
+        }
 
-    fn elapsed(&mut self, _: Resource<Response>) -> u64 {
-        self.exchange
-            .started
-            .map_or(0, |s| s.elapsed().as_nanos() as u64)
-    }
+        fn upstream_latency(&mut self, _: Resource<Response>) -> Option<u64> {
+            self.exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.upstream_latency)
+                .map(|d| d.as_nanos() as u64)
+        }
+
+        fn elapsed(&mut self, _: Resource<Response>) -> u64 {
+            self.exchange
+                .started
+                .map_or(0, |s| s.elapsed().as_nanos() as u64)
+        }
+    };
+}
+pub(super) use response_accessors;
+
+impl fedgate::plugin::types::HostResponse for HostState {
+    response_accessors!();
 
     fn drop(&mut self, _: Resource<Response>) -> wasmtime::Result<()> {
         Ok(())
     }
 }
 
-impl fedgate::plugin::metrics::Host for HostState {
+/// The metrics and log imports, alike in every ABI version: `$v` is the version's
+/// generated `fedgate::plugin` module.
+macro_rules! metrics_and_log {
+    ($($v:ident)::+) => {
+impl $($v)::+::metrics::Host for HostState {
     fn declare_counter(
         &mut self,
         name: String,
@@ -386,7 +407,7 @@ impl fedgate::plugin::metrics::Host for HostState {
     }
 }
 
-impl fedgate::plugin::metrics::HostCounter for HostState {
+impl $($v)::+::metrics::HostCounter for HostState {
     fn add(&mut self, c: Resource<Counter>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(c.rep(), Kind::Counter) {
             h.update(labels, Update::Add(value));
@@ -402,7 +423,7 @@ impl fedgate::plugin::metrics::HostCounter for HostState {
     }
 }
 
-impl fedgate::plugin::metrics::HostGauge for HostState {
+impl $($v)::+::metrics::HostGauge for HostState {
     fn set(&mut self, g: Resource<Gauge>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(g.rep(), Kind::Gauge) {
             h.update(labels, Update::Set(value));
@@ -424,7 +445,7 @@ impl fedgate::plugin::metrics::HostGauge for HostState {
     }
 }
 
-impl fedgate::plugin::metrics::HostHistogram for HostState {
+impl $($v)::+::metrics::HostHistogram for HostState {
     fn observe(&mut self, h: Resource<Histogram>, labels: Vec<String>, value: f64) {
         if let Some(h) = self.handle(h.rep(), Kind::Histogram) {
             h.update(labels, Update::Observe(value));
@@ -440,7 +461,7 @@ impl fedgate::plugin::metrics::HostHistogram for HostState {
     }
 }
 
-impl fedgate::plugin::log::Host for HostState {
+impl $($v)::+::log::Host for HostState {
     fn log(&mut self, level: Level, mut message: String) {
         if message.len() > MAX_LOG {
             let mut end = MAX_LOG;
@@ -472,6 +493,12 @@ impl fedgate::plugin::log::Host for HostState {
         }
     }
 }
+
+    };
+}
+pub(super) use metrics_and_log;
+
+metrics_and_log!(fedgate::plugin);
 
 #[cfg(test)]
 mod tests {

@@ -20,9 +20,11 @@
 //! survive both.
 
 pub mod abi;
+pub mod abi2;
 pub mod cache;
-pub mod observer;
 pub mod declared;
+pub mod observer;
+pub mod store;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +41,7 @@ use wasmtime::{Engine, ResourceLimiter, Store};
 
 use crate::config::{FailurePolicy, PluginConfig};
 use crate::metrics::Metrics;
-use abi::{HealthStatus, HostState, Verdict};
+use abi::{HealthStatus, HostState};
 use declared::Declared;
 
 /// How often the engine's epoch advances: the granularity of call deadlines. A call is
@@ -55,8 +57,10 @@ pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Most table elements an instance may have.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
-/// Longest denial body sent, in bytes.
+/// Longest denial body sent, in bytes (ABI 0.1.0).
 const MAX_DENIAL_BODY: usize = 4096;
+/// Longest local reply body sent, in bytes (ABI 0.2.0).
+const MAX_REPLY_BODY: usize = 64 << 10;
 /// Failure log lines per plugin per second; the rest are counted only.
 const FAILURE_LOGS_PER_SECOND: u64 = 10;
 
@@ -139,6 +143,21 @@ pub struct Exchange {
     pub signer: Option<crate::signature::verifier::Signer>,
     pub started: Option<Instant>,
     pub response: Option<ResponseView>,
+    /// The principal auth established (phase 5): how, and who.
+    pub principal: Option<(crate::auth::AuthMethod, Arc<str>)>,
+    pub version: http::Version,
+    /// TLS listeners: the server name the client asked for, and the verified client
+    /// certificate's subject on mTLS listeners.
+    pub tls: Option<TlsFacts>,
+    /// The federation view of a buffered activity body, parsed on first use.
+    pub activity: Option<Arc<crate::activity::LazyActivity>>,
+}
+
+/// TLS facts of a client connection, for plugins.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFacts {
+    pub server_name: Option<Arc<str>>,
+    pub client_subject: Option<Arc<str>>,
 }
 
 /// The response head `on-response` sees.
@@ -182,6 +201,12 @@ pub struct PluginHost {
     clock: Instant,
     /// The linear memory all instances of all plugins may hold together.
     budget: Arc<MemoryBudget>,
+    /// The running configuration's upstreams and whether each is critical, for ABI 0.2.0's
+    /// `gateway.upstreams`; updated by every load.
+    upstreams: UpstreamList,
+    /// Each plugin's key-value store, by plugin name: a reloaded plugin keeps its store
+    /// (a new one is made only when its bounds change).
+    stores: std::sync::Mutex<std::collections::HashMap<String, Arc<store::Store>>>,
 }
 
 /// A total of linear memory shared by every plugin instance: per-instance caps multiply by
@@ -255,6 +280,8 @@ impl PluginHost {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         abi::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| format!("Wasm linker: {e}"))?;
+        abi2::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| format!("Wasm linker: {e}"))?;
         // Rust's standard library seeds its HashMap keys from this WASI import in any
         // component that uses one. It is the only WASI function a plugin gets; every other
         // WASI import traps when called.
@@ -279,6 +306,8 @@ impl PluginHost {
             ticker: OnceLock::new(),
             clock: Instant::now(),
             budget: MemoryBudget::new(crate::config::DEFAULT_PLUGIN_MEMORY_BUDGET),
+            upstreams: Default::default(),
+            stores: Default::default(),
         })
     }
 
@@ -331,17 +360,21 @@ impl PluginHost {
             .find(|e| e.starts_with("fedgate:plugin/handler"))
         {
             Some(e) if e == abi::HANDLER_EXPORT => abi::VERSION.to_string(),
+            Some(e) if e == abi2::HANDLER_EXPORT => abi2::VERSION.to_string(),
             Some(e) => {
                 let v = e.rsplit_once('@').map_or("(unversioned)", |(_, v)| v);
                 return Err(format!(
-                    "built for ABI fedgate:plugin@{v}; this gateway serves fedgate:plugin@{} (exports {e})",
-                    abi::VERSION
+                    "built for ABI fedgate:plugin@{v}; this gateway serves fedgate:plugin@{} \
+                     and @{} (exports {e})",
+                    abi::VERSION,
+                    abi2::VERSION
                 ));
             }
             None => {
                 return Err(format!(
-                    "not a fedgate plugin: it does not export {} (it exports: {})",
+                    "not a fedgate plugin: it exports neither {} nor {} (it exports: {})",
                     abi::HANDLER_EXPORT,
+                    abi2::HANDLER_EXPORT,
                     if exports.is_empty() {
                         "nothing".to_string()
                     } else {
@@ -367,10 +400,7 @@ impl PluginHost {
 
     /// Checks a compiled component targets this gateway's ABI and links it: imports the
     /// gateway does not provide become traps.
-    fn link(
-        &self,
-        component: &Component,
-    ) -> Result<(abi::PluginPre<HostState>, Inspection), String> {
+    fn link(&self, component: &Component) -> Result<(Pre, Inspection), String> {
         let inspection = self.inspect_component(component)?;
         let component = component.clone();
         let mut linker = self.linker.clone();
@@ -379,8 +409,13 @@ impl PluginHost {
             .map_err(|e| e.to_string())?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(abi::PluginPre::new)
             .map_err(|e| format!("{e:#}"))?;
+        let pre = if inspection.version == abi2::VERSION {
+            abi2::PluginPre::new(pre).map(Pre::V2)
+        } else {
+            abi::PluginPre::new(pre).map(Pre::V1)
+        }
+        .map_err(|e| format!("{e:#}"))?;
         Ok((pre, inspection))
     }
 
@@ -388,6 +423,35 @@ impl PluginHost {
     pub fn inspect(&self, bytes: &[u8]) -> Result<Inspection, String> {
         self.link(&self.compile(bytes)?)
             .map(|(_, inspection)| inspection)
+    }
+
+    /// Publishes the upstreams of the configuration being loaded to every plugin.
+    pub fn set_upstreams(&self, config: &crate::config::Config) {
+        self.upstreams.store(Arc::new(
+            config
+                .upstreams
+                .iter()
+                .map(|(name, u)| (Arc::from(name.as_str()), u.critical))
+                .collect(),
+        ));
+    }
+
+    /// The store of plugin `name` with `limits`: the one it had, unless its bounds changed.
+    fn store_for(&self, name: &str, limits: store::StoreLimits) -> Arc<store::Store> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get(name).filter(|s| *s.limits() == limits) {
+            return s.clone();
+        }
+        let f = self.metrics.plugin_families();
+        let metrics = store::StoreMetrics::new(
+            f.store_entries.with_label_values(&[name]),
+            f.store_bytes.with_label_values(&[name]),
+            f.store_evictions.with_label_values(&[name, "expired"]),
+            f.store_evictions.with_label_values(&[name, "capacity"]),
+        );
+        let s = Arc::new(store::Store::new(limits, metrics));
+        stores.insert(name.to_string(), s.clone());
+        s
     }
 
     /// Opens the compiled-plugin cache directory `dir` for this host's engine.
@@ -426,10 +490,14 @@ impl PluginHost {
                 name,
                 declared: self.declared.clone(),
                 max_series: config.max_series,
+                clock: self.clock,
+                upstreams: self.upstreams.clone(),
+                request_headers: OnceLock::new(),
+                store: self.store_for(&config.name, config.store),
             }),
             pre,
             engine: self.engine.clone(),
-            hooks: abi::Hooks::empty(),
+            hooks: Registration::default(),
             idle: ArrayQueue::new(self.pool_size),
             // Never earlier than the timeout: whole ticks covering it, plus the one under way.
             deadline_ticks: ticks(config.timeout),
@@ -441,7 +509,11 @@ impl PluginHost {
             budget: self.budget.clone(),
         };
         let instance = plugin.instantiate().map_err(|f| f.reason)?;
-        plugin.hooks = instance.hooks;
+        plugin.hooks = instance.hooks.clone();
+        let _ = plugin
+            .shared
+            .request_headers
+            .set(plugin.hooks.request_headers.clone());
         let _ = plugin.idle.push(instance);
         Ok(plugin)
     }
@@ -469,12 +541,29 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+/// The running configuration's upstreams by name, and whether each is critical.
+pub(crate) type UpstreamList = Arc<arc_swap::ArcSwap<Vec<(Arc<str>, bool)>>>;
+
 /// What every instance of one plugin shares.
 #[derive(Debug)]
 pub struct PluginShared {
     pub(crate) name: Arc<str>,
     pub(crate) declared: Arc<Declared>,
     pub(crate) max_series: usize,
+    /// The host's clock: ABI 0.2.0's `clocks.monotonic-now` counts from it.
+    pub(crate) clock: Instant,
+    pub(crate) upstreams: UpstreamList,
+    /// The request fields the first instance's registration named.
+    pub(crate) request_headers: OnceLock<Vec<HeaderName>>,
+    /// The plugin's key-value store (ABI 0.2.0), shared by all its instances.
+    pub(crate) store: Arc<store::Store>,
+}
+
+impl PluginShared {
+    /// The request fields the plugin registered (ABI 0.2.0), in their order.
+    pub(crate) fn request_headers(&self) -> &[HeaderName] {
+        self.request_headers.get().map_or(&[], |v| v.as_slice())
+    }
 }
 
 /// Pre-resolved metric handles of one plugin.
@@ -607,8 +696,134 @@ impl Streak {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: abi::Plugin,
-    hooks: abi::Hooks,
+    bindings: Bindings,
+    hooks: Registration,
+}
+
+/// A linked component, ready to instantiate, by ABI version.
+enum Pre {
+    V1(abi::PluginPre<HostState>),
+    V2(abi2::PluginPre<HostState>),
+}
+
+/// An instance's exports, by ABI version.
+enum Bindings {
+    V1(abi::Plugin),
+    V2(abi2::Plugin),
+}
+
+/// Most request fields a plugin may register (ABI 0.2.0).
+const MAX_REQUEST_HEADERS: usize = 32;
+
+/// What a plugin's `init` registered: the hooks to call and what they read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Registration {
+    on_request: bool,
+    on_response: bool,
+    health_check: bool,
+    request_headers: Vec<HeaderName>,
+}
+
+impl Registration {
+    fn v1(hooks: abi::Hooks) -> Registration {
+        Registration {
+            on_request: hooks.contains(abi::Hooks::ON_REQUEST),
+            on_response: hooks.contains(abi::Hooks::ON_RESPONSE),
+            health_check: hooks.contains(abi::Hooks::HEALTH_CHECK),
+            request_headers: Vec::new(),
+        }
+    }
+
+    fn v2(r: abi2::Registration) -> Result<Registration, String> {
+        use abi2::Hooks as H;
+        if r.hooks.intersects(H::OBSERVE | H::ON_TICK) {
+            return Err(
+                "registered observe or on-tick, which this gateway does not serve yet".into(),
+            );
+        }
+        if r.request_headers.len() > MAX_REQUEST_HEADERS {
+            return Err(format!(
+                "registered {} request fields, at most {MAX_REQUEST_HEADERS} are allowed",
+                r.request_headers.len()
+            ));
+        }
+        let request_headers = r
+            .request_headers
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.as_bytes())
+                    .map_err(|_| format!("registered request field {n:?} is not a field name"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Registration {
+            on_request: r.hooks.contains(H::ON_REQUEST),
+            on_response: r.hooks.contains(H::ON_RESPONSE),
+            health_check: r.hooks.contains(H::HEALTH_CHECK),
+            request_headers,
+        })
+    }
+}
+
+/// What an inline `on-request` decided, whatever the ABI version.
+enum Verdict {
+    Continue,
+    Edit {
+        add: Vec<(String, String)>,
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+        /// Set by 0.2.0 plugins, which may not touch signature-covered fields.
+        strict: bool,
+    },
+    Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        /// The lowest status the plugin's ABI allows (0.1.0 denials: 400).
+        lowest: u16,
+        /// The longest body sent.
+        max_body: usize,
+    },
+}
+
+impl Verdict {
+    fn v1(v: abi::Verdict) -> Verdict {
+        match v {
+            abi::Verdict::Continue => Verdict::Continue,
+            abi::Verdict::ContinueWith(add) => Verdict::Edit {
+                add: add.into_iter().map(|h| (h.name, h.value)).collect(),
+                set: Vec::new(),
+                remove: Vec::new(),
+                strict: false,
+            },
+            abi::Verdict::Deny(d) => Verdict::Reply {
+                status: d.status,
+                headers: d.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                body: d.body.into_bytes(),
+                lowest: 400,
+                max_body: MAX_DENIAL_BODY,
+            },
+        }
+    }
+
+    fn v2(v: abi2::Verdict) -> Verdict {
+        let pairs = |h: Vec<abi2::Header>| h.into_iter().map(|h| (h.name, h.value)).collect();
+        match v {
+            abi2::Verdict::Continue => Verdict::Continue,
+            abi2::Verdict::Edit(e) => Verdict::Edit {
+                add: pairs(e.add),
+                set: pairs(e.set),
+                remove: e.remove,
+                strict: true,
+            },
+            abi2::Verdict::Reply(r) => Verdict::Reply {
+                status: r.status,
+                headers: pairs(r.headers),
+                body: r.body,
+                lowest: 200,
+                max_body: MAX_REPLY_BODY,
+            },
+        }
+    }
 }
 
 /// Why a call did not give a result.
@@ -628,9 +843,9 @@ pub struct Plugin {
     /// SHA-256 of the component file it was compiled from.
     pub digest: [u8; 32],
     shared: Arc<PluginShared>,
-    pre: abi::PluginPre<HostState>,
+    pre: Pre,
     engine: Engine,
-    hooks: abi::Hooks,
+    hooks: Registration,
     idle: ArrayQueue<Instance>,
     deadline_ticks: u64,
     /// The same for health-check calls, which run on blocking threads.
@@ -657,15 +872,15 @@ impl std::fmt::Debug for Plugin {
 
 impl Plugin {
     pub fn wants_request(&self) -> bool {
-        self.hooks.contains(abi::Hooks::ON_REQUEST)
+        self.hooks.on_request
     }
 
     pub fn wants_response(&self) -> bool {
-        self.hooks.contains(abi::Hooks::ON_RESPONSE)
+        self.hooks.on_response
     }
 
     pub fn has_health_check(&self) -> bool {
-        self.hooks.contains(abi::Hooks::HEALTH_CHECK)
+        self.hooks.health_check
     }
 
     fn now_ms(&self) -> u64 {
@@ -706,13 +921,19 @@ impl Plugin {
         let mut store = Store::new(&self.engine, HostState::new(self.shared.clone(), limiter));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks);
-        let result = self.pre.instantiate(&mut store).and_then(|bindings| {
-            store.data_mut().hook = Hook::Init.as_str();
-            let hooks = bindings
-                .fedgate_plugin_handler()
-                .call_init(&mut store, &self.config.config_json)?;
-            Ok((bindings, hooks))
-        });
+        let config = &self.config.config_json;
+        let result = match &self.pre {
+            Pre::V1(pre) => pre.instantiate(&mut store).and_then(|b| {
+                store.data_mut().hook = Hook::Init.as_str();
+                let r = b.fedgate_plugin_handler().call_init(&mut store, config)?;
+                Ok((Bindings::V1(b), r.map(Registration::v1)))
+            }),
+            Pre::V2(pre) => pre.instantiate(&mut store).and_then(|b| {
+                store.data_mut().hook = Hook::Init.as_str();
+                let r = b.fedgate_plugin_handler().call_init(&mut store, config)?;
+                Ok((Bindings::V2(b), r.and_then(Registration::v2)))
+            }),
+        };
         match result {
             Ok((bindings, Ok(hooks))) => {
                 self.handles.duration[Hook::Init as usize].observe(started.elapsed().as_secs_f64());
@@ -741,7 +962,7 @@ impl Plugin {
         &self,
         hook: Hook,
         exchange: &mut Exchange,
-        f: impl FnOnce(&abi::Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         if self.hook_backed_off(hook) {
             self.handles.count(hook, Outcome::Skipped);
@@ -865,24 +1086,41 @@ impl Plugin {
 
     /// Phase 7 for this plugin.
     fn on_request(&self, exchange: &mut Exchange) -> Result<Verdict, Failure> {
-        self.call(Hook::OnRequest, exchange, |b, s| {
-            b.fedgate_plugin_handler()
+        self.call(Hook::OnRequest, exchange, |b, s| match b {
+            Bindings::V1(b) => b
+                .fedgate_plugin_handler()
                 .call_on_request(s, Resource::new_borrow(0))
+                .map(Verdict::v1),
+            Bindings::V2(b) => b
+                .fedgate_plugin_handler()
+                .call_on_request(s, Resource::new_borrow(0))
+                .map(Verdict::v2),
         })
     }
 
-    /// Phase 10 for this plugin.
+    /// Phase 10 for this plugin: a 0.2.0 plugin's edit is applied to the response head.
     fn on_response(&self, exchange: &mut Exchange) {
-        if self
-            .call(Hook::OnResponse, exchange, |b, s| {
-                b.fedgate_plugin_handler().call_on_response(
-                    s,
-                    Resource::new_borrow(0),
-                    Resource::new_borrow(0),
-                )
-            })
-            .is_ok()
-        {
+        let edit = self.call(Hook::OnResponse, exchange, |b, s| match b {
+            Bindings::V1(b) => b
+                .fedgate_plugin_handler()
+                .call_on_response(s, Resource::new_borrow(0), Resource::new_borrow(0))
+                .map(|()| None),
+            Bindings::V2(b) => b
+                .fedgate_plugin_handler()
+                .call_on_response(s, Resource::new_borrow(0), Resource::new_borrow(0))
+                .map(Some),
+        });
+        let Ok(edit) = edit else { return };
+        let skipped = match (edit, exchange.response.as_mut()) {
+            (Some(edit), Some(view)) => edit_response(&mut view.headers, edit),
+            _ => 0,
+        };
+        if skipped > 0 {
+            self.handles.count(Hook::OnResponse, Outcome::Error);
+            if self.may_log() {
+                tracing::warn!(plugin = %self.name, skipped, "plugin asked for response field changes that cannot be made");
+            }
+        } else {
             self.handles.count(Hook::OnResponse, Outcome::Ok);
         }
     }
@@ -902,8 +1140,20 @@ impl Plugin {
         let rounds = self.idle.len().max(1);
         let mut exchange = Exchange::default();
         for _ in 0..rounds {
-            let report = match self.call(Hook::HealthCheck, &mut exchange, |b, s| {
-                b.fedgate_plugin_handler().call_health_check(s)
+            let report = match self.call(Hook::HealthCheck, &mut exchange, |b, s| match b {
+                Bindings::V1(b) => b.fedgate_plugin_handler().call_health_check(s),
+                Bindings::V2(b) => {
+                    b.fedgate_plugin_handler()
+                        .call_health_check(s)
+                        .map(|r| abi::HealthReport {
+                            status: match r.status {
+                                abi2::HealthStatus::Healthy => HealthStatus::Healthy,
+                                abi2::HealthStatus::Degraded => HealthStatus::Degraded,
+                                abi2::HealthStatus::Unhealthy => HealthStatus::Unhealthy,
+                            },
+                            message: r.message,
+                        })
+                }
             }) {
                 Ok(r) => {
                     self.handles.count(Hook::HealthCheck, Outcome::Ok);
@@ -1023,28 +1273,31 @@ impl Chain {
         for p in self.plugins.iter().filter(|p| p.wants_request()) {
             match p.on_request(exchange) {
                 Ok(Verdict::Continue) => p.handles.count(Hook::OnRequest, Outcome::Ok),
-                Ok(Verdict::ContinueWith(headers)) => {
-                    let mut bad = 0;
-                    for h in headers {
-                        match addable(&h.name, &h.value) {
-                            Some((n, v)) => {
-                                exchange.headers.append(n, v);
-                            }
-                            None => bad += 1,
-                        }
-                    }
+                Ok(Verdict::Edit {
+                    add,
+                    set,
+                    remove,
+                    strict,
+                }) => {
+                    let bad = edit_request(&mut exchange.headers, add, set, remove, strict);
                     if bad > 0 {
                         p.handles.count(Hook::OnRequest, Outcome::Error);
                         if p.may_log() {
-                            tracing::warn!(plugin = %p.name, skipped = bad, "plugin asked to add header fields that cannot be added");
+                            tracing::warn!(plugin = %p.name, skipped = bad, "plugin asked for request field changes that cannot be made");
                         }
                     } else {
                         p.handles.count(Hook::OnRequest, Outcome::Ok);
                     }
                 }
-                Ok(Verdict::Deny(d)) => {
+                Ok(Verdict::Reply {
+                    status,
+                    headers,
+                    body,
+                    lowest,
+                    max_body,
+                }) => {
                     p.handles.count(Hook::OnRequest, Outcome::Deny);
-                    return Decision::Deny(denial(p, d));
+                    return Decision::Deny(denial(p, status, headers, body, lowest, max_body));
                 }
                 Err(_) => {
                     if p.config.failure == FailurePolicy::Closed {
@@ -1080,17 +1333,120 @@ fn addable(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
     Some((n, v))
 }
 
-fn denial(p: &Plugin, d: abi::Denial) -> Denial {
-    let status = match StatusCode::from_u16(d.status) {
-        Ok(s) if (400..600).contains(&d.status) => s,
+/// Fields no 0.2.0 plugin may add, replace or remove in a forwarded request: framing, and
+/// what federation signatures cover, so a plugin can neither break a signature the
+/// upstream checks again nor forge one.
+const PROTECTED: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "date",
+    "digest",
+    "content-digest",
+    "signature",
+    "signature-input",
+];
+
+/// A field name a plugin may touch: not hop-by-hop, not `host`, and (`strict`, ABI 0.2.0)
+/// not protected.
+fn editable(name: &str, strict: bool) -> Option<HeaderName> {
+    let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let hop = !matches!(
+        crate::headers::hop(n.as_str().as_bytes()),
+        crate::headers::Hop::EndToEnd
+    );
+    if n == http::header::HOST || hop || (strict && PROTECTED.contains(&n.as_str())) {
+        return None;
+    }
+    Some(n)
+}
+
+/// Applies a plugin's request edit: removals, then replacements, then additions. Returns
+/// how many of its entries were refused (invalid or protected names, invalid values).
+fn edit_request(
+    headers: &mut HeaderMap,
+    add: Vec<(String, String)>,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+    strict: bool,
+) -> usize {
+    let mut bad = 0;
+    for name in remove {
+        match editable(&name, strict) {
+            Some(n) => {
+                headers.remove(n);
+            }
+            None => bad += 1,
+        }
+    }
+    for (name, value) in set {
+        match (editable(&name, strict), HeaderValue::from_str(&value)) {
+            (Some(n), Ok(v)) => {
+                headers.insert(n, v);
+            }
+            _ => bad += 1,
+        }
+    }
+    for (name, value) in add {
+        match (editable(&name, strict), HeaderValue::from_str(&value)) {
+            (Some(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => bad += 1,
+        }
+    }
+    bad
+}
+
+/// Applies a 0.2.0 plugin's response edit: removals, then additions; framing and
+/// hop-by-hop fields are refused. Returns how many entries were refused.
+fn edit_response(headers: &mut HeaderMap, edit: abi2::ResponseEdit) -> usize {
+    let allowed = |name: &str| {
+        let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let framing = n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING;
+        let hop = !matches!(
+            crate::headers::hop(n.as_str().as_bytes()),
+            crate::headers::Hop::EndToEnd
+        );
+        (!framing && !hop).then_some(n)
+    };
+    let mut bad = 0;
+    for name in edit.remove {
+        match allowed(&name) {
+            Some(n) => {
+                headers.remove(n);
+            }
+            None => bad += 1,
+        }
+    }
+    for h in edit.add {
+        match (allowed(&h.name), HeaderValue::from_str(&h.value)) {
+            (Some(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => bad += 1,
+        }
+    }
+    bad
+}
+
+fn denial(
+    p: &Plugin,
+    status: u16,
+    fields: Vec<(String, String)>,
+    mut body: Vec<u8>,
+    lowest: u16,
+    max_body: usize,
+) -> Denial {
+    let status = match StatusCode::from_u16(status) {
+        Ok(s) if (lowest..600).contains(&status) => s,
         _ => {
             p.handles.count(Hook::OnRequest, Outcome::Error);
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
     let mut headers = HeaderMap::new();
-    for h in d.headers {
-        if let Some((n, v)) = addable(&h.name, &h.value) {
+    for (name, value) in fields {
+        if let Some((n, v)) = addable(&name, &value) {
             if n != http::header::CONTENT_LENGTH {
                 headers.append(n, v);
             }
@@ -1102,8 +1458,7 @@ fn denial(p: &Plugin, d: abi::Denial) -> Denial {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
     }
-    let mut body = d.body.into_bytes();
-    body.truncate(MAX_DENIAL_BODY);
+    body.truncate(max_body);
     Denial {
         plugin: p.name.clone(),
         status,

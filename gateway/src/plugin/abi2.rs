@@ -1,0 +1,225 @@
+//! ABI `fedgate:plugin@0.2.0` (`wit/0.2.0/plugin.wit`): the generated bindings and the host
+//! side of its imports. What 0.2.0 shares with 0.1.0 (the request and response accessors,
+//! metrics, logging) is the same host code, expanded from `abi`'s macros with this
+//! version's types; what it adds (the declared fields lowered in one call, context, clocks,
+//! the upstreams) is here.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use wasmtime::component::Resource;
+
+use super::abi::{
+    first, metrics_and_log, request_accessors, response_accessors, text, HostState, MAX_LOG,
+};
+use super::declared::{Kind, Update};
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit/0.2.0",
+    imports: {
+        "fedgate:plugin/metrics.series-add": trappable,
+        "fedgate:plugin/metrics.series-set": trappable,
+        "fedgate:plugin/metrics.series-observe": trappable,
+        "fedgate:plugin/outbound.send": trappable,
+    },
+});
+
+pub use exports::fedgate::plugin::handler::Guest as Handler;
+use fedgate::plugin::clocks::Datetime;
+use fedgate::plugin::gateway::UpstreamInfo;
+pub use fedgate::plugin::log::Level;
+pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
+use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
+use fedgate::plugin::store::StoreError;
+pub use fedgate::plugin::types::{
+    Activity, Exchange as ExchangeRecord, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
+    LocalReply, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
+    ResponseEdit, ResponseOrigin, Signer, TlsInfo, Verdict,
+};
+
+/// The WIT package version these bindings are for.
+pub const VERSION: &str = "0.2.0";
+/// The interface a component must export, with its version.
+pub const HANDLER_EXPORT: &str = "fedgate:plugin/handler@0.2.0";
+
+fn all(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: text(v),
+        })
+        .collect()
+}
+
+/// The HTTP version as plugins see it.
+pub(super) fn http_version(v: http::Version) -> HttpVersion {
+    match v {
+        http::Version::HTTP_10 | http::Version::HTTP_09 => HttpVersion::Http10,
+        http::Version::HTTP_2 | http::Version::HTTP_3 => HttpVersion::Http2,
+        _ => HttpVersion::Http11,
+    }
+}
+
+/// The principal as plugins see it.
+pub(super) fn principal(p: &(crate::auth::AuthMethod, Arc<str>)) -> Principal {
+    use crate::auth::AuthMethod;
+    Principal {
+        kind: match p.0 {
+            AuthMethod::ApiKey => PrincipalKind::ApiKey,
+            AuthMethod::Jwt => PrincipalKind::Jwt,
+            AuthMethod::Mtls => PrincipalKind::Mtls,
+        },
+        name: p.1.to_string(),
+    }
+}
+
+impl fedgate::plugin::types::Host for HostState {}
+
+impl fedgate::plugin::types::HostRequest for HostState {
+    request_accessors!();
+
+    fn declared_headers(&mut self, _: Resource<Request>) -> Vec<Option<String>> {
+        let headers = &self.exchange.headers;
+        self.plugin
+            .request_headers()
+            .iter()
+            .map(|n| headers.get(n).map(text))
+            .collect()
+    }
+
+    fn activity(&mut self, _: Resource<Request>) -> Option<Activity> {
+        let a = self.exchange.activity.as_ref()?.get()?;
+        let s = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_string);
+        Some(Activity {
+            kind: s(&a.kind),
+            id: s(&a.id),
+            actor: a.actor().map(str::to_string),
+            actor_host: a.actor_host().map(|h| h.into_owned()),
+            object_kind: s(&a.object_type),
+            object_id: s(&a.object_id),
+            public: a.public,
+            published: s(&a.published),
+        })
+    }
+
+    fn principal(&mut self, _: Resource<Request>) -> Option<Principal> {
+        self.exchange.principal.as_ref().map(principal)
+    }
+
+    fn http_version(&mut self, _: Resource<Request>) -> HttpVersion {
+        http_version(self.exchange.version)
+    }
+
+    fn tls(&mut self, _: Resource<Request>) -> Option<TlsInfo> {
+        self.exchange.tls.as_ref().map(|t| TlsInfo {
+            server_name: t.server_name.as_deref().map(str::to_string),
+            client_subject: t.client_subject.as_deref().map(str::to_string),
+        })
+    }
+
+    fn drop(&mut self, _: Resource<Request>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl fedgate::plugin::types::HostResponse for HostState {
+    response_accessors!();
+
+    fn drop(&mut self, _: Resource<Response>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+metrics_and_log!(fedgate::plugin);
+
+impl fedgate::plugin::clocks::Host for HostState {
+    fn monotonic_now(&mut self) -> u64 {
+        self.plugin.clock.elapsed().as_nanos() as u64
+    }
+
+    fn wall_now(&mut self) -> Datetime {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Datetime {
+            seconds: d.as_secs(),
+            nanoseconds: d.subsec_nanos(),
+        }
+    }
+}
+
+impl fedgate::plugin::gateway::Host for HostState {
+    fn upstreams(&mut self) -> Vec<UpstreamInfo> {
+        self.plugin
+            .upstreams
+            .load()
+            .iter()
+            .map(|(name, critical)| UpstreamInfo {
+                name: name.to_string(),
+                critical: *critical,
+            })
+            .collect()
+    }
+}
+
+impl fedgate::plugin::outbound::Host for HostState {
+    fn send(
+        &mut self,
+        _request: OutboundRequest,
+    ) -> wasmtime::Result<Result<OutboundResponse, OutboundError>> {
+        // Inline hooks and `init` never wait on the network: the request path would.
+        Ok(Err(OutboundError::NotHere))
+    }
+}
+
+fn store_error(e: super::store::StoreError) -> StoreError {
+    match e {
+        super::store::StoreError::Full => StoreError::Full,
+        super::store::StoreError::TooLarge => StoreError::TooLarge,
+        super::store::StoreError::NotANumber => StoreError::NotANumber,
+    }
+}
+
+impl fedgate::plugin::store::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.plugin.store.get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        self.plugin
+            .store
+            .set(&key, value, ttl_ms)
+            .map_err(store_error)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        self.plugin.store.delete(&key)
+    }
+
+    fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<i64, StoreError> {
+        self.plugin
+            .store
+            .increment(&key, delta, ttl_ms)
+            .map_err(store_error)
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.plugin
+            .store
+            .compare_and_swap(&key, expected.as_deref(), value, ttl_ms)
+            .map_err(store_error)
+    }
+}
