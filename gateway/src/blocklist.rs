@@ -165,7 +165,19 @@ impl Blocklist {
         if !self.has_domains() || body.is_empty() || !is_activity_json(headers) {
             return None;
         }
-        let activity = Activity::parse(body)?;
+        self.check_actors(&Activity::parse(body)?)
+    }
+
+    /// As [`Blocklist::check_activity`], on the request's shared view: the body is parsed
+    /// once for the blocklist and every plugin of the request.
+    pub fn check_activity_view(&self, view: &crate::activity::LazyActivity) -> Option<Reason> {
+        if !self.has_domains() {
+            return None;
+        }
+        self.check_actors(view.get()?)
+    }
+
+    fn check_actors(&self, activity: &Activity<'_>) -> Option<Reason> {
         // `instance_of`, not `Activity::actor_host`: it finds a host in ids that are not
         // URLs (`evil.example/u`) too, and it checks every actor, not the first.
         activity

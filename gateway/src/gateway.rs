@@ -551,7 +551,8 @@ async fn watch_file(
 /// flood of distinct keys shares the overflow bucket.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Sweeps the limiters of whatever runtime is serving, off the request path.
+/// Sweeps the limiters of whatever runtime is serving, off the request path, and drops
+/// the expired entries of plugins' stores (on a blocking thread: a store may be large).
 async fn sweep_limiters(shared: Arc<Shared>) {
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
@@ -561,6 +562,21 @@ async fn sweep_limiters(shared: Arc<Shared>) {
         let rt = shared.runtime();
         for limiter in rt.limiters.values() {
             limiter.sweep();
+        }
+        let stores: Vec<_> = rt
+            .plugins
+            .values()
+            .filter_map(|p| p.store())
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        if !stores.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for s in stores {
+                    s.purge_expired();
+                }
+            })
+            .await;
         }
     }
 }

@@ -240,11 +240,20 @@ pub async fn handle(
         _ => (RequestBody::new(body, counter.clone()), None),
     };
 
+    // The federation view of a buffered body, parsed once, the first time anything asks:
+    // the blocklist here, plugins in phase 7.
+    let activity = buffered.as_ref().map(|b| {
+        Arc::new(crate::activity::LazyActivity::new(
+            b.clone(),
+            crate::activity::is_activity_json(&parts.headers),
+        ))
+    });
+
     // Phase 3 again, now that the body is at hand: an activity of a blocked actor is
     // refused whoever signed it, before its signature costs anything.
     let blocks = route.config.blocklist && blocklist.has_domains();
-    if let Some(body) = buffered.as_deref().filter(|_| blocks) {
-        if let Some(reason) = blocklist.check_activity(&parts.headers, body) {
+    if let Some(view) = activity.as_deref().filter(|_| blocks) {
+        if let Some(reason) = blocklist.check_activity_view(view) {
             return blocked(reason, &route, client, completion, &request_id, &rt);
         }
     }
@@ -343,13 +352,6 @@ pub async fn handle(
     // plugins has nothing to do here.
     let mut seen = None;
     if route.plugins.wants_request() || route.plugins.wants_response() {
-        // The federation view plugins may ask for, parsed only if one does.
-        let activity = buffered.as_ref().map(|b| {
-            Arc::new(crate::activity::LazyActivity::new(
-                b.clone(),
-                crate::activity::is_activity_json(&parts.headers),
-            ))
-        });
         let mut exchange = Exchange {
             method: std::mem::take(&mut parts.method),
             uri: std::mem::take(&mut parts.uri),

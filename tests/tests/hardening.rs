@@ -13,6 +13,9 @@ use fedgate_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The bytes one connection received so far.
+type ConnBytes = Arc<Mutex<Vec<u8>>>;
+
 /// An HTTP/1.1 upstream written out by hand: it records every connection's bytes, answers
 /// each request it has read completely (`200 ok`, or `101` to an upgrade, after which it
 /// echoes), and notes the requests it saw whole.
@@ -20,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 struct RawUpstream {
     addr: std::net::SocketAddr,
     /// Every connection's bytes, in order of acceptance.
-    conns: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    conns: Arc<Mutex<Vec<ConnBytes>>>,
     /// Each request read completely: its head and body as received.
     complete: Arc<Mutex<Vec<String>>>,
     /// Connections that ended (EOF or reset) so far.

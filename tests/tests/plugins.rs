@@ -920,3 +920,44 @@ async fn abi_0_2_0_plugins_read_the_activity_view() {
     assert_eq!(up.last().headers["x-act"], "none");
     gw.shutdown().await;
 }
+
+/// Expired store entries that nothing reads again are dropped by the gateway's sweep
+/// (every 5 s) and counted as `expired`, so they stop counting toward the store's bounds.
+#[tokio::test]
+async fn abi_0_2_0_expired_store_entries_are_swept() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("probe", "v2-probe", "", "mode = \"ttl\""),
+        plugin_route("all", "/", "app", &["probe"], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/x"))).await;
+    assert_eq!(status, 200);
+    let admin = gw.admin.to_string();
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "fedgate_plugin_store_entries", &[("plugin", "probe")]),
+        Some(1.0),
+        "{m}"
+    );
+    let m = wait_for_metric(
+        &admin,
+        "fedgate_plugin_store_entries",
+        &[("plugin", "probe")],
+        0.0,
+        Duration::from_secs(12),
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_store_evictions_total",
+            &[("plugin", "probe"), ("reason", "expired")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    gw.shutdown().await;
+}

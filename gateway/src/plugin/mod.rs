@@ -883,6 +883,11 @@ impl Plugin {
         self.hooks.health_check
     }
 
+    /// The plugin's key-value store, for ABI 0.2.0 plugins (0.1.0 has no store import).
+    pub fn store(&self) -> Option<&Arc<store::Store>> {
+        matches!(self.pre, Pre::V2(_)).then_some(&self.shared.store)
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }

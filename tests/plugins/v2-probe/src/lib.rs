@@ -16,6 +16,7 @@
 //!   concurrent requests need more than one instance;
 //! - `fill`: `on-request` sets 100 keys of 1 KiB values (`k0` ... `k99`) and adds
 //!   `x-fill` with how many sets failed, and `x-last` with whether `k99` reads back;
+//! - `ttl`: `on-request` sets `t` with a TTL of 100 ms;
 //! - `activity`: `on-request` adds `x-act`: the activity view's kind, actor host, object
 //!   kind, object id, public and published joined by `|` (`-` for none), or `none`;
 //! - `observe`: registers `observe` (which the gateway may refuse).
@@ -59,6 +60,7 @@ impl Guest for Probe {
             "store",
             "fill",
             "activity",
+            "ttl",
             "observe",
         ]
         .into_iter()
@@ -166,6 +168,10 @@ impl Guest for Probe {
                     set: Vec::new(),
                     remove: Vec::new(),
                 })
+            }
+            "ttl" => {
+                let _ = fedgate::plugin::store::set("t", b"soon gone", Some(100));
+                Verdict::Continue
             }
             "activity" => {
                 let view = request.activity().map_or("none".to_string(), |a| {
