@@ -3,7 +3,8 @@
 //! `/metrics` seconds after building. `fedgate demo-upstream` runs the server alone.
 //!
 //! The server answers like a small ActivityPub instance: WebFinger, NodeInfo, actor documents
-//! at `/users/NAME`, inboxes that accept POSTs, and `/health`.
+//! at `/users/NAME`, inboxes that accept POSTs, and `/health`; `/status/NNN` answers with
+//! status NNN (200 to 599), to produce upstream errors on demand.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -153,6 +154,17 @@ async fn answer(local: SocketAddr, req: Request<Incoming>) -> Response<Full<Byte
         }
         (_, ["users", _, "inbox"]) | (_, ["inbox"]) => {
             plain(StatusCode::METHOD_NOT_ALLOWED, "POST only\n")
+        }
+        // Any status on demand, to try health checks and plugins on upstream failures
+        // (`curl http://127.0.0.1:8080/status/503`).
+        (_, ["status", code]) => {
+            match code.parse::<u16>().ok().filter(|c| (200..600).contains(c)) {
+                Some(c) => plain(
+                    StatusCode::from_u16(c).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "answered with the status the path asked for\n",
+                ),
+                None => plain(StatusCode::BAD_REQUEST, "/status/NNN takes 200 to 599\n"),
+            }
         }
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
