@@ -10,37 +10,18 @@
 // The figures are the benchmark's output.
 #![allow(clippy::print_stdout)]
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fedgate::activity::{Activity, LazyActivity};
 use fedgate::blocklist::{Blocklist, Reason};
 use http::{HeaderMap, HeaderValue};
+use timing::ns_per_call;
 
 const CREATE: &[u8] = include_bytes!("../../bench/create-activity.json");
-
-/// Nanoseconds per call of `f()`: the median of 5 batches of about 200 ms each.
-fn ns_per_call(mut f: impl FnMut()) -> f64 {
-    let t = Instant::now();
-    let mut n = 0u32;
-    while t.elapsed() < Duration::from_millis(100) {
-        f();
-        n += 1;
-    }
-    let batch = n * 2;
-    let mut ns: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            t.elapsed().as_nanos() as f64 / f64::from(batch)
-        })
-        .collect();
-    ns.sort_by(f64::total_cmp);
-    ns[2]
-}
 
 fn main() {
     // The figures mean nothing unless every case reads the same activity.
@@ -72,37 +53,37 @@ fn main() {
     println!("{:<58} {:>10}", "case", "ns each");
     let row = |label: &str, ns: f64| println!("{label:<58} {ns:>10.0}");
 
-    let view_ns = ns_per_call(|| {
+    let view_ns = ns_per_call(|_| {
         black_box(Activity::parse(black_box(CREATE)));
     });
     row("activity::parse (borrowed view)", view_ns);
     row(
         "activity::parse + into_owned",
-        ns_per_call(|| {
+        ns_per_call(|_| {
             black_box(Activity::parse(black_box(CREATE)).map(Activity::into_owned));
         }),
     );
     let body = Bytes::from_static(CREATE);
     row(
         "LazyActivity::new + get (first get parses)",
-        ns_per_call(|| {
+        ns_per_call(|_| {
             let lazy = LazyActivity::new(black_box(body.clone()), true);
             black_box(lazy.get());
         }),
     );
-    let value_ns = ns_per_call(|| {
+    let value_ns = ns_per_call(|_| {
         black_box(serde_json::from_slice::<serde_json::Value>(black_box(CREATE)).ok());
     });
     row("serde_json::from_slice::<Value>", value_ns);
     row(
         "Blocklist::check_activity, actor not blocked",
-        ns_per_call(|| {
+        ns_per_call(|_| {
             black_box(passing.check_activity(black_box(&headers), black_box(CREATE)));
         }),
     );
     row(
         "Blocklist::check_activity, actor blocked",
-        ns_per_call(|| {
+        ns_per_call(|_| {
             black_box(blocking.check_activity(black_box(&headers), black_box(CREATE)));
         }),
     );

@@ -9,15 +9,19 @@
 // The figures are the benchmark's output.
 #![allow(clippy::print_stdout)]
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fedgate::blocklist::Blocklist;
 use fedgate::metrics::Metrics;
 use fedgate::ratelimit::{KeyKind, Limiter, LimiterConfig, Mode, RouteLimits};
 use http::HeaderMap;
+use timing::ns_per_call;
 
 fn limiter(name: &str, metrics: &Metrics, count: u32, max_keys: usize) -> Arc<Limiter> {
     let config = LimiterConfig {
@@ -31,30 +35,6 @@ fn limiter(name: &str, metrics: &Metrics, count: u32, max_keys: usize) -> Arc<Li
         ipv6_prefix: 64,
     };
     Arc::new(Limiter::new(config, metrics.limiter(name)))
-}
-
-/// Nanoseconds per call of `f(i)`: the median of 5 batches of about 200 ms each.
-fn ns_per_call(mut f: impl FnMut(u32)) -> f64 {
-    let t = Instant::now();
-    let mut n = 0u32;
-    while t.elapsed() < Duration::from_millis(100) {
-        f(n);
-        n += 1;
-    }
-    let batch = n * 2;
-    let mut i = n;
-    let mut ns: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                f(i);
-                i = i.wrapping_add(1);
-            }
-            t.elapsed().as_nanos() as f64 / f64::from(batch)
-        })
-        .collect();
-    ns.sort_by(f64::total_cmp);
-    ns[2]
 }
 
 fn main() {

@@ -242,7 +242,9 @@ pub async fn handle(
 
     // The federation view of a buffered body, parsed once, the first time anything asks:
     // the blocklist here, plugins in phase 7.
-    let activity = buffered.as_ref().map(|b| {
+    let blocks = route.config.blocklist && blocklist.has_domains();
+    let readers = blocks || route.plugins.wants_request() || route.plugins.wants_response();
+    let activity = buffered.as_ref().filter(|_| readers).map(|b| {
         Arc::new(crate::activity::LazyActivity::new(
             b.clone(),
             crate::activity::is_activity_json(&parts.headers),
@@ -251,7 +253,6 @@ pub async fn handle(
 
     // Phase 3 again, now that the body is at hand: an activity of a blocked actor is
     // refused whoever signed it, before its signature costs anything.
-    let blocks = route.config.blocklist && blocklist.has_domains();
     if let Some(view) = activity.as_deref().filter(|_| blocks) {
         if let Some(reason) = blocklist.check_activity_view(view) {
             return blocked(reason, &route, client, completion, &request_id, &rt);

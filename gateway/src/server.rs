@@ -330,16 +330,16 @@ impl Drain {
 /// The requests of one connection still being answered (until their response bodies are
 /// sent or dropped), and when the last one ended: what its idle timeout is measured from.
 #[derive(Debug)]
-pub struct Activity {
+pub struct InFlight {
     open: std::sync::atomic::AtomicUsize,
     /// Milliseconds since `since` at which the connection last became idle.
     idle_from: std::sync::atomic::AtomicU64,
     since: tokio::time::Instant,
 }
 
-impl Activity {
-    fn new() -> Activity {
-        Activity {
+impl InFlight {
+    fn new() -> InFlight {
+        InFlight {
             open: Default::default(),
             idle_from: Default::default(),
             since: tokio::time::Instant::now(),
@@ -364,9 +364,9 @@ impl Activity {
     }
 }
 
-/// One open request of a connection (see [`Activity`]); the response body carries it.
+/// One open request of a connection (see [`InFlight`]); the response body carries it.
 #[derive(Debug)]
-pub struct Open(Arc<Activity>);
+pub struct Open(Arc<InFlight>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -394,8 +394,8 @@ async fn serve<I>(
     let first = served.clone();
     let cancels = Arc::new(Cancels::default());
     let watch_cancels = cancels.clone();
-    let activity = Arc::new(Activity::new());
-    let active = activity.clone();
+    let in_flight = Arc::new(InFlight::new());
+    let active = in_flight.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         first.store(true, std::sync::atomic::Ordering::Relaxed);
         let open = active.open();
@@ -468,7 +468,7 @@ async fn serve<I>(
                     tracing::debug!(%client, "idle connection did not close after GOAWAY; dropping it");
                     return;
                 }
-                match activity.idle_deadline(idle_timeout) {
+                match in_flight.idle_deadline(idle_timeout) {
                     Some(at) => idle.as_mut().reset(at),
                     None => {
                         tracing::debug!(%client, idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");

@@ -186,14 +186,16 @@ pub(super) fn first(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(text)
 }
 
-fn all(headers: &HeaderMap) -> Vec<Header> {
+/// Every field as `make(name, value)`: each ABI version builds its own `header` record.
+pub(super) fn fields<H>(headers: &HeaderMap, make: impl Fn(String, String) -> H) -> Vec<H> {
     headers
         .iter()
-        .map(|(n, v)| Header {
-            name: n.as_str().to_string(),
-            value: text(v),
-        })
+        .map(|(n, v)| make(n.as_str().to_string(), text(v)))
         .collect()
+}
+
+fn all(headers: &HeaderMap) -> Vec<Header> {
+    fields(headers, |name, value| Header { name, value })
 }
 
 impl fedgate::plugin::types::Host for HostState {}

@@ -44,13 +44,7 @@ pub const VERSION: &str = "0.2.0";
 pub const HANDLER_EXPORT: &str = "fedgate:plugin/handler@0.2.0";
 
 fn all(headers: &HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(n, v)| Header {
-            name: n.as_str().to_string(),
-            value: text(v),
-        })
-        .collect()
+    super::abi::fields(headers, |name, value| Header { name, value })
 }
 
 /// The HTTP version as plugins see it.

@@ -1325,17 +1325,15 @@ impl Chain {
 /// A field a plugin may add to the forwarded request: valid, and neither hop-by-hop nor
 /// `host`.
 fn addable(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
-    let v = HeaderValue::from_str(value).ok()?;
-    if n == http::header::HOST
-        || !matches!(
-            crate::headers::hop(n.as_str().as_bytes()),
-            crate::headers::Hop::EndToEnd
-        )
-    {
-        return None;
-    }
-    Some((n, v))
+    Some((editable(name, false)?, HeaderValue::from_str(value).ok()?))
+}
+
+/// Whether a field is hop-by-hop: never a plugin's to add or remove.
+fn hop_by_hop(n: &HeaderName) -> bool {
+    !matches!(
+        crate::headers::hop(n.as_str().as_bytes()),
+        crate::headers::Hop::EndToEnd
+    )
 }
 
 /// Fields no 0.2.0 plugin may add, replace or remove in a forwarded request: framing, and
@@ -1355,11 +1353,7 @@ const PROTECTED: [&str; 7] = [
 /// not protected.
 fn editable(name: &str, strict: bool) -> Option<HeaderName> {
     let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
-    let hop = !matches!(
-        crate::headers::hop(n.as_str().as_bytes()),
-        crate::headers::Hop::EndToEnd
-    );
-    if n == http::header::HOST || hop || (strict && PROTECTED.contains(&n.as_str())) {
+    if n == http::header::HOST || hop_by_hop(&n) || (strict && PROTECTED.contains(&n.as_str())) {
         return None;
     }
     Some(n)
@@ -1408,11 +1402,7 @@ fn edit_response(headers: &mut HeaderMap, edit: abi2::ResponseEdit) -> usize {
     let allowed = |name: &str| {
         let n = HeaderName::from_bytes(name.as_bytes()).ok()?;
         let framing = n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING;
-        let hop = !matches!(
-            crate::headers::hop(n.as_str().as_bytes()),
-            crate::headers::Hop::EndToEnd
-        );
-        (!framing && !hop).then_some(n)
+        (!framing && !hop_by_hop(&n)).then_some(n)
     };
     let mut bad = 0;
     for name in edit.remove {
