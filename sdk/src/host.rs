@@ -1,4 +1,4 @@
-//! The component side of the ABI: the bindings generated from `wit/0.1.0`, and the adapter
+//! The component side of the ABI: the bindings generated from `wit/0.2.0`, and the adapter
 //! that [`export_plugin!`](crate::export_plugin) exports as the `handler` interface, which
 //! keeps the instance's plugin value and converts between the generated types and the
 //! SDK's.
@@ -12,9 +12,11 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::{
-    log, Config, Header, HealthReport, HealthStatus, Hooks, Origin, Plugin, Request, Response,
-    Verdict,
+    log, store, Activity, Config, Exchange, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
+    Origin, Plugin, Principal, PrincipalKind, Registration, Request, Response, ResponseEdit,
+    Signer, TlsInfo, Verdict,
 };
 
 /// Generated from the WIT; reached by plugin crates only through `export_plugin!`.
@@ -26,7 +28,7 @@ use crate::{
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/0.1.0",
+        path: "../wit/0.2.0",
         world: "plugin",
         // Plugin crates export through `fedgate_sdk::export_plugin!`, which expands to this
         // macro; they depend on this crate only, so every generated path goes through it.
@@ -40,7 +42,9 @@ pub mod bindings {
 }
 
 use bindings::exports::fedgate::plugin::handler;
-use bindings::fedgate::plugin::{log as wit_log, types};
+use bindings::fedgate::plugin::{
+    log as wit_log, outbound as wit_outbound, store as wit_store, types,
+};
 
 thread_local! {
     /// The instance's plugin value, set by `init`. An instance runs one call at a time on a
@@ -94,22 +98,36 @@ fn lend_response(response: &types::Response) -> &Response {
 }
 
 impl<P: Plugin> handler::Guest for Adapter<P> {
-    fn init(config: String) -> Result<types::Hooks, String> {
+    fn init(config: String) -> Result<types::Registration, String> {
         install_panic_hook();
         let plugin = P::init(&Config::new(config))?;
-        let hooks = plugin.hooks();
+        let registration = Registration::of(&plugin)?;
         INSTANCE.with(|instance| *instance.borrow_mut() = Some(Box::new(plugin)));
-        Ok(hooks.into())
+        Ok(types::Registration {
+            hooks: registration.hooks.into(),
+            request_headers: registration.request_headers,
+            tick_interval_ms: registration.tick_interval_ms,
+        })
     }
 
     fn on_request(request: &types::Request) -> types::Verdict {
         with_plugin(|plugin: &mut P| plugin.on_request(lend_request(request))).into()
     }
 
-    fn on_response(request: &types::Request, response: &types::Response) {
+    fn on_response(request: &types::Request, response: &types::Response) -> types::ResponseEdit {
         with_plugin(|plugin: &mut P| {
             plugin.on_response(lend_request(request), lend_response(response))
-        });
+        })
+        .into()
+    }
+
+    fn observe(exchanges: Vec<types::Exchange>) {
+        let exchanges: Vec<Exchange> = exchanges.into_iter().map(Exchange::from).collect();
+        with_plugin(|plugin: &mut P| plugin.observe(&exchanges));
+    }
+
+    fn on_tick() {
+        with_plugin(|plugin: &mut P| plugin.on_tick());
     }
 
     fn health_check() -> types::HealthReport {
@@ -120,30 +138,30 @@ impl<P: Plugin> handler::Guest for Adapter<P> {
 impl From<Hooks> for types::Hooks {
     fn from(hooks: Hooks) -> Self {
         let mut out = types::Hooks::empty();
-        out.set(types::Hooks::ON_REQUEST, hooks.contains(Hooks::ON_REQUEST));
-        out.set(
-            types::Hooks::ON_RESPONSE,
-            hooks.contains(Hooks::ON_RESPONSE),
-        );
-        out.set(
-            types::Hooks::HEALTH_CHECK,
-            hooks.contains(Hooks::HEALTH_CHECK),
-        );
+        for (ours, theirs) in [
+            (Hooks::ON_REQUEST, types::Hooks::ON_REQUEST),
+            (Hooks::ON_RESPONSE, types::Hooks::ON_RESPONSE),
+            (Hooks::HEALTH_CHECK, types::Hooks::HEALTH_CHECK),
+            (Hooks::OBSERVE, types::Hooks::OBSERVE),
+            (Hooks::ON_TICK, types::Hooks::ON_TICK),
+        ] {
+            out.set(theirs, hooks.contains(ours));
+        }
         out
     }
 }
 
-impl From<Header> for types::Header {
+impl From<Header> for types::HeaderResult {
     fn from(header: Header) -> Self {
-        types::Header {
+        types::HeaderResult {
             name: header.name,
             value: header.value,
         }
     }
 }
 
-impl From<types::Header> for Header {
-    fn from(header: types::Header) -> Self {
+impl From<types::HeaderResult> for Header {
+    fn from(header: types::HeaderResult) -> Self {
         Header {
             name: header.name,
             value: header.value,
@@ -151,24 +169,33 @@ impl From<types::Header> for Header {
     }
 }
 
-fn wit_headers(headers: Vec<Header>) -> Vec<types::Header> {
-    headers.into_iter().map(types::Header::from).collect()
+fn wit_headers(headers: Vec<Header>) -> Vec<types::HeaderResult> {
+    headers.into_iter().map(types::HeaderResult::from).collect()
 }
 
 impl From<Verdict> for types::Verdict {
     fn from(verdict: Verdict) -> Self {
         match verdict {
             Verdict::Continue => types::Verdict::Continue,
-            Verdict::ContinueWith(headers) => types::Verdict::ContinueWith(wit_headers(headers)),
-            Verdict::Deny {
-                status,
-                headers,
-                body,
-            } => types::Verdict::Deny(types::Denial {
-                status,
-                headers: wit_headers(headers),
-                body,
+            Verdict::Edit(edit) => types::Verdict::Edit(types::RequestEdit {
+                add: wit_headers(edit.add),
+                set: wit_headers(edit.set),
+                remove: edit.remove,
             }),
+            Verdict::Reply(reply) => types::Verdict::Reply(types::LocalReply {
+                status: reply.status,
+                headers: wit_headers(reply.headers),
+                body: reply.body,
+            }),
+        }
+    }
+}
+
+impl From<ResponseEdit> for types::ResponseEdit {
+    fn from(edit: ResponseEdit) -> Self {
+        types::ResponseEdit {
+            add: wit_headers(edit.add),
+            remove: edit.remove,
         }
     }
 }
@@ -195,6 +222,95 @@ impl From<types::ResponseOrigin> for Origin {
     }
 }
 
+impl From<types::Signer> for Signer {
+    fn from(signer: types::Signer) -> Self {
+        Signer {
+            key_id: signer.key_id,
+            instance: signer.instance,
+        }
+    }
+}
+
+impl From<types::Activity> for Activity {
+    fn from(activity: types::Activity) -> Self {
+        Activity {
+            kind: activity.kind,
+            id: activity.id,
+            actor: activity.actor,
+            actor_host: activity.actor_host,
+            object_kind: activity.object_kind,
+            object_id: activity.object_id,
+            public: activity.public,
+            published: activity.published,
+        }
+    }
+}
+
+impl From<types::Principal> for Principal {
+    fn from(principal: types::Principal) -> Self {
+        Principal {
+            kind: match principal.kind {
+                types::PrincipalKind::ApiKey => PrincipalKind::ApiKey,
+                types::PrincipalKind::Jwt => PrincipalKind::Jwt,
+                types::PrincipalKind::Mtls => PrincipalKind::Mtls,
+            },
+            name: principal.name,
+        }
+    }
+}
+
+impl From<types::HttpVersion> for HttpVersion {
+    fn from(version: types::HttpVersion) -> Self {
+        match version {
+            types::HttpVersion::Http10 => HttpVersion::Http10,
+            types::HttpVersion::Http11 => HttpVersion::Http11,
+            types::HttpVersion::Http2 => HttpVersion::Http2,
+        }
+    }
+}
+
+impl From<types::TlsInfo> for TlsInfo {
+    fn from(tls: types::TlsInfo) -> Self {
+        TlsInfo {
+            server_name: tls.server_name,
+            client_subject: tls.client_subject,
+        }
+    }
+}
+
+impl From<types::Exchange> for Exchange {
+    fn from(exchange: types::Exchange) -> Self {
+        Exchange {
+            method: exchange.method,
+            scheme: exchange.scheme,
+            authority: exchange.authority,
+            path: exchange.path,
+            query: exchange.query,
+            route: exchange.route,
+            upstream: exchange.upstream,
+            request_id: exchange.request_id,
+            client_address: exchange.client_address,
+            http_version: exchange.http_version.into(),
+            request_headers: exchange.request_headers,
+            status: exchange.status,
+            origin: exchange.origin.into(),
+            error: exchange.error,
+            endpoint: exchange.endpoint,
+            request_bytes: exchange.request_bytes,
+            response_bytes: exchange.response_bytes,
+            completed: exchange.completed,
+            upstream_latency: exchange
+                .upstream_latency
+                .map(std::time::Duration::from_nanos),
+            duration: std::time::Duration::from_nanos(exchange.duration),
+            activity: exchange.activity.map(Activity::from),
+            signer: exchange.signer.map(Signer::from),
+            principal: exchange.principal.map(Principal::from),
+            ended_at_ms: exchange.ended_at_ms,
+        }
+    }
+}
+
 impl From<log::Level> for wit_log::Level {
     fn from(level: log::Level) -> Self {
         match level {
@@ -203,6 +319,56 @@ impl From<log::Level> for wit_log::Level {
             log::Level::Info => wit_log::Level::Info,
             log::Level::Warn => wit_log::Level::Warn,
             log::Level::Error => wit_log::Level::Error,
+        }
+    }
+}
+
+impl From<wit_store::StoreError> for store::StoreError {
+    fn from(error: wit_store::StoreError) -> Self {
+        match error {
+            wit_store::StoreError::Full => store::StoreError::Full,
+            wit_store::StoreError::TooLarge => store::StoreError::TooLarge,
+            wit_store::StoreError::NotANumber => store::StoreError::NotANumber,
+        }
+    }
+}
+
+/// `outbound::send` over the generated import, converting both ways.
+pub(crate) mod outbound {
+    use super::*;
+
+    pub(crate) fn send(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        let headers: Vec<types::HeaderParam<'_>> = request
+            .headers
+            .iter()
+            .map(|header| types::HeaderParam {
+                name: &header.name,
+                value: &header.value,
+            })
+            .collect();
+        let wit_request = wit_outbound::OutboundRequest {
+            method: &request.method,
+            url: &request.url,
+            headers: &headers,
+            body: request.body.as_deref(),
+            timeout_ms: request
+                .timeout
+                .map(|timeout| u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)),
+        };
+        match wit_outbound::send(wit_request) {
+            Ok(response) => Ok(OutboundResponse {
+                status: response.status,
+                headers: response.headers.into_iter().map(Header::from).collect(),
+                body: response.body,
+            }),
+            Err(error) => Err(match error {
+                wit_outbound::OutboundError::NotAllowed(why) => OutboundError::NotAllowed(why),
+                wit_outbound::OutboundError::NotHere => OutboundError::NotHere,
+                wit_outbound::OutboundError::Timeout => OutboundError::Timeout,
+                wit_outbound::OutboundError::TooLarge => OutboundError::TooLarge,
+                wit_outbound::OutboundError::Connect(why) => OutboundError::Connect(why),
+                wit_outbound::OutboundError::Invalid(why) => OutboundError::Invalid(why),
+            }),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Unit-testing plugins natively (available off `wasm32` only).
 //!
-//! Off `wasm32` the SDK runs on an in-memory backend: [`Request`] and [`Response`] wrap values
-//! built here, metrics are kept in memory with the gateway's rules (name checks, label
-//! counts, invalid values and the series cap), and log lines are kept too. So a plugin's
-//! logic is tested with plain `cargo test`, calling its hooks directly:
+//! Off `wasm32` the SDK runs on an in-memory backend: [`Request`], [`Response`] and
+//! [`Exchange`] hold values built here, metrics are kept in memory with the gateway's rules
+//! (name checks, label counts, invalid values and the series cap), log lines are kept too,
+//! the [`store`](crate::store) is a map on a test clock that stands still until
+//! [`advance`] moves it, [`outbound`](crate::outbound) answers what [`outbound_reply`]
+//! scripted, and [`gateway::upstreams`](crate::gateway::upstreams) lists what
+//! [`set_upstreams`] set. So a plugin's logic is tested with plain `cargo test`, calling
+//! its hooks directly:
 //!
 //! ```
-//! use fedgate_sdk::testing::{self, TestRequest, TestResponse};
-//! use fedgate_sdk::{Config, Counter, Plugin, Request, Response};
+//! use fedgate_sdk::testing::{self, TestExchange};
+//! use fedgate_sdk::{Config, Counter, Exchange, Hooks, Plugin};
 //!
 //! struct StatusCounter(Counter);
 //!
@@ -16,40 +20,133 @@
 //!         Ok(StatusCounter(Counter::declare("responses_total", "Responses.", &["class"])?))
 //!     }
 //!
-//!     fn on_response(&mut self, _request: &Request, response: &Response) {
-//!         let class = format!("{}xx", response.status() / 100);
-//!         self.0.inc(&[&class]);
+//!     fn hooks(&self) -> Hooks {
+//!         Hooks::OBSERVE
+//!     }
+//!
+//!     fn observe(&mut self, exchanges: &[Exchange]) {
+//!         for exchange in exchanges {
+//!             self.0.inc(&[&format!("{}xx", exchange.status / 100)]);
+//!         }
 //!     }
 //! }
 //!
 //! let mut plugin: StatusCounter = testing::init("{}").unwrap();
-//! let request = TestRequest::get("/users/alice").header("accept", "application/activity+json").build();
-//! plugin.on_response(&request, &TestResponse::upstream(200).build());
-//! plugin.on_response(&request, &TestResponse::gateway(502, "connect").build());
+//! plugin.observe(&[
+//!     TestExchange::get("/users/alice").status(200).build(),
+//!     TestExchange::get("/users/bob").gateway(502, "connect").build(),
+//! ]);
 //! assert_eq!(testing::counter_value("responses_total", &["2xx"]), 1.0);
 //! assert_eq!(testing::counter_value("responses_total", &["5xx"]), 1.0);
 //! ```
 //!
 //! State is per thread, and the test harness runs each test on a thread of its own, so tests
-//! running in parallel do not see each other's metrics. Within one test, [`reset`] starts
+//! running in parallel do not see each other's metrics or store. Plugin values created in
+//! one test share the store, as the gateway's instances of one plugin do: create two to
+//! test that what one instance writes, another reads. Within one test, [`reset`] starts
 //! afresh.
 
 pub(crate) mod backend;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::gateway::UpstreamInfo;
 use crate::log::Level;
-use crate::{Config, Header, Origin, Plugin, Request, Response};
+use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
+use crate::{
+    Activity, Config, Exchange, Header, HttpVersion, Origin, Plugin, Principal, PrincipalKind,
+    Registration, Request, Response, Signer, TlsInfo,
+};
 
-/// Creates a plugin the way the gateway does: `P::init` with this JSON configuration.
+/// Creates a plugin the way the gateway does: `P::init` with this JSON configuration, then
+/// its registration checked as the gateway checks it (at most 32 request fields, a tick
+/// interval of at least 100 ms with `ON_TICK`). The request fields it registers become the
+/// ones [`TestRequest`] and [`TestExchange`] declare, unless they name their own.
 pub fn init<P: Plugin>(config: &str) -> Result<P, String> {
-    P::init(&Config::new(config))
+    let plugin = P::init(&Config::new(config))?;
+    let registration = Registration::of(&plugin)?;
+    backend::with_state(|state| state.registered_headers = registration.request_headers);
+    Ok(plugin)
 }
 
-/// Forgets every declared metric, every log line, and the settings below. Handles declared
+/// Forgets every declared metric, every log line, the store, scripted outbound answers,
+/// the upstreams, and the settings below; the test clock starts again. Handles declared
 /// before the reset panic when used: create the plugin again.
 pub fn reset() {
     backend::reset();
+}
+
+// ---------------------------------------------------------------------------------------
+// The clock, the store, outbound HTTP, the gateway
+// ---------------------------------------------------------------------------------------
+
+/// Moves the test clock (monotonic and wall alike) forward: store entries whose TTL ran out
+/// expire. The clock stands still otherwise.
+pub fn advance(by: Duration) {
+    backend::with_state(|state| {
+        let nanos = by.as_nanos();
+        state.monotonic_ns = state
+            .monotonic_ns
+            .saturating_add(u64::try_from(nanos).unwrap_or(u64::MAX));
+        state.wall_ns = state.wall_ns.saturating_add(nanos);
+    });
+}
+
+/// Sets the wall clock (2026-01-01T00:00:00Z unless set); the monotonic clock does not
+/// move, as on a host whose system clock is set.
+pub fn set_wall_time(time: SystemTime) {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    backend::with_state(|state| state.wall_ns = since.as_nanos());
+}
+
+/// Bounds the store: at most `max_entries` entries (10 000 unless set; beyond it, the
+/// entries closest to expiring, then the least recently written, are evicted) and values of
+/// at most `max_value_bytes` (64 KiB unless set; longer ones fail with `too-large`).
+pub fn set_store_limits(max_entries: usize, max_value_bytes: usize) {
+    backend::with_state(|state| {
+        state.store.max_entries = max_entries;
+        state.store.max_value_bytes = max_value_bytes;
+    });
+}
+
+/// Scripts the answer to [`outbound::send`](crate::outbound::send) for exactly this URL
+/// (the last script for a URL wins). Unscripted URLs answer
+/// [`OutboundError::NotAllowed`], as hosts outside `outbound.allow` do.
+pub fn outbound_reply(url: &str, reply: Result<OutboundResponse, OutboundError>) {
+    backend::with_state(|state| state.outbound_replies.push((url.to_owned(), reply)));
+}
+
+/// The outbound requests sent so far, in order (refused ones included).
+pub fn outbound_requests() -> Vec<OutboundRequest> {
+    backend::with_state(|state| state.outbound_sent.clone())
+}
+
+/// Runs `f` as an inline hook runs: outbound HTTP answers
+/// [`OutboundError::NotHere`] inside it.
+pub fn as_inline_hook<R>(f: impl FnOnce() -> R) -> R {
+    backend::with_state(|state| state.inline_hook = true);
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            backend::with_state(|state| state.inline_hook = false);
+        }
+    }
+    let _leave = Leave;
+    f()
+}
+
+/// Sets what [`gateway::upstreams`](crate::gateway::upstreams) lists: `(name, critical)`.
+pub fn set_upstreams(upstreams: &[(&str, bool)]) {
+    let upstreams = upstreams
+        .iter()
+        .map(|(name, critical)| UpstreamInfo {
+            name: (*name).to_owned(),
+            critical: *critical,
+        })
+        .collect();
+    backend::with_state(|state| state.upstreams = upstreams);
 }
 
 /// Sets the per-metric series cap (the gateway's `max_series`; 1000 unless set).
@@ -262,6 +359,11 @@ impl TestRequest {
             request_id: "test-request".to_owned(),
             body: None,
             signer: None,
+            activity: None,
+            principal: None,
+            http_version: HttpVersion::Http11,
+            tls: None,
+            request_headers: None,
         })
     }
 
@@ -329,19 +431,329 @@ impl TestRequest {
     /// Marks the request as signed, with a verified signature, by `key_id`; the instance
     /// is the key id's host, as the gateway derives it.
     pub fn signer(mut self, key_id: &str) -> Self {
-        let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = authority.rsplit('@').next().unwrap_or_default();
-        self.0.signer = Some(backend::Signer {
-            key_id: key_id.to_owned(),
-            instance: host.to_ascii_lowercase(),
+        self.0.signer = Some(signer(key_id));
+        self
+    }
+
+    /// Sets the federation view of the body (see [`activity`] to build one).
+    pub fn activity(mut self, activity: Activity) -> Self {
+        self.0.activity = Some(activity);
+        self
+    }
+
+    /// Sets the principal auth established.
+    pub fn principal(mut self, kind: PrincipalKind, name: &str) -> Self {
+        self.0.principal = Some(Principal {
+            kind,
+            name: name.to_owned(),
         });
+        self
+    }
+
+    /// Sets the HTTP version (HTTP/1.1 unless set).
+    pub fn http_version(mut self, version: HttpVersion) -> Self {
+        self.0.http_version = version;
+        self
+    }
+
+    /// Marks the connection as TLS, with the server name the client asked for and the
+    /// verified client certificate's subject.
+    pub fn tls(mut self, server_name: Option<&str>, client_subject: Option<&str>) -> Self {
+        self.0.tls = Some(TlsInfo {
+            server_name: server_name.map(str::to_owned),
+            client_subject: client_subject.map(str::to_owned),
+        });
+        self
+    }
+
+    /// The registered field names [`Request::declared_headers`] answers for; unless set,
+    /// those of the plugin last created with [`init`].
+    pub fn request_headers(mut self, names: &[&str]) -> Self {
+        self.0.request_headers = Some(names.iter().map(|name| (*name).to_owned()).collect());
         self
     }
 
     /// The request.
     pub fn build(self) -> Request {
         Request(self.0)
+    }
+}
+
+/// The signer the gateway reports for a verified signature by `key_id`: the instance is
+/// the key id's host, lowercased.
+fn signer(key_id: &str) -> Signer {
+    let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    Signer {
+        key_id: key_id.to_owned(),
+        instance: host.to_ascii_lowercase(),
+    }
+}
+
+/// The federation view of an activity of type `kind` sent by `actor`, as the gateway
+/// derives it: `actor_host` is the actor id's host, lowercased, without its port (`None`
+/// when the id is not a `scheme://` URL). Set the other fields on the result.
+///
+/// ```
+/// use fedgate_sdk::testing;
+///
+/// let mut like = testing::activity("Like", "https://Example.org:8443/users/bob");
+/// like.object_id = Some("https://local.example/notes/1".to_owned());
+/// assert_eq!(like.actor_host.as_deref(), Some("example.org"));
+/// ```
+pub fn activity(kind: &str, actor: &str) -> Activity {
+    let host = actor.split_once("://").and_then(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        let host = if host_port.starts_with('[') {
+            host_port.find(']').map(|end| &host_port[..=end])
+        } else {
+            host_port.split(':').next()
+        }?;
+        (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    });
+    Activity {
+        kind: Some(kind.to_owned()),
+        actor: Some(actor.to_owned()),
+        actor_host: host,
+        ..Activity::default()
+    }
+}
+
+/// Builds the [`Exchange`]s an observer receives.
+///
+/// Defaults: as [`TestRequest`] for the request (scheme `https`, authority `gateway.test`,
+/// client `192.0.2.1`, route `default`, upstream `app`, request id `test-request`,
+/// HTTP/1.1); the upstream answered 200 from `127.0.0.1:3000` with an upstream latency of
+/// 1 ms and a duration of 1 ms, no body either way, completed; ended at the test clock's
+/// wall time. `request_headers` carries the first value of each registered field among
+/// those set with [`header`](Self::header): the names given to
+/// [`request_headers`](Self::request_headers), or else those of the plugin last created
+/// with [`init`].
+///
+/// ```
+/// use std::time::Duration;
+/// use fedgate_sdk::testing::{self, TestExchange};
+/// use fedgate_sdk::Origin;
+///
+/// let exchange = TestExchange::post("/users/alice/inbox")
+///     .route("inbox")
+///     .activity(testing::activity("Follow", "https://remote.example/users/bob"))
+///     .signer("https://remote.example/users/bob#main-key")
+///     .status(202)
+///     .upstream_latency(Duration::from_millis(30))
+///     .build();
+/// assert_eq!(exchange.status, 202);
+/// assert_eq!(exchange.duration, Duration::from_millis(30));
+///
+/// let failed = TestExchange::get("/").gateway(504, "timeout").build();
+/// assert_eq!((failed.origin, failed.error.as_deref()), (Origin::Gateway, Some("timeout")));
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "call .build() to get the Exchange"]
+pub struct TestExchange {
+    exchange: Exchange,
+    headers: Vec<Header>,
+    request_headers: Option<Vec<String>>,
+}
+
+impl TestExchange {
+    /// An exchange of a request with this method and target (path, optionally with
+    /// `?query`).
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        let ended_at_ms = crate::clocks::wall_now_ms();
+        TestExchange {
+            exchange: Exchange {
+                method: method.to_owned(),
+                scheme: "https".to_owned(),
+                authority: "gateway.test".to_owned(),
+                path,
+                query,
+                route: "default".to_owned(),
+                upstream: "app".to_owned(),
+                request_id: "test-request".to_owned(),
+                client_address: "192.0.2.1".to_owned(),
+                http_version: HttpVersion::Http11,
+                request_headers: Vec::new(),
+                status: 200,
+                origin: Origin::Upstream,
+                error: None,
+                endpoint: Some("127.0.0.1:3000".to_owned()),
+                request_bytes: 0,
+                response_bytes: 0,
+                completed: true,
+                upstream_latency: Some(Duration::from_millis(1)),
+                duration: Duration::from_millis(1),
+                activity: None,
+                signer: None,
+                principal: None,
+                ended_at_ms,
+            },
+            headers: Vec::new(),
+            request_headers: None,
+        }
+    }
+
+    /// A `GET` of `target`.
+    pub fn get(target: &str) -> Self {
+        TestExchange::new("GET", target)
+    }
+
+    /// A `POST` to `target`.
+    pub fn post(target: &str) -> Self {
+        TestExchange::new("POST", target)
+    }
+
+    /// Sets the scheme.
+    pub fn scheme(mut self, scheme: &str) -> Self {
+        self.exchange.scheme = scheme.to_owned();
+        self
+    }
+
+    /// Sets the authority.
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.exchange.authority = authority.to_owned();
+        self
+    }
+
+    /// Sets the name of the matched route.
+    pub fn route(mut self, route: &str) -> Self {
+        self.exchange.route = route.to_owned();
+        self
+    }
+
+    /// Sets the name of the route's upstream.
+    pub fn upstream(mut self, upstream: &str) -> Self {
+        self.exchange.upstream = upstream.to_owned();
+        self
+    }
+
+    /// Sets the request id.
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.exchange.request_id = id.to_owned();
+        self
+    }
+
+    /// Sets the client address.
+    pub fn client_address(mut self, address: &str) -> Self {
+        self.exchange.client_address = address.to_owned();
+        self
+    }
+
+    /// Sets the HTTP version.
+    pub fn http_version(mut self, version: HttpVersion) -> Self {
+        self.exchange.http_version = version;
+        self
+    }
+
+    /// Appends a request field; it reaches the exchange only if its name is registered.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push(Header::new(name.to_ascii_lowercase(), value));
+        self
+    }
+
+    /// The registered field names `request_headers` carries; unless set, those of the
+    /// plugin last created with [`init`].
+    pub fn request_headers(mut self, names: &[&str]) -> Self {
+        self.request_headers = Some(names.iter().map(|name| (*name).to_owned()).collect());
+        self
+    }
+
+    /// The upstream answered with `status`.
+    pub fn status(mut self, status: u16) -> Self {
+        self.exchange.status = status;
+        self
+    }
+
+    /// The gateway answered `status` in the upstream's place, or refused the request, for
+    /// `error` (`connect`, `timeout`, `reset`, `protocol`, `rate_limited`, ...): no
+    /// upstream latency, and no endpoint (set one with [`endpoint`](Self::endpoint)).
+    pub fn gateway(mut self, status: u16, error: &str) -> Self {
+        self.exchange.status = status;
+        self.exchange.origin = Origin::Gateway;
+        self.exchange.error = Some(error.to_owned());
+        self.exchange.endpoint = None;
+        self.exchange.upstream_latency = None;
+        self
+    }
+
+    /// A plugin answered `status` locally: origin gateway, no error, no endpoint.
+    pub fn local_reply(mut self, status: u16) -> Self {
+        self = self.gateway(status, "");
+        self.exchange.error = None;
+        self
+    }
+
+    /// Sets the endpoint that answered or failed.
+    pub fn endpoint(mut self, endpoint: Option<&str>) -> Self {
+        self.exchange.endpoint = endpoint.map(str::to_owned);
+        self
+    }
+
+    /// Sets the body sizes received from the client and sent to it.
+    pub fn bytes(mut self, request: u64, response: u64) -> Self {
+        self.exchange.request_bytes = request;
+        self.exchange.response_bytes = response;
+        self
+    }
+
+    /// Sets whether the response body was sent whole.
+    pub fn completed(mut self, completed: bool) -> Self {
+        self.exchange.completed = completed;
+        self
+    }
+
+    /// Sets the upstream latency (and raises the duration to at least that much).
+    pub fn upstream_latency(mut self, latency: Duration) -> Self {
+        self.exchange.upstream_latency = Some(latency);
+        self.exchange.duration = self.exchange.duration.max(latency);
+        self
+    }
+
+    /// Sets the time from the request's arrival to the end of its response.
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.exchange.duration = duration;
+        self
+    }
+
+    /// Sets the federation view of the body (see [`activity`]).
+    pub fn activity(mut self, activity: Activity) -> Self {
+        self.exchange.activity = Some(activity);
+        self
+    }
+
+    /// Marks the request as signed by `key_id`, as [`TestRequest::signer`] does.
+    pub fn signer(mut self, key_id: &str) -> Self {
+        self.exchange.signer = Some(signer(key_id));
+        self
+    }
+
+    /// Sets the principal auth established.
+    pub fn principal(mut self, kind: PrincipalKind, name: &str) -> Self {
+        self.exchange.principal = Some(Principal {
+            kind,
+            name: name.to_owned(),
+        });
+        self
+    }
+
+    /// Sets when the response ended, in milliseconds since the Unix epoch.
+    pub fn ended_at_ms(mut self, ms: u64) -> Self {
+        self.exchange.ended_at_ms = ms;
+        self
+    }
+
+    /// The exchange.
+    pub fn build(mut self) -> Exchange {
+        self.exchange.request_headers =
+            backend::declared(&self.headers, self.request_headers.as_deref());
+        self.exchange
     }
 }
 
@@ -488,6 +900,126 @@ mod tests {
                 instance: "remote.example".to_owned(),
             })
         );
+    }
+
+    #[test]
+    fn requests_carry_the_context() {
+        let request = TestRequest::get("/")
+            .header("User-Agent", "ua")
+            .header("date", "d1")
+            .header("date", "d2")
+            .request_headers(&["date", "user-agent", "x-missing"])
+            .activity(activity("Create", "https://a.example/u/x"))
+            .principal(PrincipalKind::Jwt, "alice")
+            .http_version(HttpVersion::Http2)
+            .tls(Some("gateway.test"), None)
+            .build();
+        assert_eq!(
+            request.declared_headers(),
+            vec![Some("d1".to_owned()), Some("ua".to_owned()), None]
+        );
+        assert_eq!(request.activity().unwrap().kind(), Some("Create"));
+        assert_eq!(
+            request.principal(),
+            Some(Principal {
+                kind: PrincipalKind::Jwt,
+                name: "alice".to_owned()
+            })
+        );
+        assert_eq!(request.http_version(), HttpVersion::Http2);
+        assert_eq!(request.http_version().as_str(), "HTTP/2");
+        assert_eq!(
+            request.tls().unwrap().server_name.as_deref(),
+            Some("gateway.test")
+        );
+        let plain = TestRequest::get("/").build();
+        assert_eq!(plain.tls(), None);
+        assert_eq!(plain.activity(), None);
+        assert_eq!(plain.principal(), None);
+        assert!(plain.declared_headers().is_empty());
+    }
+
+    struct Registers;
+
+    impl Plugin for Registers {
+        fn init(_config: &Config) -> Result<Self, String> {
+            Ok(Registers)
+        }
+
+        fn request_headers(&self) -> Vec<String> {
+            vec!["content-type".to_owned(), "user-agent".to_owned()]
+        }
+    }
+
+    #[test]
+    fn the_registration_of_the_last_plugin_declares_fields() {
+        let _plugin: Registers = init("{}").unwrap();
+        let exchange = TestExchange::post("/inbox")
+            .header("User-Agent", "ua")
+            .build();
+        assert_eq!(exchange.request_headers, vec![None, Some("ua".to_owned())]);
+        let request = TestRequest::get("/").header("content-type", "t").build();
+        assert_eq!(request.declared_headers(), vec![Some("t".to_owned()), None]);
+    }
+
+    #[test]
+    fn exchanges_read_back_what_was_built() {
+        set_wall_time(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
+        let exchange = TestExchange::post("/inbox?x=1")
+            .scheme("http")
+            .authority("a.test")
+            .route("inbox")
+            .upstream("mastodon")
+            .request_id("r")
+            .client_address("2001:db8::1")
+            .http_version(HttpVersion::Http10)
+            .bytes(10, 20)
+            .completed(false)
+            .signer("https://R.example/u#k")
+            .principal(PrincipalKind::ApiKey, "ci")
+            .duration(Duration::from_secs(2))
+            .build();
+        assert_eq!(exchange.query.as_deref(), Some("x=1"));
+        assert_eq!(exchange.ended_at_ms, 10_000);
+        assert_eq!((exchange.request_bytes, exchange.response_bytes), (10, 20));
+        assert!(!exchange.completed);
+        assert_eq!(exchange.signer.unwrap().instance, "r.example");
+        assert_eq!(exchange.principal.unwrap().kind.as_str(), "api-key");
+        assert_eq!(exchange.duration, Duration::from_secs(2));
+        assert_eq!(exchange.route, "inbox");
+        let failed = TestExchange::get("/")
+            .gateway(502, "connect")
+            .endpoint(Some("10.0.0.1:80"))
+            .build();
+        assert_eq!(failed.endpoint.as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(failed.upstream_latency, None);
+    }
+
+    #[test]
+    fn activities_derive_the_host_as_the_gateway_does() {
+        assert_eq!(
+            activity("Like", "https://u@Example.org:8443/x")
+                .actor_host
+                .as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            activity("Like", "https://[2001:db8::1]:443/")
+                .actor_host
+                .as_deref(),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(activity("Like", "acct:bob@example.org").actor_host, None);
+    }
+
+    #[test]
+    fn the_store_is_shared_and_reset_forgets_it() {
+        crate::store::set("k", b"v", None).unwrap();
+        set_upstreams(&[("app", true)]);
+        assert_eq!(crate::gateway::upstreams().len(), 1);
+        reset();
+        assert_eq!(crate::store::get("k"), None);
+        assert!(crate::gateway::upstreams().is_empty());
     }
 
     #[test]

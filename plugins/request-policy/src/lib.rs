@@ -504,10 +504,13 @@ mod tests {
             .build();
         let verdict = p.on_request(&blank);
         assert_eq!(verdict.status(), Some(403));
-        assert_eq!(verdict.body(), Some("missing required header: user-agent"));
+        assert_eq!(
+            verdict.body_text(),
+            Some("missing required header: user-agent")
+        );
         let missing = TestRequest::get("/").header("user-agent", "a").build();
         assert_eq!(
-            p.on_request(&missing).body(),
+            p.on_request(&missing).body_text(),
             Some("missing required header: date")
         );
         assert_eq!(decisions("none", "allow"), 1.0);
@@ -606,7 +609,7 @@ mod tests {
             .build();
         let verdict = p.on_request(&large);
         assert_eq!(verdict.status(), Some(413));
-        assert_eq!(verdict.body(), Some("request body too large"));
+        assert_eq!(verdict.body_text(), Some("request body too large"));
         let buffered = TestRequest::post("/").body(vec![b'x'; 2048]).build();
         assert_eq!(p.on_request(&buffered).status(), Some(413));
         assert!(p.on_request(&TestRequest::post("/").build()).is_continue());
@@ -632,7 +635,7 @@ mod tests {
             .header("content-length", "1000")
             .build();
         assert_eq!(
-            p.on_request(&request).body(),
+            p.on_request(&request).body_text(),
             Some("user agent not allowed")
         );
         assert_eq!(decisions("user_agent", "deny"), 1.0);

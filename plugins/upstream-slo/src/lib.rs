@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use fedgate_sdk::{
     export_plugin, Config, Gauge, HealthReport, HealthStatus, Hooks, Origin, Plugin, Request,
-    Response,
+    Response, ResponseEdit,
 };
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -300,7 +300,7 @@ impl Plugin for UpstreamSlo {
         Hooks::ON_RESPONSE | Hooks::HEALTH_CHECK
     }
 
-    fn on_response(&mut self, request: &Request, response: &Response) {
+    fn on_response(&mut self, request: &Request, response: &Response) -> ResponseEdit {
         let origin = response.origin();
         let latency = match (response.upstream_latency(), origin) {
             (Some(latency), _) => Some(latency),
@@ -320,6 +320,7 @@ impl Plugin for UpstreamSlo {
         window.push(sample, self.capacity);
         let publish_latency = window.unpublished >= self.publish_every;
         self.publish(&upstream, publish_latency);
+        ResponseEdit::default()
     }
 
     fn health_check(&mut self) -> HealthReport {

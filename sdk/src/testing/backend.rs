@@ -1,13 +1,15 @@
 //! The in-memory stand-in for the gateway's imports, used off `wasm32`. It exposes the same
 //! names and signatures as the generated bindings so the SDK's wrappers read the same on
 //! both targets, and it imitates the host's checks (metric names, label counts, values,
-//! the series cap) so a plugin's tests catch what the gateway would drop.
+//! the series cap, the store's bounds) so a plugin's tests catch what the gateway would
+//! drop.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::log::Level;
-use crate::{Header, Origin};
+use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
+use crate::{Activity, Header, HttpVersion, Origin, Principal, Signer, TlsInfo};
 
 /// Label values longer than this are dropped by the host.
 const MAX_LABEL_VALUE_BYTES: usize = 256;
@@ -39,16 +41,31 @@ pub(crate) struct Request {
     pub(crate) request_id: String,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) signer: Option<Signer>,
+    pub(crate) activity: Option<Activity>,
+    pub(crate) principal: Option<Principal>,
+    pub(crate) http_version: HttpVersion,
+    pub(crate) tls: Option<TlsInfo>,
+    /// The registered field names `declared_headers` answers for; `None`: those of the
+    /// plugin last created with `testing::init`.
+    pub(crate) request_headers: Option<Vec<String>>,
 }
 
-/// The verified signer, as the gateway's `signer` record carries it.
-#[derive(Clone, Debug)]
-pub(crate) struct Signer {
-    pub(crate) key_id: String,
-    pub(crate) instance: String,
+/// The first value of each of `names` in `headers`: what `declared-headers` and an
+/// exchange's `request-headers` carry.
+pub(crate) fn declared(headers: &[Header], names: Option<&[String]>) -> Vec<Option<String>> {
+    let resolve = |names: &[String]| {
+        names
+            .iter()
+            .map(|name| first_value(headers, name))
+            .collect()
+    };
+    match names {
+        Some(names) => resolve(names),
+        None => with_state(|state| resolve(&state.registered_headers)),
+    }
 }
 
-fn first_value(headers: &[Header], name: &str) -> Option<String> {
+pub(crate) fn first_value(headers: &[Header], name: &str) -> Option<String> {
     headers
         .iter()
         .find(|header| header.name.eq_ignore_ascii_case(name))
@@ -114,6 +131,26 @@ impl Request {
 
     pub(crate) fn signer(&self) -> Option<Signer> {
         self.signer.clone()
+    }
+
+    pub(crate) fn declared_headers(&self) -> Vec<Option<String>> {
+        declared(&self.headers, self.request_headers.as_deref())
+    }
+
+    pub(crate) fn activity(&self) -> Option<Activity> {
+        self.activity.clone()
+    }
+
+    pub(crate) fn principal(&self) -> Option<Principal> {
+        self.principal.clone()
+    }
+
+    pub(crate) fn http_version(&self) -> HttpVersion {
+        self.http_version
+    }
+
+    pub(crate) fn tls(&self) -> Option<TlsInfo> {
+        self.tls.clone()
     }
 }
 
@@ -215,7 +252,24 @@ pub(crate) struct State {
     pub(crate) log_level: Level,
     /// Series handed out by `series`, by number.
     resolved: Vec<(String, Resolution)>,
+    /// The request fields the plugin last created with `testing::init` registered.
+    pub(crate) registered_headers: Vec<String>,
+    /// The test clock: nanoseconds of the monotonic clock, and of the wall clock since the
+    /// Unix epoch.
+    pub(crate) monotonic_ns: u64,
+    pub(crate) wall_ns: u128,
+    pub(crate) store: store::Store,
+    /// Scripted outbound answers by URL, and the requests sent.
+    pub(crate) outbound_replies: Vec<(String, Result<OutboundResponse, OutboundError>)>,
+    pub(crate) outbound_sent: Vec<OutboundRequest>,
+    /// Whether a closure given to `testing::as_inline_hook` runs.
+    pub(crate) inline_hook: bool,
+    pub(crate) upstreams: Vec<crate::gateway::UpstreamInfo>,
 }
+
+/// Where the test clock starts: one second into the monotonic clock, and 2026-01-01T00:00Z.
+pub(crate) const START_MONOTONIC_NS: u64 = 1_000_000_000;
+pub(crate) const START_WALL_NS: u128 = 1_767_225_600 * 1_000_000_000;
 
 impl State {
     const fn new(generation: u64) -> Self {
@@ -226,6 +280,14 @@ impl State {
             logs: Vec::new(),
             log_level: Level::Trace,
             resolved: Vec::new(),
+            registered_headers: Vec::new(),
+            monotonic_ns: START_MONOTONIC_NS,
+            wall_ns: START_WALL_NS,
+            store: store::Store::new(),
+            outbound_replies: Vec::new(),
+            outbound_sent: Vec::new(),
+            inline_hook: false,
+            upstreams: Vec::new(),
         }
     }
 }
@@ -585,4 +647,243 @@ pub(crate) fn log(level: Level, message: &str) {
 
 pub(crate) fn enabled(level: Level) -> bool {
     with_state(|state| level >= state.log_level)
+}
+
+// ---------------------------------------------------------------------------------------
+// Clocks
+// ---------------------------------------------------------------------------------------
+
+pub(crate) mod clocks {
+    use super::with_state;
+
+    /// The wall clock's reading, as the WIT's `datetime`.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Datetime {
+        pub(crate) seconds: u64,
+        pub(crate) nanoseconds: u32,
+    }
+
+    pub(crate) fn monotonic_now() -> u64 {
+        with_state(|state| state.monotonic_ns)
+    }
+
+    pub(crate) fn wall_now() -> Datetime {
+        with_state(|state| Datetime {
+            seconds: u64::try_from(state.wall_ns / 1_000_000_000).unwrap_or(u64::MAX),
+            nanoseconds: (state.wall_ns % 1_000_000_000) as u32,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------------
+
+pub(crate) mod store {
+    use std::collections::BTreeMap;
+
+    use super::with_state;
+    use crate::store::StoreError;
+
+    /// Keys longer than this are refused, as the ABI says.
+    const MAX_KEY_BYTES: usize = 1024;
+
+    #[derive(Debug)]
+    struct Entry {
+        value: Vec<u8>,
+        /// Monotonic nanoseconds at which it expires.
+        expires: Option<u64>,
+        /// When it was last written, in writes: the least recently written goes first.
+        written: u64,
+    }
+
+    /// The plugin's store, shared by every plugin value of the thread, with the gateway's
+    /// bounds in entries and value size (its byte bound is not imitated).
+    #[derive(Debug)]
+    pub(crate) struct Store {
+        entries: BTreeMap<String, Entry>,
+        writes: u64,
+        pub(crate) max_entries: usize,
+        pub(crate) max_value_bytes: usize,
+    }
+
+    impl Store {
+        pub(crate) const fn new() -> Self {
+            Store {
+                entries: BTreeMap::new(),
+                writes: 0,
+                max_entries: 10_000,
+                max_value_bytes: 64 << 10,
+            }
+        }
+
+        fn live(&self, key: &str, now: u64) -> Option<&Entry> {
+            self.entries
+                .get(key)
+                .filter(|entry| entry.expires.is_none_or(|at| at > now))
+        }
+
+        fn check(&self, key: &str, value_len: usize) -> Result<(), StoreError> {
+            if key.len() > MAX_KEY_BYTES || value_len > self.max_value_bytes {
+                return Err(StoreError::TooLarge);
+            }
+            Ok(())
+        }
+
+        /// Writes `key`, evicting as the gateway does when a new key does not fit: expired
+        /// entries, then the one closest to expiring, then the least recently written.
+        fn write(
+            &mut self,
+            key: &str,
+            value: Vec<u8>,
+            expires: Option<u64>,
+            now: u64,
+        ) -> Result<(), StoreError> {
+            if !self.entries.contains_key(key) {
+                self.entries
+                    .retain(|_, entry| entry.expires.is_none_or(|at| at > now));
+                if self.max_entries == 0 {
+                    return Err(StoreError::Full);
+                }
+                while self.entries.len() >= self.max_entries {
+                    let victim = self
+                        .entries
+                        .iter()
+                        .min_by_key(|(_, entry)| {
+                            (entry.expires.is_none(), entry.expires, entry.written)
+                        })
+                        .map(|(key, _)| key.clone())
+                        .ok_or(StoreError::Full)?;
+                    self.entries.remove(&victim);
+                }
+            }
+            self.writes += 1;
+            self.entries.insert(
+                key.to_owned(),
+                Entry {
+                    value,
+                    expires,
+                    written: self.writes,
+                },
+            );
+            Ok(())
+        }
+    }
+
+    fn expiry(now: u64, ttl_ms: Option<u64>) -> Option<u64> {
+        ttl_ms.map(|ms| now.saturating_add(ms.saturating_mul(1_000_000)))
+    }
+
+    pub(crate) fn get(key: &str) -> Option<Vec<u8>> {
+        with_state(|state| {
+            let now = state.monotonic_ns;
+            state.store.live(key, now).map(|entry| entry.value.clone())
+        })
+    }
+
+    pub(crate) fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        with_state(|state| {
+            let now = state.monotonic_ns;
+            state.store.check(key, value.len())?;
+            state
+                .store
+                .write(key, value.to_vec(), expiry(now, ttl_ms), now)
+        })
+    }
+
+    pub(crate) fn delete(key: &str) -> bool {
+        with_state(|state| {
+            let now = state.monotonic_ns;
+            let was_set = state.store.live(key, now).is_some();
+            state.store.entries.remove(key);
+            was_set
+        })
+    }
+
+    pub(crate) fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
+        with_state(|state| {
+            let now = state.monotonic_ns;
+            state.store.check(key, 0)?;
+            let (current, expires) = match state.store.live(key, now) {
+                Some(entry) => {
+                    let text =
+                        std::str::from_utf8(&entry.value).map_err(|_| StoreError::NotANumber)?;
+                    let n: i64 = text.parse().map_err(|_| StoreError::NotANumber)?;
+                    (n, entry.expires)
+                }
+                None => (0, expiry(now, ttl_ms)),
+            };
+            let sum = current.checked_add(delta).ok_or(StoreError::NotANumber)?;
+            let value = sum.to_string().into_bytes();
+            state.store.check(key, value.len())?;
+            state.store.write(key, value, expires, now)?;
+            Ok(sum)
+        })
+    }
+
+    pub(crate) fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        with_state(|state| {
+            let now = state.monotonic_ns;
+            state.store.check(key, value.len())?;
+            let current = state
+                .store
+                .live(key, now)
+                .map(|entry| entry.value.as_slice());
+            if current != expected {
+                return Ok(false);
+            }
+            state
+                .store
+                .write(key, value.to_vec(), expiry(now, ttl_ms), now)?;
+            Ok(true)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbound HTTP
+// ---------------------------------------------------------------------------------------
+
+pub(crate) mod outbound {
+    use super::with_state;
+    use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
+
+    pub(crate) fn send(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        with_state(|state| {
+            if state.inline_hook {
+                return Err(OutboundError::NotHere);
+            }
+            let url = request.url.clone();
+            state.outbound_sent.push(request);
+            state
+                .outbound_replies
+                .iter()
+                .rev()
+                .find(|(scripted, _)| *scripted == url)
+                .map(|(_, reply)| reply.clone())
+                .unwrap_or_else(|| {
+                    Err(OutboundError::NotAllowed(format!(
+                        "{url} is not allowed (script it with testing::outbound_reply)"
+                    )))
+                })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway
+// ---------------------------------------------------------------------------------------
+
+pub(crate) mod gateway {
+    use super::with_state;
+    use crate::gateway::UpstreamInfo;
+
+    pub(crate) fn upstreams() -> Vec<UpstreamInfo> {
+        with_state(|state| state.upstreams.clone())
+    }
 }

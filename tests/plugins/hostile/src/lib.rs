@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use fedgate_sdk::{
     export_plugin, log, Config, Counter, HealthReport, HealthStatus, Hooks, Plugin, Request,
-    Response, Verdict,
+    Response, ResponseEdit, Verdict,
 };
 use serde::Deserialize;
 
@@ -191,7 +191,9 @@ impl Plugin for Hostile {
         }
     }
 
-    fn on_response(&mut self, _request: &Request, _response: &Response) {}
+    fn on_response(&mut self, _request: &Request, _response: &Response) -> ResponseEdit {
+        ResponseEdit::default()
+    }
 
     fn health_check(&mut self) -> HealthReport {
         if self.settings.mode == Mode::HealthLoop {

@@ -1,0 +1,186 @@
+//! Finished exchanges, as an observer receives them.
+//!
+//! An observer ([`Hooks::OBSERVE`](crate::Hooks::OBSERVE)) does not sit on the request
+//! path: the gateway queues each exchange of the routes the plugin is attached to once its
+//! response has ended (or the client went away) and hands them to
+//! [`Plugin::observe`](crate::Plugin::observe) in batches, on a thread of the plugin's own.
+//! A full queue drops exchanges (and counts them) rather than wait, so an observer can
+//! never slow a response. Metric plugins are observers.
+
+use std::time::{Duration, SystemTime};
+
+use crate::{Activity, HttpVersion, Origin, Principal, Signer};
+
+/// Gateway answers given in the upstream's place because of the upstream: the `error` of an
+/// exchange whose request the gateway and the inline plugins let through.
+const UPSTREAM_ERRORS: [&str; 7] = [
+    "connect",
+    "timeout",
+    "reset",
+    "protocol",
+    "no_healthy_endpoint",
+    "connection_limit",
+    "circuit_open",
+];
+
+/// One finished exchange: the request as it was forwarded, how it ended, and the context
+/// the gateway established for it.
+///
+/// Build them natively with [`testing::TestExchange`](crate::testing::TestExchange).
+///
+/// ```
+/// use std::time::Duration;
+/// use fedgate_sdk::testing::TestExchange;
+/// use fedgate_sdk::Origin;
+///
+/// let exchange = TestExchange::post("/users/alice/inbox")
+///     .status(202)
+///     .upstream_latency(Duration::from_millis(40))
+///     .build();
+/// assert_eq!(exchange.origin, Origin::Upstream);
+/// assert!(exchange.admitted());
+/// assert!(!exchange.is_error());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// The method, as sent.
+    pub method: String,
+    /// `http` or `https`, as the client connected.
+    pub scheme: String,
+    /// The authority the request was routed by, with its port if it had one.
+    pub authority: String,
+    /// The path, exactly as sent (percent-encoding kept).
+    pub path: String,
+    /// The query without its `?`; `None` when the target had no `?`.
+    pub query: Option<String>,
+    /// The name of the route the request matched.
+    pub route: String,
+    /// The name of that route's upstream.
+    pub upstream: String,
+    /// The request id the gateway forwarded.
+    pub request_id: String,
+    /// The client's IP address.
+    pub client_address: String,
+    /// The HTTP version the client spoke.
+    pub http_version: HttpVersion,
+    /// The fields named in [`Plugin::request_headers`](crate::Plugin::request_headers), in
+    /// that order, each its first value; see [`request_header`](Self::request_header).
+    pub request_headers: Vec<Option<String>>,
+    /// The status the client got.
+    pub status: u16,
+    /// Who answered: the upstream, or the gateway in its place (or refusing the request).
+    pub origin: Origin,
+    /// For gateway answers, why: `connect`, `timeout`, `reset`, `protocol`, ...
+    pub error: Option<String>,
+    /// The endpoint that answered or failed (`10.0.0.5:3000`).
+    pub endpoint: Option<String>,
+    /// Body bytes received from the client.
+    pub request_bytes: u64,
+    /// Body bytes sent to the client.
+    pub response_bytes: u64,
+    /// Whether the response body was sent whole (`false`: the client went away).
+    pub completed: bool,
+    /// From sending the request upstream to receiving the response head; `None` for
+    /// gateway answers.
+    pub upstream_latency: Option<Duration>,
+    /// From the request's arrival to the end of its response.
+    pub duration: Duration,
+    /// The federation view of the body (see [`Activity`]).
+    pub activity: Option<Activity>,
+    /// The verified signer, on routes that check HTTP signatures.
+    pub signer: Option<Signer>,
+    /// The principal auth established, on routes with `auth`.
+    pub principal: Option<Principal>,
+    /// Wall-clock time the response ended, in milliseconds since the Unix epoch.
+    pub ended_at_ms: u64,
+}
+
+impl Exchange {
+    /// The first value of the request field `name`, which must be one of the names the
+    /// plugin registered: `registered` is that list (what
+    /// [`Plugin::request_headers`](crate::Plugin::request_headers) returns), `name` is
+    /// matched case-insensitively. `None` when the field was absent or `name` was not
+    /// registered.
+    ///
+    /// ```
+    /// use fedgate_sdk::testing::TestExchange;
+    ///
+    /// let registered = ["user-agent", "content-type"];
+    /// let exchange = TestExchange::get("/")
+    ///     .header("content-type", "application/activity+json")
+    ///     .request_headers(&registered)
+    ///     .build();
+    /// assert_eq!(
+    ///     exchange.request_header(&registered, "Content-Type"),
+    ///     Some("application/activity+json")
+    /// );
+    /// assert_eq!(exchange.request_header(&registered, "user-agent"), None);
+    /// assert_eq!(exchange.request_header(&registered, "date"), None);
+    /// ```
+    pub fn request_header<S: AsRef<str>>(&self, registered: &[S], name: &str) -> Option<&str> {
+        let index = registered
+            .iter()
+            .position(|known| known.as_ref().eq_ignore_ascii_case(name))?;
+        self.request_headers.get(index)?.as_deref()
+    }
+
+    /// Whether the gateway and the inline plugins let the request through: the upstream
+    /// answered, or the gateway answered in its place because the upstream could not
+    /// (`connect`, `timeout`, `reset`, `protocol`, `no_healthy_endpoint`,
+    /// `connection_limit`, `circuit_open`). `false` for requests the gateway refused itself
+    /// (blocklist, rate limit, auth, signatures, oversized bodies) and for local replies of
+    /// plugins: an observer sees those too, which inline hooks never did.
+    pub fn admitted(&self) -> bool {
+        match self.origin {
+            Origin::Upstream => true,
+            Origin::Gateway => self
+                .error
+                .as_deref()
+                .is_some_and(|error| UPSTREAM_ERRORS.contains(&error)),
+        }
+    }
+
+    /// Whether the exchange is an upstream error: a 5xx from the upstream, or an answer the
+    /// gateway gave in its place because of it (see [`admitted`](Self::admitted)).
+    pub fn is_error(&self) -> bool {
+        self.admitted() && (self.status >= 500 || self.origin == Origin::Gateway)
+    }
+
+    /// When the response ended, as a [`SystemTime`].
+    pub fn ended_at(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.ended_at_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestExchange;
+
+    #[test]
+    fn admitted_and_errors() {
+        let ok = TestExchange::get("/").build();
+        assert!(ok.admitted() && !ok.is_error());
+        let failed = TestExchange::get("/").status(503).build();
+        assert!(failed.admitted() && failed.is_error());
+        let gateway = TestExchange::get("/").gateway(502, "connect").build();
+        assert!(gateway.admitted() && gateway.is_error());
+        let open = TestExchange::get("/").gateway(503, "circuit_open").build();
+        assert!(open.is_error());
+        let limited = TestExchange::get("/").gateway(429, "rate_limited").build();
+        assert!(!limited.admitted() && !limited.is_error());
+        let replied = TestExchange::get("/").local_reply(202).build();
+        assert!(!replied.admitted() && !replied.is_error());
+        assert_eq!(replied.origin, Origin::Gateway);
+        assert_eq!(replied.error, None);
+    }
+
+    #[test]
+    fn ended_at_is_wall_time() {
+        let exchange = TestExchange::get("/").ended_at_ms(1_500).build();
+        assert_eq!(
+            exchange.ended_at(),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)
+        );
+    }
+}
