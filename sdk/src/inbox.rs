@@ -2,7 +2,7 @@
 
 use serde::de::{Deserialize, Deserializer, Error as _};
 
-use crate::Request;
+use crate::{Exchange, Request};
 
 /// Path endings that make a `POST` an inbox delivery: `/inbox` by default (personal and
 /// shared inboxes alike); an empty list takes every `POST`. A plugin uses it as a setting:
@@ -53,6 +53,12 @@ impl InboxPaths {
     pub fn is_delivery(&self, request: &Request) -> bool {
         request.method().eq_ignore_ascii_case("POST") && self.matches(&request.path())
     }
+
+    /// Whether the finished `exchange` was a `POST` to one of the paths (whatever became
+    /// of it: see [`Exchange::admitted`]).
+    pub fn is_delivery_exchange(&self, exchange: &Exchange) -> bool {
+        exchange.method.eq_ignore_ascii_case("POST") && self.matches(&exchange.path)
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +89,15 @@ mod tests {
             error.starts_with("invalid config: `path_suffixes`: \"inbox\" does not start with `/`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn deliveries_are_posts_to_the_paths() {
+        use crate::testing::{TestExchange, TestRequest};
+        let paths = InboxPaths::default();
+        assert!(paths.is_delivery(&TestRequest::post("/users/a/inbox").build()));
+        assert!(!paths.is_delivery(&TestRequest::get("/users/a/inbox").build()));
+        assert!(paths.is_delivery_exchange(&TestExchange::new("post", "/inbox/?x").build()));
+        assert!(!paths.is_delivery_exchange(&TestExchange::post("/outbox").build()));
     }
 }

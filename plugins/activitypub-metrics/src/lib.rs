@@ -1,18 +1,22 @@
 //! Counts the ActivityPub activities delivered to inboxes, by activity type and by the
 //! instance that sent them: `federation_activities_total{type,instance}`.
 //!
-//! Runs in `on-request` on the routes it is attached to; it needs the body, so those routes
-//! must buffer it (`buffer_body`). Only `POST`s to a path ending in one of `path_suffixes`
-//! count. It never refuses a request.
+//! An **observer**: it only counts, so it runs off the request path on the batches of
+//! finished exchanges the gateway hands it, and never delays or refuses a request. It reads
+//! the gateway's federation view of each body (`activity`: type and actor, parsed once by
+//! the gateway for the blocklist and every plugin) instead of parsing the JSON again, so the
+//! routes it is attached to must buffer bodies (`buffer_body`). Only `POST`s to a path
+//! ending in one of `path_suffixes` count, and only those the gateway let through to the
+//! upstream: requests it refused itself (blocklist, rate limit, auth, signatures) and local
+//! replies of plugins are not deliveries.
 
 use std::collections::HashMap;
 
 use fedgate_sdk::{
-    export_plugin, log, Config, Counter, CounterSeries, Hooks, InboxPaths, Plugin, Request, Verdict,
+    export_plugin, log, Activity, Config, Counter, CounterSeries, Exchange, Hooks, InboxPaths,
+    Plugin,
 };
-use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Activity types counted under their own name; any other type counts as `other`.
 const ACTIVITY_TYPES: [&str; 12] = [
@@ -20,10 +24,10 @@ const ACTIVITY_TYPES: [&str; 12] = [
     "Block", "Flag", "Move",
 ];
 
-/// The `type` label of bodies that are not an activity: no body, not JSON, not an object, or
-/// no `type`.
+/// The `type` label of bodies that are not an activity: no body, not a JSON object, or no
+/// string `type`.
 const INVALID: &str = "invalid";
-/// The `instance` label when the sender cannot be told (no body, no usable `actor`).
+/// The `instance` label when the sender cannot be told (no activity, no usable `actor`).
 const UNKNOWN: &str = "unknown";
 /// The `type` label of unlisted types, and the `instance` label beyond `max_instances`.
 const OTHER: &str = "other";
@@ -33,6 +37,9 @@ const TYPE_LABELS: usize = ACTIVITY_TYPES.len() + 2;
 
 /// Longest host name DNS allows; longer ones are not hosts.
 const MAX_HOST_BYTES: usize = 253;
+
+/// The request field read to tell a body that should have had an activity view.
+const CONTENT_TYPE: &str = "content-type";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,14 +56,6 @@ fn default_max_instances() -> usize {
     1000
 }
 
-/// The fields of an activity this plugin reads; see [`classify`] for how little of the body
-/// is read to find them.
-#[derive(Default)]
-struct Activity {
-    kind: Option<Value>,
-    actor: Option<Value>,
-}
-
 /// One `instance` label value's series, by `type` label (see [`type_index`]), resolved
 /// the first time each is counted.
 type Row = [Option<CounterSeries>; TYPE_LABELS];
@@ -71,8 +70,9 @@ struct ActivityPubMetrics {
     /// The series of senders that cannot be told, and of instances past `max_instances`.
     unknown: Row,
     other: Row,
-    /// Whether the "no body" warning was logged, so it is logged once per instance.
-    warned_no_body: bool,
+    /// Whether the "no activity view" warning was logged, so it is logged once per
+    /// instance.
+    warned_no_view: bool,
     /// Whether reaching `max_instances` was logged.
     logged_cap: bool,
 }
@@ -92,38 +92,59 @@ impl Plugin for ActivityPubMetrics {
             instances: HashMap::new(),
             unknown: [None; TYPE_LABELS],
             other: [None; TYPE_LABELS],
-            warned_no_body: false,
+            warned_no_view: false,
             logged_cap: false,
         })
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::ON_REQUEST
+        Hooks::OBSERVE
     }
 
-    fn on_request(&mut self, request: &Request) -> Verdict {
-        if !self.path_suffixes.is_delivery(request) {
-            return Verdict::Continue;
-        }
-        let Some(body) = request.body() else {
-            if !self.warned_no_body {
-                self.warned_no_body = true;
-                log::warn!(
-                    "an inbox POST on route {} has no body to read; set buffer_body on the \
-                     route (counted as type \"invalid\")",
-                    request.route()
-                );
+    fn request_headers(&self) -> Vec<String> {
+        vec![CONTENT_TYPE.to_owned()]
+    }
+
+    fn observe(&mut self, exchanges: &[Exchange]) {
+        for exchange in exchanges {
+            if !exchange.admitted() || !self.path_suffixes.is_delivery_exchange(exchange) {
+                continue;
             }
-            self.count(INVALID, None);
-            return Verdict::Continue;
-        };
-        let (kind, host) = classify(&body);
-        self.count(kind, host);
-        Verdict::Continue
+            match &exchange.activity {
+                Some(activity) => {
+                    let (kind, host) = classify(activity);
+                    self.count(kind, host);
+                }
+                None => {
+                    self.warn_without_view(exchange);
+                    self.count(INVALID, None);
+                }
+            }
+        }
     }
 }
 
 impl ActivityPubMetrics {
+    /// A JSON body without an activity view is either not an activity or was not buffered;
+    /// the second is a configuration mistake worth one warning per instance.
+    fn warn_without_view(&mut self, exchange: &Exchange) {
+        if self.warned_no_view || exchange.request_bytes == 0 {
+            return;
+        }
+        let json = exchange
+            .request_header(&[CONTENT_TYPE], CONTENT_TYPE)
+            .is_some_and(|value| value.to_ascii_lowercase().contains("json"));
+        if json {
+            self.warned_no_view = true;
+            log::warn!(
+                "an inbox POST with a JSON body on route {} has no activity view: the body is \
+                 not one JSON object, or the route does not buffer bodies (set buffer_body); \
+                 counted as type \"invalid\"",
+                exchange.route
+            );
+        }
+    }
+
     /// Counts one activity of type label `kind` from `host` (`None`: unknown). Each label
     /// set is resolved into a series the first time it is counted; later counts are one
     /// host call with no labels to pass.
@@ -172,130 +193,27 @@ fn type_index(kind: &str) -> usize {
     }
 }
 
-/// The activity's `type` label and its sender's host.
-///
-/// The body is read up to the point where both top-level `type` and `actor` have been
-/// seen, and no further: deliveries from Mastodon, GoToSocial, Misskey and others put both
-/// near the start, so a 2 KiB `Create` is parsed for its first few hundred bytes, and the
-/// rest of the body, which the upstream validates anyway, costs nothing. A body that is
-/// malformed before both were found counts as `invalid`.
-fn classify(body: &[u8]) -> (&'static str, Option<String>) {
-    let Some(found) = top_level(body) else {
-        return (INVALID, None);
-    };
-    let kind = match &found.kind {
+/// The activity's `type` label and its sender's host, from the gateway's view.
+fn classify(activity: &Activity) -> (&'static str, Option<String>) {
+    let kind = match activity.kind() {
         Some(kind) => activity_type(kind),
         None => INVALID,
     };
-    (kind, found.actor.as_ref().and_then(actor_host))
+    (kind, activity.actor.as_deref().and_then(url_host))
 }
 
-/// Top-level member names, read without allocating; only two matter.
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum Key {
-    Type,
-    Actor,
-    #[serde(other)]
-    Other,
-}
-
-/// Walks a JSON object's members, one value at a time, until `type` and `actor` are both
-/// found or the object ends. `None` when the body is not a JSON object or is malformed
-/// before that point. Values other than the two are skipped without being built, and
-/// nothing here goes through serde_json's error path (which locates the error in the input
-/// and would cost as much as the parse).
-fn top_level(body: &[u8]) -> Option<Activity> {
-    let mut at = skip_space(body, 0);
-    if body.get(at) != Some(&b'{') {
-        return None;
-    }
-    at = skip_space(body, at + 1);
-    let mut found = Activity::default();
-    if body.get(at) == Some(&b'}') {
-        return Some(found);
-    }
-    loop {
-        let key: Key = next_value(body, &mut at)?;
-        at = skip_space(body, at);
-        if body.get(at) != Some(&b':') {
-            return None;
-        }
-        at += 1;
-        match key {
-            Key::Type => found.kind = Some(next_value(body, &mut at)?),
-            Key::Actor => found.actor = Some(next_value(body, &mut at)?),
-            Key::Other => {
-                next_value::<IgnoredAny>(body, &mut at)?;
-            }
-        }
-        if found.kind.is_some() && found.actor.is_some() {
-            return Some(found);
-        }
-        at = skip_space(body, at);
-        match body.get(at) {
-            Some(b',') => at += 1,
-            Some(b'}') => return Some(found),
-            _ => return None,
-        }
-    }
-}
-
-/// Parses one JSON value starting at `*at` (after optional whitespace) and moves `*at`
-/// past it.
-fn next_value<'de, T: Deserialize<'de>>(body: &'de [u8], at: &mut usize) -> Option<T> {
-    let mut values = serde_json::Deserializer::from_slice(body.get(*at..)?).into_iter::<T>();
-    let value = values.next()?.ok()?;
-    *at += values.byte_offset();
-    Some(value)
-}
-
-fn skip_space(body: &[u8], mut at: usize) -> usize {
-    while body
-        .get(at)
-        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        at += 1;
-    }
-    at
-}
-
-/// The label for an activity's `type`: a string, or an array of strings (JSON-LD allows
-/// several types; the first listed one wins). Compact (`as:Like`) and full IRIs are read as
-/// the plain name.
-fn activity_type(kind: &Value) -> &'static str {
-    let names: Vec<&str> = match kind {
-        Value::String(name) => vec![name.as_str()],
-        Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if names.is_empty() {
-        return INVALID;
-    }
-    names
+/// The label for an activity's `type` (the gateway's view holds the first one of an
+/// array). Compact (`as:Like`) and full IRIs are read as the plain name.
+fn activity_type(name: &str) -> &'static str {
+    let name = name
+        .strip_prefix("https://www.w3.org/ns/activitystreams#")
+        .or_else(|| name.strip_prefix("as:"))
+        .unwrap_or(name);
+    ACTIVITY_TYPES
         .iter()
-        .find_map(|name| {
-            let name = name
-                .strip_prefix("https://www.w3.org/ns/activitystreams#")
-                .or_else(|| name.strip_prefix("as:"))
-                .unwrap_or(name);
-            ACTIVITY_TYPES.iter().find(|known| **known == name).copied()
-        })
+        .find(|known| **known == name)
+        .copied()
         .unwrap_or(OTHER)
-}
-
-/// The host of an activity's `actor`: a URL, an object with an `id`, or an array whose first
-/// entry is one of those.
-fn actor_host(actor: &Value) -> Option<String> {
-    match actor {
-        Value::String(url) => url_host(url),
-        Value::Object(object) => object.get("id").and_then(Value::as_str).and_then(url_host),
-        Value::Array(actors) => actors.first().and_then(|first| match first {
-            Value::Array(_) => None,
-            other => actor_host(other),
-        }),
-        _ => None,
-    }
 }
 
 /// The lowercased host of an `http` or `https` URL, with its port unless it is the scheme's
@@ -326,19 +244,21 @@ export_plugin!(ActivityPubMetrics);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedgate_sdk::testing::{self, TestRequest};
+    use fedgate_sdk::testing::{self, TestExchange};
 
     fn plugin(config: &str) -> ActivityPubMetrics {
         testing::init(config).expect("config is valid")
     }
 
-    fn deliver(plugin: &mut ActivityPubMetrics, body: &str) -> Verdict {
-        plugin.on_request(
-            &TestRequest::post("/users/alice/inbox")
-                .header("content-type", "application/activity+json")
-                .body(body)
-                .build(),
-        )
+    fn delivery(activity: Activity) -> TestExchange {
+        TestExchange::post("/users/alice/inbox")
+            .header("content-type", "application/activity+json")
+            .bytes(100, 0)
+            .activity(activity)
+    }
+
+    fn deliver(plugin: &mut ActivityPubMetrics, kind: &str, actor: &str) {
+        plugin.observe(&[delivery(testing::activity(kind, actor)).build()]);
     }
 
     fn count(kind: &str, instance: &str) -> f64 {
@@ -348,30 +268,19 @@ mod tests {
     #[test]
     fn counts_activities_by_type_and_instance() {
         let mut p = plugin("{}");
-        assert_eq!(p.hooks(), Hooks::ON_REQUEST);
-        let verdict = deliver(
-            &mut p,
-            r#"{"@context": "https://www.w3.org/ns/activitystreams", "type": "Create",
-                "actor": "https://Example.ORG/users/bob", "object": {"type": "Note"}}"#,
-        );
-        assert_eq!(verdict, Verdict::Continue);
-        deliver(
-            &mut p,
-            r#"{"type": "Like", "actor": {"id": "https://example.org/users/bob"}}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": "Announce", "actor": ["https://relay.example/actor"]}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": "as:Follow", "actor": "https://a.example:443/u/x"}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": "https://www.w3.org/ns/activitystreams#Move",
-                "actor": "http://b.example:8080/u/x"}"#,
-        );
+        assert_eq!(p.hooks(), Hooks::OBSERVE);
+        assert_eq!(p.request_headers(), ["content-type"]);
+        p.observe(&[
+            delivery(testing::activity("Create", "https://Example.ORG/users/bob")).build(),
+            delivery(testing::activity("Like", "https://example.org/users/bob")).build(),
+            delivery(testing::activity("Announce", "https://relay.example/actor")).build(),
+            delivery(testing::activity("as:Follow", "https://a.example:443/u/x")).build(),
+            delivery(testing::activity(
+                "https://www.w3.org/ns/activitystreams#Move",
+                "http://b.example:8080/u/x",
+            ))
+            .build(),
+        ]);
         assert_eq!(count("Create", "example.org"), 1.0);
         assert_eq!(count("Like", "example.org"), 1.0);
         assert_eq!(count("Announce", "relay.example"), 1.0);
@@ -383,10 +292,7 @@ mod tests {
     fn every_listed_type_has_its_own_label() {
         let mut p = plugin("{}");
         for kind in ACTIVITY_TYPES {
-            deliver(
-                &mut p,
-                &format!(r#"{{"type": "{kind}", "actor": "https://x.example/a"}}"#),
-            );
+            deliver(&mut p, kind, "https://x.example/a");
             assert_eq!(count(kind, "x.example"), 1.0, "{kind}");
         }
     }
@@ -394,84 +300,66 @@ mod tests {
     #[test]
     fn unlisted_types_count_as_other() {
         let mut p = plugin("{}");
-        deliver(
-            &mut p,
-            r#"{"type": "EmojiReact", "actor": "https://x.example/a"}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": ["Hashtag", "Like"], "actor": "https://x.example/a"}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": ["Hashtag"], "actor": "https://x.example/a"}"#,
-        );
+        deliver(&mut p, "EmojiReact", "https://x.example/a");
+        // The view holds the first type of an array: `["Hashtag", "Like"]` reads `Hashtag`.
+        deliver(&mut p, "Hashtag", "https://x.example/a");
         assert_eq!(count("other", "x.example"), 2.0);
-        assert_eq!(count("Like", "x.example"), 1.0);
     }
 
     #[test]
     fn bodies_that_are_not_activities_count_as_invalid() {
         let mut p = plugin("{}");
-        deliver(&mut p, "not json");
-        deliver(&mut p, "[1, 2]");
-        deliver(&mut p, r#"{"type": "Create""#);
-        deliver(&mut p, r#"{"actor": "https://x.example/a"}"#);
-        deliver(&mut p, r#"{"type": 7, "actor": "https://x.example/a"}"#);
-        let verdict = p.on_request(&TestRequest::post("/inbox").build());
-        assert_eq!(verdict, Verdict::Continue);
-        assert_eq!(count("invalid", "unknown"), 4.0);
-        assert_eq!(count("invalid", "x.example"), 2.0);
-        assert_eq!(testing::logs().len(), 1, "the missing body is logged once");
-        p.on_request(&TestRequest::post("/inbox").build());
-        assert_eq!(testing::logs().len(), 1);
+        // No view: not JSON, not an object, or not buffered.
+        p.observe(&[
+            TestExchange::post("/inbox").build(),
+            TestExchange::post("/inbox").bytes(8, 0).build(),
+        ]);
+        // A view without a type.
+        let untyped = Activity {
+            actor: Some("https://x.example/a".to_owned()),
+            ..Activity::default()
+        };
+        p.observe(&[delivery(untyped).build()]);
+        assert_eq!(count("invalid", "unknown"), 2.0);
+        assert_eq!(count("invalid", "x.example"), 1.0);
+        assert!(
+            testing::logs().is_empty(),
+            "no JSON body went without a view"
+        );
     }
 
     #[test]
-    fn the_body_is_read_only_until_type_and_actor_are_found() {
+    fn a_json_body_without_a_view_is_warned_about_once() {
         let mut p = plugin("{}");
-        // Both found before the damage: counted by type; the upstream judges the rest.
-        deliver(
-            &mut p,
-            r#"{"type": "Like", "actor": "https://x.example/a", "object": [tru"#,
-        );
-        // Damage before both were found: invalid.
-        deliver(
-            &mut p,
-            r#"{"type": "Like", "object": [tru, "actor": "https://x.example/a"}"#,
-        );
-        // Members in any order, after long ones.
-        deliver(
-            &mut p,
-            &format!(
-                r#"{{"@context": ["{}"], "object": {{"type": "Note"}}, "actor": "https://y.example/b", "type": "Create"}}"#,
-                "x".repeat(3000)
-            ),
-        );
-        assert_eq!(count("Like", "x.example"), 1.0);
-        assert_eq!(count("invalid", "unknown"), 1.0);
-        assert_eq!(count("Create", "y.example"), 1.0);
+        let unbuffered = TestExchange::post("/inbox")
+            .header("Content-Type", "application/activity+json")
+            .bytes(300, 0)
+            .route("inbox")
+            .build();
+        p.observe(&[unbuffered.clone(), unbuffered]);
+        assert_eq!(count("invalid", "unknown"), 2.0);
+        let logs = testing::logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].message.contains("route inbox"), "{logs:?}");
     }
 
     #[test]
     fn actors_that_name_no_host_count_as_unknown() {
         let mut p = plugin("{}");
         for actor in [
-            r#""acct:bob@example.org""#,
-            r#""/users/bob""#,
-            r#"{"type": "Person"}"#,
-            "42",
-            "[]",
-            r#""https://""#,
-            r#""https://bad host/""#,
+            "acct:bob@example.org",
+            "/users/bob",
+            "https://",
+            "https://bad host/",
         ] {
-            deliver(
-                &mut p,
-                &format!(r#"{{"type": "Create", "actor": {actor}}}"#),
-            );
+            deliver(&mut p, "Create", actor);
         }
-        deliver(&mut p, r#"{"type": "Create"}"#);
-        assert_eq!(count("Create", "unknown"), 8.0);
+        let no_actor = Activity {
+            kind: Some("Create".to_owned()),
+            ..Activity::default()
+        };
+        p.observe(&[delivery(no_actor).build()]);
+        assert_eq!(count("Create", "unknown"), 5.0);
         assert_eq!(testing::series("federation_activities_total").len(), 1);
     }
 
@@ -502,10 +390,7 @@ mod tests {
             "d.example",
             "a.example",
         ] {
-            deliver(
-                &mut p,
-                &format!(r#"{{"type": "Like", "actor": "https://{host}/u"}}"#),
-            );
+            deliver(&mut p, "Like", &format!("https://{host}/u"));
         }
         assert_eq!(count("Like", "a.example"), 2.0);
         assert_eq!(count("Like", "b.example"), 1.0);
@@ -518,18 +403,46 @@ mod tests {
     }
 
     #[test]
-    fn only_inbox_posts_count() {
+    fn only_admitted_inbox_posts_count() {
         let mut p = plugin("{}");
-        let body = r#"{"type": "Like", "actor": "https://x.example/a"}"#;
-        p.on_request(&TestRequest::get("/users/alice/inbox").build());
-        p.on_request(&TestRequest::post("/users/alice/outbox").body(body).build());
-        p.on_request(&TestRequest::post("/inbox/").body(body).build());
-        p.on_request(&TestRequest::new("post", "/inbox?x=1").body(body).build());
-        assert_eq!(count("Like", "x.example"), 2.0);
+        let like = || testing::activity("Like", "https://x.example/a");
+        p.observe(&[
+            TestExchange::get("/users/alice/inbox")
+                .activity(like())
+                .build(),
+            TestExchange::post("/users/alice/outbox")
+                .activity(like())
+                .build(),
+            TestExchange::post("/inbox/").activity(like()).build(),
+            TestExchange::new("post", "/inbox?x=1")
+                .activity(like())
+                .build(),
+            // The upstream failed: the delivery was still let through.
+            TestExchange::post("/inbox")
+                .activity(like())
+                .gateway(502, "connect")
+                .build(),
+            // Refused by the gateway or answered by a plugin: not delivered.
+            TestExchange::post("/inbox")
+                .activity(like())
+                .gateway(429, "rate_limited")
+                .build(),
+            TestExchange::post("/inbox")
+                .activity(like())
+                .gateway(403, "blocked")
+                .build(),
+            TestExchange::post("/inbox")
+                .activity(like())
+                .local_reply(202)
+                .build(),
+        ]);
+        assert_eq!(count("Like", "x.example"), 3.0);
 
         testing::reset();
         let mut p = plugin(r#"{"path_suffixes": []}"#);
-        p.on_request(&TestRequest::post("/users/alice/outbox").body(body).build());
+        p.observe(&[TestExchange::post("/users/alice/outbox")
+            .activity(like())
+            .build()]);
         assert_eq!(count("Like", "x.example"), 1.0);
     }
 

@@ -2,14 +2,16 @@
 //! blocks (`Block`), deletions (`Delete`) and the withdrawal of a report or block (`Undo` of
 //! a `Flag` or `Block`), as `moderation_events_total{action,target_type}`.
 //!
-//! Runs in `on-request` on the routes it is attached to; it needs the body, so those routes
-//! must buffer it (`buffer_body`). Only `POST`s to a path ending in one of `path_suffixes`
-//! count. Other activities, and bodies that are not activities, are not counted (the
-//! `activitypub-metrics` plugin counts those). It never refuses a request.
+//! An **observer**: it only counts, so it runs off the request path on the batches of
+//! finished exchanges the gateway hands it, and never delays or refuses a request. It reads
+//! the gateway's federation view of each body (`activity`: type, actor, object type and
+//! id) instead of parsing the JSON again, so the routes it is attached to must buffer bodies
+//! (`buffer_body`). Only `POST`s to a path ending in one of `path_suffixes` that the gateway
+//! let through to the upstream count. Other activities, and bodies that are not activities,
+//! are not counted (the `activitypub-metrics` plugin counts those).
 
-use fedgate_sdk::{export_plugin, Config, Counter, Hooks, InboxPaths, Plugin, Request, Verdict};
+use fedgate_sdk::{export_plugin, Activity, Config, Counter, Exchange, Hooks, InboxPaths, Plugin};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 /// Types of actors: an object of one of these types is an `actor` target.
 const ACTOR_TYPES: [&str; 5] = ["Person", "Service", "Application", "Group", "Organization"];
@@ -44,17 +46,6 @@ struct Settings {
     path_suffixes: InboxPaths,
 }
 
-/// The fields of an activity this plugin reads; the rest of the body is skipped unparsed.
-#[derive(Deserialize)]
-struct Activity {
-    #[serde(rename = "type", default)]
-    kind: Option<Value>,
-    #[serde(default)]
-    actor: Option<Value>,
-    #[serde(default)]
-    object: Option<Value>,
-}
-
 #[derive(Debug)]
 struct ModerationEvents {
     events: Counter,
@@ -77,106 +68,75 @@ impl Plugin for ModerationEvents {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::ON_REQUEST
+        Hooks::OBSERVE
     }
 
-    fn on_request(&mut self, request: &Request) -> Verdict {
-        if !self.path_suffixes.is_delivery(request) {
-            return Verdict::Continue;
+    fn observe(&mut self, exchanges: &[Exchange]) {
+        for exchange in exchanges {
+            if !exchange.admitted() || !self.path_suffixes.is_delivery_exchange(exchange) {
+                continue;
+            }
+            if let Some((action, target)) = exchange.activity.as_ref().and_then(moderation_event) {
+                self.events.inc(&[action, target]);
+            }
         }
-        if let Some((action, target)) = request.body().as_deref().and_then(moderation_event) {
-            self.events.inc(&[action, target]);
-        }
-        Verdict::Continue
     }
 }
 
 /// The `action` and `target_type` labels of a moderation activity; `None` for anything else.
-fn moderation_event(body: &[u8]) -> Option<(&'static str, &'static str)> {
-    let activity: Activity = serde_json::from_slice(body).ok()?;
-    let actor = activity.actor.as_ref().and_then(reference_id);
-    let object = activity.object.as_ref();
-    match type_name(activity.kind.as_ref()?)? {
-        "Flag" => Some(("flag", target_type(object, actor, false))),
-        "Block" => Some(("block", target_type(object, actor, true))),
-        "Delete" => Some(("delete", target_type(object, actor, false))),
-        "Undo" => {
-            // Only an embedded activity says what is undone; `Undo` of a bare URI is more
-            // often a `Like` or `Follow` than a moderation event, so it is not counted.
-            let undone = object?.as_object()?;
-            let undone_object = undone.get("object");
-            match type_name(undone.get("type")?)? {
-                "Flag" => Some(("undo_flag", target_type(undone_object, actor, false))),
-                "Block" => Some(("undo_block", target_type(undone_object, actor, true))),
-                _ => None,
-            }
-        }
+fn moderation_event(activity: &Activity) -> Option<(&'static str, &'static str)> {
+    match type_name(activity.kind()?) {
+        "Flag" => Some(("flag", target_type(activity, false))),
+        "Block" => Some(("block", target_type(activity, true))),
+        "Delete" => Some(("delete", target_type(activity, false))),
+        // Only an embedded activity says what is undone; `Undo` of a bare URI is more often
+        // a `Like` or `Follow` than a moderation event, so it is not counted. The view does
+        // not reach into the undone activity's own object: a block targets an account, a
+        // withdrawn report's target cannot be told.
+        "Undo" => match type_name(activity.object_kind.as_deref()?) {
+            "Block" => Some(("undo_block", "actor")),
+            "Flag" => Some(("undo_flag", "unknown")),
+            _ => None,
+        },
         _ => None,
     }
 }
 
-/// The plain name of a `type`: a string or the first string of an array, read without the
-/// ActivityStreams prefix (`as:Flag`, or the full IRI).
-fn type_name(kind: &Value) -> Option<&str> {
-    let name = match kind {
-        Value::String(name) => name.as_str(),
-        Value::Array(names) => names.iter().find_map(Value::as_str)?,
-        _ => return None,
-    };
-    Some(
-        name.strip_prefix("https://www.w3.org/ns/activitystreams#")
-            .or_else(|| name.strip_prefix("as:"))
-            .unwrap_or(name),
-    )
-}
-
-/// The id of a reference: a URI, or an object's `id`.
-fn reference_id(reference: &Value) -> Option<&str> {
-    match reference {
-        Value::String(uri) => Some(uri),
-        Value::Object(object) => object.get("id").and_then(Value::as_str),
-        _ => None,
-    }
+/// The plain name of a type, without the ActivityStreams prefix (`as:Flag`, or the full
+/// IRI).
+fn type_name(name: &str) -> &str {
+    name.strip_prefix("https://www.w3.org/ns/activitystreams#")
+        .or_else(|| name.strip_prefix("as:"))
+        .unwrap_or(name)
 }
 
 /// The `target_type` label: `actor`, `object`, `tombstone`, `other` or `unknown`.
 ///
-/// - An embedded object is judged by its `type` (a `Tombstone` by its `formerType` when it
-///   has one).
-/// - A bare URI is an `actor` when it is the activity's own actor (an account deleting
-///   itself) or when the activity is a `Block` (blocks always target accounts); otherwise
-///   its path decides, `unknown` when it does not.
-/// - A list (a `Flag` names the reported account, then the reported posts) is judged by its
-///   first entry.
-fn target_type(object: Option<&Value>, actor: Option<&str>, targets_actor: bool) -> &'static str {
-    let Some(object) = object else {
-        return "unknown";
-    };
-    match object {
-        Value::Object(object) => embedded_type(object),
-        Value::String(uri) if targets_actor || Some(uri.as_str()) == actor => "actor",
-        Value::String(uri) => uri_type(uri),
-        Value::Array(entries) => match entries.first() {
-            Some(first @ (Value::Object(_) | Value::String(_))) => {
-                target_type(Some(first), actor, targets_actor)
-            }
-            _ => "unknown",
-        },
-        _ => "unknown",
-    }
-}
-
-fn embedded_type(object: &Map<String, Value>) -> &'static str {
-    let Some(kind) = object.get("type").and_then(type_name) else {
-        return "unknown";
-    };
-    if kind == "Tombstone" {
-        return match object.get("formerType").and_then(type_name) {
-            Some(former) if former != "Tombstone" => classify_type(former),
-            _ => "tombstone",
+/// - An embedded object with a `type` is judged by it; a `Tombstone` by its id's path when
+///   that tells (`object` for `/users/x/statuses/1`), else it stays `tombstone`.
+/// - An id alone (a bare URI, or an object with an `id` and no `type`) is an `actor` when it
+///   is the activity's own actor (an account deleting itself) or when the activity is a
+///   `Block` (blocks always target accounts); otherwise its path decides, `unknown` when it
+///   does not.
+/// - For a list (a `Flag` names the reported account, then the reported posts) the gateway's
+///   view holds its first entry.
+fn target_type(activity: &Activity, targets_actor: bool) -> &'static str {
+    let id = activity.object_id.as_deref();
+    if let Some(kind) = activity.object_kind.as_deref() {
+        return match type_name(kind) {
+            "Tombstone" => match id.map(uri_type) {
+                Some(found @ ("object" | "actor")) => found,
+                _ => "tombstone",
+            },
+            kind => classify_type(kind),
         };
     }
-    classify_type(kind)
+    match id {
+        None => "unknown",
+        Some(_) if targets_actor => "actor",
+        Some(uri) if Some(uri) == activity.actor.as_deref() => "actor",
+        Some(uri) => uri_type(uri),
+    }
 }
 
 fn classify_type(kind: &str) -> &'static str {
@@ -219,15 +179,30 @@ export_plugin!(ModerationEvents);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedgate_sdk::testing::{self, TestRequest};
+    use fedgate_sdk::testing::{self, TestExchange};
 
     fn plugin() -> ModerationEvents {
         testing::init("{}").expect("config is valid")
     }
 
-    fn deliver(plugin: &mut ModerationEvents, body: &str) {
-        let verdict = plugin.on_request(&TestRequest::post("/inbox").body(body).build());
-        assert_eq!(verdict, Verdict::Continue);
+    /// The view the gateway gives of an activity: its type, actor, and object (type, id).
+    fn view(
+        kind: &str,
+        actor: Option<&str>,
+        object_kind: Option<&str>,
+        object_id: Option<&str>,
+    ) -> Activity {
+        Activity {
+            kind: Some(kind.to_owned()),
+            actor: actor.map(str::to_owned),
+            object_kind: object_kind.map(str::to_owned),
+            object_id: object_id.map(str::to_owned),
+            ..Activity::default()
+        }
+    }
+
+    fn deliver(plugin: &mut ModerationEvents, activity: Activity) {
+        plugin.observe(&[TestExchange::post("/inbox").activity(activity).build()]);
     }
 
     fn count(action: &str, target: &str) -> f64 {
@@ -235,29 +210,36 @@ mod tests {
     }
 
     #[test]
-    fn counts_reports_with_the_first_reported_entry() {
+    fn counts_reports_by_the_first_reported_entry() {
         let mut p = plugin();
-        assert_eq!(p.hooks(), Hooks::ON_REQUEST);
-        // Mastodon: the reported account, then the reported posts.
+        assert_eq!(p.hooks(), Hooks::OBSERVE);
+        let moderator = Some("https://mod.example/actor");
+        // Mastodon: the reported account, then the reported posts; the view holds the first.
         deliver(
             &mut p,
-            r#"{"type": "Flag", "actor": "https://mod.example/actor",
-                "object": ["https://example.org/users/bob",
-                           "https://example.org/users/bob/statuses/1"],
-                "content": "spam"}"#,
+            view(
+                "Flag",
+                moderator,
+                None,
+                Some("https://example.org/users/bob"),
+            ),
         );
         deliver(
             &mut p,
-            r#"{"type": "Flag", "actor": "https://mod.example/actor",
-                "object": "https://example.org/users/bob/statuses/2"}"#,
+            view(
+                "Flag",
+                moderator,
+                None,
+                Some("https://example.org/users/bob/statuses/2"),
+            ),
         );
         deliver(
             &mut p,
-            r#"{"type": "Flag", "object": [{"type": "Note", "id": "https://x.example/n/1"}]}"#,
+            view("Flag", None, Some("Note"), Some("https://x.example/n/1")),
         );
         deliver(
             &mut p,
-            r#"{"type": "Flag", "object": "https://example.org/some/thing"}"#,
+            view("Flag", None, None, Some("https://example.org/some/thing")),
         );
         assert_eq!(count("flag", "actor"), 1.0);
         assert_eq!(count("flag", "object"), 2.0);
@@ -269,8 +251,12 @@ mod tests {
         let mut p = plugin();
         deliver(
             &mut p,
-            r#"{"type": "Block", "actor": "https://a.example/users/x",
-                "object": "https://b.example/whatever/123"}"#,
+            view(
+                "Block",
+                Some("https://a.example/users/x"),
+                None,
+                Some("https://b.example/whatever/123"),
+            ),
         );
         assert_eq!(count("block", "actor"), 1.0);
     }
@@ -278,33 +264,34 @@ mod tests {
     #[test]
     fn deletes_by_what_they_delete() {
         let mut p = plugin();
+        let actor = Some("https://a.example/users/x");
         // An account deleting itself names itself as the object.
+        deliver(&mut p, view("Delete", actor, None, actor));
+        // A Tombstone is judged by its id when the path tells, else stays a tombstone.
         deliver(
             &mut p,
-            r#"{"type": "Delete", "actor": "https://a.example/users/x",
-                "object": "https://a.example/users/x"}"#,
+            view(
+                "Delete",
+                actor,
+                Some("Tombstone"),
+                Some("https://a.example/users/x/statuses/9"),
+            ),
         );
         deliver(
             &mut p,
-            r#"{"type": "Delete", "actor": "https://a.example/users/x",
-                "object": {"id": "https://a.example/users/x/statuses/9", "type": "Tombstone"}}"#,
+            view(
+                "Delete",
+                actor,
+                Some("Tombstone"),
+                Some("https://a.example/n/9"),
+            ),
         );
         deliver(
             &mut p,
-            r#"{"type": "Delete", "actor": "https://a.example/users/x",
-                "object": {"id": "https://a.example/n/9", "type": "Tombstone",
-                           "formerType": "Note"}}"#,
+            view("Delete", actor, None, Some("https://a.example/notes/abc")),
         );
-        deliver(
-            &mut p,
-            r#"{"type": "Delete", "actor": {"id": "https://a.example/users/x"},
-                "object": "https://a.example/notes/abc"}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": "Delete", "object": {"type": "Collection"}}"#,
-        );
-        deliver(&mut p, r#"{"type": "Delete"}"#);
+        deliver(&mut p, view("Delete", None, Some("Collection"), None));
+        deliver(&mut p, view("Delete", None, None, None));
         assert_eq!(count("delete", "actor"), 1.0);
         assert_eq!(count("delete", "tombstone"), 1.0);
         assert_eq!(count("delete", "object"), 2.0);
@@ -315,48 +302,59 @@ mod tests {
     #[test]
     fn undo_of_a_report_or_block_counts() {
         let mut p = plugin();
+        let actor = Some("https://a.example/users/x");
         deliver(
             &mut p,
-            r#"{"type": "Undo", "actor": "https://a.example/users/x",
-                "object": {"type": "Block", "object": "https://b.example/@y"}}"#,
+            view(
+                "Undo",
+                actor,
+                Some("Block"),
+                Some("https://a.example/blocks/1"),
+            ),
         );
-        deliver(
-            &mut p,
-            r#"{"type": "Undo", "object": {"type": "Flag",
-                "object": "https://b.example/users/y"}}"#,
-        );
+        deliver(&mut p, view("Undo", actor, Some("as:Flag"), None));
         // Not moderation, or not telling what is undone: not counted.
+        deliver(&mut p, view("Undo", actor, Some("Like"), None));
         deliver(
             &mut p,
-            r#"{"type": "Undo", "object": {"type": "Like", "object": "x"}}"#,
-        );
-        deliver(
-            &mut p,
-            r#"{"type": "Undo", "object": "https://a.example/blocks/1"}"#,
+            view("Undo", actor, None, Some("https://a.example/blocks/1")),
         );
         assert_eq!(count("undo_block", "actor"), 1.0);
-        assert_eq!(count("undo_flag", "actor"), 1.0);
+        assert_eq!(count("undo_flag", "unknown"), 1.0);
         assert_eq!(testing::series("moderation_events_total").len(), 2);
     }
 
     #[test]
     fn other_activities_and_bad_bodies_are_not_counted() {
         let mut p = plugin();
-        deliver(&mut p, r#"{"type": "Create", "object": {"type": "Note"}}"#);
-        deliver(&mut p, "not json");
-        deliver(&mut p, r#"{"object": "https://a.example/users/x"}"#);
-        p.on_request(&TestRequest::post("/inbox").build());
-        p.on_request(
-            &TestRequest::get("/inbox")
-                .body(r#"{"type": "Block", "object": "https://x.example/u/y"}"#)
+        let block = || view("Block", None, None, Some("https://x.example/u/y"));
+        p.observe(&[
+            TestExchange::post("/inbox")
+                .activity(view("Create", None, Some("Note"), None))
                 .build(),
-        );
-        p.on_request(
-            &TestRequest::post("/users/x/outbox")
-                .body(r#"{"type": "Block", "object": "https://x.example/u/y"}"#)
+            // No view: not JSON, or not buffered.
+            TestExchange::post("/inbox").bytes(8, 0).build(),
+            TestExchange::get("/inbox").activity(block()).build(),
+            TestExchange::post("/users/x/outbox")
+                .activity(block())
                 .build(),
-        );
+            // Refused before the upstream, or answered by a plugin: not delivered.
+            TestExchange::post("/inbox")
+                .activity(block())
+                .gateway(401, "signature")
+                .build(),
+            TestExchange::post("/inbox")
+                .activity(block())
+                .local_reply(202)
+                .build(),
+        ]);
         assert!(testing::series("moderation_events_total").is_empty());
+        // A failed upstream still saw the delivery through the gateway.
+        p.observe(&[TestExchange::post("/inbox")
+            .activity(block())
+            .gateway(504, "timeout")
+            .build()]);
+        assert_eq!(count("block", "actor"), 1.0);
     }
 
     #[test]
@@ -364,8 +362,12 @@ mod tests {
         let mut p = plugin();
         deliver(
             &mut p,
-            r#"{"type": "as:Delete",
-                "object": {"type": ["https://www.w3.org/ns/activitystreams#Person"]}}"#,
+            view(
+                "as:Delete",
+                None,
+                Some("https://www.w3.org/ns/activitystreams#Person"),
+                None,
+            ),
         );
         assert_eq!(count("delete", "actor"), 1.0);
     }

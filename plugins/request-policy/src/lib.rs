@@ -9,6 +9,11 @@
 //! `policy_decisions_total{rule,decision}` counts each request once as `{none, allow}` when
 //! it goes on, or `{<rule>, deny}` with the check that refused it; in `observe` mode every
 //! check that would have refused it adds `{<rule>, would_deny}` as well.
+//!
+//! It stays an **inline** plugin (it decides), unlike the metric plugins, which observe. The
+//! fields its checks read (the required ones, `user-agent`, `content-type`,
+//! `content-length`) are registered at `init`, so each request costs one host call for all
+//! of them (`declared-headers`) rather than one per field.
 
 use std::fmt;
 
@@ -141,6 +146,27 @@ impl Failure {
     }
 }
 
+/// The most request fields a plugin may register (the ABI's bound).
+const MAX_FIELDS: usize = fedgate_sdk::MAX_REQUEST_HEADERS;
+
+/// The request's fields the checks read: the registered ones from one `declared-headers`
+/// call, any others (beyond the registration's bound) one call each.
+struct Fields<'a> {
+    names: &'a [String],
+    values: Vec<Option<String>>,
+    request: &'a Request,
+}
+
+impl Fields<'_> {
+    /// The first value of `name` (lowercase).
+    fn get(&self, name: &str) -> Option<String> {
+        match self.names.iter().position(|known| known == name) {
+            Some(index) => self.values.get(index).cloned().flatten(),
+            None => self.request.header(name),
+        }
+    }
+}
+
 /// A configured check with its counter of refusals (or, in `observe` mode, of requests it
 /// would have refused), resolved at `init` so counting costs one host call.
 #[derive(Debug)]
@@ -159,6 +185,8 @@ struct RequestPolicy {
     checks: Vec<Check>,
     /// Requests that went on: `{rule="none", decision="allow"}` (with checks configured).
     allowed: Option<CounterSeries>,
+    /// The request fields registered: what the checks read, at most [`MAX_FIELDS`].
+    fields: Vec<String>,
 }
 
 impl Plugin for RequestPolicy {
@@ -218,6 +246,20 @@ impl Plugin for RequestPolicy {
             })
             .collect();
         let allowed = (!checks.is_empty()).then(|| decisions.series(&["none", "allow"]));
+        let mut fields: Vec<String> = Vec::new();
+        for check in &checks {
+            let names: Vec<String> = match check.rule {
+                Rule::RequiredHeaders => required_headers.clone(),
+                Rule::UserAgent => vec!["user-agent".to_owned()],
+                Rule::ContentType => vec!["content-type".to_owned(), "content-length".to_owned()],
+                Rule::BodySize => vec!["content-length".to_owned()],
+            };
+            for name in names {
+                if !fields.contains(&name) && fields.len() < MAX_FIELDS {
+                    fields.push(name);
+                }
+            }
+        }
         Ok(RequestPolicy {
             required_headers,
             denied_user_agents,
@@ -226,6 +268,7 @@ impl Plugin for RequestPolicy {
             mode: settings.mode,
             checks,
             allowed,
+            fields,
         })
     }
 
@@ -237,21 +280,24 @@ impl Plugin for RequestPolicy {
         }
     }
 
+    fn request_headers(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+
     fn on_request(&mut self, request: &Request) -> Verdict {
-        let mut content_length = None;
+        let fields = Fields {
+            names: &self.fields,
+            values: request.declared_headers(),
+            request,
+        };
+        let content_length = content_length(&fields);
         for check in &self.checks {
             let rule = check.rule;
             let outcome = match rule {
-                Rule::RequiredHeaders => self.check_required_headers(request),
-                Rule::UserAgent => self.check_user_agent(request),
-                Rule::ContentType => self.check_content_type(
-                    request,
-                    *content_length.get_or_insert_with(|| self.content_length(request)),
-                ),
-                Rule::BodySize => self.check_body_size(
-                    request,
-                    *content_length.get_or_insert_with(|| self.content_length(request)),
-                ),
+                Rule::RequiredHeaders => self.check_required_headers(&fields),
+                Rule::UserAgent => self.check_user_agent(&fields),
+                Rule::ContentType => self.check_content_type(&fields, content_length),
+                Rule::BodySize => self.check_body_size(request, content_length),
             };
             let Err(failure) = outcome else {
                 continue;
@@ -281,21 +327,25 @@ impl Plugin for RequestPolicy {
     }
 }
 
-impl RequestPolicy {
-    /// The request's `Content-Length`, when it has exactly one that is a number.
-    fn content_length(&self, request: &Request) -> Option<u64> {
-        match request.header_values("content-length").as_slice() {
-            [value] => value.trim().parse().ok(),
-            _ => None,
-        }
-    }
+/// The request's `Content-Length`, when it is a number. (A request with conflicting
+/// lengths never gets this far: the gateway refuses it as malformed.)
+fn content_length(fields: &Fields<'_>) -> Option<u64> {
+    fields.get("content-length")?.trim().parse().ok()
+}
 
-    fn check_required_headers(&self, request: &Request) -> Result<(), Failure> {
+impl RequestPolicy {
+    fn check_required_headers(&self, fields: &Fields<'_>) -> Result<(), Failure> {
         for name in &self.required_headers {
-            let present = request
-                .header_values(name)
-                .iter()
-                .any(|value| !value.trim().is_empty());
+            // A blank first value may be followed by a real one: only then read them all.
+            let present = match fields.get(name) {
+                Some(value) if !value.trim().is_empty() => true,
+                Some(_) => fields
+                    .request
+                    .header_values(name)
+                    .iter()
+                    .any(|value| !value.trim().is_empty()),
+                None => false,
+            };
             if !present {
                 return Err(Failure::forbidden(format!(
                     "missing required header: {name}"
@@ -305,8 +355,8 @@ impl RequestPolicy {
         Ok(())
     }
 
-    fn check_user_agent(&self, request: &Request) -> Result<(), Failure> {
-        let Some(agent) = request.header("user-agent") else {
+    fn check_user_agent(&self, fields: &Fields<'_>) -> Result<(), Failure> {
+        let Some(agent) = fields.get("user-agent") else {
             return Ok(());
         };
         // Patterns are lowercase; nearly every agent is ASCII and is compared as it is.
@@ -333,13 +383,13 @@ impl RequestPolicy {
     /// buffered) is checked only if it declares a content type.
     fn check_content_type(
         &self,
-        request: &Request,
+        fields: &Fields<'_>,
         content_length: Option<u64>,
     ) -> Result<(), Failure> {
-        let content_type = request.header("content-type");
+        let content_type = fields.get("content-type");
         let has_body = match content_length {
             Some(length) => length > 0,
-            None => request.body().is_some_and(|body| !body.is_empty()),
+            None => fields.request.body().is_some_and(|body| !body.is_empty()),
         };
         let Some(content_type) = content_type else {
             return if has_body {
@@ -539,6 +589,43 @@ mod tests {
         assert!(p.on_request(&TestRequest::get("/").build()).is_continue());
         assert_eq!(decisions("user_agent", "deny"), 4.0);
         assert_eq!(decisions("none", "allow"), 4.0);
+    }
+
+    #[test]
+    fn checked_fields_are_registered_and_read_in_one_call() {
+        let p = plugin(
+            r#"{"required_headers": ["Date", "user-agent"], "denied_user_agents": ["x"],
+                "allowed_content_types": ["text/*"], "max_body_size": 10}"#,
+        );
+        assert_eq!(
+            p.request_headers(),
+            ["date", "user-agent", "content-type", "content-length"]
+        );
+        assert!(plugin("{}").request_headers().is_empty());
+        // Past the registration's bound, the other fields are read one by one.
+        let names: Vec<String> = (0..40).map(|n| format!("\"x-{n}\"")).collect();
+        let mut p = plugin(&format!(r#"{{"required_headers": [{}]}}"#, names.join(",")));
+        assert_eq!(p.request_headers().len(), 32);
+        let mut request = TestRequest::get("/");
+        for n in 0..40 {
+            request = request.header(&format!("x-{n}"), "1");
+        }
+        assert!(p.on_request(&request.build()).is_continue());
+        let missing_last = TestRequest::get("/").header("x-0", "1").build();
+        assert_eq!(
+            p.on_request(&missing_last).body_text(),
+            Some("missing required header: x-1")
+        );
+    }
+
+    #[test]
+    fn a_blank_first_value_does_not_hide_a_real_one() {
+        let mut p = plugin(r#"{"required_headers": ["x-a"]}"#);
+        let request = TestRequest::get("/")
+            .header("x-a", " ")
+            .header("x-a", "set")
+            .build();
+        assert!(p.on_request(&request).is_continue());
     }
 
     #[test]
