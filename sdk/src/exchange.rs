@@ -70,7 +70,9 @@ pub struct Exchange {
     pub status: u16,
     /// Who answered: the upstream, or the gateway in its place (or refusing the request).
     pub origin: Origin,
-    /// For gateway answers, why: `connect`, `timeout`, `reset`, `protocol`, ...
+    /// For gateway answers, why: `connect`, `timeout`, `reset`, `protocol`, ... for the
+    /// upstream's trouble; `blocked`, `rate_limited`, `plugin_denied` (a plugin's local
+    /// reply), ... for the gateway's own answers.
     pub error: Option<String>,
     /// The endpoint that answered or failed (`10.0.0.5:3000`).
     pub endpoint: Option<String>,
@@ -172,7 +174,7 @@ mod tests {
         let replied = TestExchange::get("/").local_reply(202).build();
         assert!(!replied.admitted() && !replied.is_error());
         assert_eq!(replied.origin, Origin::Gateway);
-        assert_eq!(replied.error, None);
+        assert_eq!(replied.error.as_deref(), Some("plugin_denied"));
     }
 
     #[test]

@@ -683,11 +683,10 @@ impl TestExchange {
         self
     }
 
-    /// A plugin answered `status` locally: origin gateway, no error, no endpoint.
-    pub fn local_reply(mut self, status: u16) -> Self {
-        self = self.gateway(status, "");
-        self.exchange.error = None;
-        self
+    /// A plugin answered `status` locally: origin gateway, error `plugin_denied` (as the
+    /// gateway records it, whatever the status), no endpoint.
+    pub fn local_reply(self, status: u16) -> Self {
+        self.gateway(status, "plugin_denied")
     }
 
     /// Sets the endpoint that answered or failed.
