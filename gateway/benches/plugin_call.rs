@@ -37,6 +37,9 @@ fn config(name: &str, path: PathBuf, json: &str) -> PluginConfig {
         memory_limit: 16 << 20,
         max_series: 1000,
         store: Default::default(),
+        observe: Default::default(),
+        observe_timeout: Duration::from_secs(1),
+        outbound: Default::default(),
         config_json: json.into(),
     }
 }

@@ -502,6 +502,15 @@ impl Gateway {
         } else {
             tracing::warn!("grace period ended with connections still open");
         }
+        // Every finished exchange is queued by now: observers deliver what they hold
+        // before the process goes.
+        let host = self.shared.plugins.clone();
+        let delivered = tokio::task::spawn_blocking(move || host.close_observers(grace))
+            .await
+            .unwrap_or(false);
+        if !delivered {
+            tracing::warn!("plugin observers still delivering when the grace period ended");
+        }
         if let Some(admin) = state.admin.take() {
             admin.stop().await;
         }

@@ -256,6 +256,13 @@ pub struct PluginFamilies {
     pub store_entries: IntGaugeVec,
     pub store_bytes: IntGaugeVec,
     pub store_evictions: IntCounterVec,
+    /// ABI 0.2.0 observers: finished exchanges by what became of them (delivered,
+    /// dropped), batches delivered, and exchanges waiting in each queue.
+    pub observed: IntCounterVec,
+    pub observer_batches: IntCounterVec,
+    pub observer_queued: IntGaugeVec,
+    /// ABI 0.2.0 outbound HTTP calls, by result.
+    pub outbound: IntCounterVec,
 }
 
 /// Plugin call latency buckets, in seconds: a microsecond to the longest deadline.
@@ -445,6 +452,34 @@ impl Metrics {
                 ),
                 &["plugin", "reason"],
             )?,
+            observed: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_observed_exchanges_total",
+                    "Finished exchanges for a plugin's observe hook: delivered (handed to observe), or dropped (its queue was full).",
+                ),
+                &["plugin", "result"],
+            )?,
+            observer_batches: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_observer_batches_total",
+                    "Batches of finished exchanges handed to a plugin's observe hook.",
+                ),
+                &["plugin"],
+            )?,
+            observer_queued: IntGaugeVec::new(
+                Opts::new(
+                    "fedgate_plugin_observer_queued",
+                    "Finished exchanges waiting in a plugin's observer queue.",
+                ),
+                &["plugin"],
+            )?,
+            outbound: IntCounterVec::new(
+                Opts::new(
+                    "fedgate_plugin_outbound_requests_total",
+                    "HTTP requests plugins sent from on-tick and observe, by result: ok, not_allowed, not_here, timeout, too_large, connect, invalid.",
+                ),
+                &["plugin", "result"],
+            )?,
         });
         let drops = IntCounterVec::new(
             Opts::new(
@@ -461,6 +496,10 @@ impl Metrics {
         registry.register(Box::new(plugins.store_entries.clone()))?;
         registry.register(Box::new(plugins.store_bytes.clone()))?;
         registry.register(Box::new(plugins.store_evictions.clone()))?;
+        registry.register(Box::new(plugins.observed.clone()))?;
+        registry.register(Box::new(plugins.observer_batches.clone()))?;
+        registry.register(Box::new(plugins.observer_queued.clone()))?;
+        registry.register(Box::new(plugins.outbound.clone()))?;
         registry.register(Box::new(drops.clone()))?;
         let declared = Arc::new(crate::plugin::declared::Declared::new(
             registry.clone(),

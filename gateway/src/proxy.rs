@@ -155,6 +155,22 @@ pub async fn handle(
     let mut completion =
         Completion::new(start, route.metrics.clone(), method, counter.clone(), log);
     let upstream = &route.upstream;
+    // Phase 11 for observing plugins starts here: whatever becomes of the request, its
+    // record reaches them when its response ends.
+    if let Some(observers) = route.plugins.observers() {
+        completion.observe(observers.start(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            if conn.tls { "https" } else { "http" },
+            host.as_ref(),
+            conn.client.ip(),
+            &route.name,
+            &route.upstream_name,
+            &request_id,
+            req.version(),
+        ));
+    }
 
     // Phase 3: blocklist, then phase 4: the limiters whose key is known before auth and
     // before the body is read (client and route).
@@ -182,6 +198,9 @@ pub async fn handle(
             Err(refusal) => return auth_refused(refusal, auth, completion, &request_id, &rt),
         },
     };
+    if let (Some(o), Some(p)) = (completion.observed(), &principal) {
+        o.principal = Some(p.clone());
+    }
     // The principal's own limiters, now that it is known.
     if !route.limits.principal.is_empty() {
         if let Err(refusal) = route
@@ -243,13 +262,19 @@ pub async fn handle(
     // The federation view of a buffered body, parsed once, the first time anything asks:
     // the blocklist here, plugins in phase 7.
     let blocks = route.config.blocklist && blocklist.has_domains();
-    let readers = blocks || route.plugins.wants_request() || route.plugins.wants_response();
+    let readers = blocks
+        || route.plugins.wants_request()
+        || route.plugins.wants_response()
+        || route.plugins.observers().is_some();
     let activity = buffered.as_ref().filter(|_| readers).map(|b| {
         Arc::new(crate::activity::LazyActivity::new(
             b.clone(),
             crate::activity::is_activity_json(&parts.headers),
         ))
     });
+    if let Some(o) = completion.observed() {
+        o.activity = activity.clone();
+    }
 
     // Phase 3 again, now that the body is at hand: an activity of a blocked actor is
     // refused whoever signed it, before its signature costs anything.
@@ -288,6 +313,9 @@ pub async fn handle(
             }
         }
         signer = checked.signer;
+        if let (Some(o), Some(s)) = (completion.observed(), &signer) {
+            o.signer = Some(s.clone());
+        }
         // The blocklist on the verified signer, whatever key id phase 3 was shown.
         if let Some(s) = signer
             .as_ref()
@@ -549,6 +577,9 @@ pub async fn handle(
         }
     };
     let latency = sent.elapsed();
+    if let Some(o) = completion.observed() {
+        o.upstream_latency = Some(latency);
+    }
     upstream.metrics.duration.observe(latency.as_secs_f64());
     let endpoint_label = seen.as_ref().map(|_| lease.endpoint().label.clone());
     completion.set_lease(lease);

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::headers::TraceId;
 use crate::metrics::{MethodLabel, RouteMetrics};
+use crate::plugin::finished::{Ending, Observed};
 use crate::upstream::Lease;
 
 /// What the access log needs beyond the metrics; allocated only when the log is on.
@@ -35,6 +36,8 @@ pub struct Completion {
     error: Option<&'static str>,
     complete: bool,
     log: Option<Box<AccessLog>>,
+    /// The record for the route's observing plugins, if it has any.
+    observed: Option<Box<Observed>>,
 }
 
 impl Completion {
@@ -59,7 +62,18 @@ impl Completion {
             error: None,
             complete: false,
             log,
+            observed: None,
         }
+    }
+
+    /// Records the request for the route's observing plugins too.
+    pub fn observe(&mut self, observed: Observed) {
+        self.observed = Some(Box::new(observed));
+    }
+
+    /// The observers' record, for the phases that learn more of the request.
+    pub fn observed(&mut self) -> Option<&mut Observed> {
+        self.observed.as_deref_mut()
     }
 
     pub fn set_status(&mut self, status: u16) {
@@ -101,6 +115,17 @@ impl Drop for Completion {
             self.response_bytes,
         );
         let lease = self.lease.take();
+        if let Some(observed) = self.observed.take() {
+            observed.finish(Ending {
+                status: self.status,
+                error: self.error,
+                endpoint: lease.as_ref().map(|l| l.endpoint().label.clone()),
+                request_bytes,
+                response_bytes: self.response_bytes,
+                completed: self.complete,
+                duration: elapsed,
+            });
+        }
         if let Some(log) = self.log.take() {
             let endpoint = lease.as_ref().map(|l| &*l.endpoint().label);
             tracing::info!(

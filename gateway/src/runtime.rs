@@ -304,6 +304,8 @@ pub async fn load_plugins(
                 on_request = plugin.wants_request(),
                 on_response = plugin.wants_response(),
                 health_check = plugin.has_health_check(),
+                observe = plugin.observes(),
+                on_tick = plugin.ticks(),
                 "plugin loaded"
             );
             Ok::<_, String>((name.clone(), Arc::new(plugin)))

@@ -189,8 +189,40 @@ pub struct PluginSection {
     pub store_entries: Option<usize>,
     pub store_bytes: Option<toml::Value>,
     pub store_value_bytes: Option<toml::Value>,
+    /// ABI 0.2.0 observers: how finished exchanges are queued and batched for `observe`,
+    /// and the deadline of an `observe` or `on-tick` call (which run off the request path).
+    pub observe: Option<ObserveSection>,
+    /// ABI 0.2.0 outbound HTTP from `on-tick` and `observe`.
+    pub outbound: Option<OutboundSection>,
     /// The plugin's own settings, passed to its `init` as JSON.
     pub config: Option<toml::Table>,
+}
+
+/// `[plugins.NAME.observe]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSection {
+    /// Exchanges per `observe` call, at most.
+    pub batch: Option<usize>,
+    /// Longest an exchange waits before its batch is delivered.
+    pub max_delay: Option<String>,
+    /// Exchanges queued at most; beyond it, new ones are dropped and counted.
+    pub queue: Option<usize>,
+    /// Deadline of one `observe` or `on-tick` call.
+    pub timeout: Option<String>,
+}
+
+/// `[plugins.NAME.outbound]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSection {
+    /// Hosts the plugin may call: `host` (any port) or `host:port`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Longest one call may take, connection and body included.
+    pub timeout: Option<String>,
+    /// Largest response body accepted.
+    pub max_response_bytes: Option<toml::Value>,
 }
 
 /// `[global]`: what applies to every matched route.

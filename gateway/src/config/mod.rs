@@ -413,9 +413,40 @@ pub struct PluginConfig {
     pub max_series: usize,
     /// Bounds of the plugin's key-value store (ABI 0.2.0).
     pub store: crate::plugin::store::StoreLimits,
+    /// How finished exchanges reach `observe` (ABI 0.2.0).
+    pub observe: crate::plugin::observer::ObserverConfig,
+    /// Deadline of an `observe` or `on-tick` call (off the request path).
+    pub observe_timeout: Duration,
+    /// Outbound HTTP from `on-tick` and `observe` (ABI 0.2.0).
+    pub outbound: OutboundConfig,
     /// The `config` table as a JSON object, as `init` receives it.
     pub config_json: String,
 }
+
+/// What a plugin may call over HTTP from `on-tick` and `observe`
+/// (`plugins.NAME.outbound`); nothing by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// Allowed hosts, lowercased: `host` allows any port, `host:port` one.
+    pub allow: Vec<String>,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Longest deadline of an `observe` or `on-tick` call, and of an outbound request.
+pub const MAX_PLUGIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline of an `observe` or `on-tick` call.
+pub const DEFAULT_PLUGIN_OBSERVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Default deadline of one plugin call.
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
@@ -1919,6 +1950,8 @@ fn validate_plugin(
             "must not exceed store_bytes",
         ));
     }
+    let (observe, observe_timeout) = validate_observe(p.observe.as_ref(), &field)?;
+    let outbound = validate_outbound(p.outbound.as_ref(), &field)?;
     let config_json = serde_json::to_string(&p.config.clone().unwrap_or_default())
         .map_err(|e| ConfigError::field(field("config"), e.to_string()))?;
     Ok(PluginConfig {
@@ -1930,7 +1963,102 @@ fn validate_plugin(
         memory_limit,
         max_series,
         store,
+        observe,
+        observe_timeout,
+        outbound,
         config_json,
+    })
+}
+
+/// `plugins.NAME.observe`: batching of finished exchanges and the background deadline.
+fn validate_observe(
+    o: Option<&file::ObserveSection>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(crate::plugin::observer::ObserverConfig, Duration), ConfigError> {
+    let defaults = crate::plugin::observer::ObserverConfig::default();
+    let Some(o) = o else {
+        return Ok((defaults, DEFAULT_PLUGIN_OBSERVE_TIMEOUT));
+    };
+    let queue = o.queue.unwrap_or(defaults.queue);
+    if !(1..=1_000_000).contains(&queue) {
+        return Err(ConfigError::field(
+            field("observe.queue"),
+            "must be between 1 and 1000000",
+        ));
+    }
+    let batch = o.batch.unwrap_or(defaults.batch.min(queue));
+    if !(1..=4096).contains(&batch) || batch > queue {
+        return Err(ConfigError::field(
+            field("observe.batch"),
+            "must be between 1 and 4096, and at most observe.queue",
+        ));
+    }
+    let max_delay = duration(
+        &field("observe.max_delay"),
+        o.max_delay.as_deref(),
+        defaults.max_delay,
+    )?;
+    if max_delay > Duration::from_secs(60) {
+        return Err(ConfigError::field(
+            field("observe.max_delay"),
+            "at most 60s",
+        ));
+    }
+    let timeout = duration(
+        &field("observe.timeout"),
+        o.timeout.as_deref(),
+        DEFAULT_PLUGIN_OBSERVE_TIMEOUT,
+    )?;
+    if timeout > MAX_PLUGIN_BACKGROUND_TIMEOUT {
+        return Err(ConfigError::field(field("observe.timeout"), "at most 10s"));
+    }
+    Ok((
+        crate::plugin::observer::ObserverConfig {
+            batch,
+            max_delay,
+            queue,
+        },
+        timeout,
+    ))
+}
+
+/// `plugins.NAME.outbound`: the hosts a plugin may call and the bounds of a call.
+fn validate_outbound(
+    o: Option<&file::OutboundSection>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<OutboundConfig, ConfigError> {
+    let defaults = OutboundConfig::default();
+    let Some(o) = o else { return Ok(defaults) };
+    let mut allow = Vec::with_capacity(o.allow.len());
+    for (i, h) in o.allow.iter().enumerate() {
+        let h = h.trim().to_ascii_lowercase();
+        let valid = !h.is_empty()
+            && !h.contains(['/', '@', '?', '#', ' ', '*'])
+            && http::uri::Authority::try_from(h.as_str()).is_ok();
+        if !valid {
+            return Err(ConfigError::field(
+                format!("{}[{i}]", field("outbound.allow")),
+                format!("{h:?} is not a host or host:port (no scheme, path or wildcard)"),
+            ));
+        }
+        allow.push(h);
+    }
+    let timeout = duration(
+        &field("outbound.timeout"),
+        o.timeout.as_deref(),
+        defaults.timeout,
+    )?;
+    if timeout > MAX_PLUGIN_BACKGROUND_TIMEOUT {
+        return Err(ConfigError::field(field("outbound.timeout"), "at most 10s"));
+    }
+    let max_response_bytes = match &o.max_response_bytes {
+        None => defaults.max_response_bytes,
+        Some(v) => byte_size(&field("outbound.max_response_bytes"), v, 64 << 20)?,
+    };
+    Ok(OutboundConfig {
+        allow,
+        timeout,
+        max_response_bytes,
     })
 }
 

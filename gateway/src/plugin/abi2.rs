@@ -30,7 +30,7 @@ use fedgate::plugin::clocks::Datetime;
 use fedgate::plugin::gateway::UpstreamInfo;
 pub use fedgate::plugin::log::Level;
 pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
-use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
+pub(super) use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use fedgate::plugin::store::StoreError;
 pub use fedgate::plugin::types::{
     Activity, Exchange as ExchangeRecord, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
@@ -53,6 +53,21 @@ pub(super) fn http_version(v: http::Version) -> HttpVersion {
         http::Version::HTTP_10 | http::Version::HTTP_09 => HttpVersion::Http10,
         http::Version::HTTP_2 | http::Version::HTTP_3 => HttpVersion::Http2,
         _ => HttpVersion::Http11,
+    }
+}
+
+/// The federation view as plugins see it.
+pub(super) fn activity(a: &crate::activity::Activity<'_>) -> Activity {
+    let s = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_string);
+    Activity {
+        kind: s(&a.kind),
+        id: s(&a.id),
+        actor: a.actor().map(str::to_string),
+        actor_host: a.actor_host().map(|h| h.into_owned()),
+        object_kind: s(&a.object_type),
+        object_id: s(&a.object_id),
+        public: a.public,
+        published: s(&a.published),
     }
 }
 
@@ -84,18 +99,7 @@ impl fedgate::plugin::types::HostRequest for HostState {
     }
 
     fn activity(&mut self, _: Resource<Request>) -> Option<Activity> {
-        let a = self.exchange.activity.as_ref()?.get()?;
-        let s = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_string);
-        Some(Activity {
-            kind: s(&a.kind),
-            id: s(&a.id),
-            actor: a.actor().map(str::to_string),
-            actor_host: a.actor_host().map(|h| h.into_owned()),
-            object_kind: s(&a.object_type),
-            object_id: s(&a.object_id),
-            public: a.public,
-            published: s(&a.published),
-        })
+        self.exchange.activity.as_ref()?.get().map(activity)
     }
 
     fn principal(&mut self, _: Resource<Request>) -> Option<Principal> {
@@ -161,10 +165,11 @@ impl fedgate::plugin::gateway::Host for HostState {
 impl fedgate::plugin::outbound::Host for HostState {
     fn send(
         &mut self,
-        _request: OutboundRequest,
+        request: OutboundRequest,
     ) -> wasmtime::Result<Result<OutboundResponse, OutboundError>> {
-        // Inline hooks and `init` never wait on the network: the request path would.
-        Ok(Err(OutboundError::NotHere))
+        // Inline hooks, `init` and health checks never wait on the network: only the
+        // observer thread's hooks may.
+        Ok(self.plugin.outbound.send(self.hook, request))
     }
 }
 

@@ -23,7 +23,9 @@ pub mod abi;
 pub mod abi2;
 pub mod cache;
 pub mod declared;
+pub mod finished;
 pub mod observer;
+mod outbound;
 pub mod store;
 
 use std::net::IpAddr;
@@ -71,14 +73,18 @@ pub enum Hook {
     OnRequest,
     OnResponse,
     HealthCheck,
+    Observe,
+    OnTick,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 4] = [
+    pub const ALL: [Hook; 6] = [
         Hook::Init,
         Hook::OnRequest,
         Hook::OnResponse,
         Hook::HealthCheck,
+        Hook::Observe,
+        Hook::OnTick,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,7 +93,14 @@ impl Hook {
             Hook::OnRequest => "on_request",
             Hook::OnResponse => "on_response",
             Hook::HealthCheck => "health_check",
+            Hook::Observe => "observe",
+            Hook::OnTick => "on_tick",
         }
+    }
+
+    /// Whether the hook runs on the plugin's observer thread, off the request path.
+    fn background(self) -> bool {
+        matches!(self, Hook::Observe | Hook::OnTick)
     }
 }
 
@@ -207,6 +220,9 @@ pub struct PluginHost {
     /// Each plugin's key-value store, by plugin name: a reloaded plugin keeps its store
     /// (a new one is made only when its bounds change).
     stores: std::sync::Mutex<std::collections::HashMap<String, Arc<store::Store>>>,
+    /// Every observer thread started and not yet seen to end, so a shutdown can stop them
+    /// and wait until they have delivered what they hold.
+    observers: std::sync::Mutex<Vec<observer::Handle>>,
 }
 
 /// A total of linear memory shared by every plugin instance: per-instance caps multiply by
@@ -308,6 +324,7 @@ impl PluginHost {
             budget: MemoryBudget::new(crate::config::DEFAULT_PLUGIN_MEMORY_BUDGET),
             upstreams: Default::default(),
             stores: Default::default(),
+            observers: Default::default(),
         })
     }
 
@@ -482,7 +499,7 @@ impl PluginHost {
         self.start_ticker();
         let name: Arc<str> = config.name.as_str().into();
         let handles = PluginHandles::new(&self.metrics, &name);
-        let mut plugin = Plugin {
+        let mut plugin = PluginCore {
             name: name.clone(),
             config: config.clone(),
             digest,
@@ -494,6 +511,11 @@ impl PluginHost {
                 upstreams: self.upstreams.clone(),
                 request_headers: OnceLock::new(),
                 store: self.store_for(&config.name, config.store),
+                outbound: outbound::Outbound::new(
+                    &self.metrics,
+                    &config.name,
+                    config.outbound.clone(),
+                ),
             }),
             pre,
             engine: self.engine.clone(),
@@ -502,6 +524,7 @@ impl PluginHost {
             // Never earlier than the timeout: whole ticks covering it, plus the one under way.
             deadline_ticks: ticks(config.timeout),
             health_deadline_ticks: ticks(config.health_check_timeout),
+            observe_deadline_ticks: ticks(config.observe_timeout),
             streaks: Default::default(),
             log_window: AtomicU64::new(0),
             clock: self.clock,
@@ -515,7 +538,70 @@ impl PluginHost {
             .request_headers
             .set(plugin.hooks.request_headers.clone());
         let _ = plugin.idle.push(instance);
-        Ok(plugin)
+        let core = Arc::new(plugin);
+        let observer = self.start_observer(&core)?;
+        Ok(Plugin { core, observer })
+    }
+
+    /// Starts the observer thread of a plugin that registered `observe` or `on-tick`.
+    fn start_observer(
+        &self,
+        core: &Arc<PluginCore>,
+    ) -> Result<Option<observer::Observer<Arc<finished::Finished>>>, String> {
+        let hooks = &core.hooks;
+        if !hooks.observe && hooks.tick.is_none() {
+            return Ok(None);
+        }
+        let f = self.metrics.plugin_families();
+        let name = &*core.name;
+        let metrics = observer::ObserverMetrics {
+            dropped: f.observed.with_label_values(&[name, "dropped"]),
+            delivered: f.observed.with_label_values(&[name, "delivered"]),
+            batches: f.observer_batches.with_label_values(&[name]),
+            queued: f.observer_queued.with_label_values(&[name]),
+        };
+        let deliver = {
+            let core = core.clone();
+            Box::new(move |batch: Vec<Arc<finished::Finished>>| core.observe(&batch))
+                as Box<dyn FnMut(Vec<Arc<finished::Finished>>) + Send>
+        };
+        let tick = hooks.tick.map(|every| {
+            let core = core.clone();
+            (
+                every,
+                Box::new(move || core.tick()) as Box<dyn FnMut() + Send>,
+            )
+        });
+        let o = observer::Observer::start(
+            name,
+            core.config.observe,
+            metrics,
+            observer::Hooks { deliver, tick },
+        )
+        .map_err(|e| format!("observer thread: {e}"))?;
+        let mut running = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|h| !h.is_done());
+        running.push(o.handle().clone());
+        Ok(Some(o))
+    }
+
+    /// Stops every observer thread, each after it has delivered what is queued, and waits
+    /// up to `timeout` for them (blocking: call it off the async workers, once requests
+    /// have drained). Returns whether all of them ended in time.
+    pub fn close_observers(&self, timeout: Duration) -> bool {
+        let running =
+            std::mem::take(&mut *self.observers.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in &running {
+            h.stop();
+        }
+        let deadline = Instant::now() + timeout;
+        while !running.iter().all(|h| h.is_done()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 }
 
@@ -557,6 +643,8 @@ pub struct PluginShared {
     pub(crate) request_headers: OnceLock<Vec<HeaderName>>,
     /// The plugin's key-value store (ABI 0.2.0), shared by all its instances.
     pub(crate) store: Arc<store::Store>,
+    /// Outbound HTTP from `on-tick` and `observe` (ABI 0.2.0).
+    pub(crate) outbound: outbound::Outbound,
 }
 
 impl PluginShared {
@@ -721,8 +809,14 @@ struct Registration {
     on_request: bool,
     on_response: bool,
     health_check: bool,
+    observe: bool,
+    /// `on-tick` and its interval.
+    tick: Option<Duration>,
     request_headers: Vec<HeaderName>,
 }
+
+/// The shortest `on-tick` interval.
+const MIN_TICK: Duration = Duration::from_millis(100);
 
 impl Registration {
     fn v1(hooks: abi::Hooks) -> Registration {
@@ -730,17 +824,30 @@ impl Registration {
             on_request: hooks.contains(abi::Hooks::ON_REQUEST),
             on_response: hooks.contains(abi::Hooks::ON_RESPONSE),
             health_check: hooks.contains(abi::Hooks::HEALTH_CHECK),
+            observe: false,
+            tick: None,
             request_headers: Vec::new(),
         }
     }
 
     fn v2(r: abi2::Registration) -> Result<Registration, String> {
         use abi2::Hooks as H;
-        if r.hooks.intersects(H::OBSERVE | H::ON_TICK) {
-            return Err(
-                "registered observe or on-tick, which this gateway does not serve yet".into(),
-            );
-        }
+        let tick = match (r.hooks.contains(H::ON_TICK), r.tick_interval_ms) {
+            (false, _) => None,
+            (true, None) => {
+                return Err("registered on-tick without a tick-interval-ms".into());
+            }
+            (true, Some(ms)) => {
+                let every = Duration::from_millis(ms.into());
+                if every < MIN_TICK {
+                    return Err(format!(
+                        "registered a tick interval of {ms} ms; the shortest is {} ms",
+                        MIN_TICK.as_millis()
+                    ));
+                }
+                Some(every)
+            }
+        };
         if r.request_headers.len() > MAX_REQUEST_HEADERS {
             return Err(format!(
                 "registered {} request fields, at most {MAX_REQUEST_HEADERS} are allowed",
@@ -759,6 +866,8 @@ impl Registration {
             on_request: r.hooks.contains(H::ON_REQUEST),
             on_response: r.hooks.contains(H::ON_RESPONSE),
             health_check: r.hooks.contains(H::HEALTH_CHECK),
+            observe: r.hooks.contains(H::OBSERVE),
+            tick,
             request_headers,
         })
     }
@@ -836,8 +945,49 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// One loaded plugin.
+/// One loaded plugin: what calls it, and its observer thread when it has one. Dropping it
+/// (once no route and no request in flight holds it) stops the thread after it has
+/// delivered everything queued.
 pub struct Plugin {
+    core: Arc<PluginCore>,
+    observer: Option<observer::Observer<Arc<finished::Finished>>>,
+}
+
+impl std::ops::Deref for Plugin {
+    type Target = PluginCore;
+
+    fn deref(&self) -> &PluginCore {
+        &self.core
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl Plugin {
+    /// The queue finished exchanges are pushed onto, for a plugin with `observe`.
+    pub fn observe_queue(&self) -> Option<&Arc<observer::Queue<Arc<finished::Finished>>>> {
+        self.observer
+            .as_ref()
+            .filter(|_| self.core.hooks.observe)
+            .map(|o| o.queue())
+    }
+
+    /// Stops the observer thread once it has delivered what is queued, and waits for it
+    /// (blocking).
+    pub fn close_observer(&self) {
+        if let Some(o) = &self.observer {
+            o.close();
+        }
+    }
+}
+
+/// What calls one loaded plugin: its compiled component, its idle instances, its failure
+/// streaks and metric handles. Shared by the plugin and its observer thread.
+pub struct PluginCore {
     pub name: Arc<str>,
     pub config: PluginConfig,
     /// SHA-256 of the component file it was compiled from.
@@ -850,10 +1000,12 @@ pub struct Plugin {
     deadline_ticks: u64,
     /// The same for health-check calls, which run on blocking threads.
     health_deadline_ticks: u64,
+    /// The same for `observe` and `on-tick`, which run on the observer thread.
+    observe_deadline_ticks: u64,
     /// Failure streaks and backoffs, one per hook ([`Hook`] as index): a hook that keeps
     /// failing is skipped while the others keep running. A failed instantiation (the
     /// `init` streak) backs off every hook.
-    streaks: [Streak; 4],
+    streaks: [Streak; 6],
     /// Second (since `clock`) and count of failure log lines, packed: second << 16 | count.
     log_window: AtomicU64,
     clock: Instant,
@@ -861,7 +1013,7 @@ pub struct Plugin {
     budget: Arc<MemoryBudget>,
 }
 
-impl std::fmt::Debug for Plugin {
+impl std::fmt::Debug for PluginCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin")
             .field("name", &self.name)
@@ -870,7 +1022,7 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-impl Plugin {
+impl PluginCore {
     pub fn wants_request(&self) -> bool {
         self.hooks.on_request
     }
@@ -881,6 +1033,16 @@ impl Plugin {
 
     pub fn has_health_check(&self) -> bool {
         self.hooks.health_check
+    }
+
+    /// Whether the plugin registered `observe`.
+    pub fn observes(&self) -> bool {
+        self.hooks.observe
+    }
+
+    /// Whether the plugin registered `on-tick`.
+    pub fn ticks(&self) -> bool {
+        self.hooks.tick.is_some()
     }
 
     /// The plugin's key-value store, for ABI 0.2.0 plugins (0.1.0 has no store import).
@@ -989,10 +1151,10 @@ impl Plugin {
             },
         };
         let store = &mut instance.store;
-        let (ticks, timeout) = if hook == Hook::HealthCheck {
-            (self.health_deadline_ticks, self.config.health_check_timeout)
-        } else {
-            (self.deadline_ticks, self.config.timeout)
+        let (ticks, timeout) = match hook {
+            Hook::HealthCheck => (self.health_deadline_ticks, self.config.health_check_timeout),
+            h if h.background() => (self.observe_deadline_ticks, self.config.observe_timeout),
+            _ => (self.deadline_ticks, self.config.timeout),
         };
         store.set_epoch_deadline(ticks);
         let data = store.data_mut();
@@ -1130,6 +1292,32 @@ impl Plugin {
         }
     }
 
+    /// `observe` with one batch of finished exchanges, lowered with the fields this plugin
+    /// registered. On the observer thread.
+    fn observe(&self, batch: &[Arc<finished::Finished>]) {
+        let registered = self.shared.request_headers();
+        let records: Vec<abi2::ExchangeRecord> =
+            batch.iter().map(|f| f.lower(registered)).collect();
+        let result = self.call(Hook::Observe, &mut Exchange::default(), |b, s| match b {
+            Bindings::V2(b) => b.fedgate_plugin_handler().call_observe(s, &records),
+            Bindings::V1(_) => Ok(()),
+        });
+        if result.is_ok() {
+            self.handles.count(Hook::Observe, Outcome::Ok);
+        }
+    }
+
+    /// `on-tick`, on the observer thread.
+    fn tick(&self) {
+        let result = self.call(Hook::OnTick, &mut Exchange::default(), |b, s| match b {
+            Bindings::V2(b) => b.fedgate_plugin_handler().call_on_tick(s),
+            Bindings::V1(_) => Ok(()),
+        });
+        if result.is_ok() {
+            self.handles.count(Hook::OnTick, Outcome::Ok);
+        }
+    }
+
     /// The plugin's health: its `health-check` on every idle instance (or a new one), the
     /// worst report counting. `None` when the plugin has no health check.
     pub fn health(&self) -> Option<(HealthStatus, String)> {
@@ -1251,6 +1439,7 @@ pub struct Chain {
     plugins: Vec<Arc<Plugin>>,
     request: bool,
     response: bool,
+    observers: Option<Arc<finished::Observers>>,
 }
 
 impl Chain {
@@ -1258,8 +1447,14 @@ impl Chain {
         Chain {
             request: plugins.iter().any(|p| p.wants_request()),
             response: plugins.iter().any(|p| p.wants_response()),
+            observers: finished::Observers::of(&plugins),
             plugins,
         }
+    }
+
+    /// The route's observing plugins, if it has any.
+    pub fn observers(&self) -> Option<&Arc<finished::Observers>> {
+        self.observers.as_ref()
     }
 
     /// Whether any plugin has an `on-request` hook.

@@ -97,6 +97,38 @@ pub struct Observer<T> {
     queue: Arc<Queue<T>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    handle: Handle,
+}
+
+/// What a gateway keeps of each delivery thread it started, to stop them all and wait for
+/// them at shutdown, whether or not their plugin is still loaded.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+    done: Arc<AtomicBool>,
+}
+
+impl Handle {
+    /// Asks the thread to deliver what is queued and end.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+
+    /// Whether the thread has ended.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+/// Sets `done` when the delivery thread ends, however it ends.
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// What the delivery thread calls.
@@ -130,18 +162,33 @@ impl<T: Send + 'static> Observer<T> {
             worker: std::sync::OnceLock::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name(format!("fedgate-observe-{name}"))
             .spawn({
-                let (queue, stop) = (queue.clone(), stop.clone());
-                move || run(&queue, &stop, config, hooks)
+                let (queue, stop, done) = (queue.clone(), stop.clone(), done.clone());
+                move || {
+                    let _done = Done(done);
+                    run(&queue, &stop, config, hooks)
+                }
             })?;
         let _ = queue.worker.set(thread.thread().clone());
+        let handle = Handle {
+            stop: stop.clone(),
+            thread: thread.thread().clone(),
+            done,
+        };
         Ok(Observer {
             queue,
             stop,
             thread: Mutex::new(Some(thread)),
+            handle,
         })
+    }
+
+    /// The handle that stops the thread and tells when it has ended.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     /// The queue the request path pushes finished exchanges onto.

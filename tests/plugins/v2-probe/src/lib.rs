@@ -19,7 +19,21 @@
 //! - `ttl`: `on-request` sets `t` with a TTL of 100 ms;
 //! - `activity`: `on-request` adds `x-act`: the activity view's kind, actor host, object
 //!   kind, object id, public and published joined by `|` (`-` for none), or `none`;
-//! - `observe`: registers `observe` (which the gateway may refuse).
+//! - `observe`: an observer registering `user-agent` and `x-missing`; each exchange adds 1
+//!   to `probe_observed_total{route,method,status,origin,ua,missing,activity,signer,completed}`
+//!   (`ua` is the registered `user-agent`, `missing` the registered `x-missing` or `-`,
+//!   `activity` the view's kind and actor host as `Kind@host` or `-`, `signer` the verified
+//!   instance or `-`) and its bytes to `probe_observed_bytes_total{direction}`; each batch
+//!   adds 1 to `probe_observe_batches_total` and its size to the store's `observed`; an
+//!   exchange whose path ends in `/slow` makes the batch spin for 50 ms;
+//! - `observe-loop`: an observer whose `observe` never returns;
+//! - `tick`: `on-tick` every `interval` ms (config `"interval": N`, default 200) adds 1 to
+//!   `probe_ticks_total` and increments the store's `ticks`;
+//! - `tick-bomb`: `on-tick` every 100 ms allocates without end (the memory cap stops it);
+//! - `outbound`: `on-request` tries `outbound.send` to the config's `url` and adds
+//!   `x-outbound` with the error (`not-here`); `on-tick` every 100 ms sends `GET url` and
+//!   adds 1 to `probe_outbound_total{result,status}` (status `-` on errors) and sets the
+//!   gauge `probe_outbound_body_bytes` to the response body's length.
 
 wit_bindgen::generate!({
     path: "../../../wit/0.2.0",
@@ -29,8 +43,11 @@ wit_bindgen::generate!({
 use exports::fedgate::plugin::handler::{
     Exchange, Guest, HealthReport, Registration, Request, Response, ResponseEdit, Verdict,
 };
+use fedgate::plugin::metrics::{Counter, Gauge};
+use fedgate::plugin::outbound::{OutboundError, OutboundRequest};
 use fedgate::plugin::types::{
     Header, HealthStatus, Hooks, HttpVersion, LocalReply, PrincipalKind, RequestEdit,
+    ResponseOrigin,
 };
 
 struct Probe;
@@ -41,6 +58,54 @@ fn mode() -> String {
 
 std::thread_local! {
     static MODE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static CONFIG: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static COUNTERS: std::cell::RefCell<Vec<Counter>> = const { std::cell::RefCell::new(Vec::new()) };
+    static GAUGES: std::cell::RefCell<Vec<Gauge>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A string value of the (compact JSON) config: `"key":"value"`.
+fn config_str(key: &str) -> Option<String> {
+    CONFIG.with(|c| {
+        let c = c.borrow();
+        let start = c.find(&format!("\"{key}\":\""))? + key.len() + 4;
+        let end = c[start..].find('"')? + start;
+        Some(c[start..end].to_string())
+    })
+}
+
+/// An integer value of the config: `"key":N`.
+fn config_int(key: &str) -> Option<u32> {
+    CONFIG.with(|c| {
+        let c = c.borrow();
+        let start = c.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let digits: String = c[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    })
+}
+
+fn counter(i: usize, labels: &[String], value: f64) {
+    COUNTERS.with(|c| c.borrow()[i].add(labels, value));
+}
+
+fn outbound_error(e: &OutboundError) -> &'static str {
+    match e {
+        OutboundError::NotAllowed(_) => "not-allowed",
+        OutboundError::NotHere => "not-here",
+        OutboundError::Timeout => "timeout",
+        OutboundError::TooLarge => "too-large",
+        OutboundError::Connect(_) => "connect",
+        OutboundError::Invalid(_) => "invalid",
+    }
+}
+
+fn get(url: String) -> OutboundRequest {
+    OutboundRequest {
+        method: "GET".into(),
+        url,
+        headers: vec![header("x-probe", "outbound")],
+        body: None,
+        timeout_ms: None,
+    }
 }
 
 fn header(name: &str, value: impl Into<String>) -> Header {
@@ -61,21 +126,68 @@ impl Guest for Probe {
             "fill",
             "activity",
             "ttl",
+            "observe-loop",
             "observe",
+            "tick-bomb",
+            "tick",
+            "outbound",
         ]
         .into_iter()
         .find(|m| config.contains(&format!("\"{m}\"")))
         .ok_or_else(|| format!("no known mode in {config}"))?;
         MODE.with(|m| *m.borrow_mut() = mode.to_string());
-        let hooks = match mode {
-            "response-edit" => Hooks::ON_RESPONSE,
-            "observe" => Hooks::OBSERVE,
-            _ => Hooks::ON_REQUEST,
+        CONFIG.with(|c| *c.borrow_mut() = config.clone());
+        use fedgate::plugin::metrics::{declare_counter, declare_gauge};
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut counters = Vec::new();
+        let mut gauges = Vec::new();
+        match mode {
+            "observe" => {
+                counters.push(declare_counter(
+                    "probe_observed_total",
+                    "Exchanges observed.",
+                    &s(&["route", "method", "status", "origin", "ua", "missing", "activity", "signer", "completed"]),
+                )?);
+                counters.push(declare_counter(
+                    "probe_observed_bytes_total",
+                    "Body bytes of observed exchanges.",
+                    &s(&["direction"]),
+                )?);
+                counters.push(declare_counter(
+                    "probe_observe_batches_total",
+                    "Batches observed.",
+                    &[],
+                )?);
+            }
+            "tick" => counters.push(declare_counter("probe_ticks_total", "Ticks.", &[])?),
+            "outbound" => {
+                counters.push(declare_counter(
+                    "probe_outbound_total",
+                    "Outbound calls from on-tick.",
+                    &s(&["result", "status"]),
+                )?);
+                gauges.push(declare_gauge(
+                    "probe_outbound_body_bytes",
+                    "The last outbound response body's length.",
+                    &[],
+                )?);
+            }
+            _ => {}
+        }
+        COUNTERS.with(|c| *c.borrow_mut() = counters);
+        GAUGES.with(|g| *g.borrow_mut() = gauges);
+        let (hooks, tick) = match mode {
+            "response-edit" => (Hooks::ON_RESPONSE, None),
+            "observe" | "observe-loop" => (Hooks::OBSERVE, None),
+            "tick" => (Hooks::ON_TICK, Some(config_int("interval").unwrap_or(200))),
+            "tick-bomb" => (Hooks::ON_TICK, Some(100)),
+            "outbound" => (Hooks::ON_TICK | Hooks::ON_REQUEST, Some(100)),
+            _ => (Hooks::ON_REQUEST, None),
         };
         Ok(Registration {
             hooks,
             request_headers: vec!["user-agent".into(), "x-missing".into()],
-            tick_interval_ms: None,
+            tick_interval_ms: tick,
         })
     }
 
@@ -192,6 +304,18 @@ impl Guest for Probe {
                     remove: Vec::new(),
                 })
             }
+            "outbound" => {
+                let url = config_str("url").unwrap_or_default();
+                let result = match fedgate::plugin::outbound::send(&get(url)) {
+                    Ok(_) => "ok",
+                    Err(e) => outbound_error(&e),
+                };
+                Verdict::Edit(RequestEdit {
+                    add: vec![header("x-outbound", result)],
+                    set: Vec::new(),
+                    remove: Vec::new(),
+                })
+            }
             _ => Verdict::Continue,
         }
     }
@@ -203,9 +327,80 @@ impl Guest for Probe {
         }
     }
 
-    fn observe(_exchanges: Vec<Exchange>) {}
+    fn observe(exchanges: Vec<Exchange>) {
+        if mode() == "observe-loop" {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let mut slow = false;
+        for e in &exchanges {
+            let mut declared = e.request_headers.iter().cloned();
+            let ua = or_dash(declared.next().flatten());
+            let missing = or_dash(declared.next().flatten());
+            let activity = e.activity.as_ref().map_or("-".to_string(), |a| {
+                format!("{}@{}", or_dash(a.kind.clone()), or_dash(a.actor_host.clone()))
+            });
+            let signer = or_dash(e.signer.as_ref().map(|s| s.instance.clone()));
+            let origin = match e.origin {
+                ResponseOrigin::Upstream => "upstream",
+                ResponseOrigin::Gateway => "gateway",
+            };
+            counter(
+                0,
+                &[
+                    e.route.clone(),
+                    e.method.clone(),
+                    e.status.to_string(),
+                    origin.to_string(),
+                    ua,
+                    missing,
+                    activity,
+                    signer,
+                    e.completed.to_string(),
+                ],
+                1.0,
+            );
+            counter(1, &["request".into()], e.request_bytes as f64);
+            counter(1, &["response".into()], e.response_bytes as f64);
+            slow |= e.path.ends_with("/slow");
+        }
+        counter(2, &[], 1.0);
+        let _ = fedgate::plugin::store::increment("observed", exchanges.len() as i64, None);
+        if slow {
+            let start = fedgate::plugin::clocks::monotonic_now();
+            while fedgate::plugin::clocks::monotonic_now() - start < 50_000_000 {}
+        }
+    }
 
-    fn on_tick() {}
+    fn on_tick() {
+        match mode().as_str() {
+            "tick" => {
+                counter(0, &[], 1.0);
+                let _ = fedgate::plugin::store::increment("ticks", 1, None);
+            }
+            "tick-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "outbound" => {
+                let url = config_str("url").unwrap_or_default();
+                match fedgate::plugin::outbound::send(&get(url)) {
+                    Ok(r) => {
+                        counter(0, &["ok".into(), r.status.to_string()], 1.0);
+                        GAUGES.with(|g| g.borrow()[0].set(&[], r.body.len() as f64));
+                    }
+                    Err(e) => counter(0, &[outbound_error(&e).into(), "-".into()], 1.0),
+                }
+            }
+            _ => {}
+        }
+    }
 
     fn health_check() -> HealthReport {
         HealthReport {
