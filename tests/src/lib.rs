@@ -1016,3 +1016,70 @@ pub async fn wait_for_metric(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The sum of every sample of `name` whose labels contain all of `labels`.
+pub fn sum(m: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let bare = format!("{name} ");
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&bare))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Polls `/metrics` until `sum(name, labels)` is `want`; returns the text.
+pub async fn wait_for_sum(
+    gw: &TestGateway,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+    within: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let m = gw.metrics().await;
+        let got = sum(&m, name, labels);
+        if got == want {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}{labels:?} sums to {got}, not {want}, after {within:?}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until each of the observing `plugins` has had every exchange the gateway finished
+/// (`fedgate_requests_total`, all routes): for suites whose observers are on every route.
+/// Returns the metrics text.
+pub async fn settle_observers(gw: &TestGateway, plugins: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = gw.metrics().await;
+        let finished = sum(&m, "fedgate_requests_total", &[]);
+        let behind: Vec<&str> = plugins
+            .iter()
+            .copied()
+            .filter(|p| {
+                sum(
+                    &m,
+                    "fedgate_plugin_observed_exchanges_total",
+                    &[("plugin", p)],
+                ) != finished
+            })
+            .collect();
+        if behind.is_empty() {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "observers {behind:?} have not had all {finished} exchanges:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

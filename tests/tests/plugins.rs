@@ -11,6 +11,8 @@ fn activity(kind: &str, actor: &str) -> String {
     )
 }
 
+/// The shipped metric plugin observes: every delivery is counted once its response has
+/// ended, off the request path, from the gateway's federation view of the body.
 #[tokio::test]
 async fn activitypub_metrics_counts_activities_by_type_and_instance() {
     let up = TestUpstream::start("app").await;
@@ -34,12 +36,22 @@ async fn activitypub_metrics_counts_activities_by_type_and_instance() {
         "this is not json".to_string(),
     ];
     for body in &sends {
-        let (status, _, _) = send(post(&gw.url("/users/alice/inbox"), body.clone())).await;
+        let mut req = post(&gw.url("/users/alice/inbox"), body.clone());
+        req.headers_mut()
+            .insert("content-type", "application/activity+json".parse().unwrap());
+        let (status, _, _) = send(req).await;
         assert_eq!(status, 200);
         // The upstream gets the body the client sent, byte for byte.
         assert_eq!(up.last().body_len, body.len() as u64);
     }
-    let m = gw.metrics().await;
+    let m = wait_for_sum(
+        &gw,
+        "fedgate_plugin_observed_exchanges_total",
+        &[("plugin", "ap"), ("result", "delivered")],
+        4.0,
+        Duration::from_secs(5),
+    )
+    .await;
     let count = |t: &str, i: &str| {
         metric(
             &m,
@@ -49,21 +61,94 @@ async fn activitypub_metrics_counts_activities_by_type_and_instance() {
     };
     assert_eq!(count("Create", "mastodon.social"), Some(2.0), "{m}");
     assert_eq!(count("Follow", "gts.example.org"), Some(1.0));
-    let invalid: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("federation_activities_total{") && l.contains("type=\"invalid\""))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum();
-    assert_eq!(invalid, 1.0, "{m}");
-    assert_eq!(invocations(&m, "ap", "on_request", "ok"), 4.0);
+    assert_eq!(
+        sum(&m, "federation_activities_total", &[("type", "invalid")]),
+        1.0,
+        "{m}"
+    );
+    // No inline hook: requests never wait on the plugin.
+    assert_eq!(invocations(&m, "ap", "on_request", "ok"), 0.0);
+    assert!(invocations(&m, "ap", "observe", "ok") >= 1.0);
     assert_eq!(invocations(&m, "ap", "init", "ok"), 1.0);
     assert!(metric(&m, "fedgate_plugin_memory_bytes", &[("plugin", "ap")]).unwrap() > 0.0);
-    let calls = metric(
-        &m,
-        "fedgate_plugin_duration_seconds_count",
-        &[("plugin", "ap"), ("hook", "on_request")],
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_observed_exchanges_total",
+            &[("plugin", "ap"), ("result", "dropped")]
+        ),
+        Some(0.0)
     );
-    assert_eq!(calls, Some(4.0));
+    gw.shutdown().await;
+}
+
+/// A component built for ABI 0.1.0 is served as it was released, beside 0.2.0 ones on the
+/// same route: its headers reach the upstream, its denial is sent (a status below 400 is
+/// answered as 500, as 0.1.0 says), it sees responses and the signer, its health counts.
+#[tokio::test]
+async fn abi_0_1_0_components_are_served_unchanged() {
+    let up = TestUpstream::start("app").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}",
+        upstream_block("app", &[up.url()], ""),
+        plugin("old", "v1-probe", "", "health = \"degraded\""),
+        plugin("new", "v2-probe", "", "mode = \"observe\""),
+        plugin_route("all", "/", "app", &["old", "new"], ""),
+    ))
+    .await;
+    let (status, _, _) = send(get(&gw.url("/users/alice"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(up.last().headers["x-v1"], "GET /users/alice");
+    assert_eq!(up.last().headers["x-v1-signer"], "none");
+    let mut req = get(&gw.url("/x"));
+    req.headers_mut().insert("x-deny", "429".parse().unwrap());
+    let (status, headers, body) = send(req).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["x-v1"], "denied");
+    assert_eq!(&body[..], b"denied by v1");
+    let mut req = get(&gw.url("/x"));
+    req.headers_mut().insert("x-deny", "202".parse().unwrap());
+    let (status, _, _) = send(req).await;
+    assert_eq!(
+        status, 500,
+        "0.1.0 denials below 400 are the plugin's error"
+    );
+    assert_eq!(up.hits(), 1);
+
+    let m = wait_for_sum(
+        &gw,
+        "probe_observed_total",
+        &[],
+        3.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        metric(&m, "v1_probe_requests_total", &[("method", "GET")]),
+        Some(3.0)
+    );
+    let responses = |s: &str, o: &str| {
+        metric(
+            &m,
+            "v1_probe_responses_total",
+            &[("status", s), ("origin", o)],
+        )
+    };
+    assert_eq!(responses("200", "upstream"), Some(1.0), "{m}");
+    assert_eq!(invocations(&m, "old", "on_request", "deny"), 2.0);
+    assert_eq!(invocations(&m, "old", "on_request", "error"), 1.0);
+    assert_eq!(invocations(&m, "old", "on_response", "ok"), 1.0);
+    // The 0.2.0 observer saw all three, the denials as the gateway's answers.
+    assert_eq!(
+        sum(&m, "probe_observed_total", &[("origin", "gateway")]),
+        2.0,
+        "{m}"
+    );
+    let (code, doc) = health(&gw).await;
+    assert_eq!(code, 200);
+    let entry = plugin_health(&doc, "old");
+    assert_eq!(entry["status"], "degraded", "{doc}");
+    assert_eq!(entry["message"], "v1 probe");
     gw.shutdown().await;
 }
 

@@ -188,7 +188,9 @@ async fn live_metrics_of_all_shipped_plugins_pass_promtool() {
     let (status, _, _) = send(get(&gw.url("/users/alice"))).await;
     assert_eq!(status, 503);
     up.set_fault(Fault::None);
-    // A health check publishes every latency gauge of every instance.
+    // The observers have had every exchange; then a health check publishes every latency
+    // gauge from the shared store.
+    settle_observers(&gw, &["ap", "moderation", "slo"]).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "{doc}");
 

@@ -8,43 +8,6 @@ use std::time::{Duration, Instant};
 
 use fedgate_tests::*;
 
-/// The sum of every sample of `name` whose labels contain all of `labels`.
-fn sum(m: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let bare = format!("{name} ");
-    m.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&bare))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum()
-}
-
-/// Polls `/metrics` until `sum(name, labels)` is `want`; returns the text.
-async fn wait_for_sum(
-    gw: &TestGateway,
-    name: &str,
-    labels: &[(&str, &str)],
-    want: f64,
-    within: Duration,
-) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let m = gw.metrics().await;
-        let got = sum(&m, name, labels);
-        if got == want {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{labels:?} sums to {got}, not {want}, after {within:?}:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// A Mastodon-style Create from `actor`.
 fn create(actor: &str) -> String {
     format!(

@@ -82,18 +82,43 @@ async fn moderation_events_are_counted_by_action_and_target() {
         r#"{"type":"Undo","actor":"https://a.example/users/x","object":"https://a.example/blocks/1"}"#,
         "not json at all",
     ];
+    let activity_post = |url: &str, body: &str| {
+        request(
+            "POST",
+            url,
+            &[("content-type", "application/activity+json")],
+            body.as_bytes().to_vec(),
+        )
+    };
     for body in deliveries {
-        let (status, _, _) = send(post(&inbox, body)).await;
+        let (status, _, _) = send(activity_post(&inbox, body)).await;
         assert_eq!(status, 200);
-        // The plugin read the body; the upstream still got it byte for byte.
+        // The body went whole to the upstream, byte for byte.
         assert_eq!(up.last().body_len, body.len() as u64);
     }
     // Outside the inbox (an outbox) a Flag is not a delivery: not counted.
-    let (status, _, _) = send(post(&gw.url("/users/alice/outbox"), deliveries[0])).await;
+    let (status, _, _) = send(activity_post(&gw.url("/users/alice/outbox"), deliveries[0])).await;
     assert_eq!(status, 200);
     assert_eq!(up.hits(), deliveries.len() + 1);
 
-    let m = gw.metrics().await;
+    // The plugin observes: every exchange reaches it once its response has ended.
+    let m = wait_for_sum(
+        &gw,
+        "fedgate_plugin_observed_exchanges_total",
+        &[("plugin", "moderation"), ("result", "delivered")],
+        deliveries.len() as f64 + 1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let m = wait_for_sum(
+        &gw,
+        "moderation_events_total",
+        &[],
+        6.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let _ = &m;
     let count = |action: &str, target: &str| {
         metric(
             &m,
@@ -112,10 +137,9 @@ async fn moderation_events_are_counted_by_action_and_target() {
         6,
         "nothing else is counted:\n{m}"
     );
-    assert_eq!(
-        invocations(&m, "moderation", "on_request", "ok"),
-        deliveries.len() as f64 + 1.0
-    );
+    // Off the request path: no inline hook ran.
+    assert_eq!(invocations(&m, "moderation", "on_request", "ok"), 0.0);
+    assert!(invocations(&m, "moderation", "observe", "ok") >= 1.0, "{m}");
     gw.shutdown().await;
 }
 
@@ -357,7 +381,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
         plugin(
             "slo",
             "upstream-slo",
-            "",
+            "observe = { max_delay = \"10ms\" }",
             "window = 4\nmin_samples = 4\ndegraded_error_ratio = 0.1\n\
              unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
              unhealthy_latency = \"off\""
@@ -384,8 +408,20 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
         )
     };
 
+    // The plugin observes: each step waits until it has had every exchange so far.
+    let seen = |n: f64| {
+        wait_for_sum(
+            &gw,
+            "fedgate_plugin_observed_exchanges_total",
+            &[("plugin", "slo"), ("result", "delivered")],
+            n,
+            Duration::from_secs(5),
+        )
+    };
+
     // One error, below min_samples: not judged yet.
     hit("/status/500", 500).await;
+    seen(1.0).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["status"], "healthy");
@@ -406,6 +442,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     for _ in 0..4 {
         hit("/x", 200).await;
     }
+    seen(8.0).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "degraded keeps /health at 200: {doc}");
     assert_eq!(doc["status"], "degraded");
@@ -424,12 +461,14 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     // The window keeps the last 4: two more errors make 50%, which is not above 50%...
     hit("/status/503", 503).await;
     hit("/status/500", 500).await;
+    seen(10.0).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(plugin_health(&doc, "slo")["status"], "degraded");
     assert_eq!(ratio(&gw.metrics().await, "bad"), Some(0.5));
     // ... and a third makes 75%: unhealthy, and /health answers 503.
     hit("/status/502", 502).await;
+    seen(11.0).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 503, "{doc}");
     assert_eq!(doc["status"], "unhealthy");
@@ -445,6 +484,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     for _ in 0..4 {
         hit("/dead/x", 502).await;
     }
+    seen(15.0).await;
     let (code, doc) = health(&gw).await;
     assert_eq!(code, 503, "{doc}");
     assert_eq!(
@@ -478,8 +518,16 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
         ),
         Some(4.0)
     );
-    // Every response went through on-response: 7 bad, 4 good, 4 dead.
-    assert_eq!(invocations(&m, "slo", "on_response", "ok"), 15.0);
+    // Every exchange reached the observer (7 bad, 4 good, 4 dead), none inline.
+    assert_eq!(
+        metric(
+            &m,
+            "fedgate_plugin_observed_exchanges_total",
+            &[("plugin", "slo"), ("result", "delivered")]
+        ),
+        Some(15.0)
+    );
+    assert_eq!(invocations(&m, "slo", "on_response", "ok"), 0.0);
     assert_eq!(bad.hits(), 7);
     assert_eq!(good.hits(), 4);
     gw.shutdown().await;
@@ -501,30 +549,34 @@ fn plugin_check_reports_the_abi_or_refuses_with_the_reason() {
         )
     };
 
-    let good = plugin_wasm("activitypub-metrics");
-    let (code, stdout, stderr) = run(&good);
-    assert_eq!(code, Some(0), "{stdout}{stderr}");
-    let size = std::fs::metadata(&good).unwrap().len();
-    let first = stdout.lines().next().unwrap_or_default();
-    assert_eq!(
-        first,
-        format!(
-            "{}: ok, a fedgate plugin for ABI fedgate:plugin@0.1.0 ({size} bytes)",
-            good.display()
-        )
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l == "  export fedgate:plugin/handler@0.1.0"),
-        "{stdout}"
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l == "  import fedgate:plugin/metrics@0.1.0"),
-        "{stdout}"
-    );
+    // Each served ABI version is named as the component targets it: the shipped plugins
+    // are built with the SDK for 0.2.0, the v1 probe against the 0.1.0 WIT.
+    for (crate_name, version) in [("activitypub-metrics", "0.2.0"), ("v1-probe", "0.1.0")] {
+        let good = plugin_wasm(crate_name);
+        let (code, stdout, stderr) = run(&good);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        let size = std::fs::metadata(&good).unwrap().len();
+        let first = stdout.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            format!(
+                "{}: ok, a fedgate plugin for ABI fedgate:plugin@{version} ({size} bytes)",
+                good.display()
+            )
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l == format!("  export fedgate:plugin/handler@{version}")),
+            "{stdout}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l == format!("  import fedgate:plugin/metrics@{version}")),
+            "{stdout}"
+        );
+    }
 
     let other = plugin_wasm("other-world");
     let (code, stdout, stderr) = run(&other);
@@ -743,9 +795,15 @@ async fn promtool_accepts_output_with_plugin_metrics() {
         r#"{"type":"Like","actor":"https://mastodon.example:8443/users/eve","object":"https://local.example/users/alice/statuses/1"}"#,
         "not json",
     ] {
-        assert_eq!(send(post(&url, body)).await.0, 200);
+        let req = request(
+            "POST",
+            &url,
+            &[("content-type", "application/activity+json")],
+            body.as_bytes().to_vec(),
+        );
+        assert_eq!(send(req).await.0, 200);
     }
-    let text = gw.metrics().await;
+    let text = settle_observers(&gw, &["ap"]).await;
     // Plugin metrics are there, including the overflow series of the capped one.
     assert_eq!(
         metric(

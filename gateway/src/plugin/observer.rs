@@ -48,7 +48,7 @@ impl Default for ObserverConfig {
 pub struct ObserverMetrics {
     /// Exchanges dropped because the queue was full.
     pub dropped: IntCounter,
-    /// Exchanges delivered.
+    /// Exchanges delivered: counted when the plugin's call for their batch has returned.
     pub delivered: IntCounter,
     /// Batches delivered.
     pub batches: IntCounter,
@@ -251,10 +251,12 @@ fn run<T>(queue: &Queue<T>, stop: &AtomicBool, config: ObserverConfig, mut hooks
                     None => break,
                 }
             }
-            // Counted as handed over, before the plugin runs.
-            queue.metrics.delivered.inc_by(batch.len() as u64);
-            queue.metrics.batches.inc();
+            // Counted once the plugin has had them: a reader that sees the count sees
+            // what the plugin made of them.
+            let n = batch.len() as u64;
             (hooks.deliver)(batch);
+            queue.metrics.delivered.inc_by(n);
+            queue.metrics.batches.inc();
             // What is still queued arrived after the batch's oldest: its wait starts now.
             waiting_since = None;
             continue;
