@@ -102,17 +102,37 @@ scenario_post_paced() {
     -H 'Digest: SHA-256=yIagDgT6kbHgBZJ9vu//py00QNiL2OSVnSVipRZQF4g='
 }
 
-# The same inbox POST through fedgate alone, with 0, 1 and 2 plugins on the route: the
-# activitypub-metrics plugin (reads the buffered body, counts the activity by type and
-# instance), then request-policy in front of it (four header and size rules). A fourth
-# configuration, noop2, runs two plugins that only answer "continue" (tests/plugins'
-# hostile in mode ok, no body buffered): the cost of two hook calls alone. The four
-# configurations run side by side and take turns, like the proxies of `compare`.
+# The same inbox POST through fedgate alone, with plugins on the route and without:
+# plugins0 has none; plugins1 the activitypub-metrics observer (counts each delivery by
+# activity type and instance off the request path, from the gateway's federation view);
+# plugins2 request-policy inline (four header and size rules) in front of it; plugins4 all
+# four shipped plugins (request-policy inline; activitypub-metrics, moderation-events and
+# upstream-slo observing). noop2 runs two inline plugins that only answer "continue"
+# (tests/plugins' hostile in mode ok, no body buffered): the cost of two empty hook calls.
+# The configurations run side by side and take turns, like the proxies of `compare`.
+# `plugins` drives them as fast as each answers (throughput, CPU per request);
+# `plugins_paced` offers them the same fixed load (latency at equal load).
 scenario_plugins() {
-  local path=/users/alice/inbox round label i order=(plugins0 plugins1 plugins2 noop2)
+  plugin_rows plugins -s "$BENCH_DIR/post-inbox.lua"
+}
+
+scenario_plugins_paced() {
+  LOAD=h2load plugin_rows plugins_paced -d "$BENCH_DIR/create-activity.json" \
+    -H 'Content-Type: application/activity+json' -H 'Accept: application/activity+json' \
+    -H 'Date: Wed, 01 May 2024 12:00:00 GMT' \
+    -H 'Digest: SHA-256=yIagDgT6kbHgBZJ9vu//py00QNiL2OSVnSVipRZQF4g='
+}
+
+# plugin_rows SCENARIO [load options...]: the plugin configurations, measured in turns.
+plugin_rows() {
+  local scenario=$1 path=/users/alice/inbox round label i n
+  shift
+  local order=(plugins0 plugins1 plugins2 plugins4 noop2)
   local wasm="$REPO_DIR/target/wasm32-wasip2/release"
-  local ap policy noop
+  local ap policy noop moderation slo
   ap=$(printf '[plugins.ap]\npath = "%s/activitypub_metrics.wasm"\n' "$wasm")
+  moderation=$(printf '[plugins.moderation]\npath = "%s/moderation_events.wasm"\n' "$wasm")
+  slo=$(printf '[plugins.slo]\npath = "%s/upstream_slo.wasm"\n' "$wasm")
   noop=$(printf '[plugins.%s]\npath = "%s/hostile.wasm"\n' a "$wasm" b "$wasm")
   policy=$(printf '%s\n' \
     '[plugins.policy]' "path = \"$wasm/request_policy.wasm\"" '[plugins.policy.config]' \
@@ -120,33 +140,42 @@ scenario_plugins() {
     'denied_user_agents = ["*bot*", "python-requests/*"]' \
     'allowed_content_types = ["application/activity+json", "application/ld+json"]' \
     'max_body_size = "1MiB"')
-  [ "$SKIP_FEDGATE" != 1 ] || die "the plugins scenario measures fedgate only"
-  table_header plugins "$path"
+  [ "$SKIP_FEDGATE" != 1 ] || die "the plugin scenarios measure fedgate only"
+  table_header "$scenario" "$path"
   fedgate_start plugins0 "$BENCH_DIR/conf/fedgate.toml"
   fedgate_start plugins1 "$BENCH_DIR/conf/fedgate.toml" \
     "$(printf 'plugins = ["ap"]\nbuffer_body = "64KiB"\n%s' "$ap")"
   fedgate_start plugins2 "$BENCH_DIR/conf/fedgate.toml" \
     "$(printf 'plugins = ["policy", "ap"]\nbuffer_body = "64KiB"\n%s\n%s' "$ap" "$policy")"
+  fedgate_start plugins4 "$BENCH_DIR/conf/fedgate.toml" \
+    "$(printf 'plugins = ["policy", "ap", "moderation", "slo"]\nbuffer_body = "64KiB"\n%s\n%s\n%s\n%s' \
+      "$ap" "$moderation" "$slo" "$policy")"
   fedgate_start noop2 "$BENCH_DIR/conf/fedgate.toml" "$(printf 'plugins = ["a", "b"]\n%s' "$noop")"
+  n=${#order[@]}
   for round in $(seq 1 "$ROUNDS"); do
     ROUND=$round
-    for i in 0 1 2 3; do
-      label=${order[$(((round - 1 + i) % 4))]}
-      fedgate_measure plugins "$label" "$path" -s "$BENCH_DIR/post-inbox.lua"
+    for i in $(seq 0 $((n - 1))); do
+      label=${order[$(((round - 1 + i) % n))]}
+      fedgate_measure "$scenario" "$label" "$path" "$@"
     done
   done
-  # The plugins did their work: the POSTs were counted as Create activities.
-  for label in plugins1 plugins2; do
-    NOTES+=("$label: federation_activities_total counted $(curl --noproxy '*' -fsS --max-time 5 \
+  # The plugins did their work: the POSTs were counted as Create activities (observers
+  # count once a batch is delivered: at most 100 ms after the last response), and none
+  # was dropped for a full queue.
+  sleep 0.5
+  for label in plugins1 plugins2 plugins4; do
+    NOTES+=("$label: $(curl --noproxy '*' -fsS --max-time 5 \
       "http://127.0.0.1:${FG_ADMIN[$label]}/metrics" |
-      awk '/^federation_activities_total[{]/ && /type="Create"/ { n += $NF } END { printf "%d", n }') Create activities")
+      awk '/^federation_activities_total[{]/ && /type="Create"/ { n += $NF }
+        /^fedgate_plugin_observed_exchanges_total[{]/ && /result="dropped"/ { d += $NF }
+        END { printf "federation_activities_total counted %d Create activities; observers dropped %d exchanges", n, d }')")
   done
   for label in "${order[@]}"; do fedgate_stop "$label"; done
-  print_medians plugins "${order[@]}"
+  print_medians "$scenario" "${order[@]}"
   echo
-  print_ratio plugins plugins1 plugins0
-  print_ratio plugins plugins2 plugins0
-  print_ratio plugins noop2 plugins0
+  for label in plugins1 plugins2 plugins4 noop2; do
+    print_ratio "$scenario" "$label" plugins0
+  done
   print_notes
 }
 
@@ -866,7 +895,7 @@ if [ "$SKIP_FEDGATE" != 1 ]; then
   if [ "$BUILD" = 1 ] || { [ ! -x "$FEDGATE" ] && [ "$FEDGATE" = "$DEFAULT_FEDGATE" ]; }; then
     (cd "$REPO_DIR" && cargo build --release -p fedgate)
   fi
-  if [[ " $SCENARIOS " == *" plugins "* ]]; then
+  if [[ " $SCENARIOS " == *" plugins"* ]]; then
     # The plugin components, built as the test command builds them.
     for ws in plugins tests/plugins; do
       (cd "$REPO_DIR" && cargo build -q --release --target wasm32-wasip2 \

@@ -128,18 +128,31 @@ fn main() {
     };
 
     let (noop, noop_load, noop_size) = load("noop", "hostile", r#"{"mode":"ok"}"#);
-    let (ap, ap_load, ap_size) = load("ap", "activitypub_metrics", "{}");
     let (policy, policy_load, policy_size) = load(
         "policy",
         "request_policy",
         r#"{"required_headers":["date","digest"],"denied_user_agents":["*bot*","curl/*"],"allowed_content_types":["application/activity+json","application/ld+json"],"max_body_size":"1MiB"}"#,
     );
+    let (ap, ap_load, ap_size) = load("ap", "activitypub_metrics", "{}");
+    let (moderation, moderation_load, moderation_size) =
+        load("moderation", "moderation_events", "{}");
+    let (slo, slo_load, slo_size) = load("slo", "upstream_slo", "{}");
 
-    println!("plugin hook calls on a live instance (median of 5 batches of 20 000 calls)");
+    println!("inline hook calls on a live instance (median of 5 batches of 20 000 calls)");
     println!(
-        "{:<44} {:>10} {:>12} {:>12}",
+        "{:<48} {:>10} {:>12} {:>12}",
         "chain", "ns/call", "load ms", "wasm bytes"
     );
+    let cell = |load: Duration, size: usize| {
+        if size == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.1}", load.as_secs_f64() * 1e3),
+                size.to_string(),
+            )
+        }
+    };
     let rows = [
         (
             "empty on-request (hostile, mode ok)",
@@ -148,37 +161,41 @@ fn main() {
             noop_size,
         ),
         (
-            "activitypub-metrics, 2 KiB Create",
-            vec![ap.clone()],
-            ap_load,
-            ap_size,
-        ),
-        (
             "request-policy, 4 rules",
             vec![policy.clone()],
             policy_load,
             policy_size,
         ),
         (
-            "activitypub-metrics + request-policy",
-            vec![policy, ap],
+            "two empty on-requests",
+            vec![noop.clone(), noop.clone()],
             Duration::ZERO,
             0,
         ),
     ];
     for (label, plugins, load, size) in rows {
         let ns = time_calls(&Chain::new(plugins));
-        let load = if load.is_zero() {
-            "-".to_string()
-        } else {
-            format!("{:.1}", load.as_secs_f64() * 1e3)
-        };
-        let size = if size == 0 {
-            "-".to_string()
-        } else {
-            size.to_string()
-        };
-        println!("{label:<44} {ns:>10.0} {load:>12} {size:>12}");
+        let (load, size) = cell(load, size);
+        println!("{label:<48} {ns:>10.0} {load:>12} {size:>12}");
+    }
+
+    println!();
+    println!(
+        "observers: request-path record and push per exchange; observe on the observer \
+         thread per exchange (batches of 64, median of 5 runs of 8 192 exchanges)"
+    );
+    println!(
+        "{:<48} {:>10} {:>12} {:>12} {:>12}",
+        "observer", "push ns", "observe ns", "load ms", "wasm bytes"
+    );
+    for (label, plugin, load, size) in [
+        ("activitypub-metrics, 2 KiB Create", &ap, ap_load, ap_size),
+        ("moderation-events, 2 KiB Create", &moderation, moderation_load, moderation_size),
+        ("upstream-slo", &slo, slo_load, slo_size),
+    ] {
+        let (push, observe) = time_observer(&metrics, plugin);
+        let (load, size) = cell(load, size);
+        println!("{label:<48} {push:>10.0} {observe:>12.0} {load:>12} {size:>12}");
     }
     let text = {
         let mut out = String::new();
@@ -187,10 +204,73 @@ fn main() {
             .unwrap();
         out
     };
-    // The calls did their work: the activity was counted once per call.
+    // The observer did its work: every exchange was counted as a Create activity.
     let counted = text
         .lines()
         .find(|l| l.starts_with("federation_activities_total{") && l.contains("Create"))
         .expect("activitypub-metrics counted the Create activities");
     println!("{counted}");
+}
+
+/// Queues 8 192 finished exchanges (an inbox POST of the 2 KiB Create, answered 202) for
+/// `plugin`'s observer, five times: the request-path cost per exchange (the record made
+/// and pushed) and the time until the observer has had them all, per exchange. Medians.
+fn time_observer(metrics: &Metrics, plugin: &Arc<fedgate::plugin::Plugin>) -> (f64, f64) {
+    use fedgate::plugin::finished::Ending;
+    let chain = Chain::new(vec![plugin.clone()]);
+    let observers = chain.observers().expect("an observing plugin").clone();
+    let delivered = metrics
+        .plugin_families()
+        .observed
+        .with_label_values(&[&*plugin.name, "delivered"]);
+    let dropped = metrics
+        .plugin_families()
+        .observed
+        .with_label_values(&[&*plugin.name, "dropped"]);
+    let ex = exchange();
+    let body = ex.body.clone().unwrap();
+    let (route, upstream): (Arc<str>, Arc<str>) = ("inbox".into(), "app".into());
+    let request_id = ex.request_id.clone().unwrap();
+    let (mut pushes, mut observes) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let n = 8_192u64;
+        let before = delivered.get() + dropped.get();
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut o = observers.start(
+                &ex.method,
+                &ex.uri,
+                &ex.headers,
+                "https",
+                ex.authority.as_ref(),
+                "192.0.2.1".parse().unwrap(),
+                &route,
+                &upstream,
+                &request_id,
+                http::Version::HTTP_11,
+            );
+            o.activity = Some(Arc::new(fedgate::activity::LazyActivity::new(
+                body.clone(),
+                true,
+            )));
+            Box::new(o).finish(Ending {
+                status: 202,
+                error: None,
+                endpoint: Some("127.0.0.1:3000".into()),
+                request_bytes: 2048,
+                response_bytes: 0,
+                completed: true,
+                duration: Duration::from_micros(300),
+            });
+        }
+        pushes.push(t.elapsed().as_nanos() as f64 / n as f64);
+        while delivered.get() + dropped.get() < before + n {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        observes.push(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    pushes.sort_by(f64::total_cmp);
+    observes.sort_by(f64::total_cmp);
+    assert_eq!(dropped.get(), 0, "the observer queue overflowed");
+    (pushes[2], observes[2])
 }
