@@ -151,6 +151,11 @@ impl LazyActivity {
         }
     }
 
+    /// The length of the body it was made from.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The activity, parsed by the first call only.
     pub fn get(&self) -> Option<&Activity<'static>> {
         self.parsed

@@ -381,7 +381,7 @@ pub async fn handle(
     // plugins has nothing to do here.
     let mut seen = None;
     if route.plugins.wants_request() || route.plugins.wants_response() {
-        let mut exchange = Exchange {
+        let mut exchange = Box::new(Exchange {
             method: std::mem::take(&mut parts.method),
             uri: std::mem::take(&mut parts.uri),
             headers: std::mem::take(&mut parts.headers),
@@ -402,7 +402,7 @@ pub async fn handle(
                 server_name: conn.server_name.clone(),
                 client_subject: conn.client_principal.clone(),
             }),
-        };
+        });
         let decision = if route.plugins.wants_request() {
             route.plugins.on_request(&mut exchange)
         } else {
@@ -415,6 +415,7 @@ pub async fn handle(
             parts.headers = exchange.headers.clone();
             seen = Some(exchange);
         } else {
+            let exchange = *exchange;
             parts.method = exchange.method;
             parts.uri = exchange.uri;
             parts.headers = exchange.headers;
@@ -639,7 +640,12 @@ pub async fn handle(
 }
 
 /// Phase 10 for a request the upstream failed: plugins see the gateway's answer.
-fn failure_seen(route: &Route, seen: Option<Exchange>, err: ProxyError, lease: Option<&Lease>) {
+fn failure_seen(
+    route: &Route,
+    seen: Option<Box<Exchange>>,
+    err: ProxyError,
+    lease: Option<&Lease>,
+) {
     let Some(mut exchange) = seen else { return };
     exchange.response = Some(ResponseView {
         status: err.status().as_u16(),

@@ -63,6 +63,19 @@ async fn observers_see_every_finished_exchange_with_its_details() {
         assert_eq!(status, 200);
         response_bytes += body.len() as u64;
     }
+    // A large body is parsed when its exchange is queued (the queue keeps only the view):
+    // the observer sees the same thing.
+    let big = create("https://big.example/users/zoe").replace(
+        r#""type":"Note""#,
+        &format!(r#""type":"Note","content":"{}""#, "x".repeat(20_000)),
+    );
+    request_bytes += big.len() as u64;
+    let mut req = post(&gw.url("/users/alice/inbox"), big);
+    req.headers_mut()
+        .insert("content-type", "application/activity+json".parse().unwrap());
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200);
+    response_bytes += body.len() as u64;
     let (status, _, body) = send(get(&gw.url("/dead/x"))).await;
     assert_eq!(status, 502);
     response_bytes += body.len() as u64;
@@ -71,7 +84,7 @@ async fn observers_see_every_finished_exchange_with_its_details() {
         &gw,
         "probe_observed_total",
         &[],
-        6.0,
+        7.0,
         Duration::from_secs(5),
     )
     .await;
@@ -102,6 +115,11 @@ async fn observers_see_every_finished_exchange_with_its_details() {
         "{m}"
     );
     assert_eq!(
+        one(&[("activity", "Create@big.example"), ("status", "200")]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
         one(&[("route", "dead"), ("status", "502"), ("origin", "gateway")]),
         1.0,
         "{m}"
@@ -117,7 +135,7 @@ async fn observers_see_every_finished_exchange_with_its_details() {
             &[("plugin", "probe"), ("result", r)],
         )
     };
-    assert_eq!(observed("delivered"), Some(6.0), "{m}");
+    assert_eq!(observed("delivered"), Some(7.0), "{m}");
     assert_eq!(observed("dropped"), Some(0.0), "{m}");
     let batches = metric(
         &m,
@@ -165,11 +183,14 @@ async fn batches_fill_or_wait_and_a_drain_delivers_what_is_queued() {
     )
     .await;
     assert_eq!(metric(&m, "probe_observe_batches_total", &[]), Some(2.0));
-    assert_eq!(
-        metric(&m, "fedgate_plugin_observer_queued", &[("plugin", "probe")]),
-        Some(1.0),
-        "{m}"
-    );
+    wait_for_sum(
+        &gw,
+        "fedgate_plugin_observer_queued",
+        &[("plugin", "probe")],
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         sum(&gw.metrics().await, "probe_observed_total", &[]),

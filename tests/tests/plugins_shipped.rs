@@ -533,6 +533,48 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
     gw.shutdown().await;
 }
 
+/// upstream-slo judges an upstream marked `critical = false` at most degraded: its failures
+/// show in `/health`, which keeps answering 200, while a critical one's make it 503.
+#[tokio::test]
+async fn upstream_slo_respects_critical() {
+    let good = TestUpstream::start("good").await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let gw = TestGateway::start(&format!(
+        "{}{}{}{}{}",
+        upstream_block("good", &[good.url()], ""),
+        upstream_block("extras", &[closed], "critical = false"),
+        plugin(
+            "slo",
+            "upstream-slo",
+            "observe = { max_delay = \"10ms\" }",
+            "window = 4\nmin_samples = 4\ndegraded_error_ratio = 0.1\n\
+             unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
+             unhealthy_latency = \"off\""
+        ),
+        plugin_route("extras", "/extras", "extras", &["slo"], ""),
+        plugin_route("good", "/", "good", &["slo"], ""),
+    ))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(send(get(&gw.url("/extras/x"))).await.0, 502);
+        assert_eq!(send(get(&gw.url("/x"))).await.0, 200);
+    }
+    settle_observers(&gw, &["slo"]).await;
+    let (code, doc) = health(&gw).await;
+    assert_eq!(
+        code, 200,
+        "a non-critical upstream made /health fail: {doc}"
+    );
+    let entry = plugin_health(&doc, "slo");
+    assert_eq!(entry["status"], "degraded", "{doc}");
+    assert_eq!(
+        entry["message"],
+        "upstream extras (not critical) degraded: error ratio 100.0% over the last 4 \
+         responses (unhealthy above 50.0%)"
+    );
+    gw.shutdown().await;
+}
+
 #[test]
 fn plugin_check_reports_the_abi_or_refuses_with_the_reason() {
     let bin = fedgate_bin();

@@ -54,7 +54,7 @@ pub(super) const MAX_LOG: usize = 4096;
 pub struct HostState {
     pub(super) plugin: Arc<PluginShared>,
     pub(super) limiter: super::MemoryLimiter,
-    pub(super) exchange: Exchange,
+    pub(super) exchange: Box<Exchange>,
     pub(super) hook: &'static str,
     metrics: Vec<Handle>,
     /// Resolved series by number: the metric (index into `metrics`) and the series.
@@ -71,7 +71,7 @@ impl HostState {
         HostState {
             plugin,
             limiter,
-            exchange: Exchange::default(),
+            exchange: Box::default(),
             hook: "init",
             metrics: Vec::new(),
             series: Vec::new(),

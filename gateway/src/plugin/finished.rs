@@ -128,10 +128,25 @@ pub struct Ending {
     pub duration: Duration,
 }
 
+/// Bodies up to this size stay with a queued record until an observer thread parses
+/// them; a larger one is parsed when the record is queued and only its view is kept, so
+/// what a full queue holds stays bounded by its length, not by the size of bodies.
+const KEEP_BODY: usize = 4 << 10;
+
+/// The federation view of a finished exchange's body.
+#[derive(Debug)]
+enum View {
+    /// Parsed by the first observer thread that lowers the record.
+    Lazy(Arc<crate::activity::LazyActivity>),
+    /// Parsed when the record was queued (a large body, or one already parsed).
+    Parsed(Option<crate::activity::Activity<'static>>),
+}
+
 /// One finished exchange, shared by the observers of its route.
 #[derive(Debug)]
 pub struct Finished {
     observed: Observed,
+    view: View,
     ending: Ending,
     ended_at_ms: u64,
 }
@@ -145,8 +160,14 @@ impl Observed {
         let ended_at_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let view = match self.activity.take() {
+            None => View::Parsed(None),
+            Some(a) if a.body_len() <= KEEP_BODY => View::Lazy(a),
+            Some(a) => View::Parsed(a.get().cloned()),
+        };
         let finished = Arc::new(Finished {
             observed: *self,
+            view,
             ending,
             ended_at_ms,
         });
@@ -198,11 +219,11 @@ impl Finished {
             completed: e.completed,
             upstream_latency: o.upstream_latency.map(|d| d.as_nanos() as u64),
             duration: e.duration.as_nanos() as u64,
-            activity: o
-                .activity
-                .as_ref()
-                .and_then(|a| a.get())
-                .map(abi2::activity),
+            activity: match &self.view {
+                View::Lazy(a) => a.get(),
+                View::Parsed(a) => a.as_ref(),
+            }
+            .map(abi2::activity),
             signer: o.signer.as_ref().map(|s| abi2::Signer {
                 key_id: s.key_id.clone(),
                 instance: s.instance.clone(),
