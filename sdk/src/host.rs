@@ -121,8 +121,12 @@ impl<P: Plugin> handler::Guest for Adapter<P> {
         .into()
     }
 
-    fn observe(exchanges: Vec<types::Exchange>) {
-        let exchanges: Vec<Exchange> = exchanges.into_iter().map(Exchange::from).collect();
+    fn observe(batch: types::Batch) {
+        let exchanges: Vec<Exchange> = batch
+            .exchanges
+            .iter()
+            .map(|e| observed(&batch, e))
+            .collect();
         with_plugin(|plugin: &mut P| plugin.observe(&exchanges));
     }
 
@@ -249,11 +253,7 @@ impl From<types::Activity> for Activity {
 impl From<types::Principal> for Principal {
     fn from(principal: types::Principal) -> Self {
         Principal {
-            kind: match principal.kind {
-                types::PrincipalKind::ApiKey => PrincipalKind::ApiKey,
-                types::PrincipalKind::Jwt => PrincipalKind::Jwt,
-                types::PrincipalKind::Mtls => PrincipalKind::Mtls,
-            },
+            kind: principal_kind(principal.kind),
             name: principal.name,
         }
     }
@@ -278,36 +278,77 @@ impl From<types::TlsInfo> for TlsInfo {
     }
 }
 
-impl From<types::Exchange> for Exchange {
-    fn from(exchange: types::Exchange) -> Self {
-        Exchange {
-            method: exchange.method,
-            scheme: exchange.scheme,
-            authority: exchange.authority,
-            path: exchange.path,
-            query: exchange.query,
-            route: exchange.route,
-            upstream: exchange.upstream,
-            request_id: exchange.request_id,
-            client_address: exchange.client_address,
-            http_version: exchange.http_version.into(),
-            request_headers: exchange.request_headers,
-            status: exchange.status,
-            origin: exchange.origin.into(),
-            error: exchange.error,
-            endpoint: exchange.endpoint,
-            request_bytes: exchange.request_bytes,
-            response_bytes: exchange.response_bytes,
-            completed: exchange.completed,
-            upstream_latency: exchange
-                .upstream_latency
-                .map(std::time::Duration::from_nanos),
-            duration: std::time::Duration::from_nanos(exchange.duration),
-            activity: exchange.activity.map(Activity::from),
-            signer: exchange.signer.map(Signer::from),
-            principal: exchange.principal.map(Principal::from),
-            ended_at_ms: exchange.ended_at_ms,
-        }
+/// The string a span of a batch's text stands for (empty if it is out of bounds, which a
+/// gateway never sends).
+fn text(batch: &types::Batch, span: types::Span) -> String {
+    let start = span.offset as usize;
+    batch
+        .text
+        .get(start..start + span.len as usize)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// One exchange of a batch, its strings copied out of the batch's text.
+fn observed(batch: &types::Batch, e: &types::Exchange) -> Exchange {
+    let s = |span: types::Span| text(batch, span);
+    let opt = |span: Option<types::Span>| span.map(s);
+    let first = e.request_headers.offset as usize;
+    let request_headers = batch
+        .fields
+        .get(first..first + e.request_headers.len as usize)
+        .unwrap_or_default()
+        .iter()
+        .map(|f| opt(*f))
+        .collect();
+    Exchange {
+        method: s(e.method),
+        scheme: s(e.scheme),
+        authority: s(e.authority),
+        path: s(e.path),
+        query: opt(e.query),
+        route: s(e.route),
+        upstream: s(e.upstream),
+        request_id: s(e.request_id),
+        client_address: s(e.client_address),
+        http_version: e.http_version.into(),
+        request_headers,
+        status: e.status,
+        origin: e.origin.into(),
+        error: opt(e.error),
+        endpoint: opt(e.endpoint),
+        request_bytes: e.request_bytes,
+        response_bytes: e.response_bytes,
+        completed: e.completed,
+        upstream_latency: e.upstream_latency.map(std::time::Duration::from_nanos),
+        duration: std::time::Duration::from_nanos(e.duration),
+        activity: e.activity.as_ref().map(|a| Activity {
+            kind: opt(a.kind),
+            id: opt(a.id),
+            actor: opt(a.actor),
+            actor_host: opt(a.actor_host),
+            object_kind: opt(a.object_kind),
+            object_id: opt(a.object_id),
+            public: a.public,
+            published: opt(a.published),
+        }),
+        signer: e.signer.as_ref().map(|g| Signer {
+            key_id: s(g.key_id),
+            instance: s(g.instance),
+        }),
+        principal: e.principal.as_ref().map(|p| Principal {
+            kind: principal_kind(p.kind),
+            name: s(p.name),
+        }),
+        ended_at_ms: e.ended_at_ms,
+    }
+}
+
+fn principal_kind(kind: types::PrincipalKind) -> PrincipalKind {
+    match kind {
+        types::PrincipalKind::ApiKey => PrincipalKind::ApiKey,
+        types::PrincipalKind::Jwt => PrincipalKind::Jwt,
+        types::PrincipalKind::Mtls => PrincipalKind::Mtls,
     }
 }
 

@@ -102,7 +102,7 @@ async fn moderation_events_are_counted_by_action_and_target() {
     assert_eq!(up.hits(), deliveries.len() + 1);
 
     // The plugin observes: every exchange reaches it once its response has ended.
-    let m = wait_for_sum(
+    wait_for_sum(
         &gw,
         "fedgate_plugin_observed_exchanges_total",
         &[("plugin", "moderation"), ("result", "delivered")],
@@ -118,7 +118,6 @@ async fn moderation_events_are_counted_by_action_and_target() {
         Duration::from_secs(5),
     )
     .await;
-    let _ = &m;
     let count = |action: &str, target: &str| {
         metric(
             &m,

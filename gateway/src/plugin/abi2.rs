@@ -33,9 +33,10 @@ pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub(super) use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use fedgate::plugin::store::StoreError;
 pub use fedgate::plugin::types::{
-    Activity, Exchange as ExchangeRecord, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
-    LocalReply, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
-    ResponseEdit, ResponseOrigin, Signer, TlsInfo, Verdict,
+    Activity, Batch, Exchange as ExchangeRecord, Header, HealthReport, HealthStatus, Hooks,
+    HttpVersion, LocalReply, ObservedActivity, ObservedPrincipal, ObservedSigner, Principal,
+    PrincipalKind, Registration, Request, RequestEdit, Response, ResponseEdit, ResponseOrigin,
+    Signer, Span, TlsInfo, Verdict,
 };
 
 /// The WIT package version these bindings are for.
@@ -71,15 +72,20 @@ pub(super) fn activity(a: &crate::activity::Activity<'_>) -> Activity {
     }
 }
 
+/// How auth established a principal, as plugins see it.
+pub(super) fn principal_kind(method: crate::auth::AuthMethod) -> PrincipalKind {
+    use crate::auth::AuthMethod;
+    match method {
+        AuthMethod::ApiKey => PrincipalKind::ApiKey,
+        AuthMethod::Jwt => PrincipalKind::Jwt,
+        AuthMethod::Mtls => PrincipalKind::Mtls,
+    }
+}
+
 /// The principal as plugins see it.
 pub(super) fn principal(p: &(crate::auth::AuthMethod, Arc<str>)) -> Principal {
-    use crate::auth::AuthMethod;
     Principal {
-        kind: match p.0 {
-            AuthMethod::ApiKey => PrincipalKind::ApiKey,
-            AuthMethod::Jwt => PrincipalKind::Jwt,
-            AuthMethod::Mtls => PrincipalKind::Mtls,
-        },
+        kind: principal_kind(p.0),
         name: p.1.to_string(),
     }
 }

@@ -179,57 +179,137 @@ impl Observed {
     }
 }
 
-impl Finished {
-    /// The record a plugin's `observe` receives: `registered` are the fields it asked for.
-    pub(super) fn lower(&self, registered: &[HeaderName]) -> abi2::ExchangeRecord {
-        let o = &self.observed;
-        let e = &self.ending;
-        let text = |v: &HeaderValue| super::abi::text(v);
-        abi2::ExchangeRecord {
-            method: o.method.as_str().to_string(),
-            scheme: o.scheme.to_string(),
-            authority: o.authority.as_ref().map(text).unwrap_or_default(),
-            path: o.uri.path().to_string(),
-            query: o.uri.query().map(str::to_string),
-            route: o.route.to_string(),
-            upstream: o.upstream.to_string(),
-            request_id: text(&o.request_id),
-            client_address: o.client.to_string(),
-            http_version: abi2::http_version(o.version),
-            request_headers: registered
+/// One batch being lowered for a plugin: every string goes into one `text`, every
+/// registered field into one `fields` list.
+#[derive(Debug, Default)]
+pub(super) struct BatchBuilder {
+    text: String,
+    fields: Vec<Option<abi2::Span>>,
+    exchanges: Vec<abi2::ExchangeRecord>,
+}
+
+impl BatchBuilder {
+    pub(super) fn with_capacity(exchanges: usize) -> Self {
+        BatchBuilder {
+            // About 300 bytes of strings per exchange.
+            text: String::with_capacity(exchanges * 320),
+            fields: Vec::new(),
+            exchanges: Vec::with_capacity(exchanges),
+        }
+    }
+
+    fn span(&mut self, s: &str) -> abi2::Span {
+        let offset = self.text.len() as u32;
+        self.text.push_str(s);
+        abi2::Span {
+            offset,
+            len: s.len() as u32,
+        }
+    }
+
+    /// A header value: as text, with each invalid UTF-8 sequence replaced by U+FFFD.
+    fn value(&mut self, v: &HeaderValue) -> abi2::Span {
+        match std::str::from_utf8(v.as_bytes()) {
+            Ok(s) => self.span(s),
+            Err(_) => self.span(&String::from_utf8_lossy(v.as_bytes())),
+        }
+    }
+
+    fn display(&mut self, v: impl std::fmt::Display) -> abi2::Span {
+        use std::fmt::Write as _;
+        let offset = self.text.len() as u32;
+        let _ = write!(self.text, "{v}");
+        abi2::Span {
+            offset,
+            len: self.text.len() as u32 - offset,
+        }
+    }
+
+    fn activity(&mut self, a: &crate::activity::Activity<'_>) -> abi2::ObservedActivity {
+        let mut opt = |v: Option<&str>| v.map(|s| self.span(s));
+        abi2::ObservedActivity {
+            kind: opt(a.kind.as_deref()),
+            id: opt(a.id.as_deref()),
+            actor: opt(a.actor()),
+            actor_host: opt(a.actor_host().as_deref()),
+            object_kind: opt(a.object_type.as_deref()),
+            object_id: opt(a.object_id.as_deref()),
+            public: a.public,
+            published: opt(a.published.as_deref()),
+        }
+    }
+
+    /// Adds `f`, with the fields the plugin `registered`.
+    pub(super) fn push(&mut self, f: &Finished, registered: &[HeaderName]) {
+        let o = &f.observed;
+        let e = &f.ending;
+        let first = self.fields.len() as u32;
+        for n in registered {
+            let value = o
+                .fields
                 .iter()
-                .map(|n| {
-                    o.fields
-                        .iter()
-                        .position(|f| f == n)
-                        .and_then(|i| o.values[i].as_ref())
-                        .map(text)
-                })
-                .collect(),
+                .position(|f| f == n)
+                .and_then(|i| o.values[i].as_ref());
+            let span = value.map(|v| self.value(v));
+            self.fields.push(span);
+        }
+        let record = abi2::ExchangeRecord {
+            method: self.span(o.method.as_str()),
+            scheme: self.span(o.scheme),
+            authority: match &o.authority {
+                Some(a) => self.value(a),
+                None => self.span(""),
+            },
+            path: self.span(o.uri.path()),
+            query: o.uri.query().map(|q| self.span(q)),
+            route: self.span(&o.route),
+            upstream: self.span(&o.upstream),
+            request_id: self.value(&o.request_id),
+            client_address: self.display(o.client),
+            http_version: abi2::http_version(o.version),
+            request_headers: abi2::Span {
+                offset: first,
+                len: registered.len() as u32,
+            },
             status: e.status,
             origin: if e.error.is_some() {
                 abi2::ResponseOrigin::Gateway
             } else {
                 abi2::ResponseOrigin::Upstream
             },
-            error: e.error.map(str::to_string),
-            endpoint: e.endpoint.as_deref().map(str::to_string),
+            error: e.error.map(|s| self.span(s)),
+            endpoint: e.endpoint.as_deref().map(|s| self.span(s)),
             request_bytes: e.request_bytes,
             response_bytes: e.response_bytes,
             completed: e.completed,
             upstream_latency: o.upstream_latency.map(|d| d.as_nanos() as u64),
             duration: e.duration.as_nanos() as u64,
-            activity: match &self.view {
+            activity: match &f.view {
                 View::Lazy(a) => a.get(),
                 View::Parsed(a) => a.as_ref(),
             }
-            .map(abi2::activity),
-            signer: o.signer.as_ref().map(|s| abi2::Signer {
-                key_id: s.key_id.clone(),
-                instance: s.instance.clone(),
+            .map(|a| self.activity(a)),
+            signer: o.signer.as_ref().map(|s| abi2::ObservedSigner {
+                key_id: self.span(&s.key_id),
+                instance: self.span(&s.instance),
             }),
-            principal: o.principal.as_ref().map(abi2::principal),
-            ended_at_ms: self.ended_at_ms,
+            principal: o
+                .principal
+                .as_ref()
+                .map(|(method, name)| abi2::ObservedPrincipal {
+                    kind: abi2::principal_kind(*method),
+                    name: self.span(name),
+                }),
+            ended_at_ms: f.ended_at_ms,
+        };
+        self.exchanges.push(record);
+    }
+
+    pub(super) fn finish(self) -> abi2::Batch {
+        abi2::Batch {
+            text: self.text,
+            fields: self.fields,
+            exchanges: self.exchanges,
         }
     }
 }

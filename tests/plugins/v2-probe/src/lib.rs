@@ -41,8 +41,9 @@ wit_bindgen::generate!({
 });
 
 use exports::fedgate::plugin::handler::{
-    Exchange, Guest, HealthReport, Registration, Request, Response, ResponseEdit, Verdict,
+    Batch, Guest, HealthReport, Registration, Request, Response, ResponseEdit, Verdict,
 };
+use fedgate::plugin::types::Span;
 use fedgate::plugin::metrics::{Counter, Gauge};
 use fedgate::plugin::outbound::{OutboundError, OutboundRequest};
 use fedgate::plugin::types::{
@@ -327,23 +328,25 @@ impl Guest for Probe {
         }
     }
 
-    fn observe(exchanges: Vec<Exchange>) {
+    fn observe(batch: Batch) {
         if mode() == "observe-loop" {
             let mut n: u64 = 0;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
-        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let text = |s: Span| batch.text[s.offset as usize..(s.offset + s.len) as usize].to_string();
+        let or_dash = |v: Option<Span>| v.map_or_else(|| "-".to_string(), text);
         let mut slow = false;
-        for e in &exchanges {
-            let mut declared = e.request_headers.iter().cloned();
-            let ua = or_dash(declared.next().flatten());
-            let missing = or_dash(declared.next().flatten());
+        for e in &batch.exchanges {
+            let first = e.request_headers.offset as usize;
+            let declared = &batch.fields[first..first + e.request_headers.len as usize];
+            let ua = or_dash(declared.first().copied().flatten());
+            let missing = or_dash(declared.get(1).copied().flatten());
             let activity = e.activity.as_ref().map_or("-".to_string(), |a| {
-                format!("{}@{}", or_dash(a.kind.clone()), or_dash(a.actor_host.clone()))
+                format!("{}@{}", or_dash(a.kind), or_dash(a.actor_host))
             });
-            let signer = or_dash(e.signer.as_ref().map(|s| s.instance.clone()));
+            let signer = or_dash(e.signer.as_ref().map(|s| s.instance));
             let origin = match e.origin {
                 ResponseOrigin::Upstream => "upstream",
                 ResponseOrigin::Gateway => "gateway",
@@ -351,8 +354,8 @@ impl Guest for Probe {
             counter(
                 0,
                 &[
-                    e.route.clone(),
-                    e.method.clone(),
+                    text(e.route),
+                    text(e.method),
                     e.status.to_string(),
                     origin.to_string(),
                     ua,
@@ -365,10 +368,10 @@ impl Guest for Probe {
             );
             counter(1, &["request".into()], e.request_bytes as f64);
             counter(1, &["response".into()], e.response_bytes as f64);
-            slow |= e.path.ends_with("/slow");
+            slow |= text(e.path).ends_with("/slow");
         }
         counter(2, &[], 1.0);
-        let _ = fedgate::plugin::store::increment("observed", exchanges.len() as i64, None);
+        let _ = fedgate::plugin::store::increment("observed", batch.exchanges.len() as i64, None);
         if slow {
             let start = fedgate::plugin::clocks::monotonic_now();
             while fedgate::plugin::clocks::monotonic_now() - start < 50_000_000 {}
