@@ -278,6 +278,24 @@ impl From<types::TlsInfo> for TlsInfo {
     }
 }
 
+/// The registered fields' values, copied out of the text the gateway stored them in.
+pub(crate) fn declared(fields: types::DeclaredFields) -> Vec<Option<String>> {
+    fields
+        .values
+        .iter()
+        .map(|v| {
+            v.map(|s| {
+                let start = s.offset as usize;
+                fields
+                    .text
+                    .get(start..start + s.len as usize)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .collect()
+}
+
 /// The string a span of a batch's text stands for (empty if it is out of bounds, which a
 /// gateway never sends).
 fn text(batch: &types::Batch, span: types::Span) -> String {

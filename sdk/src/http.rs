@@ -111,7 +111,10 @@ impl Request {
     /// assert_eq!(request.declared_headers(), vec![Some("Mastodon/4.3".to_owned()), None]);
     /// ```
     pub fn declared_headers(&self) -> Vec<Option<String>> {
-        self.0.declared_headers()
+        #[cfg(target_arch = "wasm32")]
+        return crate::host::declared(self.0.declared_headers());
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.0.declared_headers();
     }
 
     /// The client's IP address (`192.0.2.1`, `2001:db8::1`): the peer of the connection.

@@ -33,10 +33,10 @@ pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub(super) use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use fedgate::plugin::store::StoreError;
 pub use fedgate::plugin::types::{
-    Activity, Batch, Exchange as ExchangeRecord, Header, HealthReport, HealthStatus, Hooks,
-    HttpVersion, LocalReply, ObservedActivity, ObservedPrincipal, ObservedSigner, Principal,
-    PrincipalKind, Registration, Request, RequestEdit, Response, ResponseEdit, ResponseOrigin,
-    Signer, Span, TlsInfo, Verdict,
+    Activity, Batch, DeclaredFields, Exchange as ExchangeRecord, Header, HealthReport,
+    HealthStatus, Hooks, HttpVersion, LocalReply, ObservedActivity, ObservedPrincipal,
+    ObservedSigner, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
+    ResponseEdit, ResponseOrigin, Signer, Span, TlsInfo, Verdict,
 };
 
 /// The WIT package version these bindings are for.
@@ -95,13 +95,26 @@ impl fedgate::plugin::types::Host for HostState {}
 impl fedgate::plugin::types::HostRequest for HostState {
     request_accessors!();
 
-    fn declared_headers(&mut self, _: Resource<Request>) -> Vec<Option<String>> {
+    fn declared_headers(&mut self, _: Resource<Request>) -> DeclaredFields {
         let headers = &self.exchange.headers;
-        self.plugin
-            .request_headers()
+        let names = self.plugin.request_headers();
+        let mut text = String::new();
+        let values = names
             .iter()
-            .map(|n| headers.get(n).map(text))
-            .collect()
+            .map(|n| {
+                let v = headers.get(n)?;
+                let offset = text.len() as u32;
+                match std::str::from_utf8(v.as_bytes()) {
+                    Ok(s) => text.push_str(s),
+                    Err(_) => text.push_str(&String::from_utf8_lossy(v.as_bytes())),
+                }
+                Some(Span {
+                    offset,
+                    len: text.len() as u32 - offset,
+                })
+            })
+            .collect();
+        DeclaredFields { text, values }
     }
 
     fn activity(&mut self, _: Resource<Request>) -> Option<Activity> {

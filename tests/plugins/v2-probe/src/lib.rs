@@ -205,10 +205,15 @@ impl Guest for Probe {
                 body: b"accepted and dropped".to_vec(),
             }),
             "context" => {
-                let declared = request
-                    .declared_headers()
-                    .into_iter()
-                    .map(|v| v.unwrap_or_else(|| "-".into()))
+                let fields = request.declared_headers();
+                let declared = fields
+                    .values
+                    .iter()
+                    .map(|v| {
+                        v.map_or("-", |s| {
+                            &fields.text[s.offset as usize..(s.offset + s.len) as usize]
+                        })
+                    })
                     .collect::<Vec<_>>()
                     .join("|");
                 let version = match request.http_version() {
