@@ -340,6 +340,8 @@ mod tests {
             "a partial batch went after {:?}, before the delay",
             at - pushed
         );
+        // Counted once the delivery returned: after the close, which waits for the thread.
+        o.close();
         assert_eq!(m.delivered.get(), 6);
         assert_eq!(m.batches.get(), 2);
         assert_eq!(m.dropped.get(), 0);
