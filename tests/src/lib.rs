@@ -1031,6 +1031,23 @@ pub fn sum(m: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Polls `/metrics` until `done` holds for its text, and returns that text; panics with
+/// the last text seen after `within`.
+pub async fn wait_until(gw: &TestGateway, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let m = gw.metrics().await;
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reached after {within:?}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Polls `/metrics` until `sum(name, labels)` is `want`; returns the text.
 pub async fn wait_for_sum(
     gw: &TestGateway,

@@ -294,26 +294,21 @@ async fn a_full_queue_drops_and_counts_and_responses_do_not_wait() {
     for (status, _, _) in futures_util::future::join_all(sends).await {
         assert_eq!(status, 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (delivered, dropped, m) = loop {
-        let m = gw.metrics().await;
-        let get = |r: &str| {
-            metric(
-                &m,
-                "fedgate_plugin_observed_exchanges_total",
-                &[("plugin", "probe"), ("result", r)],
-            )
-            .unwrap_or(0.0)
-        };
-        let (delivered, dropped) = (get("delivered"), get("dropped"));
-        let queued =
-            metric(&m, "fedgate_plugin_observer_queued", &[("plugin", "probe")]).unwrap_or(0.0);
-        if delivered + dropped == 40.0 && queued == 0.0 {
-            break (delivered, dropped, m);
-        }
-        assert!(Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let observed = |m: &str, r: &str| {
+        metric(
+            m,
+            "fedgate_plugin_observed_exchanges_total",
+            &[("plugin", "probe"), ("result", r)],
+        )
+        .unwrap_or(0.0)
     };
+    let m = wait_until(&gw, Duration::from_secs(10), |m| {
+        let queued =
+            metric(m, "fedgate_plugin_observer_queued", &[("plugin", "probe")]).unwrap_or(0.0);
+        observed(m, "delivered") + observed(m, "dropped") == 40.0 && queued == 0.0
+    })
+    .await;
+    let (delivered, dropped) = (observed(&m, "delivered"), observed(&m, "dropped"));
     assert!(dropped > 0.0, "nothing was dropped: {m}");
     let m = wait_for_sum(
         &gw,
@@ -358,17 +353,11 @@ async fn a_looping_observer_and_a_memory_bomb_in_on_tick_stay_isolated() {
         let (status, _, _) = send(get(&gw.url("/x"))).await;
         assert_eq!(status, 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let m = loop {
-        let m = gw.metrics().await;
-        let timeouts = invocations(&m, "looper", "observe", "timeout");
-        let traps = invocations(&m, "bomb", "on_tick", "trap");
-        if timeouts >= 1.0 && traps >= 1.0 {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let m = wait_until(&gw, Duration::from_secs(10), |m| {
+        invocations(m, "looper", "observe", "timeout") >= 1.0
+            && invocations(m, "bomb", "on_tick", "trap") >= 1.0
+    })
+    .await;
     assert_eq!(invocations(&m, "looper", "observe", "ok"), 0.0, "{m}");
     let (status, _, _) = send(get(&gw.url("/after"))).await;
     assert_eq!(status, 200);
@@ -432,29 +421,22 @@ async fn outbound_http_reaches_allowed_hosts_only_and_never_from_inline_hooks() 
         plugin_route("all", "/", "app", &["caller"], ""),
     ))
     .await;
-    let m = wait_for_sum(
-        &gw,
-        "fedgate_plugin_outbound_requests_total",
-        &[("plugin", "stranger"), ("result", "not_allowed")],
-        1.0,
-        Duration::from_secs(5),
-    )
+    wait_until(&gw, Duration::from_secs(5), |m| {
+        sum(
+            m,
+            "fedgate_plugin_outbound_requests_total",
+            &[("plugin", "stranger"), ("result", "not_allowed")],
+        ) >= 1.0
+    })
     .await;
-    let _ = m;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let m = loop {
-        let m = gw.metrics().await;
-        if sum(
-            &m,
+    let m = wait_until(&gw, Duration::from_secs(5), |m| {
+        sum(
+            m,
             "probe_outbound_total",
             &[("result", "ok"), ("status", "200")],
         ) >= 1.0
-        {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "{m}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    })
+    .await;
     assert_eq!(
         metric(&m, "probe_outbound_body_bytes", &[]),
         Some(expected.len() as f64),
