@@ -15,6 +15,7 @@
 //! `content-length`) are registered at `init`, so each request costs one host call for all
 //! of them (`declared-headers`) rather than one per field.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use fedgate_sdk::{
@@ -158,11 +159,16 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// The first value of `name` (lowercase).
-    fn get(&self, name: &str) -> Option<String> {
+    /// The first value of `name` (lowercase): borrowed when it was registered, so a check
+    /// copies nothing.
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.names.iter().position(|known| known == name) {
-            Some(index) => self.values.get(index).cloned().flatten(),
-            None => self.request.header(name),
+            Some(index) => self
+                .values
+                .get(index)
+                .and_then(|v| v.as_deref())
+                .map(Cow::Borrowed),
+            None => self.request.header(name).map(Cow::Owned),
         }
     }
 }
@@ -362,7 +368,7 @@ impl RequestPolicy {
         // Patterns are lowercase; nearly every agent is ASCII and is compared as it is.
         let lowered;
         let agent = if agent.is_ascii() {
-            agent.as_str()
+            &*agent
         } else {
             lowered = agent.to_lowercase();
             lowered.as_str()
@@ -401,20 +407,16 @@ impl RequestPolicy {
         if content_length == Some(0) {
             return Ok(());
         }
-        let media = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        // Allowed types are lowercase; the request's is compared case-insensitively.
+        let media = content_type.split(';').next().unwrap_or_default().trim();
         let allowed =
             self.allowed_content_types
                 .iter()
                 .any(|allowed| match allowed.strip_suffix("/*") {
                     Some(kind) => media
                         .split_once('/')
-                        .is_some_and(|(media_kind, _)| media_kind == kind),
-                    None => *allowed == media,
+                        .is_some_and(|(media_kind, _)| media_kind.eq_ignore_ascii_case(kind)),
+                    None => allowed.eq_ignore_ascii_case(media),
                 });
         if allowed {
             Ok(())
