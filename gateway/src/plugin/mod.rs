@@ -1147,8 +1147,8 @@ impl PluginCore {
         // exact): two clock reads and a histogram update are a fair part of an empty call.
         let started = (hook.background()
             || matches!(hook, Hook::HealthCheck)
-            || fastrand::u32(..) % DURATION_SAMPLE == 0)
-            .then(Instant::now);
+            || fastrand::u32(..).is_multiple_of(DURATION_SAMPLE))
+        .then(Instant::now);
         let mut instance = match self.idle.pop() {
             Some(i) => i,
             None => match self.instantiate() {

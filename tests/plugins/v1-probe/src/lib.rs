@@ -60,7 +60,7 @@ impl Guest for Probe {
 
     fn on_request(request: &Request) -> Verdict {
         let method = request.method();
-        COUNTERS.with(|c| c.borrow()[0].add(&[method.clone()], 1.0));
+        COUNTERS.with(|c| c.borrow()[0].add(std::slice::from_ref(&method), 1.0));
         if let Some(status) = request.header("x-deny") {
             return Verdict::Deny(Denial {
                 status: status.parse().unwrap_or(403),
