@@ -176,7 +176,7 @@ fn main() {
         if !label.contains(only.as_str()) {
             continue;
         }
-        let ns = time_calls(&Chain::new(plugins));
+        let ns = time_calls(&Chain::new(plugins, &"inbox".into(), &"app".into()));
         let (load, size) = cell(load, size);
         println!("{label:<48} {ns:>10.0} {load:>12} {size:>12}");
     }
@@ -229,7 +229,7 @@ fn main() {
 /// and pushed) and the time until the observer has had them all, per exchange. Medians.
 fn time_observer(metrics: &Metrics, plugin: &Arc<fedgate::plugin::Plugin>) -> (f64, f64) {
     use fedgate::plugin::finished::Ending;
-    let chain = Chain::new(vec![plugin.clone()]);
+    let chain = Chain::new(vec![plugin.clone()], &"inbox".into(), &"app".into());
     let observers = chain.observers().expect("an observing plugin").clone();
     let delivered = metrics
         .plugin_families()
@@ -241,7 +241,10 @@ fn time_observer(metrics: &Metrics, plugin: &Arc<fedgate::plugin::Plugin>) -> (f
         .with_label_values(&[&*plugin.name, "dropped"]);
     let ex = exchange();
     let body = ex.body.clone().unwrap();
-    let (route, upstream): (Arc<str>, Arc<str>) = ("inbox".into(), "app".into());
+    let mut head = http::Request::new(());
+    *head.method_mut() = ex.method.clone();
+    *head.uri_mut() = ex.uri.clone();
+    *head.headers_mut() = ex.headers.clone();
     let request_id = ex.request_id.clone().unwrap();
     let (mut pushes, mut observes) = (Vec::new(), Vec::new());
     for _ in 0..5 {
@@ -250,16 +253,11 @@ fn time_observer(metrics: &Metrics, plugin: &Arc<fedgate::plugin::Plugin>) -> (f
         let t = Instant::now();
         for _ in 0..n {
             let mut o = observers.start(
-                &ex.method,
-                &ex.uri,
-                &ex.headers,
+                &head,
                 "https",
                 ex.authority.as_ref(),
                 "192.0.2.1".parse().unwrap(),
-                &route,
-                &upstream,
                 &request_id,
-                http::Version::HTTP_11,
             );
             o.activity = Some(Arc::new(fedgate::activity::LazyActivity::new(
                 body.clone(),

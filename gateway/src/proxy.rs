@@ -159,16 +159,11 @@ pub async fn handle(
     // record reaches them when its response ends.
     if let Some(observers) = route.plugins.observers() {
         completion.observe(observers.start(
-            req.method(),
-            req.uri(),
-            req.headers(),
+            &req,
             if conn.tls { "https" } else { "http" },
             host.as_ref(),
             conn.client.ip(),
-            &route.name,
-            &route.upstream_name,
             &request_id,
-            req.version(),
         ));
     }
 

@@ -162,15 +162,17 @@ impl Runtime {
             let route_auth = rc.auth.as_ref().map(|ra| {
                 crate::auth::RouteAuth::new(&rc.name, ra, auth.clone(), metrics.auth_attempts())
             });
+            let (name, upstream_name): (Arc<str>, Arc<str>) =
+                (rc.name.as_str().into(), rc.upstream.as_str().into());
             routes.push(Arc::new(Route {
                 breaker: breakers.get(&rc.upstream).cloned(),
                 retries: retries.get(&rc.upstream).cloned(),
                 limits,
                 auth: route_auth,
                 signatures,
-                plugins: Chain::new(chain),
-                name: rc.name.as_str().into(),
-                upstream_name: rc.upstream.as_str().into(),
+                plugins: Chain::new(chain, &name, &upstream_name),
+                name,
+                upstream_name,
                 metrics: metrics.route(&rc.name, &rc.upstream),
                 config: rc.clone(),
                 upstream,

@@ -69,6 +69,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A TLS client configuration that trusts `roots` (or, with `None`, the public web's roots
+/// from webpki-roots) and presents no client certificate: what the gateway dials with.
+pub fn client_config(roots: Option<rustls::RootCertStore>) -> rustls::ClientConfig {
+    let roots = roots.unwrap_or_else(|| rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    });
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// Loads a certificate chain and its private key from PEM files.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let cert_pem = crate::config::read_file(cert, crate::config::MAX_KEY_FILE)

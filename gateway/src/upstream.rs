@@ -452,16 +452,10 @@ pub(crate) fn https_connector(
     http.set_keepalive(Some(std::time::Duration::from_secs(60)));
 
     let roots = match &config.tls_ca_file {
-        Some(path) => crate::tls::load_roots(path)?,
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
+        Some(path) => Some(crate::tls::load_roots(path)?),
+        None => None,
     };
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config(roots);
     let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();

@@ -283,25 +283,15 @@ pub(crate) fn declared(fields: types::DeclaredFields) -> Vec<Option<String>> {
     fields
         .values
         .iter()
-        .map(|v| {
-            v.map(|s| {
-                let start = s.offset as usize;
-                fields
-                    .text
-                    .get(start..start + s.len as usize)
-                    .unwrap_or_default()
-                    .to_string()
-            })
-        })
+        .map(|v| v.map(|s| text(&fields.text, s)))
         .collect()
 }
 
-/// The string a span of a batch's text stands for (empty if it is out of bounds, which a
-/// gateway never sends).
-fn text(batch: &types::Batch, span: types::Span) -> String {
+/// The string a span of `stored` stands for (empty if it is out of bounds, which a gateway
+/// never sends).
+fn text(stored: &str, span: types::Span) -> String {
     let start = span.offset as usize;
-    batch
-        .text
+    stored
         .get(start..start + span.len as usize)
         .unwrap_or_default()
         .to_string()
@@ -309,7 +299,7 @@ fn text(batch: &types::Batch, span: types::Span) -> String {
 
 /// One exchange of a batch, its strings copied out of the batch's text.
 fn observed(batch: &types::Batch, e: &types::Exchange) -> Exchange {
-    let s = |span: types::Span| text(batch, span);
+    let s = |span: types::Span| text(&batch.text, span);
     let opt = |span: Option<types::Span>| span.map(s);
     let first = e.request_headers.offset as usize;
     let request_headers = batch

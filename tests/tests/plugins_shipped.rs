@@ -367,6 +367,19 @@ async fn request_policy_in_observe_mode_counts_without_refusing() {
     gw.shutdown().await;
 }
 
+/// upstream-slo judging windows of 4 responses by error ratio alone (degraded above 10 %,
+/// unhealthy above 50 %), its batches delivered after 10 ms.
+fn slo_plugin() -> String {
+    plugin(
+        "slo",
+        "upstream-slo",
+        "observe = { max_delay = \"10ms\" }",
+        "window = 4\nmin_samples = 4\ndegraded_error_ratio = 0.1\n\
+         unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
+         unhealthy_latency = \"off\"",
+    )
+}
+
 #[tokio::test]
 async fn upstream_slo_judges_upstreams_and_feeds_health() {
     let bad = TestUpstream::start("bad").await;
@@ -377,14 +390,7 @@ async fn upstream_slo_judges_upstreams_and_feeds_health() {
         upstream_block("bad", &[bad.url()], ""),
         upstream_block("good", &[good.url()], ""),
         upstream_block("dead", &[closed], "connect_timeout = \"2s\""),
-        plugin(
-            "slo",
-            "upstream-slo",
-            "observe = { max_delay = \"10ms\" }",
-            "window = 4\nmin_samples = 4\ndegraded_error_ratio = 0.1\n\
-             unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
-             unhealthy_latency = \"off\""
-        ),
+        slo_plugin(),
         plugin_route("bad", "/status/", "bad", &["slo"], ""),
         plugin_route("dead", "/dead", "dead", &["slo"], ""),
         plugin_route("good", "/", "good", &["slo"], ""),
@@ -542,14 +548,7 @@ async fn upstream_slo_respects_critical() {
         "{}{}{}{}{}",
         upstream_block("good", &[good.url()], ""),
         upstream_block("extras", &[closed], "critical = false"),
-        plugin(
-            "slo",
-            "upstream-slo",
-            "observe = { max_delay = \"10ms\" }",
-            "window = 4\nmin_samples = 4\ndegraded_error_ratio = 0.1\n\
-             unhealthy_error_ratio = 0.5\ndegraded_latency = \"off\"\n\
-             unhealthy_latency = \"off\""
-        ),
+        slo_plugin(),
         plugin_route("extras", "/extras", "extras", &["slo"], ""),
         plugin_route("good", "/", "good", &["slo"], ""),
     ))

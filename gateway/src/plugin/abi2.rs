@@ -57,6 +57,50 @@ pub(super) fn http_version(v: http::Version) -> HttpVersion {
     }
 }
 
+/// Strings stored side by side, as ABI 0.2.0 hands several to a plugin in one copy (a
+/// batch, the declared fields): each string added answers with its span.
+#[derive(Debug, Default)]
+pub(super) struct Text(String);
+
+impl Text {
+    pub(super) fn with_capacity(bytes: usize) -> Self {
+        Text(String::with_capacity(bytes))
+    }
+
+    fn end(&self) -> u32 {
+        self.0.len() as u32
+    }
+
+    pub(super) fn str(&mut self, s: &str) -> Span {
+        let offset = self.end();
+        self.0.push_str(s);
+        Span {
+            offset,
+            len: s.len() as u32,
+        }
+    }
+
+    /// A field value as text, each invalid UTF-8 sequence replaced by U+FFFD (as
+    /// `abi::text` gives it).
+    pub(super) fn value(&mut self, v: &http::HeaderValue) -> Span {
+        self.str(&String::from_utf8_lossy(v.as_bytes()))
+    }
+
+    pub(super) fn display(&mut self, v: impl std::fmt::Display) -> Span {
+        use std::fmt::Write as _;
+        let offset = self.end();
+        let _ = write!(self.0, "{v}");
+        Span {
+            offset,
+            len: self.end() - offset,
+        }
+    }
+
+    pub(super) fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// The federation view as plugins see it.
 pub(super) fn activity(a: &crate::activity::Activity<'_>) -> Activity {
     let s = |v: &Option<std::borrow::Cow<'_, str>>| v.as_deref().map(str::to_string);
@@ -97,24 +141,17 @@ impl fedgate::plugin::types::HostRequest for HostState {
 
     fn declared_headers(&mut self, _: Resource<Request>) -> DeclaredFields {
         let headers = &self.exchange.headers;
-        let names = self.plugin.request_headers();
-        let mut text = String::new();
-        let values = names
+        let mut text = Text::default();
+        let values = self
+            .plugin
+            .request_headers()
             .iter()
-            .map(|n| {
-                let v = headers.get(n)?;
-                let offset = text.len() as u32;
-                match std::str::from_utf8(v.as_bytes()) {
-                    Ok(s) => text.push_str(s),
-                    Err(_) => text.push_str(&String::from_utf8_lossy(v.as_bytes())),
-                }
-                Some(Span {
-                    offset,
-                    len: text.len() as u32 - offset,
-                })
-            })
+            .map(|n| headers.get(n).map(|v| text.value(v)))
             .collect();
-        DeclaredFields { text, values }
+        DeclaredFields {
+            text: text.into_string(),
+            values,
+        }
     }
 
     fn activity(&mut self, _: Resource<Request>) -> Option<Activity> {

@@ -15,22 +15,35 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Uri};
+use http::{Method, Uri};
 
 use super::abi2;
 use super::Plugin;
 
-/// The observing plugins of one route, and the request fields any of them registered.
+/// The observing plugins of one route, and what every record of the route shares.
 #[derive(Debug)]
 pub struct Observers {
     plugins: Vec<Arc<Plugin>>,
+    route: Arc<RouteFacts>,
+}
+
+/// What every record of a route shares: one reference per request instead of one per field.
+#[derive(Debug)]
+struct RouteFacts {
+    route: Arc<str>,
+    upstream: Arc<str>,
     /// The union of the plugins' registered request fields, in first-seen order.
-    fields: Arc<[HeaderName]>,
+    fields: Vec<HeaderName>,
 }
 
 impl Observers {
-    /// The observers among `plugins`, or `None` when none observes.
-    pub(super) fn of(plugins: &[Arc<Plugin>]) -> Option<Arc<Observers>> {
+    /// The observers among `plugins` of route `route` (to `upstream`), or `None` when
+    /// none observes.
+    pub(super) fn of(
+        plugins: &[Arc<Plugin>],
+        route: &Arc<str>,
+        upstream: &Arc<str>,
+    ) -> Option<Arc<Observers>> {
         let plugins: Vec<Arc<Plugin>> = plugins
             .iter()
             .filter(|p| p.observe_queue().is_some())
@@ -49,41 +62,38 @@ impl Observers {
         }
         Some(Arc::new(Observers {
             plugins,
-            fields: fields.into(),
+            route: Arc::new(RouteFacts {
+                route: route.clone(),
+                upstream: upstream.clone(),
+                fields,
+            }),
         }))
     }
 
     /// Starts the record of a request: what its head says.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub fn start<B>(
         self: &Arc<Self>,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        req: &http::Request<B>,
         scheme: &'static str,
         authority: Option<&HeaderValue>,
         client: IpAddr,
-        route: &Arc<str>,
-        upstream: &Arc<str>,
         request_id: &HeaderValue,
-        version: http::Version,
     ) -> Observed {
         Observed {
             observers: Some(self.clone()),
-            method: method.clone(),
-            uri: uri.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
             scheme,
             authority: authority.cloned(),
             client,
-            route: route.clone(),
-            upstream: upstream.clone(),
+            route: self.route.clone(),
             request_id: request_id.clone(),
-            version,
-            fields: self.fields.clone(),
+            version: req.version(),
             values: self
+                .route
                 .fields
                 .iter()
-                .map(|f| headers.get(f).cloned())
+                .map(|f| req.headers().get(f).cloned())
                 .collect(),
             activity: None,
             signer: None,
@@ -103,11 +113,10 @@ pub struct Observed {
     scheme: &'static str,
     authority: Option<HeaderValue>,
     client: IpAddr,
-    route: Arc<str>,
-    upstream: Arc<str>,
+    route: Arc<RouteFacts>,
     request_id: HeaderValue,
     version: http::Version,
-    fields: Arc<[HeaderName]>,
+    /// The values of `route.fields`, in that order.
     values: Vec<Option<HeaderValue>>,
     pub activity: Option<Arc<crate::activity::LazyActivity>>,
     pub signer: Option<crate::signature::verifier::Signer>,
@@ -183,7 +192,7 @@ impl Observed {
 /// registered field into one `fields` list.
 #[derive(Debug, Default)]
 pub(super) struct BatchBuilder {
-    text: String,
+    text: abi2::Text,
     fields: Vec<Option<abi2::Span>>,
     exchanges: Vec<abi2::ExchangeRecord>,
 }
@@ -192,41 +201,14 @@ impl BatchBuilder {
     pub(super) fn with_capacity(exchanges: usize) -> Self {
         BatchBuilder {
             // About 300 bytes of strings per exchange.
-            text: String::with_capacity(exchanges * 320),
+            text: abi2::Text::with_capacity(exchanges * 320),
             fields: Vec::new(),
             exchanges: Vec::with_capacity(exchanges),
         }
     }
 
-    fn span(&mut self, s: &str) -> abi2::Span {
-        let offset = self.text.len() as u32;
-        self.text.push_str(s);
-        abi2::Span {
-            offset,
-            len: s.len() as u32,
-        }
-    }
-
-    /// A header value: as text, with each invalid UTF-8 sequence replaced by U+FFFD.
-    fn value(&mut self, v: &HeaderValue) -> abi2::Span {
-        match std::str::from_utf8(v.as_bytes()) {
-            Ok(s) => self.span(s),
-            Err(_) => self.span(&String::from_utf8_lossy(v.as_bytes())),
-        }
-    }
-
-    fn display(&mut self, v: impl std::fmt::Display) -> abi2::Span {
-        use std::fmt::Write as _;
-        let offset = self.text.len() as u32;
-        let _ = write!(self.text, "{v}");
-        abi2::Span {
-            offset,
-            len: self.text.len() as u32 - offset,
-        }
-    }
-
-    fn activity(&mut self, a: &crate::activity::Activity<'_>) -> abi2::ObservedActivity {
-        let mut opt = |v: Option<&str>| v.map(|s| self.span(s));
+    fn activity(t: &mut abi2::Text, a: &crate::activity::Activity<'_>) -> abi2::ObservedActivity {
+        let mut opt = |v: Option<&str>| v.map(|s| t.str(s));
         abi2::ObservedActivity {
             kind: opt(a.kind.as_deref()),
             id: opt(a.id.as_deref()),
@@ -246,26 +228,28 @@ impl BatchBuilder {
         let first = self.fields.len() as u32;
         for n in registered {
             let value = o
+                .route
                 .fields
                 .iter()
                 .position(|f| f == n)
                 .and_then(|i| o.values[i].as_ref());
-            let span = value.map(|v| self.value(v));
+            let span = value.map(|v| self.text.value(v));
             self.fields.push(span);
         }
+        let t = &mut self.text;
         let record = abi2::ExchangeRecord {
-            method: self.span(o.method.as_str()),
-            scheme: self.span(o.scheme),
+            method: t.str(o.method.as_str()),
+            scheme: t.str(o.scheme),
             authority: match &o.authority {
-                Some(a) => self.value(a),
-                None => self.span(""),
+                Some(a) => t.value(a),
+                None => t.str(""),
             },
-            path: self.span(o.uri.path()),
-            query: o.uri.query().map(|q| self.span(q)),
-            route: self.span(&o.route),
-            upstream: self.span(&o.upstream),
-            request_id: self.value(&o.request_id),
-            client_address: self.display(o.client),
+            path: t.str(o.uri.path()),
+            query: o.uri.query().map(|q| t.str(q)),
+            route: t.str(&o.route.route),
+            upstream: t.str(&o.route.upstream),
+            request_id: t.value(&o.request_id),
+            client_address: t.display(o.client),
             http_version: abi2::http_version(o.version),
             request_headers: abi2::Span {
                 offset: first,
@@ -277,8 +261,8 @@ impl BatchBuilder {
             } else {
                 abi2::ResponseOrigin::Upstream
             },
-            error: e.error.map(|s| self.span(s)),
-            endpoint: e.endpoint.as_deref().map(|s| self.span(s)),
+            error: e.error.map(|s| t.str(s)),
+            endpoint: e.endpoint.as_deref().map(|s| t.str(s)),
             request_bytes: e.request_bytes,
             response_bytes: e.response_bytes,
             completed: e.completed,
@@ -288,17 +272,17 @@ impl BatchBuilder {
                 View::Lazy(a) => a.get(),
                 View::Parsed(a) => a.as_ref(),
             }
-            .map(|a| self.activity(a)),
+            .map(|a| Self::activity(t, a)),
             signer: o.signer.as_ref().map(|s| abi2::ObservedSigner {
-                key_id: self.span(&s.key_id),
-                instance: self.span(&s.instance),
+                key_id: t.str(&s.key_id),
+                instance: t.str(&s.instance),
             }),
             principal: o
                 .principal
                 .as_ref()
                 .map(|(method, name)| abi2::ObservedPrincipal {
                     kind: abi2::principal_kind(*method),
-                    name: self.span(name),
+                    name: t.str(name),
                 }),
             ended_at_ms: f.ended_at_ms,
         };
@@ -307,7 +291,7 @@ impl BatchBuilder {
 
     pub(super) fn finish(self) -> abi2::Batch {
         abi2::Batch {
-            text: self.text,
+            text: self.text.into_string(),
             fields: self.fields,
             exchanges: self.exchanges,
         }

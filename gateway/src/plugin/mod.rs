@@ -979,14 +979,6 @@ impl Plugin {
             .filter(|_| self.core.hooks.observe)
             .map(|o| o.queue())
     }
-
-    /// Stops the observer thread once it has delivered what is queued, and waits for it
-    /// (blocking).
-    pub fn close_observer(&self) {
-        if let Some(o) = &self.observer {
-            o.close();
-        }
-    }
 }
 
 /// What calls one loaded plugin: its compiled component, its idle instances, its failure
@@ -1458,11 +1450,12 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
+    /// The chain of route `route`, which forwards to `upstream`.
+    pub fn new(plugins: Vec<Arc<Plugin>>, route: &Arc<str>, upstream: &Arc<str>) -> Self {
         Chain {
             request: plugins.iter().any(|p| p.wants_request()),
             response: plugins.iter().any(|p| p.wants_response()),
-            observers: finished::Observers::of(&plugins),
+            observers: finished::Observers::of(&plugins, route, upstream),
             plugins,
         }
     }

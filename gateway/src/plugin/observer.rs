@@ -95,7 +95,6 @@ impl<T> Queue<T> {
 #[derive(Debug)]
 pub struct Observer<T> {
     queue: Arc<Queue<T>>,
-    stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     handle: Handle,
 }
@@ -174,13 +173,12 @@ impl<T: Send + 'static> Observer<T> {
             })?;
         let _ = queue.worker.set(thread.thread().clone());
         let handle = Handle {
-            stop: stop.clone(),
+            stop,
             thread: thread.thread().clone(),
             done,
         };
         Ok(Observer {
             queue,
-            stop,
             thread: Mutex::new(Some(thread)),
             handle,
         })
@@ -200,10 +198,9 @@ impl<T: Send + 'static> Observer<T> {
     /// call it off the async workers). Exchanges pushed after this are dropped and counted
     /// as the queue fills, never delivered.
     pub fn close(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.handle.stop();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
-            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -213,10 +210,7 @@ impl<T> Drop for Observer<T> {
     fn drop(&mut self) {
         // Not joined here (a drop may happen on an async worker): the thread delivers what
         // is left and ends on its own.
-        self.stop.store(true, Ordering::Release);
-        if let Ok(Some(t)) = self.thread.lock().map(|mut t| t.take()) {
-            t.thread().unpark();
-        }
+        self.handle.stop();
     }
 }
 

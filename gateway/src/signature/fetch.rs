@@ -221,14 +221,7 @@ impl std::fmt::Debug for Tls {
 
 impl KeyFetcher {
     pub fn new(config: &FetchConfig, families: &SignatureFamilies) -> KeyFetcher {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut tls = crate::tls::client_config(None);
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         KeyFetcher {
             cache: KeyCache::new(config.max_entries),
