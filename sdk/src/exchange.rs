@@ -7,8 +7,10 @@
 //! A full queue drops exchanges (and counts them) rather than wait, so an observer can
 //! never slow a response. Metric plugins are observers.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
+use crate::http::owned;
 use crate::{Activity, HttpVersion, Origin, Principal, Signer};
 
 /// Gateway answers given in the upstream's place because of the upstream: the `error` of an
@@ -26,6 +28,9 @@ const UPSTREAM_ERRORS: [&str; 7] = [
 /// One finished exchange: the request as it was forwarded, how it ended, and the context
 /// the gateway established for it.
 ///
+/// Its strings borrow from the batch the gateway handed to `observe`: reading an exchange
+/// copies nothing. [`into_owned`](Self::into_owned) detaches one, to keep it past the call.
+///
 /// Build them natively with [`testing::TestExchange`](crate::testing::TestExchange).
 ///
 /// ```
@@ -42,30 +47,30 @@ const UPSTREAM_ERRORS: [&str; 7] = [
 /// assert!(!exchange.is_error());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exchange {
+pub struct Exchange<'a> {
     /// The method, as sent.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// `http` or `https`, as the client connected.
-    pub scheme: String,
+    pub scheme: Cow<'a, str>,
     /// The authority the request was routed by, with its port if it had one.
-    pub authority: String,
+    pub authority: Cow<'a, str>,
     /// The path, exactly as sent (percent-encoding kept).
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The query without its `?`; `None` when the target had no `?`.
-    pub query: Option<String>,
+    pub query: Option<Cow<'a, str>>,
     /// The name of the route the request matched.
-    pub route: String,
+    pub route: Cow<'a, str>,
     /// The name of that route's upstream.
-    pub upstream: String,
+    pub upstream: Cow<'a, str>,
     /// The request id the gateway forwarded.
-    pub request_id: String,
+    pub request_id: Cow<'a, str>,
     /// The client's IP address.
-    pub client_address: String,
+    pub client_address: Cow<'a, str>,
     /// The HTTP version the client spoke.
     pub http_version: HttpVersion,
     /// The fields named in [`Plugin::request_headers`](crate::Plugin::request_headers), in
     /// that order, each its first value; see [`request_header`](Self::request_header).
-    pub request_headers: Vec<Option<String>>,
+    pub request_headers: Vec<Option<Cow<'a, str>>>,
     /// The status the client got.
     pub status: u16,
     /// Who answered: the upstream, or the gateway in its place (or refusing the request).
@@ -73,9 +78,9 @@ pub struct Exchange {
     /// For gateway answers, why: `connect`, `timeout`, `reset`, `protocol`, ... for the
     /// upstream's trouble; `blocked`, `rate_limited`, `plugin_denied` (a plugin's local
     /// reply), ... for the gateway's own answers.
-    pub error: Option<String>,
+    pub error: Option<Cow<'a, str>>,
     /// The endpoint that answered or failed (`10.0.0.5:3000`).
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Cow<'a, str>>,
     /// Body bytes received from the client.
     pub request_bytes: u64,
     /// Body bytes sent to the client.
@@ -88,16 +93,16 @@ pub struct Exchange {
     /// From the request's arrival to the end of its response.
     pub duration: Duration,
     /// The federation view of the body (see [`Activity`]).
-    pub activity: Option<Activity>,
+    pub activity: Option<Activity<'a>>,
     /// The verified signer, on routes that check HTTP signatures.
-    pub signer: Option<Signer>,
+    pub signer: Option<Signer<'a>>,
     /// The principal auth established, on routes with `auth`.
-    pub principal: Option<Principal>,
+    pub principal: Option<Principal<'a>>,
     /// Wall-clock time the response ended, in milliseconds since the Unix epoch.
     pub ended_at_ms: u64,
 }
 
-impl Exchange {
+impl Exchange<'_> {
     /// The first value of the request field `name`, which must be one of the names the
     /// plugin registered: `registered` is that list (what
     /// [`Plugin::request_headers`](crate::Plugin::request_headers) returns), `name` is
@@ -146,6 +151,40 @@ impl Exchange {
     /// gateway gave in its place because of it (see [`admitted`](Self::admitted)).
     pub fn is_error(&self) -> bool {
         self.admitted() && (self.status >= 500 || self.origin == Origin::Gateway)
+    }
+
+    /// The same exchange, its strings copied, to keep past the `observe` call.
+    pub fn into_owned(self) -> Exchange<'static> {
+        Exchange {
+            method: owned(self.method),
+            scheme: owned(self.scheme),
+            authority: owned(self.authority),
+            path: owned(self.path),
+            query: self.query.map(owned),
+            route: owned(self.route),
+            upstream: owned(self.upstream),
+            request_id: owned(self.request_id),
+            client_address: owned(self.client_address),
+            http_version: self.http_version,
+            request_headers: self
+                .request_headers
+                .into_iter()
+                .map(|value| value.map(owned))
+                .collect(),
+            status: self.status,
+            origin: self.origin,
+            error: self.error.map(owned),
+            endpoint: self.endpoint.map(owned),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            completed: self.completed,
+            upstream_latency: self.upstream_latency,
+            duration: self.duration,
+            activity: self.activity.map(Activity::into_owned),
+            signer: self.signer.map(Signer::into_owned),
+            principal: self.principal.map(Principal::into_owned),
+            ended_at_ms: self.ended_at_ms,
+        }
     }
 
     /// When the response ended, as a [`SystemTime`].

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
@@ -122,7 +123,7 @@ impl<P: Plugin> handler::Guest for Adapter<P> {
     }
 
     fn observe(batch: types::Batch) {
-        let exchanges: Vec<Exchange> = batch
+        let exchanges: Vec<Exchange<'_>> = batch
             .exchanges
             .iter()
             .map(|e| observed(&batch, e))
@@ -226,35 +227,35 @@ impl From<types::ResponseOrigin> for Origin {
     }
 }
 
-impl From<types::Signer> for Signer {
+impl From<types::Signer> for Signer<'static> {
     fn from(signer: types::Signer) -> Self {
         Signer {
-            key_id: signer.key_id,
-            instance: signer.instance,
+            key_id: signer.key_id.into(),
+            instance: signer.instance.into(),
         }
     }
 }
 
-impl From<types::Activity> for Activity {
+impl From<types::Activity> for Activity<'static> {
     fn from(activity: types::Activity) -> Self {
         Activity {
-            kind: activity.kind,
-            id: activity.id,
-            actor: activity.actor,
-            actor_host: activity.actor_host,
-            object_kind: activity.object_kind,
-            object_id: activity.object_id,
+            kind: activity.kind.map(Cow::Owned),
+            id: activity.id.map(Cow::Owned),
+            actor: activity.actor.map(Cow::Owned),
+            actor_host: activity.actor_host.map(Cow::Owned),
+            object_kind: activity.object_kind.map(Cow::Owned),
+            object_id: activity.object_id.map(Cow::Owned),
             public: activity.public,
-            published: activity.published,
+            published: activity.published.map(Cow::Owned),
         }
     }
 }
 
-impl From<types::Principal> for Principal {
+impl From<types::Principal> for Principal<'static> {
     fn from(principal: types::Principal) -> Self {
         Principal {
             kind: principal_kind(principal.kind),
-            name: principal.name,
+            name: principal.name.into(),
         }
     }
 }
@@ -278,29 +279,29 @@ impl From<types::TlsInfo> for TlsInfo {
     }
 }
 
-/// The registered fields' values, copied out of the text the gateway stored them in.
-pub(crate) fn declared(fields: types::DeclaredFields) -> Vec<Option<String>> {
-    fields
+/// The registered fields' values, read in place in the text the gateway stored them in.
+pub(crate) fn declared(fields: types::DeclaredFields) -> crate::DeclaredHeaders {
+    let values = fields
         .values
         .iter()
-        .map(|v| v.map(|s| text(&fields.text, s)))
-        .collect()
+        .map(|v| v.map(|s| (s.offset, s.len)))
+        .collect();
+    crate::DeclaredHeaders::from_spans(fields.text, values)
 }
 
 /// The string a span of `stored` stands for (empty if it is out of bounds, which a gateway
 /// never sends).
-fn text(stored: &str, span: types::Span) -> String {
+fn span(stored: &str, span: types::Span) -> &str {
     let start = span.offset as usize;
     stored
         .get(start..start + span.len as usize)
         .unwrap_or_default()
-        .to_string()
 }
 
-/// One exchange of a batch, its strings copied out of the batch's text.
-fn observed(batch: &types::Batch, e: &types::Exchange) -> Exchange {
-    let s = |span: types::Span| text(&batch.text, span);
-    let opt = |span: Option<types::Span>| span.map(s);
+/// One exchange of a batch, its strings borrowed from the batch's text.
+fn observed<'a>(batch: &'a types::Batch, e: &types::Exchange) -> Exchange<'a> {
+    let s = |at: types::Span| Cow::Borrowed(span(&batch.text, at));
+    let opt = |at: Option<types::Span>| at.map(s);
     let first = e.request_headers.offset as usize;
     let request_headers = batch
         .fields

@@ -9,6 +9,7 @@
 //! [`Request::declared_headers`]). Natively they wrap the values built by
 //! [`testing`](crate::testing).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 #[cfg(target_arch = "wasm32")]
@@ -108,9 +109,12 @@ impl Request {
     ///     .header("user-agent", "Mastodon/4.3")
     ///     .request_headers(&["user-agent", "date"])
     ///     .build();
-    /// assert_eq!(request.declared_headers(), vec![Some("Mastodon/4.3".to_owned()), None]);
+    /// let fields = request.declared_headers();
+    /// assert_eq!(fields.get(0), Some("Mastodon/4.3"));
+    /// assert_eq!(fields.get(1), None);
+    /// assert_eq!(fields.to_vec(), vec![Some("Mastodon/4.3".to_owned()), None]);
     /// ```
-    pub fn declared_headers(&self) -> Vec<Option<String>> {
+    pub fn declared_headers(&self) -> DeclaredHeaders {
         #[cfg(target_arch = "wasm32")]
         return crate::host::declared(self.0.declared_headers());
         #[cfg(not(target_arch = "wasm32"))]
@@ -145,7 +149,7 @@ impl Request {
 
     /// Who signed the request, when the route checks HTTP signatures (`signatures` in its
     /// configuration) and the signature verified; `None` otherwise.
-    pub fn signer(&self) -> Option<Signer> {
+    pub fn signer(&self) -> Option<Signer<'static>> {
         self.0.signer().map(Signer::from)
     }
 
@@ -153,12 +157,12 @@ impl Request {
     /// for JSON bodies (`application/activity+json`, `application/ld+json`,
     /// `application/json`) that are one JSON object. Parsed by the gateway once per
     /// request, whoever asks first.
-    pub fn activity(&self) -> Option<Activity> {
+    pub fn activity(&self) -> Option<Activity<'static>> {
         self.0.activity().map(Activity::from)
     }
 
     /// Who auth says sent the request, on routes with `auth`, once it succeeded.
-    pub fn principal(&self) -> Option<Principal> {
+    pub fn principal(&self) -> Option<Principal<'static>> {
         self.0.principal().map(Principal::from)
     }
 
@@ -173,6 +177,71 @@ impl Request {
     }
 }
 
+/// The first values of the fields a plugin registered, as
+/// [`Request::declared_headers`] returns them: every value side by side in one text, as
+/// the gateway sent them, read in place (`get` copies nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeclaredHeaders {
+    text: String,
+    /// Per registered field, in order: where its value is in `text`, or `None` when the
+    /// request had no such field.
+    values: Vec<Option<(u32, u32)>>,
+}
+
+impl DeclaredHeaders {
+    /// From the values themselves (natively, and for tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn from_values(values: Vec<Option<String>>) -> DeclaredHeaders {
+        let mut text = String::new();
+        let values = values
+            .into_iter()
+            .map(|value| {
+                value.map(|value| {
+                    let at = (text.len() as u32, value.len() as u32);
+                    text.push_str(&value);
+                    at
+                })
+            })
+            .collect();
+        DeclaredHeaders { text, values }
+    }
+
+    /// From the gateway's text and the span of each value in it.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn from_spans(text: String, values: Vec<Option<(u32, u32)>>) -> DeclaredHeaders {
+        DeclaredHeaders { text, values }
+    }
+
+    /// The value of the registered field at `index` (the order of
+    /// [`Plugin::request_headers`](crate::Plugin::request_headers)); `None` when the
+    /// request had no such field or `index` is past the registered ones.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let (offset, len) = (*self.values.get(index)?)?;
+        let start = offset as usize;
+        self.text.get(start..start + len as usize)
+    }
+
+    /// How many fields were registered.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no field was registered.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Each registered field's value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        (0..self.len()).map(|index| self.get(index))
+    }
+
+    /// The values, copied.
+    pub fn to_vec(&self) -> Vec<Option<String>> {
+        self.iter().map(|value| value.map(str::to_owned)).collect()
+    }
+}
+
 /// The federation view of a JSON activity body, parsed once per request by the gateway and
 /// shared by the blocklist and every plugin: plugins never parse the body again.
 ///
@@ -181,6 +250,10 @@ impl Request {
 /// `object` (an id, or an object whose `type` and `id` are read; of an array, the first
 /// element), the audience fields and `published`. Names are kept as written: a compact
 /// `as:Like` stays `as:Like`.
+///
+/// In an [`Exchange`](crate::Exchange) the strings borrow from the batch the observer
+/// received (no copy per exchange); [`into_owned`](Self::into_owned) detaches them, to keep
+/// the view past the call.
 ///
 /// ```
 /// use fedgate_sdk::Activity;
@@ -195,31 +268,50 @@ impl Request {
 /// assert!(!follow.public);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Activity {
+pub struct Activity<'a> {
     /// `type` (`Create`, `Follow`, ...); the first one when it is an array.
-    pub kind: Option<String>,
+    pub kind: Option<Cow<'a, str>>,
     /// `id` of the activity.
-    pub id: Option<String>,
+    pub id: Option<Cow<'a, str>>,
     /// The first actor id of `actor`.
-    pub actor: Option<String>,
+    pub actor: Option<Cow<'a, str>>,
     /// The lowercased host of `actor`, without its port: the instance it comes from.
-    pub actor_host: Option<String>,
+    pub actor_host: Option<Cow<'a, str>>,
     /// The object's `type`, when `object` is an object.
-    pub object_kind: Option<String>,
+    pub object_kind: Option<Cow<'a, str>>,
     /// The object's `id`, or `object` itself when it is a string.
-    pub object_id: Option<String>,
+    pub object_id: Option<Cow<'a, str>>,
     /// Whether `to`, `cc`, `audience`, `bto` or `bcc` of the activity or its object names
     /// the public collection.
     pub public: bool,
     /// `published`, as written (of the activity, else of its object).
-    pub published: Option<String>,
+    pub published: Option<Cow<'a, str>>,
 }
 
-impl Activity {
+impl Activity<'_> {
     /// [`kind`](Self::kind) as a `&str`.
     pub fn kind(&self) -> Option<&str> {
         self.kind.as_deref()
     }
+
+    /// The same view, its strings copied.
+    pub fn into_owned(self) -> Activity<'static> {
+        Activity {
+            kind: self.kind.map(owned),
+            id: self.id.map(owned),
+            actor: self.actor.map(owned),
+            actor_host: self.actor_host.map(owned),
+            object_kind: self.object_kind.map(owned),
+            object_id: self.object_id.map(owned),
+            public: self.public,
+            published: self.published.map(owned),
+        }
+    }
+}
+
+/// A string detached from what it borrowed from.
+pub(crate) fn owned(text: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(text.into_owned())
 }
 
 /// How auth authenticated a request.
@@ -246,11 +338,21 @@ impl PrincipalKind {
 
 /// Who auth says sent a request, on routes with `auth`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Principal {
+pub struct Principal<'a> {
     /// How the request was authenticated.
     pub kind: PrincipalKind,
     /// The API key's name, the JWT's `sub`, or the client certificate's subject.
-    pub name: String,
+    pub name: Cow<'a, str>,
+}
+
+impl Principal<'_> {
+    /// The same principal, its name copied.
+    pub fn into_owned(self) -> Principal<'static> {
+        Principal {
+            kind: self.kind,
+            name: owned(self.name),
+        }
+    }
 }
 
 /// The HTTP version the client spoke.
@@ -287,11 +389,21 @@ pub struct TlsInfo {
 
 /// The verified signer of a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Signer {
+pub struct Signer<'a> {
     /// The key id the signature named (`https://remote.example/users/bob#main-key`).
-    pub key_id: String,
+    pub key_id: Cow<'a, str>,
     /// The host of the key id, lowercased (`remote.example`): the sending instance.
-    pub instance: String,
+    pub instance: Cow<'a, str>,
+}
+
+impl Signer<'_> {
+    /// The same signer, its strings copied.
+    pub fn into_owned(self) -> Signer<'static> {
+        Signer {
+            key_id: owned(self.key_id),
+            instance: owned(self.instance),
+        }
+    }
 }
 
 /// A response about to be sent to the client, lent to `on-response` for one call.

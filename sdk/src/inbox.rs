@@ -56,7 +56,7 @@ impl InboxPaths {
 
     /// Whether the finished `exchange` was a `POST` to one of the paths (whatever became
     /// of it: see [`Exchange::admitted`]).
-    pub fn is_delivery_exchange(&self, exchange: &Exchange) -> bool {
+    pub fn is_delivery_exchange(&self, exchange: &Exchange<'_>) -> bool {
         exchange.method.eq_ignore_ascii_case("POST") && self.matches(&exchange.path)
     }
 }

@@ -78,17 +78,14 @@
 //!     }
 //!
 //!     fn on_request(&mut self, request: &Request) -> Verdict {
-//!         let [user_agent] = &request.declared_headers()[..] else {
-//!             return Verdict::Continue;
-//!         };
-//!         if user_agent.is_none() {
+//!         if request.declared_headers().get(0).is_none() {
 //!             log::debug!("refusing {} without user-agent", request.request_id());
 //!             return Verdict::deny(self.status, "a user-agent is required");
 //!         }
 //!         Verdict::Continue
 //!     }
 //!
-//!     fn observe(&mut self, exchanges: &[Exchange]) {
+//!     fn observe(&mut self, exchanges: &[Exchange<'_>]) {
 //!         for exchange in exchanges {
 //!             if let Some(kind) = exchange.activity.as_ref().and_then(|a| a.kind()) {
 //!                 self.deliveries.inc(&[kind]);
@@ -153,8 +150,8 @@ use std::time::Duration;
 pub use config::{Config, ConfigError};
 pub use exchange::Exchange;
 pub use http::{
-    Activity, Header, HttpVersion, Origin, Principal, PrincipalKind, Request, Response, Signer,
-    TlsInfo,
+    Activity, DeclaredHeaders, Header, HttpVersion, Origin, Principal, PrincipalKind, Request,
+    Response, Signer, TlsInfo,
 };
 pub use inbox::InboxPaths;
 pub use metrics::{Counter, CounterSeries, Gauge, GaugeSeries, Histogram, HistogramSeries};
@@ -231,7 +228,7 @@ pub trait Plugin: Sized + 'static {
     /// their responses ended, in batches, on one instance at a time, off the request path.
     /// Exchanges the gateway refused itself and local replies are included (see
     /// [`Exchange::admitted`]). The default does nothing.
-    fn observe(&mut self, exchanges: &[Exchange]) {
+    fn observe(&mut self, exchanges: &[Exchange<'_>]) {
         let _ = exchanges;
     }
 

@@ -24,7 +24,7 @@
 //!         Hooks::OBSERVE
 //!     }
 //!
-//!     fn observe(&mut self, exchanges: &[Exchange]) {
+//!     fn observe(&mut self, exchanges: &[Exchange<'_>]) {
 //!         for exchange in exchanges {
 //!             self.0.inc(&[&format!("{}xx", exchange.status / 100)]);
 //!         }
@@ -48,6 +48,7 @@
 
 pub(crate) mod backend;
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use crate::gateway::UpstreamInfo;
@@ -436,8 +437,8 @@ impl TestRequest {
     }
 
     /// Sets the federation view of the body (see [`activity`] to build one).
-    pub fn activity(mut self, activity: Activity) -> Self {
-        self.0.activity = Some(activity);
+    pub fn activity(mut self, activity: Activity<'_>) -> Self {
+        self.0.activity = Some(activity.into_owned());
         self
     }
 
@@ -445,7 +446,7 @@ impl TestRequest {
     pub fn principal(mut self, kind: PrincipalKind, name: &str) -> Self {
         self.0.principal = Some(Principal {
             kind,
-            name: name.to_owned(),
+            name: name.to_owned().into(),
         });
         self
     }
@@ -481,13 +482,13 @@ impl TestRequest {
 
 /// The signer the gateway reports for a verified signature by `key_id`: the instance is
 /// the key id's host, lowercased.
-fn signer(key_id: &str) -> Signer {
+fn signer(key_id: &str) -> Signer<'static> {
     let rest = key_id.split_once("://").map_or(key_id, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     Signer {
-        key_id: key_id.to_owned(),
-        instance: host.to_ascii_lowercase(),
+        key_id: key_id.to_owned().into(),
+        instance: host.to_ascii_lowercase().into(),
     }
 }
 
@@ -499,10 +500,10 @@ fn signer(key_id: &str) -> Signer {
 /// use fedgate_sdk::testing;
 ///
 /// let mut like = testing::activity("Like", "https://Example.org:8443/users/bob");
-/// like.object_id = Some("https://local.example/notes/1".to_owned());
+/// like.object_id = Some("https://local.example/notes/1".into());
 /// assert_eq!(like.actor_host.as_deref(), Some("example.org"));
 /// ```
-pub fn activity(kind: &str, actor: &str) -> Activity {
+pub fn activity(kind: &str, actor: &str) -> Activity<'static> {
     let host = actor.split_once("://").and_then(|(_, rest)| {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host_port = authority.rsplit('@').next().unwrap_or_default();
@@ -511,11 +512,11 @@ pub fn activity(kind: &str, actor: &str) -> Activity {
         } else {
             host_port.split(':').next()
         }?;
-        (!host.is_empty()).then(|| host.to_ascii_lowercase())
+        (!host.is_empty()).then(|| host.to_ascii_lowercase().into())
     });
     Activity {
-        kind: Some(kind.to_owned()),
-        actor: Some(actor.to_owned()),
+        kind: Some(kind.to_owned().into()),
+        actor: Some(actor.to_owned().into()),
         actor_host: host,
         ..Activity::default()
     }
@@ -553,7 +554,7 @@ pub fn activity(kind: &str, actor: &str) -> Activity {
 #[derive(Clone, Debug)]
 #[must_use = "call .build() to get the Exchange"]
 pub struct TestExchange {
-    exchange: Exchange,
+    exchange: Exchange<'static>,
     headers: Vec<Header>,
     request_headers: Option<Vec<String>>,
 }
@@ -563,27 +564,27 @@ impl TestExchange {
     /// `?query`).
     pub fn new(method: &str, target: &str) -> Self {
         let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-            None => (target.to_owned(), None),
+            Some((path, query)) => (path.to_owned().into(), Some(query.to_owned().into())),
+            None => (target.to_owned().into(), None),
         };
         let ended_at_ms = crate::clocks::wall_now_ms();
         TestExchange {
             exchange: Exchange {
-                method: method.to_owned(),
-                scheme: "https".to_owned(),
-                authority: "gateway.test".to_owned(),
+                method: method.to_owned().into(),
+                scheme: "https".into(),
+                authority: "gateway.test".into(),
                 path,
                 query,
-                route: "default".to_owned(),
-                upstream: "app".to_owned(),
-                request_id: "test-request".to_owned(),
-                client_address: "192.0.2.1".to_owned(),
+                route: "default".into(),
+                upstream: "app".into(),
+                request_id: "test-request".into(),
+                client_address: "192.0.2.1".into(),
                 http_version: HttpVersion::Http11,
                 request_headers: Vec::new(),
                 status: 200,
                 origin: Origin::Upstream,
                 error: None,
-                endpoint: Some("127.0.0.1:3000".to_owned()),
+                endpoint: Some("127.0.0.1:3000".into()),
                 request_bytes: 0,
                 response_bytes: 0,
                 completed: true,
@@ -611,37 +612,37 @@ impl TestExchange {
 
     /// Sets the scheme.
     pub fn scheme(mut self, scheme: &str) -> Self {
-        self.exchange.scheme = scheme.to_owned();
+        self.exchange.scheme = scheme.to_owned().into();
         self
     }
 
     /// Sets the authority.
     pub fn authority(mut self, authority: &str) -> Self {
-        self.exchange.authority = authority.to_owned();
+        self.exchange.authority = authority.to_owned().into();
         self
     }
 
     /// Sets the name of the matched route.
     pub fn route(mut self, route: &str) -> Self {
-        self.exchange.route = route.to_owned();
+        self.exchange.route = route.to_owned().into();
         self
     }
 
     /// Sets the name of the route's upstream.
     pub fn upstream(mut self, upstream: &str) -> Self {
-        self.exchange.upstream = upstream.to_owned();
+        self.exchange.upstream = upstream.to_owned().into();
         self
     }
 
     /// Sets the request id.
     pub fn request_id(mut self, id: &str) -> Self {
-        self.exchange.request_id = id.to_owned();
+        self.exchange.request_id = id.to_owned().into();
         self
     }
 
     /// Sets the client address.
     pub fn client_address(mut self, address: &str) -> Self {
-        self.exchange.client_address = address.to_owned();
+        self.exchange.client_address = address.to_owned().into();
         self
     }
 
@@ -677,7 +678,7 @@ impl TestExchange {
     pub fn gateway(mut self, status: u16, error: &str) -> Self {
         self.exchange.status = status;
         self.exchange.origin = Origin::Gateway;
-        self.exchange.error = Some(error.to_owned());
+        self.exchange.error = Some(error.to_owned().into());
         self.exchange.endpoint = None;
         self.exchange.upstream_latency = None;
         self
@@ -691,7 +692,7 @@ impl TestExchange {
 
     /// Sets the endpoint that answered or failed.
     pub fn endpoint(mut self, endpoint: Option<&str>) -> Self {
-        self.exchange.endpoint = endpoint.map(str::to_owned);
+        self.exchange.endpoint = endpoint.map(|e| Cow::Owned(e.to_owned()));
         self
     }
 
@@ -722,8 +723,8 @@ impl TestExchange {
     }
 
     /// Sets the federation view of the body (see [`activity`]).
-    pub fn activity(mut self, activity: Activity) -> Self {
-        self.exchange.activity = Some(activity);
+    pub fn activity(mut self, activity: Activity<'_>) -> Self {
+        self.exchange.activity = Some(activity.into_owned());
         self
     }
 
@@ -737,7 +738,7 @@ impl TestExchange {
     pub fn principal(mut self, kind: PrincipalKind, name: &str) -> Self {
         self.exchange.principal = Some(Principal {
             kind,
-            name: name.to_owned(),
+            name: name.to_owned().into(),
         });
         self
     }
@@ -749,9 +750,12 @@ impl TestExchange {
     }
 
     /// The exchange.
-    pub fn build(mut self) -> Exchange {
+    pub fn build(mut self) -> Exchange<'static> {
         self.exchange.request_headers =
-            backend::declared(&self.headers, self.request_headers.as_deref());
+            backend::declared(&self.headers, self.request_headers.as_deref())
+                .into_iter()
+                .map(|value| value.map(Cow::Owned))
+                .collect();
         self.exchange
     }
 }
@@ -895,8 +899,8 @@ mod tests {
         assert_eq!(
             signed.signer(),
             Some(crate::Signer {
-                key_id: "https://Remote.Example/users/bob#main-key".to_owned(),
-                instance: "remote.example".to_owned(),
+                key_id: "https://Remote.Example/users/bob#main-key".into(),
+                instance: "remote.example".into(),
             })
         );
     }
@@ -914,7 +918,7 @@ mod tests {
             .tls(Some("gateway.test"), None)
             .build();
         assert_eq!(
-            request.declared_headers(),
+            request.declared_headers().to_vec(),
             vec![Some("d1".to_owned()), Some("ua".to_owned()), None]
         );
         assert_eq!(request.activity().unwrap().kind(), Some("Create"));
@@ -922,7 +926,7 @@ mod tests {
             request.principal(),
             Some(Principal {
                 kind: PrincipalKind::Jwt,
-                name: "alice".to_owned()
+                name: "alice".into()
             })
         );
         assert_eq!(request.http_version(), HttpVersion::Http2);
@@ -956,9 +960,9 @@ mod tests {
         let exchange = TestExchange::post("/inbox")
             .header("User-Agent", "ua")
             .build();
-        assert_eq!(exchange.request_headers, vec![None, Some("ua".to_owned())]);
+        assert_eq!(exchange.request_headers, vec![None, Some("ua".into())]);
         let request = TestRequest::get("/").header("content-type", "t").build();
-        assert_eq!(request.declared_headers(), vec![Some("t".to_owned()), None]);
+        assert_eq!(request.declared_headers().to_vec(), vec![Some("t".to_owned()), None]);
     }
 
     #[test]

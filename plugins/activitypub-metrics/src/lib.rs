@@ -10,6 +10,7 @@
 //! upstream: requests it refused itself (blocklist, rate limit, auth, signatures) and local
 //! replies of plugins are not deliveries.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use fedgate_sdk::{
@@ -105,7 +106,7 @@ impl Plugin for ActivityPubMetrics {
         vec![CONTENT_TYPE.to_owned()]
     }
 
-    fn observe(&mut self, exchanges: &[Exchange]) {
+    fn observe(&mut self, exchanges: &[Exchange<'_>]) {
         for exchange in exchanges {
             if !exchange.admitted() || !self.path_suffixes.is_delivery_exchange(exchange) {
                 continue;
@@ -127,7 +128,7 @@ impl Plugin for ActivityPubMetrics {
 impl ActivityPubMetrics {
     /// A JSON body without an activity view is either not an activity or was not buffered;
     /// the second is a configuration mistake worth one warning per instance.
-    fn warn_without_view(&mut self, exchange: &Exchange) {
+    fn warn_without_view(&mut self, exchange: &Exchange<'_>) {
         if self.warned_no_view || exchange.request_bytes == 0 {
             return;
         }
@@ -148,7 +149,7 @@ impl ActivityPubMetrics {
     /// Counts one activity of type label `kind` from `host` (`None`: unknown). Each label
     /// set is resolved into a series the first time it is counted; later counts are one
     /// host call with no labels to pass.
-    fn count(&mut self, kind: &'static str, host: Option<String>) {
+    fn count(&mut self, kind: &'static str, host: Option<Cow<'_, str>>) {
         let index = type_index(kind);
         let activities = &self.activities;
         let resolve = |row: &mut Row, instance: &str| {
@@ -157,12 +158,12 @@ impl ActivityPubMetrics {
         let series = match host {
             None => resolve(&mut self.unknown, UNKNOWN),
             Some(host) => {
-                if let Some(row) = self.instances.get_mut(&host) {
+                if let Some(row) = self.instances.get_mut(&*host) {
                     resolve(row, &host)
                 } else if self.instances.len() < self.max_instances {
                     let mut row = [None; TYPE_LABELS];
                     let series = resolve(&mut row, &host);
-                    self.instances.insert(host, row);
+                    self.instances.insert(host.into_owned(), row);
                     series
                 } else {
                     if !self.logged_cap {
@@ -194,7 +195,7 @@ fn type_index(kind: &str) -> usize {
 }
 
 /// The activity's `type` label and its sender's host, from the gateway's view.
-fn classify(activity: &Activity) -> (&'static str, Option<String>) {
+fn classify<'a>(activity: &'a Activity<'_>) -> (&'static str, Option<Cow<'a, str>>) {
     let kind = match activity.kind() {
         Some(kind) => activity_type(kind),
         None => INVALID,
@@ -217,20 +218,24 @@ fn activity_type(name: &str) -> &'static str {
 }
 
 /// The lowercased host of an `http` or `https` URL, with its port unless it is the scheme's
-/// default; `None` for anything else.
-fn url_host(url: &str) -> Option<String> {
+/// default; `None` for anything else. Borrowed from `url` unless it had capitals.
+fn url_host(url: &str) -> Option<Cow<'_, str>> {
     let (scheme, rest) = url.split_once("://")?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "https" => ":443",
-        "http" => ":80",
-        _ => return None,
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else {
+        return None;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let authority = authority.rsplit('@').next().unwrap_or_default();
-    let mut host = authority.to_ascii_lowercase();
-    if host.ends_with(default_port) {
-        host.truncate(host.len() - default_port.len());
-    }
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(authority.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(authority)
+    };
     let valid = !host.is_empty()
         && host.len() <= MAX_HOST_BYTES
         && host
@@ -250,7 +255,7 @@ mod tests {
         testing::init(config).expect("config is valid")
     }
 
-    fn delivery(activity: Activity) -> TestExchange {
+    fn delivery(activity: Activity<'_>) -> TestExchange {
         TestExchange::post("/users/alice/inbox")
             .header("content-type", "application/activity+json")
             .bytes(100, 0)
@@ -316,7 +321,7 @@ mod tests {
         ]);
         // A view without a type.
         let untyped = Activity {
-            actor: Some("https://x.example/a".to_owned()),
+            actor: Some("https://x.example/a".into()),
             ..Activity::default()
         };
         p.observe(&[delivery(untyped).build()]);
@@ -355,7 +360,7 @@ mod tests {
             deliver(&mut p, "Create", actor);
         }
         let no_actor = Activity {
-            kind: Some("Create".to_owned()),
+            kind: Some("Create".into()),
             ..Activity::default()
         };
         p.observe(&[delivery(no_actor).build()]);

@@ -71,7 +71,7 @@ impl Plugin for ModerationEvents {
         Hooks::OBSERVE
     }
 
-    fn observe(&mut self, exchanges: &[Exchange]) {
+    fn observe(&mut self, exchanges: &[Exchange<'_>]) {
         for exchange in exchanges {
             if !exchange.admitted() || !self.path_suffixes.is_delivery_exchange(exchange) {
                 continue;
@@ -84,7 +84,7 @@ impl Plugin for ModerationEvents {
 }
 
 /// The `action` and `target_type` labels of a moderation activity; `None` for anything else.
-fn moderation_event(activity: &Activity) -> Option<(&'static str, &'static str)> {
+fn moderation_event(activity: &Activity<'_>) -> Option<(&'static str, &'static str)> {
     match type_name(activity.kind()?) {
         "Flag" => Some(("flag", target_type(activity, false))),
         "Block" => Some(("block", target_type(activity, true))),
@@ -120,7 +120,7 @@ fn type_name(name: &str) -> &str {
 ///   does not.
 /// - For a list (a `Flag` names the reported account, then the reported posts) the gateway's
 ///   view holds its first entry.
-fn target_type(activity: &Activity, targets_actor: bool) -> &'static str {
+fn target_type(activity: &Activity<'_>, targets_actor: bool) -> &'static str {
     let id = activity.object_id.as_deref();
     if let Some(kind) = activity.object_kind.as_deref() {
         return match type_name(kind) {
@@ -191,17 +191,18 @@ mod tests {
         actor: Option<&str>,
         object_kind: Option<&str>,
         object_id: Option<&str>,
-    ) -> Activity {
+    ) -> Activity<'static> {
+        let own = |text: &str| text.to_owned().into();
         Activity {
-            kind: Some(kind.to_owned()),
-            actor: actor.map(str::to_owned),
-            object_kind: object_kind.map(str::to_owned),
-            object_id: object_id.map(str::to_owned),
+            kind: Some(own(kind)),
+            actor: actor.map(own),
+            object_kind: object_kind.map(own),
+            object_id: object_id.map(own),
             ..Activity::default()
         }
     }
 
-    fn deliver(plugin: &mut ModerationEvents, activity: Activity) {
+    fn deliver(plugin: &mut ModerationEvents, activity: Activity<'_>) {
         plugin.observe(&[TestExchange::post("/inbox").activity(activity).build()]);
     }
 

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use fedgate_sdk::{
-    export_plugin, log, Config, Counter, CounterSeries, Hooks, Plugin, Request, Verdict,
+    export_plugin, log, Config, Counter, CounterSeries, DeclaredHeaders, Hooks, Plugin, Request, Verdict,
 };
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -154,7 +154,7 @@ const MAX_FIELDS: usize = fedgate_sdk::MAX_REQUEST_HEADERS;
 /// call, any others (beyond the registration's bound) one call each.
 struct Fields<'a> {
     names: &'a [String],
-    values: Vec<Option<String>>,
+    values: DeclaredHeaders,
     request: &'a Request,
 }
 
@@ -163,11 +163,7 @@ impl Fields<'_> {
     /// copies nothing.
     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.names.iter().position(|known| known == name) {
-            Some(index) => self
-                .values
-                .get(index)
-                .and_then(|v| v.as_deref())
-                .map(Cow::Borrowed),
+            Some(index) => self.values.get(index).map(Cow::Borrowed),
             None => self.request.header(name).map(Cow::Owned),
         }
     }

@@ -205,7 +205,7 @@ impl Sample {
     }
 
     /// The sample an exchange makes, or `None` when it says nothing about the upstream.
-    fn of(exchange: &Exchange) -> Option<Sample> {
+    fn of(exchange: &Exchange<'_>) -> Option<Sample> {
         if !exchange.admitted() {
             return None;
         }
@@ -428,14 +428,14 @@ impl Plugin for UpstreamSlo {
         Hooks::OBSERVE | Hooks::HEALTH_CHECK
     }
 
-    fn observe(&mut self, exchanges: &[Exchange]) {
+    fn observe(&mut self, exchanges: &[Exchange<'_>]) {
         // Each upstream's window as it was before this batch: read back once, written once.
         let mut before: BTreeMap<String, u64> = BTreeMap::new();
         for exchange in exchanges {
             let Some(sample) = Sample::of(exchange) else {
                 continue;
             };
-            let upstream = exchange.upstream.as_str();
+            let upstream = &*exchange.upstream;
             if !before.contains_key(upstream) {
                 let pushed = self.load(upstream);
                 before.insert(upstream.to_owned(), pushed);

@@ -40,9 +40,9 @@ pub(crate) struct Request {
     pub(crate) upstream: String,
     pub(crate) request_id: String,
     pub(crate) body: Option<Vec<u8>>,
-    pub(crate) signer: Option<Signer>,
-    pub(crate) activity: Option<Activity>,
-    pub(crate) principal: Option<Principal>,
+    pub(crate) signer: Option<Signer<'static>>,
+    pub(crate) activity: Option<Activity<'static>>,
+    pub(crate) principal: Option<Principal<'static>>,
     pub(crate) http_version: HttpVersion,
     pub(crate) tls: Option<TlsInfo>,
     /// The registered field names `declared_headers` answers for; `None`: those of the
@@ -129,19 +129,19 @@ impl Request {
         self.body.clone()
     }
 
-    pub(crate) fn signer(&self) -> Option<Signer> {
+    pub(crate) fn signer(&self) -> Option<Signer<'static>> {
         self.signer.clone()
     }
 
-    pub(crate) fn declared_headers(&self) -> Vec<Option<String>> {
-        declared(&self.headers, self.request_headers.as_deref())
+    pub(crate) fn declared_headers(&self) -> crate::DeclaredHeaders {
+        crate::DeclaredHeaders::from_values(declared(&self.headers, self.request_headers.as_deref()))
     }
 
-    pub(crate) fn activity(&self) -> Option<Activity> {
+    pub(crate) fn activity(&self) -> Option<Activity<'static>> {
         self.activity.clone()
     }
 
-    pub(crate) fn principal(&self) -> Option<Principal> {
+    pub(crate) fn principal(&self) -> Option<Principal<'static>> {
         self.principal.clone()
     }
 
