@@ -123,10 +123,8 @@ impl<P: Plugin> handler::Guest for Adapter<P> {
     }
 
     fn observe(batch: types::Batch) {
-        let exchanges: Vec<Exchange<'_>> = batch
-            .exchanges
-            .iter()
-            .map(|e| observed(&batch, e))
+        let exchanges: Vec<Exchange<'_>> = (0..batch.len as usize)
+            .map(|i| observed(&batch, i))
             .collect();
         with_plugin(|plugin: &mut P| plugin.observe(&exchanges));
     }
@@ -281,75 +279,104 @@ impl From<types::TlsInfo> for TlsInfo {
 
 /// The registered fields' values, read in place in the text the gateway stored them in.
 pub(crate) fn declared(fields: types::DeclaredFields) -> crate::DeclaredHeaders {
-    let values = fields
-        .values
-        .iter()
-        .map(|v| v.map(|s| (s.offset, s.len)))
-        .collect();
-    crate::DeclaredHeaders::from_spans(fields.text, values)
+    crate::DeclaredHeaders::from_refs(fields.text, fields.values)
 }
 
-/// The string a span of `stored` stands for (empty if it is out of bounds, which a gateway
-/// never sends).
-fn span(stored: &str, span: types::Span) -> &str {
-    let start = span.offset as usize;
-    stored
-        .get(start..start + span.len as usize)
-        .unwrap_or_default()
+/// The string a `text-ref` names in `stored`: `None` when absent (or out of bounds, which
+/// a gateway never sends).
+pub(crate) fn text_at(stored: &str, at: u64) -> Option<&str> {
+    if at == u64::MAX {
+        return None;
+    }
+    let start = (at >> 32) as usize;
+    stored.get(start..start + (at & 0xffff_ffff) as usize)
 }
 
-/// One exchange of a batch, its strings borrowed from the batch's text.
-fn observed<'a>(batch: &'a types::Batch, e: &types::Exchange) -> Exchange<'a> {
-    let s = |at: types::Span| Cow::Borrowed(span(&batch.text, at));
-    let opt = |at: Option<types::Span>| at.map(s);
-    let first = e.request_headers.offset as usize;
-    let request_headers = batch
+/// Exchange `i` of a batch, its strings borrowed from the batch's text.
+fn observed(b: &types::Batch, i: usize) -> Exchange<'_> {
+    /// `bits` (see the WIT's `batch`).
+    const COMPLETED: u8 = 1;
+    const VIEW: u8 = 2;
+    const PUBLIC: u8 = 4;
+    let opt = |column: &[u64]| {
+        column
+            .get(i)
+            .and_then(|at| text_at(&b.text, *at))
+            .map(Cow::Borrowed)
+    };
+    let s = |column: &[u64]| opt(column).unwrap_or_default();
+    let n = if b.len == 0 {
+        0
+    } else {
+        b.fields.len() / b.len as usize
+    };
+    let request_headers = b
         .fields
-        .get(first..first + e.request_headers.len as usize)
+        .get(i * n..i * n + n)
         .unwrap_or_default()
         .iter()
-        .map(|f| opt(*f))
+        .map(|at| text_at(&b.text, *at).map(Cow::Borrowed))
         .collect();
+    let bits = b.bits.get(i).copied().unwrap_or_default();
+    let number = |column: &[u64]| column.get(i).copied().unwrap_or_default();
+    let error = opt(&b.error);
     Exchange {
-        method: s(e.method),
-        scheme: s(e.scheme),
-        authority: s(e.authority),
-        path: s(e.path),
-        query: opt(e.query),
-        route: s(e.route),
-        upstream: s(e.upstream),
-        request_id: s(e.request_id),
-        client_address: s(e.client_address),
-        http_version: e.http_version.into(),
+        method: s(&b.method),
+        scheme: s(&b.scheme),
+        authority: s(&b.authority),
+        path: s(&b.path),
+        query: opt(&b.query),
+        route: s(&b.route),
+        upstream: s(&b.upstream),
+        request_id: s(&b.request_id),
+        client_address: s(&b.client_address),
+        http_version: match b.http_version.get(i) {
+            Some(0) => HttpVersion::Http10,
+            Some(2) => HttpVersion::Http2,
+            _ => HttpVersion::Http11,
+        },
         request_headers,
-        status: e.status,
-        origin: e.origin.into(),
-        error: opt(e.error),
-        endpoint: opt(e.endpoint),
-        request_bytes: e.request_bytes,
-        response_bytes: e.response_bytes,
-        completed: e.completed,
-        upstream_latency: e.upstream_latency.map(std::time::Duration::from_nanos),
-        duration: std::time::Duration::from_nanos(e.duration),
-        activity: e.activity.as_ref().map(|a| Activity {
-            kind: opt(a.kind),
-            id: opt(a.id),
-            actor: opt(a.actor),
-            actor_host: opt(a.actor_host),
-            object_kind: opt(a.object_kind),
-            object_id: opt(a.object_id),
-            public: a.public,
-            published: opt(a.published),
+        status: b.status.get(i).copied().unwrap_or_default(),
+        origin: if error.is_some() {
+            Origin::Gateway
+        } else {
+            Origin::Upstream
+        },
+        error,
+        endpoint: opt(&b.endpoint),
+        request_bytes: number(&b.request_bytes),
+        response_bytes: number(&b.response_bytes),
+        completed: bits & COMPLETED != 0,
+        upstream_latency: match number(&b.upstream_latency) {
+            u64::MAX => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        },
+        duration: std::time::Duration::from_nanos(number(&b.duration)),
+        activity: (bits & VIEW != 0).then(|| Activity {
+            kind: opt(&b.activity_kind),
+            id: opt(&b.activity_id),
+            actor: opt(&b.activity_actor),
+            actor_host: opt(&b.activity_actor_host),
+            object_kind: opt(&b.activity_object_kind),
+            object_id: opt(&b.activity_object_id),
+            public: bits & PUBLIC != 0,
+            published: opt(&b.activity_published),
         }),
-        signer: e.signer.as_ref().map(|g| Signer {
-            key_id: s(g.key_id),
-            instance: s(g.instance),
+        signer: opt(&b.signer_key_id).map(|key_id| Signer {
+            key_id,
+            instance: s(&b.signer_instance),
         }),
-        principal: e.principal.as_ref().map(|p| Principal {
-            kind: principal_kind(p.kind),
-            name: s(p.name),
+        principal: match b.principal_kind.get(i) {
+            Some(1) => Some(PrincipalKind::ApiKey),
+            Some(2) => Some(PrincipalKind::Jwt),
+            Some(3) => Some(PrincipalKind::Mtls),
+            _ => None,
+        }
+        .map(|kind| Principal {
+            kind,
+            name: s(&b.principal_name),
         }),
-        ended_at_ms: e.ended_at_ms,
+        ended_at_ms: number(&b.ended_at_ms),
     }
 }
 

@@ -183,9 +183,9 @@ impl Request {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeclaredHeaders {
     text: String,
-    /// Per registered field, in order: where its value is in `text`, or `None` when the
-    /// request had no such field.
-    values: Vec<Option<(u32, u32)>>,
+    /// Per registered field, in order: where its value is in `text` (offset in the high 32
+    /// bits, length in the low 32), all bits set when the request had no such field.
+    values: Vec<u64>,
 }
 
 impl DeclaredHeaders {
@@ -196,8 +196,8 @@ impl DeclaredHeaders {
         let values = values
             .into_iter()
             .map(|value| {
-                value.map(|value| {
-                    let at = (text.len() as u32, value.len() as u32);
+                value.map_or(u64::MAX, |value| {
+                    let at = ((text.len() as u64) << 32) | value.len() as u64;
                     text.push_str(&value);
                     at
                 })
@@ -206,9 +206,9 @@ impl DeclaredHeaders {
         DeclaredHeaders { text, values }
     }
 
-    /// From the gateway's text and the span of each value in it.
+    /// From the gateway's text and where each value is in it.
     #[cfg(target_arch = "wasm32")]
-    pub(crate) fn from_spans(text: String, values: Vec<Option<(u32, u32)>>) -> DeclaredHeaders {
+    pub(crate) fn from_refs(text: String, values: Vec<u64>) -> DeclaredHeaders {
         DeclaredHeaders { text, values }
     }
 
@@ -216,9 +216,12 @@ impl DeclaredHeaders {
     /// [`Plugin::request_headers`](crate::Plugin::request_headers)); `None` when the
     /// request had no such field or `index` is past the registered ones.
     pub fn get(&self, index: usize) -> Option<&str> {
-        let (offset, len) = (*self.values.get(index)?)?;
-        let start = offset as usize;
-        self.text.get(start..start + len as usize)
+        let at = *self.values.get(index)?;
+        if at == u64::MAX {
+            return None;
+        }
+        let start = (at >> 32) as usize;
+        self.text.get(start..start + (at & 0xffff_ffff) as usize)
     }
 
     /// How many fields were registered.

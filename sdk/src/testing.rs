@@ -962,7 +962,10 @@ mod tests {
             .build();
         assert_eq!(exchange.request_headers, vec![None, Some("ua".into())]);
         let request = TestRequest::get("/").header("content-type", "t").build();
-        assert_eq!(request.declared_headers().to_vec(), vec![Some("t".to_owned()), None]);
+        assert_eq!(
+            request.declared_headers().to_vec(),
+            vec![Some("t".to_owned()), None]
+        );
     }
 
     #[test]

@@ -33,11 +33,13 @@ pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub(super) use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use fedgate::plugin::store::StoreError;
 pub use fedgate::plugin::types::{
-    Activity, Batch, DeclaredFields, Exchange as ExchangeRecord, Header, HealthReport,
-    HealthStatus, Hooks, HttpVersion, LocalReply, ObservedActivity, ObservedPrincipal,
-    ObservedSigner, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
-    ResponseEdit, ResponseOrigin, Signer, Span, TlsInfo, Verdict,
+    Activity, Batch, DeclaredFields, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
+    LocalReply, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
+    ResponseEdit, ResponseOrigin, Signer, TlsInfo, Verdict,
 };
+
+/// A `text-ref` to no value.
+pub(super) const ABSENT: u64 = u64::MAX;
 
 /// The WIT package version these bindings are for.
 pub const VERSION: &str = "0.2.0";
@@ -58,7 +60,8 @@ pub(super) fn http_version(v: http::Version) -> HttpVersion {
 }
 
 /// Strings stored side by side, as ABI 0.2.0 hands several to a plugin in one copy (a
-/// batch, the declared fields): each string added answers with its span.
+/// batch, the declared fields): each string added answers with its `text-ref` (offset in
+/// the high 32 bits, length in the low 32).
 #[derive(Debug, Default)]
 pub(super) struct Text(String);
 
@@ -67,33 +70,31 @@ impl Text {
         Text(String::with_capacity(bytes))
     }
 
-    fn end(&self) -> u32 {
-        self.0.len() as u32
+    fn since(&self, offset: usize) -> u64 {
+        ((offset as u64) << 32) | (self.0.len() - offset) as u64
     }
 
-    pub(super) fn str(&mut self, s: &str) -> Span {
-        let offset = self.end();
+    pub(super) fn str(&mut self, s: &str) -> u64 {
+        let offset = self.0.len();
         self.0.push_str(s);
-        Span {
-            offset,
-            len: s.len() as u32,
-        }
+        self.since(offset)
     }
 
     /// A field value as text, each invalid UTF-8 sequence replaced by U+FFFD (as
     /// `abi::text` gives it).
-    pub(super) fn value(&mut self, v: &http::HeaderValue) -> Span {
-        self.str(&String::from_utf8_lossy(v.as_bytes()))
+    pub(super) fn value(&mut self, v: &http::HeaderValue) -> u64 {
+        // Nearly every value is visible ASCII, which `to_str` checks fastest.
+        match v.to_str() {
+            Ok(text) => self.str(text),
+            Err(_) => self.str(&String::from_utf8_lossy(v.as_bytes())),
+        }
     }
 
-    pub(super) fn display(&mut self, v: impl std::fmt::Display) -> Span {
+    pub(super) fn display(&mut self, v: impl std::fmt::Display) -> u64 {
         use std::fmt::Write as _;
-        let offset = self.end();
+        let offset = self.0.len();
         let _ = write!(self.0, "{v}");
-        Span {
-            offset,
-            len: self.end() - offset,
-        }
+        self.since(offset)
     }
 
     pub(super) fn into_string(self) -> String {
@@ -146,7 +147,7 @@ impl fedgate::plugin::types::HostRequest for HostState {
             .plugin
             .request_headers()
             .iter()
-            .map(|n| headers.get(n).map(|v| text.value(v)))
+            .map(|n| headers.get(n).map_or(ABSENT, |v| text.value(v)))
             .collect();
         DeclaredFields {
             text: text.into_string(),

@@ -188,44 +188,69 @@ impl Observed {
     }
 }
 
-/// One batch being lowered for a plugin: every string goes into one `text`, every
-/// registered field into one `fields` list.
-#[derive(Debug, Default)]
+/// One batch being lowered for a plugin, column by column: every string goes into one
+/// `text`, every value into its column.
+#[derive(Debug)]
 pub(super) struct BatchBuilder {
     text: abi2::Text,
-    fields: Vec<Option<abi2::Span>>,
-    exchanges: Vec<abi2::ExchangeRecord>,
+    batch: abi2::Batch,
 }
 
 impl BatchBuilder {
     pub(super) fn with_capacity(exchanges: usize) -> Self {
+        fn column<T>(exchanges: usize) -> Vec<T> {
+            Vec::with_capacity(exchanges)
+        }
         BatchBuilder {
             // About 300 bytes of strings per exchange.
             text: abi2::Text::with_capacity(exchanges * 320),
-            fields: Vec::new(),
-            exchanges: Vec::with_capacity(exchanges),
-        }
-    }
-
-    fn activity(t: &mut abi2::Text, a: &crate::activity::Activity<'_>) -> abi2::ObservedActivity {
-        let mut opt = |v: Option<&str>| v.map(|s| t.str(s));
-        abi2::ObservedActivity {
-            kind: opt(a.kind.as_deref()),
-            id: opt(a.id.as_deref()),
-            actor: opt(a.actor()),
-            actor_host: opt(a.actor_host().as_deref()),
-            object_kind: opt(a.object_type.as_deref()),
-            object_id: opt(a.object_id.as_deref()),
-            public: a.public,
-            published: opt(a.published.as_deref()),
+            batch: abi2::Batch {
+                len: 0,
+                text: String::new(),
+                method: column(exchanges),
+                scheme: column(exchanges),
+                authority: column(exchanges),
+                path: column(exchanges),
+                query: column(exchanges),
+                route: column(exchanges),
+                upstream: column(exchanges),
+                request_id: column(exchanges),
+                client_address: column(exchanges),
+                http_version: column(exchanges),
+                fields: Vec::new(),
+                status: column(exchanges),
+                error: column(exchanges),
+                endpoint: column(exchanges),
+                request_bytes: column(exchanges),
+                response_bytes: column(exchanges),
+                bits: column(exchanges),
+                upstream_latency: column(exchanges),
+                duration: column(exchanges),
+                ended_at_ms: column(exchanges),
+                activity_kind: column(exchanges),
+                activity_id: column(exchanges),
+                activity_actor: column(exchanges),
+                activity_actor_host: column(exchanges),
+                activity_object_kind: column(exchanges),
+                activity_object_id: column(exchanges),
+                activity_published: column(exchanges),
+                signer_key_id: column(exchanges),
+                signer_instance: column(exchanges),
+                principal_kind: column(exchanges),
+                principal_name: column(exchanges),
+            },
         }
     }
 
     /// Adds `f`, with the fields the plugin `registered`.
     pub(super) fn push(&mut self, f: &Finished, registered: &[HeaderName]) {
+        /// `bits` (see the WIT's `batch`).
+        const COMPLETED: u8 = 1;
+        const VIEW: u8 = 2;
+        const PUBLIC: u8 = 4;
         let o = &f.observed;
         let e = &f.ending;
-        let first = self.fields.len() as u32;
+        let (t, b) = (&mut self.text, &mut self.batch);
         for n in registered {
             let value = o
                 .route
@@ -233,67 +258,84 @@ impl BatchBuilder {
                 .iter()
                 .position(|f| f == n)
                 .and_then(|i| o.values[i].as_ref());
-            let span = value.map(|v| self.text.value(v));
-            self.fields.push(span);
+            b.fields.push(value.map_or(abi2::ABSENT, |v| t.value(v)));
         }
-        let t = &mut self.text;
-        let record = abi2::ExchangeRecord {
-            method: t.str(o.method.as_str()),
-            scheme: t.str(o.scheme),
-            authority: match &o.authority {
-                Some(a) => t.value(a),
-                None => t.str(""),
-            },
-            path: t.str(o.uri.path()),
-            query: o.uri.query().map(|q| t.str(q)),
-            route: t.str(&o.route.route),
-            upstream: t.str(&o.route.upstream),
-            request_id: t.value(&o.request_id),
-            client_address: t.display(o.client),
-            http_version: abi2::http_version(o.version),
-            request_headers: abi2::Span {
-                offset: first,
-                len: registered.len() as u32,
-            },
-            status: e.status,
-            origin: if e.error.is_some() {
-                abi2::ResponseOrigin::Gateway
-            } else {
-                abi2::ResponseOrigin::Upstream
-            },
-            error: e.error.map(|s| t.str(s)),
-            endpoint: e.endpoint.as_deref().map(|s| t.str(s)),
-            request_bytes: e.request_bytes,
-            response_bytes: e.response_bytes,
-            completed: e.completed,
-            upstream_latency: o.upstream_latency.map(|d| d.as_nanos() as u64),
-            duration: e.duration.as_nanos() as u64,
-            activity: match &f.view {
-                View::Lazy(a) => a.get(),
-                View::Parsed(a) => a.as_ref(),
-            }
-            .map(|a| Self::activity(t, a)),
-            signer: o.signer.as_ref().map(|s| abi2::ObservedSigner {
-                key_id: t.str(&s.key_id),
-                instance: t.str(&s.instance),
-            }),
-            principal: o
-                .principal
-                .as_ref()
-                .map(|(method, name)| abi2::ObservedPrincipal {
-                    kind: abi2::principal_kind(*method),
-                    name: t.str(name),
-                }),
-            ended_at_ms: f.ended_at_ms,
+        let mut opt = |v: Option<&str>| v.map_or(abi2::ABSENT, |s| t.str(s));
+        b.method.push(opt(Some(o.method.as_str())));
+        b.scheme.push(opt(Some(o.scheme)));
+        b.path.push(opt(Some(o.uri.path())));
+        b.query.push(opt(o.uri.query()));
+        b.route.push(opt(Some(&o.route.route)));
+        b.upstream.push(opt(Some(&o.route.upstream)));
+        b.error.push(opt(e.error));
+        b.endpoint.push(opt(e.endpoint.as_deref()));
+        let mut flags = if e.completed { COMPLETED } else { 0 };
+        let view = match &f.view {
+            View::Lazy(a) => a.get(),
+            View::Parsed(a) => a.as_ref(),
         };
-        self.exchanges.push(record);
+        let activity = view.map(|a| {
+            flags |= VIEW;
+            if a.public {
+                flags |= PUBLIC;
+            }
+            (a, a.actor_host())
+        });
+        let field =
+            |read: for<'a> fn(&'a crate::activity::Activity<'static>) -> Option<&'a str>| {
+                activity.as_ref().and_then(|(a, _)| read(a))
+            };
+        b.activity_kind.push(opt(field(|a| a.kind.as_deref())));
+        b.activity_id.push(opt(field(|a| a.id.as_deref())));
+        b.activity_actor.push(opt(field(|a| a.actor())));
+        b.activity_actor_host
+            .push(opt(activity.as_ref().and_then(|(_, host)| host.as_deref())));
+        b.activity_object_kind
+            .push(opt(field(|a| a.object_type.as_deref())));
+        b.activity_object_id
+            .push(opt(field(|a| a.object_id.as_deref())));
+        b.activity_published
+            .push(opt(field(|a| a.published.as_deref())));
+        b.signer_key_id
+            .push(opt(o.signer.as_ref().map(|s| &*s.key_id)));
+        b.signer_instance
+            .push(opt(o.signer.as_ref().map(|s| &*s.instance)));
+        b.principal_name
+            .push(opt(o.principal.as_ref().map(|(_, name)| &**name)));
+        b.authority.push(match &o.authority {
+            Some(a) => t.value(a),
+            None => t.str(""),
+        });
+        b.request_id.push(t.value(&o.request_id));
+        b.client_address.push(t.display(o.client));
+        b.http_version.push(match abi2::http_version(o.version) {
+            abi2::HttpVersion::Http10 => 0,
+            abi2::HttpVersion::Http11 => 1,
+            abi2::HttpVersion::Http2 => 2,
+        });
+        b.principal_kind
+            .push(o.principal.as_ref().map_or(0, |(method, _)| {
+                match abi2::principal_kind(*method) {
+                    abi2::PrincipalKind::ApiKey => 1,
+                    abi2::PrincipalKind::Jwt => 2,
+                    abi2::PrincipalKind::Mtls => 3,
+                }
+            }));
+        b.status.push(e.status);
+        b.request_bytes.push(e.request_bytes);
+        b.response_bytes.push(e.response_bytes);
+        b.bits.push(flags);
+        b.upstream_latency.push(
+            o.upstream_latency
+                .map_or(abi2::ABSENT, |d| d.as_nanos() as u64),
+        );
+        b.duration.push(e.duration.as_nanos() as u64);
+        b.ended_at_ms.push(f.ended_at_ms);
+        b.len += 1;
     }
 
-    pub(super) fn finish(self) -> abi2::Batch {
-        abi2::Batch {
-            text: self.text.into_string(),
-            fields: self.fields,
-            exchanges: self.exchanges,
-        }
+    pub(super) fn finish(mut self) -> abi2::Batch {
+        self.batch.text = self.text.into_string();
+        self.batch
     }
 }

@@ -19,7 +19,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use fedgate_sdk::{
-    export_plugin, log, Config, Counter, CounterSeries, DeclaredHeaders, Hooks, Plugin, Request, Verdict,
+    export_plugin, log, Config, Counter, CounterSeries, DeclaredHeaders, Hooks, Plugin, Request,
+    Verdict,
 };
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;

@@ -441,10 +441,15 @@ impl Plugin for UpstreamSlo {
                 before.insert(upstream.to_owned(), pushed);
             }
             let capacity = self.capacity;
-            self.windows
-                .entry(upstream.to_owned())
-                .or_default()
-                .push(sample, capacity);
+            // Found by `&str`: an upstream's name is copied once, not per exchange.
+            match self.windows.get_mut(upstream) {
+                Some(window) => window.push(sample, capacity),
+                None => self
+                    .windows
+                    .entry(upstream.to_owned())
+                    .or_default()
+                    .push(sample, capacity),
+            }
         }
         for (upstream, pushed) in before {
             self.save(&upstream, pushed);

@@ -134,7 +134,10 @@ impl Request {
     }
 
     pub(crate) fn declared_headers(&self) -> crate::DeclaredHeaders {
-        crate::DeclaredHeaders::from_values(declared(&self.headers, self.request_headers.as_deref()))
+        crate::DeclaredHeaders::from_values(declared(
+            &self.headers,
+            self.request_headers.as_deref(),
+        ))
     }
 
     pub(crate) fn activity(&self) -> Option<Activity<'static>> {

@@ -80,9 +80,8 @@ impl Guest for Probe {
             ResponseOrigin::Upstream => "upstream",
             ResponseOrigin::Gateway => "gateway",
         };
-        COUNTERS.with(|c| {
-            c.borrow()[1].add(&[response.status().to_string(), origin.to_string()], 1.0)
-        });
+        COUNTERS
+            .with(|c| c.borrow()[1].add(&[response.status().to_string(), origin.to_string()], 1.0));
     }
 
     fn health_check() -> HealthReport {

@@ -43,12 +43,10 @@ wit_bindgen::generate!({
 use exports::fedgate::plugin::handler::{
     Batch, Guest, HealthReport, Registration, Request, Response, ResponseEdit, Verdict,
 };
-use fedgate::plugin::types::Span;
 use fedgate::plugin::metrics::{Counter, Gauge};
 use fedgate::plugin::outbound::{OutboundError, OutboundRequest};
 use fedgate::plugin::types::{
     Header, HealthStatus, Hooks, HttpVersion, LocalReply, PrincipalKind, RequestEdit,
-    ResponseOrigin,
 };
 
 struct Probe;
@@ -79,7 +77,10 @@ fn config_int(key: &str) -> Option<u32> {
     CONFIG.with(|c| {
         let c = c.borrow();
         let start = c.find(&format!("\"{key}\":"))? + key.len() + 3;
-        let digits: String = c[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        let digits: String = c[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
         digits.parse().ok()
     })
 }
@@ -147,7 +148,17 @@ impl Guest for Probe {
                 counters.push(declare_counter(
                     "probe_observed_total",
                     "Exchanges observed.",
-                    &s(&["route", "method", "status", "origin", "ua", "missing", "activity", "signer", "completed"]),
+                    &s(&[
+                        "route",
+                        "method",
+                        "status",
+                        "origin",
+                        "ua",
+                        "missing",
+                        "activity",
+                        "signer",
+                        "completed",
+                    ]),
                 )?);
                 counters.push(declare_counter(
                     "probe_observed_bytes_total",
@@ -209,11 +220,7 @@ impl Guest for Probe {
                 let declared = fields
                     .values
                     .iter()
-                    .map(|v| {
-                        v.map_or("-", |s| {
-                            &fields.text[s.offset as usize..(s.offset + s.len) as usize]
-                        })
-                    })
+                    .map(|v| text_at(&fields.text, *v).unwrap_or("-"))
                     .collect::<Vec<_>>()
                     .join("|");
                 let version = match request.http_version() {
@@ -340,43 +347,54 @@ impl Guest for Probe {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
-        let text = |s: Span| batch.text[s.offset as usize..(s.offset + s.len) as usize].to_string();
-        let or_dash = |v: Option<Span>| v.map_or_else(|| "-".to_string(), text);
+        let text = |column: &[u64], i: usize| text_at(&batch.text, column[i]).map(str::to_string);
+        let or_dash = |column: &[u64], i: usize| text(column, i).unwrap_or_else(|| "-".to_string());
+        let n = batch.fields.len() / (batch.len.max(1) as usize);
         let mut slow = false;
-        for e in &batch.exchanges {
-            let first = e.request_headers.offset as usize;
-            let declared = &batch.fields[first..first + e.request_headers.len as usize];
-            let ua = or_dash(declared.first().copied().flatten());
-            let missing = or_dash(declared.get(1).copied().flatten());
-            let activity = e.activity.as_ref().map_or("-".to_string(), |a| {
-                format!("{}@{}", or_dash(a.kind), or_dash(a.actor_host))
-            });
-            let signer = or_dash(e.signer.as_ref().map(|s| s.instance));
-            let origin = match e.origin {
-                ResponseOrigin::Upstream => "upstream",
-                ResponseOrigin::Gateway => "gateway",
+        for i in 0..batch.len as usize {
+            let declared = &batch.fields[i * n..i * n + n];
+            let field = |k: usize| {
+                declared
+                    .get(k)
+                    .and_then(|v| text_at(&batch.text, *v))
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            let activity = if batch.bits[i] & 2 != 0 {
+                format!(
+                    "{}@{}",
+                    or_dash(&batch.activity_kind, i),
+                    or_dash(&batch.activity_actor_host, i)
+                )
+            } else {
+                "-".to_string()
+            };
+            let origin = if text(&batch.error, i).is_some() {
+                "gateway"
+            } else {
+                "upstream"
             };
             counter(
                 0,
                 &[
-                    text(e.route),
-                    text(e.method),
-                    e.status.to_string(),
+                    or_dash(&batch.route, i),
+                    or_dash(&batch.method, i),
+                    batch.status[i].to_string(),
                     origin.to_string(),
-                    ua,
-                    missing,
+                    field(0),
+                    field(1),
                     activity,
-                    signer,
-                    e.completed.to_string(),
+                    or_dash(&batch.signer_instance, i),
+                    (batch.bits[i] & 1 != 0).to_string(),
                 ],
                 1.0,
             );
-            counter(1, &["request".into()], e.request_bytes as f64);
-            counter(1, &["response".into()], e.response_bytes as f64);
-            slow |= text(e.path).ends_with("/slow");
+            counter(1, &["request".into()], batch.request_bytes[i] as f64);
+            counter(1, &["response".into()], batch.response_bytes[i] as f64);
+            slow |= or_dash(&batch.path, i).ends_with("/slow");
         }
         counter(2, &[], 1.0);
-        let _ = fedgate::plugin::store::increment("observed", batch.exchanges.len() as i64, None);
+        let _ = fedgate::plugin::store::increment("observed", i64::from(batch.len), None);
         if slow {
             let start = fedgate::plugin::clocks::monotonic_now();
             while fedgate::plugin::clocks::monotonic_now() - start < 50_000_000 {}
@@ -419,3 +437,13 @@ impl Guest for Probe {
 }
 
 export!(Probe);
+
+/// The string a `text-ref` names in `text` (offset in the high 32 bits, length in the low
+/// 32, all bits set for none).
+fn text_at(text: &str, at: u64) -> Option<&str> {
+    if at == u64::MAX {
+        return None;
+    }
+    let start = (at >> 32) as usize;
+    text.get(start..start + (at & 0xffff_ffff) as usize)
+}
