@@ -2,8 +2,9 @@
 # What plugins cost per request, in the proxy: the CPU time of the fedgate process (all
 # its threads, observer threads included), in user space and in the kernel apart, over a
 # fixed number of 2 KiB inbox POSTs, for each plugin configuration of the `plugins`
-# scenario of bench/run.sh (and `buffered`: the body buffered as plugins get it, no plugin),
-# and its difference from no plugin. Plugins run in user space;
+# scenario of bench/run.sh (and `buffered`: the body buffered as plugins get it, no plugin;
+# `viewed`: buffered, and the federation view parsed by the blocklist, no plugin), and its
+# difference from no plugin. Plugins run in user space;
 # the user-space figure moves much less with the machine's load than throughput does
 # (the kernel's share is mostly loopback TCP and wake-ups of the other side).
 #
@@ -89,6 +90,11 @@ path = "'$WASM'/hostile.wasm"'
 declare -A ROUTE TABLES
 ROUTE[none]=''
 ROUTE[buffered]='buffer_body = "64KiB"'
+# The federation view parsed on the request path, as the blocklist does for every activity
+# body of its routes (no entry matches): what the view costs on its own.
+ROUTE[viewed]='buffer_body = "64KiB"'
+TABLES[viewed]='[blocklist]
+entries = ["blocked.example"]'
 ROUTE[noop2]='plugins = ["a", "b"]'
 TABLES[noop2]=$noop
 ROUTE[ap]=$'plugins = ["ap"]\nbuffer_body = "64KiB"'
@@ -97,7 +103,7 @@ ROUTE[policy_ap]=$'plugins = ["policy", "ap"]\nbuffer_body = "64KiB"'
 TABLES[policy_ap]="$policy"$'\n'"$ap"
 ROUTE[all4]=$'plugins = ["policy", "ap", "moderation", "slo"]\nbuffer_body = "64KiB"'
 TABLES[all4]="$policy"$'\n'"$ap"$'\n'"$moderation"$'\n'"$slo"
-ORDER=(none buffered noop2 ap policy_ap all4)
+ORDER=(none buffered viewed noop2 ap policy_ap all4)
 
 declare -A PORT ADMIN PID
 for label in "${ORDER[@]}"; do

@@ -73,7 +73,17 @@ impl<'a> Activity<'a> {
     /// Reads an activity body. `None` when it is not one JSON object (invalid JSON, another
     /// type of value, trailing bytes, a string that is not UTF-8).
     pub fn parse(body: &'a [u8]) -> Option<Activity<'a>> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // A body that is UTF-8 throughout (every real one) is checked once, here, rather
+        // than string by string as it is read; either way the result is the same.
+        match std::str::from_utf8(body) {
+            Ok(text) => Self::read(&mut serde_json::Deserializer::from_str(text)),
+            Err(_) => Self::read(&mut serde_json::Deserializer::from_slice(body)),
+        }
+    }
+
+    fn read<R: serde_json::de::Read<'a>>(
+        de: &mut serde_json::Deserializer<R>,
+    ) -> Option<Activity<'a>> {
         let activity = de.deserialize_map(TopLevel).ok()?;
         // A body with bytes after its object is not an activity some server would accept.
         de.end().ok()?;
@@ -699,6 +709,29 @@ mod tests {
 
     // GoToSocial sorts keys, sends single audiences as strings and no top-level `published`.
     const GTS_CREATE: &str = r#"{"@context":["https://gotosocial.org/ns","https://www.w3.org/ns/activitystreams"],"actor":"https://gts.example/users/carol","cc":"https://gts.example/users/carol/followers","id":"https://gts.example/users/carol/statuses/01HXYZ/activity","object":{"attachment":[],"attributedTo":"https://gts.example/users/carol","cc":"https://gts.example/users/carol/followers","content":"<p>hi</p>","id":"https://gts.example/users/carol/statuses/01HXYZ","interactionPolicy":{"canLike":{"always":["https://www.w3.org/ns/activitystreams#Public"]}},"published":"2024-05-01T12:00:00Z","tag":[],"to":"https://www.w3.org/ns/activitystreams#Public","type":"Note","url":"https://gts.example/@carol/statuses/01HXYZ"},"to":"https://gts.example/users/carol/followers","type":"Create"}"#;
+
+    #[test]
+    fn bytes_that_are_not_utf8_refuse_only_what_is_read() {
+        // Skipped, as in any other body: the view is read (the checked-once path is not
+        // taken, and the result is the same as string by string).
+        let body =
+            b"{\"type\": \"Create\", \"content\": \"caf\xe9\", \"actor\": \"https://a.example/u\"}";
+        let a = Activity::parse(body).expect("read past a skipped string that is not UTF-8");
+        assert_eq!(
+            (s(&a.kind), a.actor()),
+            (Some("Create"), Some("https://a.example/u"))
+        );
+        // Read: no view.
+        assert_eq!(
+            Activity::parse(b"{\"actor\": \"https://caf\xe9.example/u\"}"),
+            None
+        );
+        assert_eq!(Activity::parse(b"{\"typ\xe9\": \"Create\"}"), None);
+        // The same body in UTF-8 reads alike on the checked-once path.
+        let utf8 =
+            parse(r#"{"type": "Create", "content": "café", "actor": "https://a.example/u"}"#);
+        assert_eq!(utf8, a);
+    }
 
     #[test]
     fn mastodon_create_of_a_public_note() {
