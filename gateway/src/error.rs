@@ -1,6 +1,6 @@
-//! Rejections and failures of the request path, and the one edge step ("rescue") that turns
-//! each into a response. Nothing reaches hyper as an `Err`: every failure knows its status and
-//! carries a short fixed body that never echoes upstream internals.
+//! Failures of the request path, each declared once (`ProxyError::answer`): its status, a
+//! short fixed body that never echoes upstream internals, and what it is recorded as.
+//! `proxy::Rejection` turns them, and the refusals that carry more, into responses.
 
 use http::StatusCode;
 
@@ -41,88 +41,143 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
 }
 
+/// What a failure is recorded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The upstream's trouble, counted by kind in `fedgate_upstream_errors_total`.
+    Upstream(UpstreamErrorKind),
+    /// The gateway's own refusal.
+    Gateway(&'static str),
+}
+
 impl ProxyError {
+    /// How the gateway answers it, declared once: the status, the fixed plain-text body
+    /// (never the upstream's words), and what it is recorded as.
+    fn answer(self) -> (StatusCode, &'static str, Cause) {
+        use Cause::{Gateway, Upstream};
+        use ProxyError::*;
+        use StatusCode as S;
+        use UpstreamErrorKind as K;
+        match self {
+            NoRoute => (
+                S::NOT_FOUND,
+                "no route
+",
+                Gateway("no_route"),
+            ),
+            UpstreamConnect => (
+                S::BAD_GATEWAY,
+                "bad gateway
+",
+                Upstream(K::Connect),
+            ),
+            UpstreamReset => (
+                S::BAD_GATEWAY,
+                "bad gateway
+",
+                Upstream(K::Reset),
+            ),
+            UpstreamProtocol => (
+                S::BAD_GATEWAY,
+                "bad gateway
+",
+                Upstream(K::Protocol),
+            ),
+            UpstreamTimeout => (
+                S::GATEWAY_TIMEOUT,
+                "gateway timeout
+",
+                Upstream(K::Timeout),
+            ),
+            NoHealthyEndpoint => (
+                S::SERVICE_UNAVAILABLE,
+                "no healthy upstream
+",
+                Upstream(K::NoHealthyEndpoint),
+            ),
+            UpstreamBusy => (
+                S::SERVICE_UNAVAILABLE,
+                "upstream busy
+",
+                Upstream(K::ConnectionLimit),
+            ),
+            BadRequest(_) => (
+                S::BAD_REQUEST,
+                "bad request
+",
+                Gateway("bad_request"),
+            ),
+            BodyTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "request body too large
+",
+                Gateway("body_too_large"),
+            ),
+            PluginFailed => (
+                S::SERVICE_UNAVAILABLE,
+                "service unavailable
+",
+                Gateway("plugin_failed"),
+            ),
+            Blocked => (
+                S::FORBIDDEN,
+                "forbidden
+",
+                Gateway("blocked"),
+            ),
+            RateLimited => (
+                S::TOO_MANY_REQUESTS,
+                "too many requests
+",
+                Gateway("rate_limited"),
+            ),
+            CircuitOpen => (
+                S::SERVICE_UNAVAILABLE,
+                "upstream unavailable
+",
+                Gateway("circuit_open"),
+            ),
+            UpgradeUnsupported => (
+                S::NOT_IMPLEMENTED,
+                "upgrade not supported on this route
+",
+                Gateway("upgrade_unsupported"),
+            ),
+            UnsupportedTransferCoding => (
+                S::NOT_IMPLEMENTED,
+                "transfer coding not supported
+",
+                Gateway("unsupported_transfer_coding"),
+            ),
+        }
+    }
+
     pub fn status(self) -> StatusCode {
-        match self {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::UpstreamConnect
-            | ProxyError::UpstreamReset
-            | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoHealthyEndpoint | ProxyError::UpstreamBusy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::PluginFailed => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Blocked => StatusCode::FORBIDDEN,
-            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpgradeUnsupported | ProxyError::UnsupportedTransferCoding => {
-                StatusCode::NOT_IMPLEMENTED
-            }
-        }
+        self.answer().0
     }
 
-    /// The fixed body sent to the client.
+    /// The fixed plain-text body.
     pub fn body(self) -> &'static str {
-        match self {
-            ProxyError::NoRoute => "no route\n",
-            ProxyError::UpstreamConnect
-            | ProxyError::UpstreamReset
-            | ProxyError::UpstreamProtocol => "bad gateway\n",
-            ProxyError::UpstreamTimeout => "gateway timeout\n",
-            ProxyError::NoHealthyEndpoint => "no healthy upstream\n",
-            ProxyError::UpstreamBusy => "upstream busy\n",
-            ProxyError::BadRequest(_) => "bad request\n",
-            ProxyError::BodyTooLarge => "request body too large\n",
-            ProxyError::PluginFailed => "service unavailable\n",
-            ProxyError::Blocked => "forbidden\n",
-            ProxyError::RateLimited => "too many requests\n",
-            ProxyError::CircuitOpen => "upstream unavailable\n",
-            ProxyError::UpgradeUnsupported => "upgrade not supported on this route\n",
-            ProxyError::UnsupportedTransferCoding => "transfer coding not supported\n",
-        }
+        self.answer().1
     }
 
-    /// The `kind` label of `fedgate_upstream_errors_total`, for upstream failures.
+    /// The upstream's trouble, when it is one (counted per upstream by kind).
     pub fn upstream_kind(self) -> Option<UpstreamErrorKind> {
-        match self {
-            ProxyError::UpstreamConnect => Some(UpstreamErrorKind::Connect),
-            ProxyError::UpstreamTimeout => Some(UpstreamErrorKind::Timeout),
-            ProxyError::UpstreamReset => Some(UpstreamErrorKind::Reset),
-            ProxyError::UpstreamProtocol => Some(UpstreamErrorKind::Protocol),
-            ProxyError::NoHealthyEndpoint => Some(UpstreamErrorKind::NoHealthyEndpoint),
-            ProxyError::UpstreamBusy => Some(UpstreamErrorKind::ConnectionLimit),
-            ProxyError::NoRoute
-            | ProxyError::BadRequest(_)
-            | ProxyError::BodyTooLarge
-            | ProxyError::PluginFailed
-            | ProxyError::Blocked
-            | ProxyError::RateLimited
-            | ProxyError::CircuitOpen
-            | ProxyError::UpgradeUnsupported
-            | ProxyError::UnsupportedTransferCoding => None,
+        match self.answer().2 {
+            Cause::Upstream(kind) => Some(kind),
+            Cause::Gateway(_) => None,
         }
     }
 
-    /// Short machine-readable name for logs.
+    /// What it is recorded as: `error` in the access log, of observed exchanges and of
+    /// `on-response`.
     pub fn code(self) -> &'static str {
-        match self {
-            ProxyError::NoRoute => "no_route",
-            ProxyError::BadRequest(_) => "bad_request",
-            ProxyError::BodyTooLarge => "body_too_large",
-            ProxyError::PluginFailed => "plugin_failed",
-            ProxyError::Blocked => "blocked",
-            ProxyError::RateLimited => "rate_limited",
-            ProxyError::CircuitOpen => "circuit_open",
-            ProxyError::UpgradeUnsupported => "upgrade_unsupported",
-            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
-            other => other.upstream_kind().map_or("error", |k| k.as_str()),
+        match self.answer().2 {
+            Cause::Upstream(kind) => kind.as_str(),
+            Cause::Gateway(code) => code,
         }
     }
 
-    /// Classifies a failure of the HTTP/2 upstream client.
     pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
             return ProxyError::UpstreamConnect;

@@ -9,7 +9,8 @@
 //! - [`breaker`]: phase 8 admission, a circuit breaker per upstream
 //! - [`upstream`]: phases 8 and 9, balancing and pooled upstream clients
 //! - [`retry`]: phase 9 retries of idempotent requests within a budget
-//! - [`proxy`]: the request path itself, and `rescue`, the one edge step for failures
+//! - [`proxy`]: the request path itself, and `Rejection`, every answer the gateway gives
+//!   in the upstream's place and the one conversion into a response
 //! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
 //! - [`metrics`]: the metric families and their pre-resolved handles
 //! - [`auth`]: phase 5, API keys, bearer JWTs (JWKS) and mTLS client certificates

@@ -4,8 +4,9 @@
 //! `chunked`, a missing, repeated or invalid `Host`), ids (request id, trace context),
 //! route, blocklist, early rate limits, auth, body (read whole where a route needs it),
 //! signatures, plugins, breaker admission and an endpoint by balancing, forward with
-//! timeouts and retries, plugins on the response, record when the body ends. Each phase
-//! returns `Ok` or a [`ProxyError`] that [`rescue`] turns into a response.
+//! timeouts and retries, plugins on the response, record when the body ends. A phase that
+//! answers in the upstream's place returns a [`Rejection`], which
+//! [`Rejection::respond`] turns into the response.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -19,20 +20,21 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
-use crate::auth::{Refusal, RouteAuth};
 use crate::body::{BufferError, ClientBody, Relay, RequestBody, ResponseBody};
 use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::MethodLabel;
-use crate::plugin::{Decision, Denial, Exchange, ResponseView};
+use crate::plugin::{Decision, Exchange, ResponseView};
 use crate::record::{AccessLog, Completion};
 use crate::retry::Outcome as RetryOutcome;
 use crate::routing::Route;
 use crate::runtime::Runtime;
-use crate::signature::verifier::Verification;
 use crate::signature::{Message, Outcome};
 use crate::upstream::Lease;
+
+mod reject;
+pub use reject::Rejection;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -135,8 +137,7 @@ pub async fn handle(
             tracing::debug!(client = %conn.client, reason = why, "request refused");
         }
         let completion = Completion::new(start, rt.unmatched.clone(), method, None, log);
-        return rescue(
-            refusal.unwrap_or(ProxyError::NoRoute),
+        return Rejection::Error(refusal.unwrap_or(ProxyError::NoRoute)).respond(
             completion,
             &request_id,
             &rt,
@@ -181,7 +182,7 @@ pub async fn handle(
         }
     }
     if let Err(refusal) = route.limits.check_early(client) {
-        return rate_limited(refusal, completion, &request_id, &rt);
+        return Rejection::RateLimited(refusal).respond(completion, &request_id, &rt);
     }
 
     // Phase 5: auth. Credentials are in the head (and the connection), so a refused request
@@ -190,7 +191,9 @@ pub async fn handle(
         None => None,
         Some(auth) => match auth.check_with_method(req.headers(), conn.client_principal.as_ref()) {
             Ok(p) => Some(p),
-            Err(refusal) => return auth_refused(refusal, auth, completion, &request_id, &rt),
+            Err(refusal) => {
+                return Rejection::Auth(refusal, auth).respond(completion, &request_id, &rt)
+            }
         },
     };
     if let (Some(o), Some(p)) = (completion.observed(), &principal) {
@@ -202,7 +205,7 @@ pub async fn handle(
             .limits
             .check_principal(principal.as_ref().map(|p| &p.1))
         {
-            return rate_limited(refusal, completion, &request_id, &rt);
+            return Rejection::RateLimited(refusal).respond(completion, &request_id, &rt);
         }
     }
 
@@ -210,7 +213,11 @@ pub async fn handle(
     // HTTP/2 has no `Upgrade` (RFC 9113 §8.6), so the gateway says so itself instead of
     // sending the upstream a request it must refuse (a 502 that would look like its fault).
     if upgrade && upstream.config.protocol == UpstreamProtocol::Http2 {
-        return rescue(ProxyError::UpgradeUnsupported, completion, &request_id, &rt);
+        return Rejection::Error(ProxyError::UpgradeUnsupported).respond(
+            completion,
+            &request_id,
+            &rt,
+        );
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_version = req.version();
@@ -239,15 +246,17 @@ pub async fn handle(
             match read {
                 Ok(Ok(bytes)) => (RequestBody::buffered(bytes.clone()), Some(bytes)),
                 Ok(Err(BufferError::TooLarge)) => {
-                    return rescue(ProxyError::BodyTooLarge, completion, &request_id, &rt)
-                }
-                Ok(Err(BufferError::Client)) | Err(_) => {
-                    return rescue(
-                        ProxyError::BadRequest("the request body could not be read"),
+                    return Rejection::Error(ProxyError::BodyTooLarge).respond(
                         completion,
                         &request_id,
                         &rt,
                     )
+                }
+                Ok(Err(BufferError::Client)) | Err(_) => {
+                    return Rejection::Error(ProxyError::BadRequest(
+                        "the request body could not be read",
+                    ))
+                    .respond(completion, &request_id, &rt)
                 }
             }
         }
@@ -304,7 +313,7 @@ pub async fn handle(
                 "signature check failed"
             );
             if route.config.signatures == SignatureMode::Enforce {
-                return unauthorized(&checked, completion, &request_id, &rt);
+                return Rejection::Signature(&checked).respond(completion, &request_id, &rt);
             }
         }
         signer = checked.signer;
@@ -332,7 +341,7 @@ pub async fn handle(
             .as_ref()
             .map(|s| Arc::<str>::from(s.instance.as_str()));
         if let Err(refusal) = route.limits.check_instance(instance.as_ref()) {
-            return rate_limited(refusal, completion, &request_id, &rt);
+            return Rejection::RateLimited(refusal).respond(completion, &request_id, &rt);
         }
     }
 
@@ -417,9 +426,13 @@ pub async fn handle(
         }
         match decision {
             Decision::Continue => {}
-            Decision::Deny(d) => return denied(d, completion, &request_id, &rt),
+            Decision::Deny(d) => return Rejection::Plugin(d).respond(completion, &request_id, &rt),
             Decision::Failed => {
-                return rescue(ProxyError::PluginFailed, completion, &request_id, &rt)
+                return Rejection::Error(ProxyError::PluginFailed).respond(
+                    completion,
+                    &request_id,
+                    &rt,
+                )
             }
         }
     }
@@ -432,7 +445,7 @@ pub async fn handle(
         Some(Ok(p)) => Some(p),
         Some(Err(wait)) => {
             failure_seen(&route, seen, ProxyError::CircuitOpen, None);
-            return circuit_open(wait, completion, &request_id, &rt);
+            return Rejection::CircuitOpen(wait).respond(completion, &request_id, &rt);
         }
     };
     let Some(mut lease) = upstream.pick() else {
@@ -443,7 +456,11 @@ pub async fn handle(
         upstream
             .metrics
             .error(crate::metrics::UpstreamErrorKind::NoHealthyEndpoint);
-        return rescue(ProxyError::NoHealthyEndpoint, completion, &request_id, &rt);
+        return Rejection::Error(ProxyError::NoHealthyEndpoint).respond(
+            completion,
+            &request_id,
+            &rt,
+        );
     };
     if !rt.forwarding.preserve_host {
         set_endpoint_host(&mut parts.headers, &lease);
@@ -659,85 +676,6 @@ fn set_endpoint_host(headers: &mut HeaderMap, lease: &Lease) {
     }
 }
 
-/// 503 from an open circuit breaker, without touching the upstream.
-fn circuit_open(
-    wait: std::time::Duration,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    let secs = retry_after_secs(wait);
-    try_later(
-        ProxyError::CircuitOpen,
-        secs,
-        HeaderMap::with_capacity(2),
-        completion,
-        request_id,
-        rt,
-    )
-}
-
-/// `Retry-After` in whole seconds: rounded up, at least one.
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
-/// A refusal the client may try again after `secs`: the error's fixed answer with
-/// `Retry-After`, and `headers` of its own.
-fn try_later(
-    err: ProxyError,
-    secs: u64,
-    mut headers: HeaderMap,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    fixed(err, headers, completion, request_id, rt)
-}
-
-/// The error's status and fixed plain-text body, with `headers` besides.
-fn fixed(
-    err: ProxyError,
-    mut headers: HeaderMap,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    answer(
-        err.status(),
-        err.code(),
-        headers,
-        Bytes::from_static(err.body().as_bytes()),
-        completion,
-        request_id,
-        rt,
-    )
-}
-
-/// A plugin's denial as the response.
-fn denied(
-    d: Denial,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    tracing::debug!(plugin = %d.plugin, status = d.status.as_u16(), "request denied by plugin");
-    answer(
-        d.status,
-        "plugin_denied",
-        d.headers,
-        d.body,
-        completion,
-        request_id,
-        rt,
-    )
-}
-
 /// 403 for a request phase 3 refused, counted by its reason.
 fn blocked(
     reason: crate::blocklist::Reason,
@@ -749,126 +687,7 @@ fn blocked(
 ) -> Response<ResponseBody> {
     rt.blocked[reason as usize].inc();
     tracing::debug!(route = %route.name, client = %client, reason = reason.as_str(), "request blocked");
-    rescue(ProxyError::Blocked, completion, request_id, rt)
-}
-
-/// 401 for a request whose signature an enforcing route refused, with a JSON reason as
-/// Mastodon gives one.
-fn unauthorized(
-    checked: &Verification,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    let body = serde_json::json!({
-        "error": checked.reason.as_deref().unwrap_or("signature verification failed"),
-        "result": checked.outcome.as_str(),
-    })
-    .to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Signature realm=\"fedgate\""),
-    );
-    answer(
-        http::StatusCode::UNAUTHORIZED,
-        "signature",
-        headers,
-        Bytes::from(body),
-        completion,
-        request_id,
-        rt,
-    )
-}
-
-/// 429 for a request a limiter refused: `Retry-After` in whole seconds (at least one), and
-/// the limiter's policy and state as draft-ietf-httpapi-ratelimit-headers describes them.
-fn rate_limited(
-    (limiter, wait): crate::ratelimit::Refusal,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    let secs = retry_after_secs(wait);
-    tracing::debug!(limiter = %limiter.config.name, retry_after = secs, "rate limited");
-    let mut headers = HeaderMap::with_capacity(4);
-    headers.insert("ratelimit-policy", limiter.policy.clone());
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";r=0;t={secs}", limiter.config.name)) {
-        headers.insert("ratelimit", v);
-    }
-    try_later(
-        ProxyError::RateLimited,
-        secs,
-        headers,
-        completion,
-        request_id,
-        rt,
-    )
-}
-
-/// 401 (with the route's challenges) or 403 for a request phase 5 refused, with a JSON
-/// reason like a signature refusal's; the credential is never echoed.
-fn auth_refused(
-    refusal: Refusal,
-    auth: &RouteAuth,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    tracing::debug!(
-        method = refusal.method.as_str(),
-        result = refusal.result.as_str(),
-        reason = refusal.reason,
-        "authentication refused"
-    );
-    let body = serde_json::json!({
-        "error": refusal.reason,
-        "result": refusal.result.as_str(),
-    })
-    .to_string();
-    let status = refusal.status();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == http::StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
-    }
-    answer(
-        status,
-        "auth",
-        headers,
-        Bytes::from(body),
-        completion,
-        request_id,
-        rt,
-    )
-}
-
-/// An answer the gateway gives itself: recorded with `error` as its cause, and carrying
-/// the request id like every response.
-fn answer(
-    status: http::StatusCode,
-    error: &'static str,
-    headers: HeaderMap,
-    body: Bytes,
-    mut completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    completion.set_status(status.as_u16());
-    completion.set_error(error);
-    let mut resp = Response::new(ResponseBody::fixed(body, Some(completion)));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp.headers_mut()
-        .insert(&rt.forwarding.request_id_header, request_id.clone());
-    resp
+    Rejection::Error(ProxyError::Blocked).respond(completion, request_id, rt)
 }
 
 fn upstream_failure(
@@ -882,15 +701,5 @@ fn upstream_failure(
         lease.upstream().metrics.error(kind);
     }
     completion.set_lease(lease);
-    rescue(err, completion, request_id, rt)
-}
-
-/// The single edge step: every failure becomes a response with its status and fixed body.
-pub fn rescue(
-    err: ProxyError,
-    completion: Completion,
-    request_id: &HeaderValue,
-    rt: &Runtime,
-) -> Response<ResponseBody> {
-    fixed(err, HeaderMap::new(), completion, request_id, rt)
+    Rejection::Error(err).respond(completion, request_id, rt)
 }
