@@ -126,6 +126,43 @@ pub enum Permit {
     Probe,
 }
 
+/// A request the breaker let through, until its outcome is reported. Dropped unreported
+/// (its client went away, or it found no endpoint to go to) it gives its place back, so
+/// a half-open breaker's probe slot is never lost to an abandoned request.
+#[derive(Debug)]
+#[must_use = "report the outcome, or drop the admission to give its place back"]
+pub struct Admission<'a> {
+    breaker: &'a Breaker,
+    permit: Permit,
+    reported: bool,
+}
+
+impl Admission<'_> {
+    /// Whether this request is one of a half-open breaker's probes.
+    pub fn permit(&self) -> Permit {
+        self.permit
+    }
+
+    /// Reports the request's outcome now.
+    pub fn report(self, failure: bool) {
+        self.report_at(failure, Instant::now());
+    }
+
+    /// Reports the outcome of the request sent at `at`, which the proxy has already read.
+    pub fn report_at(mut self, failure: bool, at: Instant) {
+        self.reported = true;
+        self.breaker.report(self.permit, failure, at);
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.release(self.permit);
+        }
+    }
+}
+
 /// Buckets of the rolling window.
 const BUCKETS: usize = 10;
 
@@ -201,39 +238,36 @@ impl Breaker {
     }
 
     /// Phase 8: may a request go to the upstream? `Err` carries how long until the breaker
-    /// next admits one (for `Retry-After`); the rejection is counted.
-    pub fn admit(&self) -> Result<Permit, Duration> {
+    /// next admits one (for `Retry-After`); the rejection is counted. The admission is
+    /// reported with the request's outcome, or gives its place back when dropped.
+    pub fn admit(&self) -> Result<Admission<'_>, Duration> {
         let inner = &*self.inner;
-        match self.state() {
-            State::Closed => Ok(Permit::Normal),
+        let permit = match self.state() {
+            State::Closed => Permit::Normal,
             State::HalfOpen => {
                 let took = inner
                     .probes_left
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                     .is_ok();
-                if took {
-                    Ok(Permit::Probe)
-                } else {
+                if !took {
                     inner.metrics.rejections.inc();
                     // The probes in flight decide within one upstream round trip.
-                    Err(Duration::from_secs(1))
+                    return Err(Duration::from_secs(1));
                 }
+                Permit::Probe
             }
             State::Open => {
                 inner.metrics.rejections.inc();
                 let now = inner.now_ms();
                 let until = inner.open_until.load(Ordering::Acquire);
-                Err(Duration::from_millis(until.saturating_sub(now)))
+                return Err(Duration::from_millis(until.saturating_sub(now)));
             }
-        }
-    }
-
-    /// Gives back a permit whose request never reached the upstream (no endpoint to send
-    /// it to): a probe's place is free again; a normal request reports nothing.
-    pub fn release(&self, permit: Permit) {
-        if permit == Permit::Probe {
-            self.inner.probes_left.fetch_add(1, Ordering::AcqRel);
-        }
+        };
+        Ok(Admission {
+            breaker: self,
+            permit,
+            reported: false,
+        })
     }
 
     /// Whether an upstream status counts as a failure.
@@ -241,15 +275,18 @@ impl Breaker {
         self.inner.config.failure_statuses.contains(&status)
     }
 
-    /// Reports the outcome of a request `admit` let through.
-    pub fn report(&self, permit: Permit, failure: bool) {
-        self.report_at(permit, failure, Instant::now());
+    /// Gives back the place of a request that never got an outcome: a probe's place is
+    /// free again; a normal request counts nothing.
+    fn release(&self, permit: Permit) {
+        if permit == Permit::Probe {
+            self.inner.probes_left.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    /// [`Breaker::report`] with the time the request was sent, which the proxy has already
-    /// read: the rolling window's buckets are a tenth of the window wide, so the send time
-    /// places the outcome well enough, and the report reads no clock.
-    pub fn report_at(&self, permit: Permit, failure: bool, at: Instant) {
+    /// Counts the outcome of a request sent at `at` (the rolling window's buckets are a
+    /// tenth of the window wide, so the send time places it well enough, and no clock is
+    /// read).
+    fn report(&self, permit: Permit, failure: bool, at: Instant) {
         let inner = &*self.inner;
         if permit == Permit::Probe {
             let counter = if failure {
@@ -509,16 +546,16 @@ mod tests {
         let (_m, bm) = metrics();
         let b = Breaker::new("app", config(), bm.clone());
         for _ in 0..2 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         // A success in between starts the count over.
-        b.report(b.admit().unwrap(), false);
+        b.admit().unwrap().report(false);
         for _ in 0..2 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         settle().await;
         assert_eq!(b.state(), State::Closed);
-        b.report(b.admit().unwrap(), true);
+        b.admit().unwrap().report(true);
         settle().await;
         assert_eq!(b.state(), State::Open);
         assert_eq!(bm.state.get(), 1);
@@ -533,18 +570,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_gives_its_place_back() {
+        let (_m, bm) = metrics();
+        let b = Breaker::new("app", config(), bm);
+        for _ in 0..3 {
+            b.admit().unwrap().report(true);
+        }
+        settle().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(b.state(), State::HalfOpen);
+        let kept = b.admit().unwrap();
+        let abandoned = b.admit().unwrap();
+        assert!(b.admit().is_err(), "two probes at a time");
+        // Its client went away: the probe's place is free at once, not after a timeout.
+        drop(abandoned);
+        let again = b.admit().expect("the abandoned probe's place");
+        assert_eq!(again.permit(), Permit::Probe);
+        kept.report(false);
+        again.report(false);
+        settle().await;
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_nth_failure_refuses_the_next_request_before_the_task_runs() {
         let (_m, bm) = metrics();
         let b = Breaker::new("app", config(), bm.clone());
+        // Requests admitted before the trip, whose outcomes come late.
+        let mut early: Vec<_> = (0..4).map(|_| b.admit().unwrap()).collect();
         for _ in 0..3 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         // No yield since the third failure: the task has not run, yet the breaker refuses.
         assert_eq!(b.state(), State::Open);
         assert!(b.admit().is_err());
         // A request admitted earlier succeeds and resets the count before the task runs:
         // the trip stands, and the task makes it in full.
-        b.report(Permit::Normal, false);
+        early.pop().unwrap().report(false);
         settle().await;
         assert_eq!(b.state(), State::Open);
         assert_eq!(bm.state.get(), 1);
@@ -556,8 +619,8 @@ mod tests {
         );
         assert_eq!(bm.rejections.get(), 2);
         // Late failures of requests admitted before the trip change nothing.
-        for _ in 0..3 {
-            b.report(Permit::Normal, true);
+        for admission in early {
+            admission.report(true);
         }
         settle().await;
         assert_eq!(transitions(&bm, State::Closed, State::Open), 1);
@@ -572,7 +635,7 @@ mod tests {
         let (_m, bm) = metrics();
         let b = Breaker::new("app", config(), bm.clone());
         for _ in 0..3 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         settle().await;
         assert_eq!(b.state(), State::Open);
@@ -583,10 +646,10 @@ mod tests {
         // Two probes at a time; a third request is refused.
         let p1 = b.admit().unwrap();
         let p2 = b.admit().unwrap();
-        assert_eq!((p1, p2), (Permit::Probe, Permit::Probe));
+        assert_eq!((p1.permit(), p2.permit()), (Permit::Probe, Permit::Probe));
         assert!(b.admit().is_err());
-        b.report(p1, false);
-        b.report(p2, true);
+        p1.report(false);
+        p2.report(true);
         settle().await;
         assert_eq!(b.state(), State::Open);
         assert_eq!(transitions(&bm, State::HalfOpen, State::Open), 1);
@@ -600,7 +663,7 @@ mod tests {
         settle().await;
         assert_eq!(b.state(), State::HalfOpen);
         for p in [b.admit().unwrap(), b.admit().unwrap()] {
-            b.report(p, false);
+            p.report(false);
         }
         settle().await;
         assert_eq!(b.state(), State::Closed);
@@ -609,7 +672,7 @@ mod tests {
         assert_eq!(transitions(&bm, State::Open, State::HalfOpen), 2);
         // Closed again: the count starts from zero.
         for _ in 0..2 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         settle().await;
         assert_eq!(b.state(), State::Closed);
@@ -649,11 +712,11 @@ mod tests {
         );
         // Alternating outcomes never make 3 in a row, and 4 of 9 is below the minimum.
         for i in 0..9 {
-            b.report(b.admit().unwrap(), i % 2 == 1);
+            b.admit().unwrap().report(i % 2 == 1);
         }
         settle().await;
         assert_eq!(b.state(), State::Closed);
-        b.report(b.admit().unwrap(), true);
+        b.admit().unwrap().report(true);
         settle().await;
         assert_eq!(b.state(), State::Open);
     }
@@ -673,11 +736,11 @@ mod tests {
             bm,
         );
         for _ in 0..3 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         tokio::time::advance(Duration::from_secs(11)).await;
         // Three failures 11 s ago no longer count: one failure in one request is too few.
-        b.report(b.admit().unwrap(), true);
+        b.admit().unwrap().report(true);
         settle().await;
         assert_eq!(b.state(), State::Closed);
     }
@@ -687,7 +750,7 @@ mod tests {
         let (_m, bm) = metrics();
         let b = Breaker::new("app", config(), bm);
         for _ in 0..3 {
-            b.report(b.admit().unwrap(), true);
+            b.admit().unwrap().report(true);
         }
         settle().await;
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -695,14 +758,14 @@ mod tests {
         assert_eq!(b.state(), State::HalfOpen);
         // One probe reports, the other's client went away.
         let (p1, _p2) = (b.admit().unwrap(), b.admit().unwrap());
-        b.report(p1, false);
+        p1.report(false);
         settle().await;
         assert!(b.admit().is_err());
         tokio::time::advance(Duration::from_secs(5)).await;
         settle().await;
         let p3 = b.admit().unwrap();
         assert!(b.admit().is_err());
-        b.report(p3, false);
+        p3.report(false);
         settle().await;
         assert_eq!(b.state(), State::Closed);
     }

@@ -107,21 +107,6 @@ impl HealthShared {
     }
 }
 
-/// Whether a forward counts as a success for outlier detection: a response other than
-/// 502, 503 or 504. Those three, and connect errors, timeouts, resets and protocol errors,
-/// are the endpoint's failures; 4xx and other 5xx are the application's answer, and a
-/// request the gateway could not even build says nothing about the endpoint.
-pub fn forward_ok<B>(result: &Result<Response<B>, crate::error::ProxyError>) -> bool {
-    match result {
-        Ok(resp) => !matches!(
-            resp.status(),
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-        ),
-        // Timeouts are `UpstreamTimeout`: an upstream kind like connect errors and resets.
-        Err(kind) => kind.upstream_kind().is_none(),
-    }
-}
-
 /// An upstream's health: the shared state, and the monitor until it is started.
 #[derive(Debug)]
 pub struct Health {
@@ -820,25 +805,6 @@ mod tests {
             .on_check(1, CheckResult::Success, "", Instant::now());
         assert!(f.shared.eligible(1));
         assert_eq!(f.machine.next_expiry(), None);
-    }
-
-    #[test]
-    fn only_endpoint_failures_count_against_it() {
-        use crate::error::ProxyError;
-        let resp = |s: u16| -> Result<Response<()>, ProxyError> {
-            Ok(Response::builder().status(s).body(()).unwrap())
-        };
-        for s in [200, 404, 429, 500, 501] {
-            assert!(forward_ok(&resp(s)), "{s}");
-        }
-        for s in [502, 503, 504] {
-            assert!(!forward_ok(&resp(s)), "{s}");
-        }
-        let err = |kind| -> Result<Response<()>, ProxyError> { Err(kind) };
-        assert!(!forward_ok(&err(ProxyError::UpstreamConnect)));
-        assert!(!forward_ok(&err(ProxyError::UpstreamReset)));
-        assert!(!forward_ok(&err(ProxyError::UpstreamTimeout)));
-        assert!(forward_ok(&err(ProxyError::BadRequest("target"))));
     }
 
     fn upstream(extra: &str) -> Arc<crate::upstream::Upstream> {

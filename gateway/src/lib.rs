@@ -42,6 +42,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod netset;
+pub mod outcome;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;

@@ -25,6 +25,7 @@ use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::MethodLabel;
+use crate::outcome::TryOutcome;
 use crate::plugin::{Decision, Exchange, ResponseView};
 use crate::record::{AccessLog, Completion};
 use crate::retry::Outcome as RetryOutcome;
@@ -440,18 +441,18 @@ pub async fn handle(
     // Phase 8: circuit breaker admission, then an eligible endpoint (healthy, not
     // ejected) by balancing, or 503.
     let breaker = route.breaker.as_deref();
-    let mut permit = match breaker.map(|b| b.admit()) {
+    // Reported with the try's outcome; dropped unreported (no endpoint, the client gone),
+    // it gives its place back.
+    let mut admission = match breaker.map(|b| b.admit()) {
         None => None,
-        Some(Ok(p)) => Some(p),
+        Some(Ok(a)) => Some(a),
         Some(Err(wait)) => {
             failure_seen(&route, seen, ProxyError::CircuitOpen, None);
             return Rejection::CircuitOpen(wait).respond(completion, &request_id, &rt);
         }
     };
     let Some(mut lease) = upstream.pick() else {
-        if let (Some(b), Some(p)) = (breaker, permit) {
-            b.release(p);
-        }
+        drop(admission);
         failure_seen(&route, seen, ProxyError::NoHealthyEndpoint, None);
         upstream
             .metrics
@@ -514,24 +515,14 @@ pub async fn handle(
             }
             other => other,
         };
-        upstream.report(&lease, crate::health::forward_ok(&result));
-        if let (Some(b), Some(p)) = (breaker, permit) {
-            let failed = match &result {
-                Ok(resp) => b.is_failure_status(resp.status().as_u16()),
-                Err(kind) => kind.upstream_kind().is_some(),
-            };
-            b.report_at(p, failed, started);
+        // Classified once; outlier detection, the breaker and retries each judge it.
+        let outcome = TryOutcome::of(&result);
+        upstream.report(&lease, !outcome.endpoint_failed());
+        if let (Some(b), Some(a)) = (breaker, admission.take()) {
+            a.report_at(outcome.breaker_failed(b), started);
         }
         let Some(r) = retry else { break result };
-        let again = match &result {
-            Ok(resp) => r.retries_status(resp.status().as_u16()),
-            Err(kind) => matches!(
-                kind,
-                ProxyError::UpstreamConnect
-                    | ProxyError::UpstreamTimeout
-                    | ProxyError::UpstreamReset
-            ),
-        };
+        let again = outcome.retryable(r);
         if retried > 0 {
             r.count(if again {
                 RetryOutcome::Failure
@@ -547,9 +538,9 @@ pub async fn handle(
         // The retry just made (if any) is over: its place in the budget is free again.
         _retry_slot = None;
         let Some(slot) = r.admit() else { break result };
-        permit = match breaker.map(|b| b.admit()) {
+        admission = match breaker.map(|b| b.admit()) {
             None => None,
-            Some(Ok(p)) => Some(p),
+            Some(Ok(a)) => Some(a),
             Some(Err(_)) => {
                 r.count(RetryOutcome::NoEndpoint);
                 break result;
@@ -569,9 +560,7 @@ pub async fn handle(
             .pick_other(lease.index())
             .or_else(|| upstream.pick())
         else {
-            if let (Some(b), Some(p)) = (breaker, permit) {
-                b.release(p);
-            }
+            drop(admission.take());
             r.count(RetryOutcome::NoEndpoint);
             break result;
         };
