@@ -31,6 +31,8 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Consecutive, Growth};
+
 /// The validated `[upstreams.NAME.circuit_breaker]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
@@ -183,7 +185,7 @@ struct Inner {
     state: AtomicU8,
     /// Milliseconds since `epoch` when the open period ends (for `Retry-After`).
     open_until: AtomicU64,
-    consecutive: AtomicU32,
+    consecutive: Consecutive,
     buckets: [Bucket; BUCKETS],
     probes_left: AtomicU32,
     probes_ok: AtomicU32,
@@ -217,7 +219,7 @@ impl Breaker {
             bucket_ms,
             state: AtomicU8::new(State::Closed as u8),
             open_until: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
+            consecutive: Consecutive::default(),
             buckets: Default::default(),
             probes_left: AtomicU32::new(0),
             probes_ok: AtomicU32::new(0),
@@ -300,15 +302,13 @@ impl Breaker {
         }
         let rate = inner.config.failure_rate.is_some();
         if !failure {
-            if inner.consecutive.load(Ordering::Relaxed) != 0 {
-                inner.consecutive.store(0, Ordering::Relaxed);
-            }
+            inner.consecutive.success();
             if rate {
                 inner.record(false, at);
             }
             return;
         }
-        let n = inner.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = inner.consecutive.failure();
         let mut wake =
             inner.config.consecutive_failures > 0 && n >= inner.config.consecutive_failures;
         if wake {
@@ -376,7 +376,7 @@ impl Inner {
     }
 
     fn clear_window(&self) {
-        self.consecutive.store(0, Ordering::Relaxed);
+        self.consecutive.success();
         for b in &self.buckets {
             b.total.store(0, Ordering::Relaxed);
             b.failures.store(0, Ordering::Relaxed);
@@ -399,12 +399,13 @@ impl Inner {
     /// The open period after `trips` consecutive trips: doubled each time, capped, jittered.
     fn open_period(&self, trips: u32) -> Duration {
         let c = &self.config;
-        let base = c
-            .open_duration
-            .saturating_mul(1u32 << trips.saturating_sub(1).min(16))
-            .min(c.max_open_duration);
-        let spread = (fastrand::f64() * 2.0 - 1.0) * c.jitter;
-        base.mul_f64((1.0 + spread).max(0.0))
+        Backoff {
+            base: c.open_duration,
+            max: c.max_open_duration,
+            growth: Growth::Doubling,
+            jitter: c.jitter,
+        }
+        .period(trips)
     }
 }
 
@@ -418,7 +419,7 @@ async fn run(inner: Arc<Inner>) {
         match state {
             State::Closed => {
                 inner.wake.notified().await;
-                let consecutive = inner.consecutive.load(Ordering::Acquire);
+                let consecutive = inner.consecutive.get();
                 // Marked open by the report that reached the count (a success reported
                 // since may have reset the count: the trip stands).
                 let marked = State::from_u8(inner.state.load(Ordering::Acquire)) == State::Open;

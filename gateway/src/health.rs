@@ -19,7 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::backoff::{Backoff, Consecutive, Growth};
 use crate::config::{
     CheckKind, EndpointConfig, HealthCheckConfig, NoHealthy, OutlierConfig, UpstreamConfig,
     UpstreamProtocol,
@@ -55,7 +56,7 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 pub struct EndpointHealth {
     flags: AtomicU8,
     /// Consecutive failed forwards, counted by the request path, reset by the monitor.
-    failures: AtomicU32,
+    failures: Consecutive,
 }
 
 /// The health state an upstream shares with its monitor task.
@@ -98,10 +99,8 @@ impl HealthShared {
         }
         let failures = &self.endpoints[i].failures;
         if ok {
-            if failures.load(Ordering::Relaxed) != 0 {
-                failures.store(0, Ordering::Relaxed);
-            }
-        } else if failures.fetch_add(1, Ordering::Relaxed) + 1 == self.outlier_threshold {
+            failures.success();
+        } else if failures.failure() == self.outlier_threshold {
             self.reports.notify_one();
         }
     }
@@ -363,9 +362,7 @@ impl Machine {
             if s.ejected_until.is_some() {
                 s.ejected_until = None;
                 s.returned_at = Some(now);
-                self.shared.endpoints[i]
-                    .failures
-                    .store(0, Ordering::Relaxed);
+                self.shared.endpoints[i].failures.success();
                 tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "an active check passed", "endpoint returned from ejection");
             }
             let s = &mut self.states[i];
@@ -393,13 +390,13 @@ impl Machine {
         };
         for i in 0..self.states.len() {
             let failures = &self.shared.endpoints[i].failures;
-            let n = failures.load(Ordering::Relaxed);
+            let n = failures.get();
             if n < outlier.consecutive_failures {
                 continue;
             }
             // Counting starts again whatever is decided: a refused ejection is retried after
             // another run of failures, not after every further one.
-            failures.store(0, Ordering::Relaxed);
+            failures.success();
             if self.states[i].ejected_until.is_some() {
                 continue;
             }
@@ -427,10 +424,13 @@ impl Machine {
             s.ejections = 0;
         }
         s.ejections = s.ejections.saturating_add(1);
-        let time = outlier
-            .base_ejection_time
-            .saturating_mul(s.ejections)
-            .min(outlier.max_ejection_time);
+        let time = Backoff {
+            base: outlier.base_ejection_time,
+            max: outlier.max_ejection_time,
+            growth: Growth::Linear,
+            jitter: 0.0,
+        }
+        .period(s.ejections);
         s.ejected_until = Some(now + time);
         self.metrics.ejections.inc();
         tracing::warn!(upstream = %self.upstream, endpoint = %self.labels[i], reason = %format!("{failures} consecutive failed requests"), ejection = s.ejections, seconds = time.as_secs_f64(), "endpoint ejected");
@@ -444,9 +444,7 @@ impl Machine {
             if s.ejected_until.is_some_and(|t| t <= now) {
                 s.ejected_until = None;
                 s.returned_at = Some(now);
-                self.shared.endpoints[i]
-                    .failures
-                    .store(0, Ordering::Relaxed);
+                self.shared.endpoints[i].failures.success();
                 tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "ejection time over", "endpoint returned from ejection");
                 self.publish(i);
             }
@@ -632,6 +630,7 @@ mod tests {
     use super::*;
     use crate::config::Jitter;
     use crate::metrics::Metrics;
+    use std::sync::atomic::AtomicU32;
 
     struct Fixture {
         machine: Machine,

@@ -26,6 +26,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod backoff;
 pub mod blocklist;
 pub mod body;
 pub mod breaker;

@@ -41,6 +41,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Engine, ResourceLimiter, Store};
 
+use crate::backoff::{Backoff, Consecutive, Growth};
 use crate::config::{FailurePolicy, PluginConfig};
 use crate::metrics::Metrics;
 use abi::{HealthStatus, HostState};
@@ -753,33 +754,40 @@ impl Drop for MemoryLimiter {
 /// One hook's consecutive failures and backoff.
 #[derive(Debug, Default)]
 struct Streak {
-    failures: AtomicU32,
-    level: AtomicU32,
+    failures: Consecutive,
+    /// Backoffs since the last successful call.
+    trips: AtomicU32,
     /// Milliseconds since the plugin's clock before which calls are skipped; 0: none.
     until: AtomicU64,
 }
 
+/// A hook's backoff: [`BASE_BACKOFF`], doubling on each trip without a successful call in
+/// between, up to [`MAX_BACKOFF`].
+const BACKOFF: Backoff = Backoff {
+    base: BASE_BACKOFF,
+    max: MAX_BACKOFF,
+    growth: Growth::Doubling,
+    jitter: 0.0,
+};
+
 impl Streak {
     fn clear(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-        }
+        self.failures.success();
         if self.until.load(Ordering::Relaxed) != 0 {
-            self.level.store(0, Ordering::Relaxed);
+            self.trips.store(0, Ordering::Relaxed);
             self.until.store(0, Ordering::Relaxed);
         }
     }
 
     /// Counts a failure at `now_ms`; past [`FAILURES_BEFORE_BACKOFF`] in a row, starts a
-    /// backoff (doubling on each trip without a success between) and returns its length.
+    /// backoff and returns its length.
     fn failed(&self, now_ms: u64) -> Option<Duration> {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < FAILURES_BEFORE_BACKOFF {
+        if self.failures.failure() < FAILURES_BEFORE_BACKOFF {
             return None;
         }
-        self.failures.store(0, Ordering::Relaxed);
-        let level = self.level.fetch_add(1, Ordering::Relaxed).min(16);
-        let d = BASE_BACKOFF.saturating_mul(1 << level).min(MAX_BACKOFF);
+        self.failures.success();
+        let trip = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let d = BACKOFF.period(trip);
         self.until
             .store(now_ms + d.as_millis() as u64, Ordering::Relaxed);
         Some(d)

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use super::actor::key_from_document;
 use super::key::PublicKey;
 use super::keycache::{Cached, KeyCache};
+use crate::backoff::{Backoff, Consecutive, Growth};
 use crate::config::FetchConfig;
 use crate::metrics::SignatureFamilies;
 
@@ -628,7 +629,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// Host state of the breaker.
 #[derive(Debug, Default)]
 struct HostState {
-    failures: u32,
+    failures: Consecutive,
     open_until: Option<Instant>,
 }
 
@@ -638,7 +639,8 @@ struct HostState {
 #[derive(Debug)]
 struct Breaker {
     failures: u32,
-    open_for: Duration,
+    /// The same each time: a host that keeps failing is tried once per period.
+    open_for: Backoff,
     max_hosts: usize,
     hosts: Mutex<HashMap<String, HostState>>,
 }
@@ -647,7 +649,12 @@ impl Breaker {
     fn new(failures: u32, open_for: Duration, max_hosts: usize) -> Breaker {
         Breaker {
             failures,
-            open_for,
+            open_for: Backoff {
+                base: open_for,
+                max: open_for,
+                growth: Growth::Fixed,
+                jitter: 0.0,
+            },
             max_hosts,
             hosts: Mutex::default(),
         }
@@ -663,7 +670,7 @@ impl Breaker {
             Some(until) if Instant::now() < until => false,
             Some(_) => {
                 // Half open: this fetch is the trial; until it ends, others are refused.
-                state.open_until = Some(Instant::now() + self.open_for);
+                state.open_until = Some(Instant::now() + self.open_for.period(1));
                 tracing::info!(host, "key fetch breaker half-open: trying the host again");
                 true
             }
@@ -690,17 +697,18 @@ impl Breaker {
             }
         }
         let state = hosts.entry(host.to_string()).or_default();
-        state.failures = state.failures.saturating_add(1);
-        if state.failures >= self.failures {
-            if state.open_until.is_none() || state.failures == self.failures {
+        let failures = state.failures.failure();
+        if failures >= self.failures {
+            let open_for = self.open_for.period(1);
+            if state.open_until.is_none() || failures == self.failures {
                 tracing::warn!(
                     host,
-                    failures = state.failures,
-                    open_seconds = self.open_for.as_secs_f64(),
+                    failures,
+                    open_seconds = open_for.as_secs_f64(),
                     "key fetch breaker opened: consecutive failed fetches"
                 );
             }
-            state.open_until = Some(Instant::now() + self.open_for);
+            state.open_until = Some(Instant::now() + open_for);
         }
     }
 }
