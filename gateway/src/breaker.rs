@@ -570,9 +570,9 @@ mod tests {
         assert_eq!(bm.rejections.get(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_abandoned_probe_gives_its_place_back() {
-        let (_m, bm) = metrics();
+    /// A breaker tripped by three failures, its open period over: half-open.
+    async fn half_open() -> (crate::metrics::Metrics, Breaker) {
+        let (m, bm) = metrics();
         let b = Breaker::new("app", config(), bm);
         for _ in 0..3 {
             b.admit().unwrap().report(true);
@@ -581,6 +581,12 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         settle().await;
         assert_eq!(b.state(), State::HalfOpen);
+        (m, b)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_gives_its_place_back() {
+        let (_m, b) = half_open().await;
         let kept = b.admit().unwrap();
         let abandoned = b.admit().unwrap();
         assert!(b.admit().is_err(), "two probes at a time");
@@ -748,15 +754,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn probes_that_never_report_are_given_back() {
-        let (_m, bm) = metrics();
-        let b = Breaker::new("app", config(), bm);
-        for _ in 0..3 {
-            b.admit().unwrap().report(true);
-        }
-        settle().await;
-        tokio::time::advance(Duration::from_secs(5)).await;
-        settle().await;
-        assert_eq!(b.state(), State::HalfOpen);
+        let (_m, b) = half_open().await;
         // One probe reports, the other's client went away.
         let (p1, _p2) = (b.admit().unwrap(), b.admit().unwrap());
         p1.report(false);
