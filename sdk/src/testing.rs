@@ -852,6 +852,24 @@ fn duration_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The gateway's rules this native backend imitates, for a test of the gateway's own suite
+/// that they are the gateway's: a plugin's native tests then catch what the gateway would
+/// refuse or cap. Not part of the SDK's API.
+#[doc(hidden)]
+pub mod limits {
+    /// The longest metric label value.
+    pub const MAX_LABEL_VALUE_BYTES: usize = super::backend::MAX_LABEL_VALUE_BYTES;
+    /// The default series cap per metric (`max_series`).
+    pub const DEFAULT_MAX_SERIES: usize = super::backend::DEFAULT_MAX_SERIES;
+    /// Histogram buckets when a declaration gives none.
+    pub const DEFAULT_BUCKETS: [f64; 11] = super::backend::DEFAULT_BUCKETS;
+    /// The longest store key.
+    pub const MAX_STORE_KEY_BYTES: usize = super::backend::store::MAX_KEY_BYTES;
+    /// The store's default bounds in entries and value bytes.
+    pub const DEFAULT_STORE_ENTRIES: usize = super::backend::store::DEFAULT_MAX_ENTRIES;
+    pub const DEFAULT_STORE_VALUE_BYTES: usize = super::backend::store::DEFAULT_MAX_VALUE_BYTES;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

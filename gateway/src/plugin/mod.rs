@@ -813,7 +813,7 @@ enum Bindings {
 }
 
 /// Most request fields a plugin may register (ABI 0.2.0).
-const MAX_REQUEST_HEADERS: usize = 32;
+pub const MAX_REQUEST_HEADERS: usize = 32;
 
 /// What a plugin's `init` registered: the hooks to call and what they read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -828,7 +828,7 @@ struct Registration {
 }
 
 /// The shortest `on-tick` interval.
-const MIN_TICK: Duration = Duration::from_millis(100);
+pub const MIN_TICK: Duration = Duration::from_millis(100);
 
 impl Registration {
     fn v1(hooks: abi::Hooks) -> Registration {

@@ -12,13 +12,13 @@ use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::{Activity, Header, HttpVersion, Origin, Principal, Signer, TlsInfo};
 
 /// Label values longer than this are dropped by the host.
-const MAX_LABEL_VALUE_BYTES: usize = 256;
+pub(crate) const MAX_LABEL_VALUE_BYTES: usize = 256;
 
 /// The series cap the gateway applies by default (`max_series`).
 pub(crate) const DEFAULT_MAX_SERIES: usize = 1000;
 
 /// The Prometheus default buckets, which the host uses when a histogram declares none.
-const DEFAULT_BUCKETS: [f64; 11] = [
+pub(crate) const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -689,7 +689,10 @@ pub(crate) mod store {
     use crate::store::StoreError;
 
     /// Keys longer than this are refused, as the ABI says.
-    const MAX_KEY_BYTES: usize = 1024;
+    pub(crate) const MAX_KEY_BYTES: usize = 1024;
+    /// The gateway's default bounds (`store_entries`, `store_value_bytes`).
+    pub(crate) const DEFAULT_MAX_ENTRIES: usize = 10_000;
+    pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 64 << 10;
 
     #[derive(Debug)]
     struct Entry {
@@ -715,8 +718,8 @@ pub(crate) mod store {
             Store {
                 entries: BTreeMap::new(),
                 writes: 0,
-                max_entries: 10_000,
-                max_value_bytes: 64 << 10,
+                max_entries: DEFAULT_MAX_ENTRIES,
+                max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             }
         }
 

@@ -23,6 +23,7 @@ mod prometheus;
 mod proxy;
 mod reload;
 mod resilience;
+mod sdk_limits;
 mod signature_fetch;
 mod signatures;
 mod tls_sni;
