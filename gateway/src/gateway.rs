@@ -16,8 +16,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::RESTART_ONLY;
 use crate::config::{self, Config};
-use crate::metrics::{Metrics, RESTART_ONLY};
+use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::runtime::{load_plugins, HandleCache, Runtime};
 use crate::server::{Listener, Running, Settings};
@@ -89,12 +90,7 @@ impl AdminServer {
 
 /// The values of [`RESTART_ONLY`] a configuration asks for.
 fn restart_only(server: &config::ServerConfig) -> [String; 4] {
-    [
-        server.workers.to_string(),
-        server.event_interval.to_string(),
-        format!("{:?}", server.log_format),
-        server.plugin_memory.to_string(),
-    ]
+    RESTART_ONLY.map(|(_, read)| read(server))
 }
 
 /// What a reload does to one listener of the new configuration.
@@ -289,7 +285,8 @@ impl Shared {
         self.publish_addresses(state);
 
         let wanted = restart_only(&server);
-        for ((setting, now), want) in RESTART_ONLY.iter().zip(&state.started_with).zip(&wanted) {
+        for (((setting, _), now), want) in RESTART_ONLY.iter().zip(&state.started_with).zip(&wanted)
+        {
             let pending = now != want;
             self.metrics.restart_required(setting, pending);
             if pending {

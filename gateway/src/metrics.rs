@@ -119,10 +119,6 @@ fn status_slot(code: u16) -> Option<usize> {
     STATUS_SLOTS.iter().position(|&c| c == code)
 }
 
-/// Settings fixed for the life of the process (the worker runtime and the log format are
-/// built once, at start).
-pub const RESTART_ONLY: [&str; 4] = ["workers", "event_interval", "log_format", "plugin_memory"];
-
 /// Every metric family of the request path, plus build info and process metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -379,7 +375,7 @@ impl Metrics {
             ),
             &["setting"],
         )?;
-        for s in RESTART_ONLY {
+        for (s, _) in crate::config::RESTART_ONLY {
             restart_required.with_label_values(&[s]);
         }
 
@@ -873,7 +869,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Whether the running file's `setting` (one of [`RESTART_ONLY`]) differs from the value
+    /// Whether the running file's `setting` (one of [`crate::config::RESTART_ONLY`]) differs from the value
     /// the process started with.
     pub fn restart_required(&self, setting: &str, pending: bool) {
         self.restart_required

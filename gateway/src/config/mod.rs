@@ -69,6 +69,17 @@ pub enum LogFormat {
     Text,
 }
 
+/// The `[server]` settings fixed for the life of the process (the worker runtime, the log
+/// format and the plugin memory pool are built once, at start), each with how to read it
+/// from a configuration: the one list reload compares and `fedgate_config_restart_required`
+/// is labelled by.
+pub const RESTART_ONLY: [(&str, fn(&ServerConfig) -> String); 4] = [
+    ("workers", |s| s.workers.to_string()),
+    ("event_interval", |s| s.event_interval.to_string()),
+    ("log_format", |s| format!("{:?}", s.log_format)),
+    ("plugin_memory", |s| s.plugin_memory.to_string()),
+];
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Worker threads; never zero (0 in the file is resolved to the core count).
