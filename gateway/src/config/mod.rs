@@ -69,11 +69,14 @@ pub enum LogFormat {
     Text,
 }
 
+/// Reads one `[server]` setting, as text.
+pub type ReadSetting = fn(&ServerConfig) -> String;
+
 /// The `[server]` settings fixed for the life of the process (the worker runtime, the log
 /// format and the plugin memory pool are built once, at start), each with how to read it
 /// from a configuration: the one list reload compares and `fedgate_config_restart_required`
 /// is labelled by.
-pub const RESTART_ONLY: [(&str, fn(&ServerConfig) -> String); 4] = [
+pub const RESTART_ONLY: [(&str, ReadSetting); 4] = [
     ("workers", |s| s.workers.to_string()),
     ("event_interval", |s| s.event_interval.to_string()),
     ("log_format", |s| format!("{:?}", s.log_format)),
