@@ -44,7 +44,7 @@ fn main() {
     let row = |label: &str, ns: f64| println!("{label:<58} {ns:>10.0}");
 
     // One client, allowed every time.
-    let hot = RouteLimits::new("r", vec![limiter("hot", &metrics, 1_000_000_000, 100_000)]);
+    let hot = RouteLimits::new("r", &[limiter("hot", &metrics, 1_000_000_000, 100_000)]);
     let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
     row(
         "one client, allowed",
@@ -54,7 +54,7 @@ fn main() {
     );
 
     // One client far over its limit: every decision refuses.
-    let tight = RouteLimits::new("r", vec![limiter("tight", &metrics, 1, 100_000)]);
+    let tight = RouteLimits::new("r", &[limiter("tight", &metrics, 1, 100_000)]);
     row(
         "one client, limited",
         ns_per_call(|_| {
@@ -63,7 +63,7 @@ fn main() {
     );
 
     // 10 000 clients in turn, each with its own bucket.
-    let many = RouteLimits::new("r", vec![limiter("many", &metrics, 1_000_000, 100_000)]);
+    let many = RouteLimits::new("r", &[limiter("many", &metrics, 1_000_000, 100_000)]);
     row(
         "10 000 clients in turn (IPv4)",
         ns_per_call(|i| {
@@ -71,7 +71,7 @@ fn main() {
             black_box(many.check_early(ip).is_ok());
         }),
     );
-    let v6 = RouteLimits::new("r", vec![limiter("v6", &metrics, 1_000_000, 100_000)]);
+    let v6 = RouteLimits::new("r", &[limiter("v6", &metrics, 1_000_000, 100_000)]);
     row(
         "10 000 clients in turn (IPv6, keyed by /64)",
         ns_per_call(|i| {
@@ -83,7 +83,7 @@ fn main() {
     );
 
     // A flood of new addresses past max_keys: every decision lands in the overflow bucket.
-    let flood = RouteLimits::new("r", vec![limiter("flood", &metrics, 1_000_000, 1_000)]);
+    let flood = RouteLimits::new("r", &[limiter("flood", &metrics, 1_000_000, 1_000)]);
     row(
         "flood of new clients past max_keys (1 000)",
         ns_per_call(|i| {
@@ -95,7 +95,7 @@ fn main() {
     // Three limiters on one route, as an inbox might have them.
     let three = RouteLimits::new(
         "r",
-        vec![
+        &[
             limiter("a", &metrics, 1_000_000, 100_000),
             limiter("b", &metrics, 1_000_000, 100_000),
             limiter("c", &metrics, 1_000_000, 100_000),

@@ -80,12 +80,12 @@ async fn answer(local: SocketAddr, req: Request<Incoming>) -> Response<Full<Byte
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => {
-            json_response(StatusCode::OK, "application/json", json!({"status": "ok"}))
+            json_response(StatusCode::OK, "application/json", &json!({"status": "ok"}))
         }
         (&Method::GET, [".well-known", "nodeinfo"]) => json_response(
             StatusCode::OK,
             "application/json",
-            json!({"links": [{
+            &json!({"links": [{
                 "rel": "http://nodeinfo.diaspora.software/ns/schema/2.1",
                 "href": format!("{base}/nodeinfo/2.1"),
             }]}),
@@ -93,7 +93,7 @@ async fn answer(local: SocketAddr, req: Request<Incoming>) -> Response<Full<Byte
         (&Method::GET, ["nodeinfo", "2.1"]) => json_response(
             StatusCode::OK,
             "application/json; profile=\"http://nodeinfo.diaspora.software/ns/schema/2.1#\"",
-            json!({
+            &json!({
                 "version": "2.1",
                 "software": {"name": "fedgate-demo", "version": env!("CARGO_PKG_VERSION")},
                 "protocols": ["activitypub"],
@@ -117,7 +117,7 @@ async fn answer(local: SocketAddr, req: Request<Incoming>) -> Response<Full<Byte
                 Some(user) if !user.is_empty() => json_response(
                     StatusCode::OK,
                     "application/jrd+json",
-                    json!({
+                    &json!({
                         "subject": format!("acct:{user}@{host}"),
                         "links": [{"rel": "self", "type": "application/activity+json", "href": format!("{base}/users/{user}")}],
                     }),
@@ -131,7 +131,7 @@ async fn answer(local: SocketAddr, req: Request<Incoming>) -> Response<Full<Byte
         (&Method::GET, ["users", user]) => json_response(
             StatusCode::OK,
             "application/activity+json",
-            actor(&base, user),
+            &actor(&base, user),
         ),
         (&Method::POST, ["users", _, "inbox"]) | (&Method::POST, ["inbox"]) => {
             let is_json = req
@@ -196,7 +196,7 @@ const DEMO_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9EC
 fn json_response(
     status: StatusCode,
     content_type: &'static str,
-    v: serde_json::Value,
+    v: &serde_json::Value,
 ) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;

@@ -64,7 +64,7 @@ fn loaders() -> &'static [Loader] {
                 let (jobs, queue) = mpsc::channel::<Job>();
                 std::thread::Builder::new()
                     .name(format!("fedgate-loader-{i}"))
-                    .spawn(move || loader(queue))
+                    .spawn(move || loader(&queue))
                     .expect("a loader thread starts");
                 Loader {
                     jobs,
@@ -114,7 +114,7 @@ pub fn trim_loaders() {
     }
 }
 
-fn loader(jobs: mpsc::Receiver<Job>) {
+fn loader(jobs: &mpsc::Receiver<Job>) {
     // After a job: when the trims started, and the next one of TRIM_AFTER.
     let mut schedule: Option<(Instant, usize)> = None;
     loop {

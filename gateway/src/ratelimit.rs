@@ -301,7 +301,7 @@ pub struct RouteLimits {
 
 impl RouteLimits {
     /// `limiters` in the route's order.
-    pub fn new(route: &str, limiters: Vec<Arc<Limiter>>) -> Self {
+    pub fn new(route: &str, limiters: &[Arc<Limiter>]) -> Self {
         let of = |kinds: &[KeyKind]| -> Box<[Arc<Limiter>]> {
             limiters
                 .iter()
@@ -528,7 +528,7 @@ mod tests {
         };
         let limits = RouteLimits::new(
             "inbox",
-            vec![
+            &[
                 mk("per-client", KeyKind::Client, 2),
                 mk("per-instance", KeyKind::Instance, 1),
                 mk("per-route", KeyKind::Route, 3),

@@ -128,8 +128,8 @@ mod tests {
         )
     }
 
-    fn name(t: &RouteTable, host: Option<&str>, path: &str, m: Method) -> Option<String> {
-        t.find(host, path, &m).map(|r| r.config.name.clone())
+    fn name(t: &RouteTable, host: Option<&str>, path: &str, m: &Method) -> Option<String> {
+        t.find(host, path, m).map(|r| r.config.name.clone())
     }
 
     #[tokio::test]
@@ -153,24 +153,24 @@ upstream = "a"
 "#,
         );
         assert_eq!(
-            name(&t, Some("Social.Example:443"), "/inbox", Method::POST).as_deref(),
+            name(&t, Some("Social.Example:443"), "/inbox", &Method::POST).as_deref(),
             Some("inbox")
         );
         assert_eq!(
-            name(&t, Some("social.example"), "/inbox", Method::GET),
+            name(&t, Some("social.example"), "/inbox", &Method::GET),
             None
         );
         assert_eq!(
-            name(&t, Some("a.b.example.org"), "/x", Method::GET).as_deref(),
+            name(&t, Some("a.b.example.org"), "/x", &Method::GET).as_deref(),
             Some("wild")
         );
-        assert_eq!(name(&t, Some("example.org"), "/x", Method::GET), None);
+        assert_eq!(name(&t, Some("example.org"), "/x", &Method::GET), None);
         assert_eq!(
-            name(&t, None, "/users/alice", Method::GET).as_deref(),
+            name(&t, None, "/users/alice", &Method::GET).as_deref(),
             Some("users")
         );
         assert_eq!(
-            name(&t, Some("[::1]:8080"), "/users/bob", Method::GET).as_deref(),
+            name(&t, Some("[::1]:8080"), "/users/bob", &Method::GET).as_deref(),
             Some("users")
         );
     }

@@ -149,7 +149,7 @@ impl Runtime {
                 .then(|| verifier.route_counters(&rc.name));
             let limits = RouteLimits::new(
                 &rc.name,
-                rc.rate_limits
+                &rc.rate_limits
                     .iter()
                     .map(|l| {
                         limiters

@@ -116,7 +116,7 @@ impl Lease {
             let (head, framing, conn) = pool
                 .send(self.index, parts, body)
                 .await
-                .map_err(ForwardError::from_send)?;
+                .map_err(|e| ForwardError::from_send(&e))?;
             return Ok(Response::from_parts(head, Relay::Pooled { framing, conn }));
         }
         let head = if keep {
@@ -139,13 +139,13 @@ impl Lease {
             Transport::Http1(pool) if upgrade => Box::pin(pool.send_upgrade(self.index, req))
                 .await
                 .map(|r| r.map(Relay::Incoming))
-                .map_err(ForwardError::from_send),
+                .map_err(|e| ForwardError::from_send(&e)),
             Transport::Http1(pool) => {
                 let (parts, body) = req.into_parts();
                 let (head, framing, conn) = pool
                     .send(self.index, &parts, body)
                     .await
-                    .map_err(ForwardError::from_send)?;
+                    .map_err(|e| ForwardError::from_send(&e))?;
                 Ok(Response::from_parts(head, Relay::Pooled { framing, conn }))
             }
             Transport::Http2(clients) => {
@@ -196,7 +196,7 @@ fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 impl ForwardError {
-    fn from_send(e: SendError) -> Self {
+    fn from_send(e: &SendError) -> Self {
         let kind = match &e {
             SendError::Connect(_) => ProxyError::UpstreamConnect,
             SendError::Busy => ProxyError::UpstreamBusy,

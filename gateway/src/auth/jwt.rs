@@ -323,7 +323,7 @@ mod tests {
         }
     }
 
-    fn claims(extra: serde_json::Value) -> serde_json::Value {
+    fn claims(extra: &serde_json::Value) -> serde_json::Value {
         let mut c = serde_json::json!({
             "iss": "https://id.example", "aud": "fedgate", "sub": "alice", "exp": now() + 300,
         });
@@ -339,7 +339,7 @@ mod tests {
 
     /// Signs with ring directly, so these tests do not trust the crate they test to sign.
     fn token(
-        header: serde_json::Value,
+        header: &serde_json::Value,
         claims: &serde_json::Value,
         sign: impl Fn(&[u8]) -> Vec<u8>,
     ) -> String {
@@ -378,15 +378,15 @@ mod tests {
         let v = JwtVerifier::from_jwks(&jwks(&ed), &expect()).unwrap();
         assert_eq!(v.keys(), 2, "the enc key and the P-384 key are skipped");
         let t = token(
-            serde_json::json!({"alg": "HS256", "kid": "hs"}),
-            &claims(serde_json::json!({})),
+            &serde_json::json!({"alg": "HS256", "kid": "hs"}),
+            &claims(&serde_json::json!({})),
             hs,
         );
         assert_eq!(v.verify(&t).unwrap().as_ref(), "alice");
         // Without a kid, keys of the token's algorithm are tried.
         let t = token(
-            serde_json::json!({"alg": "EdDSA"}),
-            &claims(serde_json::json!({"sub": "bob"})),
+            &serde_json::json!({"alg": "EdDSA"}),
+            &claims(&serde_json::json!({"sub": "bob"})),
             |m| ed.sign(m).as_ref().to_vec(),
         );
         assert_eq!(v.verify(&t).unwrap().as_ref(), "bob");
@@ -396,7 +396,7 @@ mod tests {
     fn claims_and_time_are_checked_with_leeway() {
         let v = JwtVerifier::from_jwks(&jwks(&ed_pair()), &expect()).unwrap();
         let h = serde_json::json!({"alg": "HS256", "kid": "hs"});
-        let check = |extra: serde_json::Value| v.verify(&token(h.clone(), &claims(extra), hs));
+        let check = |extra: serde_json::Value| v.verify(&token(&h.clone(), &claims(&extra), hs));
         let result = |extra| check(extra).map(|_| ()).map_err(|f| f.result);
         assert_eq!(
             result(serde_json::json!({"exp": now() - 3600})),
@@ -440,7 +440,7 @@ mod tests {
     fn none_confusion_unknown_keys_and_garbage_are_invalid() {
         let ed = ed_pair();
         let v = JwtVerifier::from_jwks(&jwks(&ed), &expect()).unwrap();
-        let c = claims(serde_json::json!({}));
+        let c = claims(&serde_json::json!({}));
         let none = format!(
             "{}.{}.",
             B64.encode(r#"{"alg":"none"}"#),
@@ -448,23 +448,23 @@ mod tests {
         );
         // HS256 "signed" with the Ed25519 public key as the secret: algorithm confusion.
         let public = ed.public_key().as_ref().to_vec();
-        let confused = token(serde_json::json!({"alg": "HS256", "kid": "ed"}), &c, |m| {
+        let confused = token(&serde_json::json!({"alg": "HS256", "kid": "ed"}), &c, |m| {
             let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &public);
             ring::hmac::sign(&k, m).as_ref().to_vec()
         });
-        let other_secret = token(serde_json::json!({"alg": "HS256"}), &c, |m| {
+        let other_secret = token(&serde_json::json!({"alg": "HS256"}), &c, |m| {
             let k =
                 ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"another secret, long enough....!");
             ring::hmac::sign(&k, m).as_ref().to_vec()
         });
-        let unknown_kid = token(serde_json::json!({"alg": "HS256", "kid": "nope"}), &c, hs);
+        let unknown_kid = token(&serde_json::json!({"alg": "HS256", "kid": "nope"}), &c, hs);
         let tampered = {
-            let t = token(serde_json::json!({"alg": "HS256"}), &c, hs);
+            let t = token(&serde_json::json!({"alg": "HS256"}), &c, hs);
             let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
-            parts[1] = B64.encode(claims(serde_json::json!({"sub": "root"})).to_string());
+            parts[1] = B64.encode(claims(&serde_json::json!({"sub": "root"})).to_string());
             parts.join(".")
         };
-        let rs = token(serde_json::json!({"alg": "RS256"}), &c, hs);
+        let rs = token(&serde_json::json!({"alg": "RS256"}), &c, hs);
         for (name, t) in [
             ("none", none.as_str()),
             ("confused", &confused),
@@ -490,8 +490,8 @@ mod tests {
         let v = JwtVerifier::from_jwks(&jwks(&ed_pair()), &e).unwrap();
         assert_eq!(v.keys(), 1);
         let t = token(
-            serde_json::json!({"alg": "HS256", "kid": "hs"}),
-            &claims(serde_json::json!({})),
+            &serde_json::json!({"alg": "HS256", "kid": "hs"}),
+            &claims(&serde_json::json!({})),
             hs,
         );
         assert_eq!(

@@ -158,14 +158,16 @@ impl Declared {
                 let names: Vec<&str> = labels.iter().map(String::as_str).collect();
                 let opts = Opts::new(name, help.clone());
                 let vec = match kind {
-                    Kind::Counter => Vecs::Counter(CounterVec::new(opts, &names).map_err(err)?),
-                    Kind::Gauge => Vecs::Gauge(GaugeVec::new(opts, &names).map_err(err)?),
+                    Kind::Counter => {
+                        Vecs::Counter(CounterVec::new(opts, &names).map_err(|e| err(&e))?)
+                    }
+                    Kind::Gauge => Vecs::Gauge(GaugeVec::new(opts, &names).map_err(|e| err(&e))?),
                     Kind::Histogram => Vecs::Histogram(
                         HistogramVec::new(
                             HistogramOpts::new(name, help).buckets(buckets.clone()),
                             &names,
                         )
-                        .map_err(err)?,
+                        .map_err(|e| err(&e))?,
                     ),
                 };
                 let collector: Box<dyn prometheus::core::Collector> = match &vec {
@@ -208,7 +210,7 @@ impl Declared {
     }
 }
 
-fn err(e: prometheus::Error) -> String {
+fn err(e: &prometheus::Error) -> String {
     e.to_string()
 }
 
@@ -292,8 +294,8 @@ impl Handle {
     fn accepts(&self, update: Update) -> Option<bool> {
         Some(match (update, self.family.kind) {
             (Update::Add(v), Kind::Counter) => v.is_finite() && v >= 0.0,
-            (Update::Add(v) | Update::Set(v), Kind::Gauge) => v.is_finite(),
-            (Update::Observe(v), Kind::Histogram) => v.is_finite(),
+            (Update::Add(v) | Update::Set(v), Kind::Gauge)
+            | (Update::Observe(v), Kind::Histogram) => v.is_finite(),
             _ => return None,
         })
     }

@@ -842,7 +842,7 @@ impl Registration {
         }
     }
 
-    fn v2(r: abi2::Registration) -> Result<Registration, String> {
+    fn v2(r: &abi2::Registration) -> Result<Registration, String> {
         use abi2::Hooks as H;
         let tick = match (r.hooks.contains(H::ON_TICK), r.tick_interval_ms) {
             (false, _) => None,
@@ -1102,7 +1102,7 @@ impl PluginCore {
             Pre::V2(pre) => pre.instantiate(&mut store).and_then(|b| {
                 store.data_mut().hook = Hook::Init.as_str();
                 let r = b.fedgate_plugin_handler().call_init(&mut store, config)?;
-                Ok((Bindings::V2(b), r.and_then(Registration::v2)))
+                Ok((Bindings::V2(b), r.and_then(|r| Registration::v2(&r))))
             }),
         };
         match result {

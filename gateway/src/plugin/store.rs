@@ -491,7 +491,7 @@ impl Store {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish(&self, d: Delta) {
+    fn publish(&self, d: &Delta) {
         if d.entries != 0 {
             self.metrics.entries.add(d.entries);
         }
@@ -540,7 +540,7 @@ impl Store {
                 Some(e.value.to_vec())
             }
         };
-        self.publish(d);
+        self.publish(&d);
         value
     }
 
@@ -560,7 +560,7 @@ impl Store {
                 }
             }
         };
-        self.publish(d);
+        self.publish(&d);
         result
     }
 
@@ -577,7 +577,7 @@ impl Store {
                 .remove(key, now, &mut d)
                 .is_some_and(|(_, e)| !e.expired(now))
         };
-        self.publish(d);
+        self.publish(&d);
         was
     }
 
@@ -619,7 +619,7 @@ impl Store {
                     Ok(sum)
                 })
         };
-        self.publish(d);
+        self.publish(&d);
         result
     }
 
@@ -660,7 +660,7 @@ impl Store {
                 }
             }
         };
-        self.publish(d);
+        self.publish(&d);
         result
     }
 
@@ -689,7 +689,7 @@ impl Store {
             }
         }
         let n = d.expired as usize;
-        self.publish(d);
+        self.publish(&d);
         n
     }
 

@@ -92,7 +92,7 @@ mod tests {
     const KEY_ID: &str = "https://remote.example/users/bob#main-key";
     const ACTOR: &str = "https://remote.example/users/bob";
 
-    fn parse(doc: Value, key_id: &str) -> Result<PublicKey, String> {
+    fn parse(doc: &Value, key_id: &str) -> Result<PublicKey, String> {
         key_from_document(doc.to_string().as_bytes(), key_id)
     }
 
@@ -106,7 +106,7 @@ mod tests {
             "publicKey": {"id": KEY_ID, "owner": ACTOR, "publicKeyPem": RSA_PUB},
         });
         assert_eq!(
-            parse(doc, KEY_ID).unwrap(),
+            parse(&doc, KEY_ID).unwrap(),
             PublicKey::from_pem(RSA_PUB).unwrap()
         );
     }
@@ -123,14 +123,14 @@ mod tests {
             ],
         });
         assert_eq!(
-            parse(doc.clone(), ed_id).unwrap(),
+            parse(&doc.clone(), ed_id).unwrap(),
             PublicKey::from_pem(ED_PUB).unwrap()
         );
         assert_eq!(
-            parse(doc.clone(), KEY_ID).unwrap(),
+            parse(&doc.clone(), KEY_ID).unwrap(),
             PublicKey::from_pem(RSA_PUB).unwrap()
         );
-        let missing = parse(doc, "https://remote.example/users/bob#other").unwrap_err();
+        let missing = parse(&doc, "https://remote.example/users/bob#other").unwrap_err();
         assert!(missing.contains("no key"), "{missing}");
     }
 
@@ -144,7 +144,7 @@ mod tests {
             "publicKeyPem": RSA_PUB,
         });
         assert_eq!(
-            parse(doc, key_id).unwrap(),
+            parse(&doc, key_id).unwrap(),
             PublicKey::from_pem(RSA_PUB).unwrap()
         );
     }
@@ -168,7 +168,7 @@ mod tests {
             }],
         });
         assert_eq!(
-            parse(doc, key_id).unwrap(),
+            parse(&doc, key_id).unwrap(),
             PublicKey::from_pem(ED_PUB).unwrap()
         );
     }
@@ -179,16 +179,16 @@ mod tests {
             "id": ACTOR,
             "publicKey": {"id": KEY_ID, "owner": "https://evil.example/users/bob", "publicKeyPem": RSA_PUB},
         });
-        let e = parse(doc, KEY_ID).unwrap_err();
+        let e = parse(&doc, KEY_ID).unwrap_err();
         assert!(e.contains("not on remote.example"), "{e}");
         // Without an owner of its own, the key belongs to the actor that holds it.
         let doc = json!({
             "id": "https://evil.example/users/bob",
             "publicKey": {"id": KEY_ID, "publicKeyPem": RSA_PUB},
         });
-        assert!(parse(doc, KEY_ID).is_err());
+        assert!(parse(&doc, KEY_ID).is_err());
         let doc = json!({"id": KEY_ID, "publicKeyPem": RSA_PUB});
-        assert_eq!(parse(doc, KEY_ID).unwrap_err(), "the key names no owner");
+        assert_eq!(parse(&doc, KEY_ID).unwrap_err(), "the key names no owner");
     }
 
     #[test]
@@ -203,7 +203,7 @@ mod tests {
             "id": ACTOR,
             "publicKey": {"id": KEY_ID, "owner": ACTOR, "publicKeyPem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"},
         });
-        assert!(parse(doc, KEY_ID).unwrap_err().starts_with("publicKeyPem"));
+        assert!(parse(&doc, KEY_ID).unwrap_err().starts_with("publicKeyPem"));
     }
 
     #[test]

@@ -159,7 +159,7 @@ mod tests {
         Arc::new(PublicKey::from_pem(RSA_PUB).unwrap())
     }
 
-    fn is_key(c: Option<Cached>) -> bool {
+    fn is_key(c: Option<&Cached>) -> bool {
         matches!(c, Some(Cached::Key(..)))
     }
 
@@ -169,7 +169,7 @@ mod tests {
         let minute = Duration::from_secs(60);
         cache.insert("a", Cached::Key(key(), Instant::now()), 60 * minute);
         cache.insert("b", Cached::Failed("status 404".into()), 5 * minute);
-        assert!(is_key(cache.get("a")));
+        assert!(is_key(cache.get("a").as_ref()));
         assert!(matches!(cache.get("b"), Some(Cached::Failed(r)) if &*r == "status 404"));
         assert!(cache.get("c").is_none());
 
@@ -177,7 +177,7 @@ mod tests {
         assert!(cache.get("b").is_some());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(cache.get("b").is_none(), "the negative entry expired");
-        assert!(is_key(cache.get("a")));
+        assert!(is_key(cache.get("a").as_ref()));
         tokio::time::advance(55 * minute).await;
         assert!(cache.get("a").is_none(), "the key expired");
         assert_eq!(

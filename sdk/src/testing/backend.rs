@@ -466,8 +466,8 @@ impl Metric {
     fn accepts(&self, update: Update) -> bool {
         match (update, self.kind) {
             (Update::Add(value), Kind::Counter) => value.is_finite() && value >= 0.0,
-            (Update::Add(value) | Update::Set(value), Kind::Gauge) => value.is_finite(),
-            (Update::Observe(value), Kind::Histogram) => value.is_finite(),
+            (Update::Add(value) | Update::Set(value), Kind::Gauge)
+            | (Update::Observe(value), Kind::Histogram) => value.is_finite(),
             (_, kind) => panic!("this update does not apply to a {}", kind.name()),
         }
     }

@@ -121,7 +121,13 @@ upstream = "app"
 }
 
 /// A token made by PyJWT with the key file `key` (in `dir`) and claims `claims`.
-fn token(dir: &Path, alg: &str, key: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
+fn token(
+    dir: &Path,
+    alg: &str,
+    key: &str,
+    kid: Option<&str>,
+    claims: &serde_json::Value,
+) -> String {
     pyjwt(&json!({
         "op": "sign",
         "alg": alg,
@@ -182,7 +188,7 @@ async fn api_keys_and_jwts_are_checked_refused_and_counted() {
         ("ES256", "ec.pem", "ec"),
         ("EdDSA", "ed.pem", "ed"),
     ] {
-        let t = token(dir, alg, key, Some(kid), claims(&format!("svc-{alg}")));
+        let t = token(dir, alg, key, Some(kid), &claims(&format!("svc-{alg}")));
         let auth = format!("Bearer {t}");
         let r = send(with_headers(
             &gw.url("/tokens/a"),
@@ -203,7 +209,7 @@ async fn api_keys_and_jwts_are_checked_refused_and_counted() {
                 "RS256",
                 "rsa.pem",
                 Some("rsa"),
-                json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "late", "exp": now() - 3600}),
+                &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "late", "exp": now() - 3600}),
             ),
         ),
         (
@@ -213,7 +219,7 @@ async fn api_keys_and_jwts_are_checked_refused_and_counted() {
                 "ES256",
                 "ec.pem",
                 Some("ec"),
-                json!({"iss": ISSUER, "aud": "another-service", "sub": "x", "exp": now() + 300}),
+                &json!({"iss": ISSUER, "aud": "another-service", "sub": "x", "exp": now() + 300}),
             ),
         ),
         (
@@ -223,19 +229,19 @@ async fn api_keys_and_jwts_are_checked_refused_and_counted() {
                 "EdDSA",
                 "ed.pem",
                 Some("ed"),
-                json!({"iss": "https://evil.example", "aud": AUDIENCE, "sub": "x", "exp": now() + 300}),
+                &json!({"iss": "https://evil.example", "aud": AUDIENCE, "sub": "x", "exp": now() + 300}),
             ),
         ),
         // Signed by a key the JWKS does not have, under the kid of one it has.
         (
             "invalid",
-            token(dir, "RS256", "stranger-rsa.pem", Some("rsa"), claims("x")),
+            token(dir, "RS256", "stranger-rsa.pem", Some("rsa"), &claims("x")),
         ),
         (
             "invalid",
-            token(dir, "HS256", "stranger-hs.key", None, claims("x")),
+            token(dir, "HS256", "stranger-hs.key", None, &claims("x")),
         ),
-        ("invalid", token(dir, "none", "", None, claims("x"))),
+        ("invalid", token(dir, "none", "", None, &claims("x"))),
         (
             "invalid",
             token(
@@ -243,7 +249,7 @@ async fn api_keys_and_jwts_are_checked_refused_and_counted() {
                 "HS256",
                 "hs.key",
                 Some("hs"),
-                json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now() + 7200, "nbf": now() + 3600}),
+                &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now() + 7200, "nbf": now() + 3600}),
             ),
         ),
     ];
@@ -362,7 +368,7 @@ async fn the_jwks_is_read_again_on_reload_and_a_bad_one_is_refused() {
     let gw = TestGateway::start(&body).await;
     let hs = format!(
         "Bearer {}",
-        token(keys.path(), "HS256", "hs.key", Some("hs"), claims("svc"))
+        token(keys.path(), "HS256", "hs.key", Some("hs"), &claims("svc"))
     );
     let call = || {
         send(with_headers(
@@ -396,7 +402,7 @@ async fn the_jwks_is_read_again_on_reload_and_a_bad_one_is_refused() {
     assert!(err.contains("auth.jwt.jwks_file"), "{err}");
     let rs = format!(
         "Bearer {}",
-        token(keys.path(), "RS256", "rsa.pem", Some("rsa"), claims("svc"))
+        token(keys.path(), "RS256", "rsa.pem", Some("rsa"), &claims("svc"))
     );
     let r = send(with_headers(
         &gw.url("/tokens/a"),

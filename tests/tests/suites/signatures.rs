@@ -773,7 +773,7 @@ fn npm(
     key_id: &str,
     file: &str,
     covers: &[&str],
-    extra: serde_json::Value,
+    extra: &serde_json::Value,
 ) -> Vec<(String, String)> {
     let mut spec = json!({
         "library": library,
@@ -1100,7 +1100,7 @@ async fn ecdsa_p256_keys_verify_in_both_schemes() {
         DAVE_EC,
         "p256.key.pem",
         &INBOX_COVERS,
-        json!({}),
+        &json!({}),
     );
     assert!(header(&joyent, "signature").contains("algorithm=\"ecdsa-sha256\""));
     assert_eq!(deliver(&gw, &joyent, CREATE).await, (200, String::new()));
@@ -1109,12 +1109,18 @@ async fn ecdsa_p256_keys_verify_in_both_schemes() {
         DAVE_EC,
         "p256.key.pem",
         &INBOX_COVERS,
-        json!({}),
+        &json!({}),
     );
     assert!(header(&peertube, "signature").contains("algorithm=\"hs2019\""));
     assert_eq!(deliver(&gw, &peertube, CREATE).await, (200, String::new()));
     // Misskey's signer, whose ECDSA signatures are `r || s` rather than DER.
-    let misskey = npm("misskey", DAVE_EC, "p256.key.pem", &INBOX_COVERS, json!({}));
+    let misskey = npm(
+        "misskey",
+        DAVE_EC,
+        "p256.key.pem",
+        &INBOX_COVERS,
+        &json!({}),
+    );
     let sig = header(&misskey, "signature");
     let value = sig
         .split("signature=\"")
@@ -1358,7 +1364,7 @@ async fn created_and_expires_with_hs2019_ed25519_from_peertube() {
             CAROL_ED,
             file,
             &covers,
-            json!({"expires_in": expires_in}),
+            &json!({"expires_in": expires_in}),
         )
     };
     let good = sign("ed25519.key.pem", 300);
@@ -1375,7 +1381,7 @@ async fn created_and_expires_with_hs2019_ed25519_from_peertube() {
         CAROL_ED,
         "ed25519.key.pem",
         &covers,
-        json!({
+        &json!({
             "expires_in": 300,
             "date": httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(14 * 3600)),
         }),
@@ -1390,7 +1396,7 @@ async fn created_and_expires_with_hs2019_ed25519_from_peertube() {
         CAROL_ED,
         "ed25519.key.pem",
         &covers,
-        json!({}),
+        &json!({}),
     );
     assert!(header(&joyent, "signature").contains("created="));
     assert_eq!(deliver(&gw, &joyent, CREATE).await, (200, String::new()));
