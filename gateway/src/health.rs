@@ -59,6 +59,28 @@ pub struct EndpointHealth {
     failures: Consecutive,
 }
 
+/// Health of one endpoint as balancing and `/health` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointState {
+    /// Passes its active checks (or has none).
+    pub healthy: bool,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
+}
+
+impl EndpointState {
+    /// An endpoint of an upstream without health checks or outlier detection.
+    pub const ALWAYS: EndpointState = EndpointState {
+        healthy: true,
+        ejected: false,
+    };
+
+    /// Healthy and not ejected: balancing may pick it.
+    pub fn eligible(self) -> bool {
+        self.healthy && !self.ejected
+    }
+}
+
 /// The health state an upstream shares with its monitor task.
 #[derive(Debug)]
 pub struct HealthShared {
@@ -293,9 +315,10 @@ fn jitter(c: &HealthCheckConfig, base: Duration) -> Duration {
     base + Duration::from_nanos(fastrand::u64(0..=max))
 }
 
-/// The per-endpoint state the monitor keeps beside the published flags.
+/// What the monitor keeps of one endpoint beside the flags it publishes: the runs of check
+/// results and the ejection history.
 #[derive(Debug, Default, Clone)]
-struct EndpointState {
+struct Tracked {
     unhealthy: bool,
     passes: u32,
     fails: u32,
@@ -318,7 +341,7 @@ pub(crate) struct Machine {
     check: Option<HealthCheckConfig>,
     outlier: Option<OutlierConfig>,
     metrics: HealthMetrics,
-    states: Vec<EndpointState>,
+    states: Vec<Tracked>,
     /// Whether some endpoint was eligible after the last transition.
     any_eligible: bool,
 }
@@ -337,7 +360,7 @@ impl Machine {
             g.set(1);
         }
         Machine {
-            states: vec![EndpointState::default(); labels.len()],
+            states: vec![Tracked::default(); labels.len()],
             upstream,
             labels,
             gauges,

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use crate::body::{Relay, RequestBody};
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
+use crate::health::EndpointState;
 use crate::metrics::{ActiveConn, ConnStats, UpstreamMetrics};
 use crate::pool::{Pool, SendError};
 
@@ -377,10 +378,7 @@ impl Upstream {
     /// What health checks and outlier detection say of endpoint `i`.
     pub fn endpoint_state(&self, i: usize) -> EndpointState {
         match &self.health {
-            None => EndpointState {
-                healthy: true,
-                ejected: false,
-            },
+            None => EndpointState::ALWAYS,
             Some(h) => EndpointState {
                 healthy: h.shared.healthy(i),
                 ejected: h.shared.ejected(i),
@@ -423,22 +421,6 @@ impl Upstream {
             index,
             stream: std::sync::Mutex::new(None),
         }
-    }
-}
-
-/// Health of one endpoint as `/health` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndpointState {
-    /// Passes its active checks (or has none).
-    pub healthy: bool,
-    /// Ejected by outlier detection.
-    pub ejected: bool,
-}
-
-impl EndpointState {
-    /// Healthy and not ejected: balancing may pick it.
-    pub fn eligible(self) -> bool {
-        self.healthy && !self.ejected
     }
 }
 
