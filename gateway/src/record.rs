@@ -106,7 +106,6 @@ impl Drop for Completion {
             .request_bytes
             .as_ref()
             .map_or(0, |c| c.load(Ordering::Relaxed));
-        self.metrics.in_flight.dec();
         self.metrics.record(
             self.method,
             self.status,
@@ -126,6 +125,9 @@ impl Drop for Completion {
                 duration: elapsed,
             });
         }
+        // In flight until recorded and queued for observers: a gauge at 0 means every
+        // finished request is in the counters.
+        self.metrics.in_flight.dec();
         if let Some(log) = self.log.take() {
             let endpoint = lease.as_ref().map(|l| &*l.endpoint().label);
             tracing::info!(

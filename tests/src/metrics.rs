@@ -155,14 +155,17 @@ pub async fn wait_for_sum(
     }
 }
 
-/// Waits until each of the observing `plugins` has had every exchange the gateway finished
-/// (`fedgate_requests_total`, all routes): for suites whose observers are on every route.
-/// Returns the metrics text.
+/// Waits until no request is in flight and each of the observing `plugins` has had every
+/// exchange the gateway finished (`fedgate_requests_total`, all routes): for suites whose
+/// observers are on every route. (A client may read a whole response a moment before the
+/// gateway records it; `fedgate_requests_in_flight` falls only once it has.) Returns the
+/// metrics text.
 pub async fn settle_observers(gw: &TestGateway, plugins: &[&str]) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let m = gw.metrics().await;
         let finished = sum(&m, "fedgate_requests_total", &[]);
+        let in_flight = sum(&m, "fedgate_requests_in_flight", &[]);
         let behind: Vec<&str> = plugins
             .iter()
             .copied()
@@ -174,12 +177,13 @@ pub async fn settle_observers(gw: &TestGateway, plugins: &[&str]) -> String {
                 ) != finished
             })
             .collect();
-        if behind.is_empty() {
+        if behind.is_empty() && in_flight == 0.0 {
             return m;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "observers {behind:?} have not had all {finished} exchanges:\n{m}"
+            "observers {behind:?} have not had all {finished} exchanges \
+             ({in_flight} in flight):\n{m}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
