@@ -67,8 +67,9 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# wait_ready URL [TRIES]: polls every 50 ms, 200 times unless told.
 wait_ready() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 "${2:-200}"); do
     curl --noproxy '*' -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.05
   done
@@ -174,10 +175,8 @@ if [ "$INSTRUCTIONS" = 1 ]; then
       "$FEDGATE" run --config "$WORK/$label.toml" >"$WORK/$label.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 1 600); do
-      curl --noproxy '*' -fsS -o /dev/null "http://127.0.0.1:${ADMIN[$label]}/ready" 2>/dev/null && break
-      sleep 0.1
-    done
+    # Slower to start under valgrind: up to a minute.
+    wait_ready "http://127.0.0.1:${ADMIN[$label]}/ready" 1200
     load 1000 "${PORT[$label]}"
     sleep 1
     callgrind_control -z "$pid" >/dev/null

@@ -1,6 +1,7 @@
-//! Failures in a row, and the backoff they earn: one primitive for the four places that
-//! count them — the circuit breaker (its open period), outlier detection (an endpoint's
-//! ejection time), the key fetcher's breaker per remote host, and plugin hooks' backoff.
+//! Failures in a row, and the backoff they earn: one primitive for the places that count
+//! them. The circuit breaker (its open period), outlier detection (an endpoint's ejection
+//! time) and plugin hooks grow a backoff; the key fetcher's breaker per remote host counts
+//! its failures the same way and opens for a fixed period.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,6 +14,11 @@ pub struct Consecutive(AtomicU32);
 impl Consecutive {
     /// A success: the run of failures is over.
     pub fn success(&self) {
+        self.reset();
+    }
+
+    /// Starts counting again (the run was acted on, or the endpoint is back).
+    pub fn reset(&self) {
         if self.0.load(Ordering::Relaxed) != 0 {
             self.0.store(0, Ordering::Relaxed);
         }
@@ -32,8 +38,6 @@ impl Consecutive {
 /// How a backoff grows from one trip to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Growth {
-    /// The base each time.
-    Fixed,
     /// The base times the trip number: 1, 2, 3, ... times.
     Linear,
     /// The base doubled on each further trip: 1, 2, 4, ... times.
@@ -55,7 +59,6 @@ impl Backoff {
     pub fn period(&self, trip: u32) -> Duration {
         let trip = trip.max(1);
         let grown = match self.growth {
-            Growth::Fixed => self.base,
             Growth::Linear => self.base.saturating_mul(trip),
             Growth::Doubling => self.base.saturating_mul(1 << (trip - 1).min(16)),
         };
@@ -93,7 +96,6 @@ mod tests {
             };
             trips.iter().map(|t| b.period(*t)).collect()
         };
-        assert_eq!(of(Growth::Fixed, &[1, 2, 9]), [s(10), s(10), s(10)]);
         assert_eq!(
             of(Growth::Linear, &[0, 1, 2, 4, 5]),
             [s(10), s(10), s(20), s(40), s(45)]
@@ -109,7 +111,7 @@ mod tests {
         let b = Backoff {
             base: Duration::from_secs(10),
             max: Duration::from_secs(10),
-            growth: Growth::Fixed,
+            growth: Growth::Linear,
             jitter: 0.2,
         };
         let periods: Vec<Duration> = (0..200).map(|_| b.period(1)).collect();

@@ -140,7 +140,7 @@ pub struct Admission<'a> {
 }
 
 impl Admission<'_> {
-    /// Whether this request is one of a half-open breaker's probes.
+    /// A normal request, or one of a half-open breaker's probes.
     pub fn permit(&self) -> Permit {
         self.permit
     }
@@ -376,7 +376,7 @@ impl Inner {
     }
 
     fn clear_window(&self) {
-        self.consecutive.success();
+        self.consecutive.reset();
         for b in &self.buckets {
             b.total.store(0, Ordering::Relaxed);
             b.failures.store(0, Ordering::Relaxed);

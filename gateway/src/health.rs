@@ -385,7 +385,7 @@ impl Machine {
             if s.ejected_until.is_some() {
                 s.ejected_until = None;
                 s.returned_at = Some(now);
-                self.shared.endpoints[i].failures.success();
+                self.shared.endpoints[i].failures.reset();
                 tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "an active check passed", "endpoint returned from ejection");
             }
             let s = &mut self.states[i];
@@ -419,7 +419,7 @@ impl Machine {
             }
             // Counting starts again whatever is decided: a refused ejection is retried after
             // another run of failures, not after every further one.
-            failures.success();
+            failures.reset();
             if self.states[i].ejected_until.is_some() {
                 continue;
             }
@@ -467,7 +467,7 @@ impl Machine {
             if s.ejected_until.is_some_and(|t| t <= now) {
                 s.ejected_until = None;
                 s.returned_at = Some(now);
-                self.shared.endpoints[i].failures.success();
+                self.shared.endpoints[i].failures.reset();
                 tracing::info!(upstream = %self.upstream, endpoint = %self.labels[i], reason = "ejection time over", "endpoint returned from ejection");
                 self.publish(i);
             }

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+use crate::http::text_at;
 use crate::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::{
     log, store, Activity, Config, Exchange, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
@@ -280,16 +281,6 @@ impl From<types::TlsInfo> for TlsInfo {
 /// The registered fields' values, read in place in the text the gateway stored them in.
 pub(crate) fn declared(fields: types::DeclaredFields) -> crate::DeclaredHeaders {
     crate::DeclaredHeaders::from_refs(fields.text, fields.values)
-}
-
-/// The string a `text-ref` names in `stored`: `None` when absent (or out of bounds, which
-/// a gateway never sends).
-pub(crate) fn text_at(stored: &str, at: u64) -> Option<&str> {
-    if at == u64::MAX {
-        return None;
-    }
-    let start = (at >> 32) as usize;
-    stored.get(start..start + (at & 0xffff_ffff) as usize)
 }
 
 /// Exchange `i` of a batch, its strings borrowed from the batch's text.

@@ -177,6 +177,17 @@ impl Request {
     }
 }
 
+/// The string a `text-ref` of the ABI names in `stored` (its offset in the high 32 bits,
+/// its length in the low 32): `None` when absent (all bits set), or out of bounds, which a
+/// gateway never sends.
+pub(crate) fn text_at(stored: &str, at: u64) -> Option<&str> {
+    if at == u64::MAX {
+        return None;
+    }
+    let start = (at >> 32) as usize;
+    stored.get(start..start + (at & 0xffff_ffff) as usize)
+}
+
 /// The first values of the fields a plugin registered, as
 /// [`Request::declared_headers`] returns them: every value side by side in one text, as
 /// the gateway sent them, read in place (`get` copies nothing).
@@ -216,12 +227,7 @@ impl DeclaredHeaders {
     /// [`Plugin::request_headers`](crate::Plugin::request_headers)); `None` when the
     /// request had no such field or `index` is past the registered ones.
     pub fn get(&self, index: usize) -> Option<&str> {
-        let at = *self.values.get(index)?;
-        if at == u64::MAX {
-            return None;
-        }
-        let start = (at >> 32) as usize;
-        self.text.get(start..start + (at & 0xffff_ffff) as usize)
+        text_at(&self.text, *self.values.get(index)?)
     }
 
     /// How many fields were registered.

@@ -174,11 +174,16 @@ impl std::fmt::Display for Misuse {
 impl std::error::Error for Misuse {}
 
 pub(super) fn text(v: &http::HeaderValue) -> String {
-    // Nearly every value is ASCII: validate and copy in one pass, and only fall back to the
-    // lossy conversion for the rare value that is not UTF-8.
+    text_of(v).into_owned()
+}
+
+/// A field value as text, each invalid UTF-8 sequence replaced by U+FFFD: borrowed unless
+/// the value is not UTF-8. Nearly every value is ASCII, which `from_utf8` checks fastest;
+/// the lossy conversion is only for the rare one that is not UTF-8.
+pub(super) fn text_of(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(v.as_bytes()) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
     }
 }
 

@@ -80,14 +80,14 @@ impl Text {
         self.since(offset)
     }
 
-    /// A field value as text, each invalid UTF-8 sequence replaced by U+FFFD (as
-    /// `abi::text` gives it).
+    /// A field value, as `abi::text_of` gives it.
     pub(super) fn value(&mut self, v: &http::HeaderValue) -> u64 {
-        // Nearly every value is visible ASCII, which `to_str` checks fastest.
-        match v.to_str() {
-            Ok(text) => self.str(text),
-            Err(_) => self.str(&String::from_utf8_lossy(v.as_bytes())),
-        }
+        self.str(&super::abi::text_of(v))
+    }
+
+    /// A string, or the `text-ref` of no value.
+    pub(super) fn opt(&mut self, s: Option<&str>) -> u64 {
+        s.map_or(ABSENT, |s| self.str(s))
     }
 
     pub(super) fn display(&mut self, v: impl std::fmt::Display) -> u64 {

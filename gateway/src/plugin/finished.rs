@@ -260,71 +260,58 @@ impl BatchBuilder {
                 .and_then(|i| o.values[i].as_ref());
             b.fields.push(value.map_or(abi2::ABSENT, |v| t.value(v)));
         }
-        let mut opt = |v: Option<&str>| v.map_or(abi2::ABSENT, |s| t.str(s));
-        b.method.push(opt(Some(o.method.as_str())));
-        b.scheme.push(opt(Some(o.scheme)));
-        b.path.push(opt(Some(o.uri.path())));
-        b.query.push(opt(o.uri.query()));
-        b.route.push(opt(Some(&o.route.route)));
-        b.upstream.push(opt(Some(&o.route.upstream)));
-        b.error.push(opt(e.error));
-        b.endpoint.push(opt(e.endpoint.as_deref()));
-        let mut flags = if e.completed { COMPLETED } else { 0 };
-        let view = match &f.view {
-            View::Lazy(a) => a.get(),
-            View::Parsed(a) => a.as_ref(),
-        };
-        let activity = view.map(|a| {
-            flags |= VIEW;
-            if a.public {
-                flags |= PUBLIC;
-            }
-            (a, a.actor_host())
-        });
-        let field =
-            |read: for<'a> fn(&'a crate::activity::Activity<'static>) -> Option<&'a str>| {
-                activity.as_ref().and_then(|(a, _)| read(a))
-            };
-        b.activity_kind.push(opt(field(|a| a.kind.as_deref())));
-        b.activity_id.push(opt(field(|a| a.id.as_deref())));
-        b.activity_actor.push(opt(field(|a| a.actor())));
-        b.activity_actor_host
-            .push(opt(activity.as_ref().and_then(|(_, host)| host.as_deref())));
-        b.activity_object_kind
-            .push(opt(field(|a| a.object_type.as_deref())));
-        b.activity_object_id
-            .push(opt(field(|a| a.object_id.as_deref())));
-        b.activity_published
-            .push(opt(field(|a| a.published.as_deref())));
-        b.signer_key_id
-            .push(opt(o.signer.as_ref().map(|s| &*s.key_id)));
-        b.signer_instance
-            .push(opt(o.signer.as_ref().map(|s| &*s.instance)));
-        b.principal_name
-            .push(opt(o.principal.as_ref().map(|(_, name)| &**name)));
+        b.method.push(t.str(o.method.as_str()));
+        b.scheme.push(t.str(o.scheme));
         b.authority.push(match &o.authority {
             Some(a) => t.value(a),
             None => t.str(""),
         });
+        b.path.push(t.str(o.uri.path()));
+        b.query.push(t.opt(o.uri.query()));
+        b.route.push(t.str(&o.route.route));
+        b.upstream.push(t.str(&o.route.upstream));
         b.request_id.push(t.value(&o.request_id));
         b.client_address.push(t.display(o.client));
-        b.http_version.push(match abi2::http_version(o.version) {
-            abi2::HttpVersion::Http10 => 0,
-            abi2::HttpVersion::Http11 => 1,
-            abi2::HttpVersion::Http2 => 2,
-        });
-        b.principal_kind
-            .push(o.principal.as_ref().map_or(0, |(method, _)| {
-                match abi2::principal_kind(*method) {
-                    abi2::PrincipalKind::ApiKey => 1,
-                    abi2::PrincipalKind::Jwt => 2,
-                    abi2::PrincipalKind::Mtls => 3,
-                }
-            }));
+        b.error.push(t.opt(e.error));
+        b.endpoint.push(t.opt(e.endpoint.as_deref()));
+        let view = match &f.view {
+            View::Lazy(a) => a.get(),
+            View::Parsed(a) => a.as_ref(),
+        };
+        b.activity_kind
+            .push(t.opt(view.and_then(|a| a.kind.as_deref())));
+        b.activity_id
+            .push(t.opt(view.and_then(|a| a.id.as_deref())));
+        b.activity_actor.push(t.opt(view.and_then(|a| a.actor())));
+        b.activity_actor_host
+            .push(t.opt(view.and_then(|a| a.actor_host()).as_deref()));
+        b.activity_object_kind
+            .push(t.opt(view.and_then(|a| a.object_type.as_deref())));
+        b.activity_object_id
+            .push(t.opt(view.and_then(|a| a.object_id.as_deref())));
+        b.activity_published
+            .push(t.opt(view.and_then(|a| a.published.as_deref())));
+        b.signer_key_id
+            .push(t.opt(o.signer.as_ref().map(|s| &*s.key_id)));
+        b.signer_instance
+            .push(t.opt(o.signer.as_ref().map(|s| &*s.instance)));
+        b.principal_name
+            .push(t.opt(o.principal.as_ref().map(|(_, name)| &**name)));
+        // Enum columns hold the WIT case number (the generated enums are `repr(u8)`).
+        b.http_version.push(abi2::http_version(o.version) as u8);
+        b.principal_kind.push(
+            o.principal
+                .as_ref()
+                .map_or(0, |(method, _)| abi2::principal_kind(*method) as u8 + 1),
+        );
+        let mut bits = if e.completed { COMPLETED } else { 0 };
+        if let Some(a) = view {
+            bits |= VIEW | if a.public { PUBLIC } else { 0 };
+        }
         b.status.push(e.status);
         b.request_bytes.push(e.request_bytes);
         b.response_bytes.push(e.response_bytes);
-        b.bits.push(flags);
+        b.bits.push(bits);
         b.upstream_latency.push(
             o.upstream_latency
                 .map_or(abi2::ABSENT, |d| d.as_nanos() as u64),

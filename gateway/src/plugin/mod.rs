@@ -785,7 +785,7 @@ impl Streak {
         if self.failures.failure() < FAILURES_BEFORE_BACKOFF {
             return None;
         }
-        self.failures.success();
+        self.failures.reset();
         let trip = self.trips.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let d = BACKOFF.period(trip);
         self.until
@@ -1303,9 +1303,9 @@ impl PluginCore {
         }
     }
 
-    /// `observe` with one batch of finished exchanges, lowered with the fields this plugin
-    /// registered: their strings side by side in one text, so the batch crosses into the
-    /// instance in three copies. On the observer thread.
+    /// `observe` with one batch of finished exchanges, lowered column by column with the
+    /// fields this plugin registered (see `finished::BatchBuilder`). On the observer
+    /// thread.
     fn observe(&self, batch: &[Arc<finished::Finished>]) {
         let registered = self.shared.request_headers();
         let mut lowered = finished::BatchBuilder::with_capacity(batch.len());

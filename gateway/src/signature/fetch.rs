@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use super::actor::key_from_document;
 use super::key::PublicKey;
 use super::keycache::{Cached, KeyCache};
-use crate::backoff::{Backoff, Consecutive, Growth};
+use crate::backoff::Consecutive;
 use crate::config::FetchConfig;
 use crate::metrics::SignatureFamilies;
 
@@ -639,8 +639,7 @@ struct HostState {
 #[derive(Debug)]
 struct Breaker {
     failures: u32,
-    /// The same each time: a host that keeps failing is tried once per period.
-    open_for: Backoff,
+    open_for: Duration,
     max_hosts: usize,
     hosts: Mutex<HashMap<String, HostState>>,
 }
@@ -649,12 +648,7 @@ impl Breaker {
     fn new(failures: u32, open_for: Duration, max_hosts: usize) -> Breaker {
         Breaker {
             failures,
-            open_for: Backoff {
-                base: open_for,
-                max: open_for,
-                growth: Growth::Fixed,
-                jitter: 0.0,
-            },
+            open_for,
             max_hosts,
             hosts: Mutex::default(),
         }
@@ -670,7 +664,7 @@ impl Breaker {
             Some(until) if Instant::now() < until => false,
             Some(_) => {
                 // Half open: this fetch is the trial; until it ends, others are refused.
-                state.open_until = Some(Instant::now() + self.open_for.period(1));
+                state.open_until = Some(Instant::now() + self.open_for);
                 tracing::info!(host, "key fetch breaker half-open: trying the host again");
                 true
             }
@@ -699,16 +693,15 @@ impl Breaker {
         let state = hosts.entry(host.to_string()).or_default();
         let failures = state.failures.failure();
         if failures >= self.failures {
-            let open_for = self.open_for.period(1);
             if state.open_until.is_none() || failures == self.failures {
                 tracing::warn!(
                     host,
                     failures,
-                    open_seconds = open_for.as_secs_f64(),
+                    open_seconds = self.open_for.as_secs_f64(),
                     "key fetch breaker opened: consecutive failed fetches"
                 );
             }
-            state.open_until = Some(Instant::now() + open_for);
+            state.open_until = Some(Instant::now() + self.open_for);
         }
     }
 }
