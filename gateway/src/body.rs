@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 use crate::h1::Framing;
 use crate::pool::Lent;
 use crate::record::Completion;
-use crate::upstream::BoxError;
+use crate::transport::BoxError;
 
 /// The client's request body on its way upstream, counting bytes into a shared counter:
 /// streamed as it arrives, or already read whole for a route that buffers bodies.

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::headers::{self, Hop};
-use crate::upstream::{BoxError, Counted};
+use crate::transport::{BoxError, Counted};
 
 /// The first read of a response reserves this much; reads that fill their buffer double it
 /// up to [`MAX_READ`], so large bodies move in large reads and small ones stay small.

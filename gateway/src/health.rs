@@ -178,7 +178,7 @@ impl Health {
                 let prober = Arc::new(Prober {
                     kind: h.kind.clone(),
                     protocol: config.protocol,
-                    connector: crate::upstream::https_connector(config)?,
+                    connector: crate::transport::https_connector(config)?,
                     endpoints: config.endpoints.clone(),
                 });
                 let probe: Probe = Arc::new(move |i| {

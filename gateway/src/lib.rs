@@ -55,6 +55,7 @@ pub mod runtime;
 pub mod server;
 pub mod signature;
 pub mod tls;
+pub mod transport;
 pub mod upstream;
 
 pub use config::Config;

@@ -38,7 +38,7 @@ use tower::Service;
 use crate::body::RequestBody;
 use crate::h1::{self, Conn, Framing};
 use crate::metrics::ActiveConn;
-use crate::upstream::{BoxError, Counted, CountingConnector};
+use crate::transport::{BoxError, Counted, CountingConnector};
 
 /// Why a request could not be sent or answered.
 #[derive(Debug)]

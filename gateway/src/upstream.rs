@@ -4,32 +4,21 @@
 //! eligible, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::uri::Authority;
 use http::{header, Request, Response, Uri};
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{Relay, RequestBody};
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::health::EndpointState;
-use crate::metrics::{ActiveConn, ConnStats, UpstreamMetrics};
+use crate::metrics::UpstreamMetrics;
 use crate::pool::{Pool, SendError};
-
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::transport::{https_connector, ConnTag, CountingConnector, Stream};
 
 /// How requests reach an upstream's endpoints.
 #[derive(Debug)]
@@ -222,12 +211,7 @@ impl Drop for Lease {
 impl Upstream {
     /// Builds the upstream and its (empty) connection pool.
     pub fn new(config: UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, String> {
-        let connector = CountingConnector {
-            inner: https_connector(&config)?,
-            stats: metrics.conns.clone(),
-            dial: None,
-            multiplexed: false,
-        };
+        let connector = CountingConnector::new(https_connector(&config)?, metrics.conns.clone());
         let mut uris = Vec::with_capacity(config.endpoints.len());
         for e in &config.endpoints {
             let uri = Uri::builder()
@@ -259,13 +243,7 @@ impl Upstream {
                     .http2_only(true);
                 let clients = uris
                     .into_iter()
-                    .map(|uri| {
-                        builder.build(CountingConnector {
-                            dial: Some(uri),
-                            multiplexed: true,
-                            ..connector.clone()
-                        })
-                    })
+                    .map(|uri| builder.build(connector.multiplexed(uri)))
                     .collect();
                 Transport::Http2(clients)
             }
@@ -421,196 +399,5 @@ impl Upstream {
             index,
             stream: std::sync::Mutex::new(None),
         }
-    }
-}
-
-pub(crate) fn https_connector(
-    config: &UpstreamConfig,
-) -> Result<HttpsConnector<HttpConnector>, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-
-    let roots = match &config.tls_ca_file {
-        Some(path) => Some(crate::tls::load_roots(path)?),
-        None => None,
-    };
-    let tls = crate::tls::client_config(roots);
-    let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    if let Some(sn) = &config.tls_server_name {
-        let name = rustls::pki_types::ServerName::try_from(sn.clone())
-            .map_err(|e| format!("tls.server_name: {e}"))?;
-        builder =
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
-    }
-    // ALPN offers exactly the protocol the pool will speak.
-    Ok(match config.protocol {
-        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
-    })
-}
-
-/// Wraps the connector so every connection it opens is counted until it closes.
-#[derive(Debug, Clone)]
-pub struct CountingConnector {
-    inner: HttpsConnector<HttpConnector>,
-    stats: Arc<ConnStats>,
-    /// Dial this endpoint (scheme, authority: also the TLS server name) whatever the
-    /// request's URI says; `None` dials the URI given.
-    dial: Option<Uri>,
-    /// HTTP/2: connections carry many streams, and are tagged so each response can say
-    /// which connection it came on.
-    multiplexed: bool,
-}
-
-impl CountingConnector {
-    pub(crate) fn stats(&self) -> &Arc<ConnStats> {
-        &self.stats
-    }
-}
-
-impl tower::Service<Uri> for CountingConnector {
-    type Response = Counted;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let fut = self.inner.call(self.dial.clone().unwrap_or(uri));
-        let stats = self.stats.clone();
-        let multiplexed = self.multiplexed;
-        Box::pin(async move {
-            let io = fut.await?;
-            stats.open.fetch_add(1, Ordering::Relaxed);
-            let tag = multiplexed.then(|| {
-                ConnTag(Arc::new(Streams {
-                    count: AtomicUsize::new(0),
-                    stats: stats.clone(),
-                }))
-            });
-            Ok(Counted {
-                io,
-                stats,
-                dedicated: None,
-                tag,
-            })
-        })
-    }
-}
-
-/// An upstream connection that decrements the open count when closed.
-#[derive(Debug)]
-pub struct Counted {
-    io: Io,
-    stats: Arc<ConnStats>,
-    /// Counted active for its whole life (see [`Counted::dedicate`]).
-    dedicated: Option<ActiveConn>,
-    /// HTTP/2: the stream count, handed to every response through `Connected::extra`.
-    tag: Option<ConnTag>,
-}
-
-impl Counted {
-    /// Counts the connection as active until it closes: a connection of its own for an
-    /// upgrade carries that exchange and then its tunnel, and is never idle.
-    pub fn dedicate(&mut self) {
-        if self.dedicated.is_none() {
-            self.dedicated = Some(ActiveConn::new(&self.stats));
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Connection for Counted {
-    fn connected(&self) -> Connected {
-        let connected = self.io.connected();
-        match &self.tag {
-            Some(tag) => connected.extra(tag.clone()),
-            None => connected,
-        }
-    }
-}
-
-/// Which HTTP/2 connection a response came on: found in the response's extensions.
-#[derive(Debug, Clone)]
-struct ConnTag(Arc<Streams>);
-
-/// The streams in flight on one HTTP/2 connection; the connection is active while there
-/// is at least one.
-#[derive(Debug)]
-struct Streams {
-    count: AtomicUsize,
-    stats: Arc<ConnStats>,
-}
-
-/// One stream in flight on an HTTP/2 connection, until dropped.
-#[derive(Debug)]
-struct Stream(Arc<Streams>);
-
-impl Stream {
-    fn open(tag: &ConnTag) -> Self {
-        if tag.0.count.fetch_add(1, Ordering::AcqRel) == 0 {
-            tag.0.stats.active.fetch_add(1, Ordering::Relaxed);
-        }
-        Stream(tag.0.clone())
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.stats.active.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Read for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }

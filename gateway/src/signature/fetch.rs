@@ -222,8 +222,8 @@ impl std::fmt::Debug for Tls {
 
 impl KeyFetcher {
     pub fn new(config: &FetchConfig, families: &SignatureFamilies) -> KeyFetcher {
-        let mut tls = crate::tls::client_config(None);
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/1.1 is all a fetch speaks, and it says so by ALPN.
+        let tls = crate::transport::client_tls(None, &[b"http/1.1"]);
         KeyFetcher {
             cache: KeyCache::new(config.max_entries),
             flights: Mutex::default(),
