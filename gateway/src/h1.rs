@@ -23,14 +23,12 @@ use std::task::{ready, Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, response, Method, StatusCode, Version};
-use http_body::{Body as _, Frame};
-use hyper_util::rt::TokioIo;
+use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::headers::{self, Hop};
-use crate::transport::{BoxError, Counted};
+use crate::transport::BoxError;
 
 /// The first read of a response reserves this much; reads that fill their buffer double it
 /// up to [`MAX_READ`], so large bodies move in large reads and small ones stay small.
@@ -136,10 +134,10 @@ enum Encoding {
     Chunked,
 }
 
-/// One HTTP/1.1 connection to an upstream endpoint (over any byte stream: the pool's is
-/// a counted TCP or TLS connection).
+/// One HTTP/1.1 connection to an upstream endpoint, over any byte stream: the pool's is a
+/// counted TCP or TLS connection, the tests' a scripted one.
 #[derive(Debug)]
-pub struct Conn<T = TokioIo<Counted>> {
+pub struct Conn<T> {
     io: T,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
@@ -210,12 +208,6 @@ struct Field {
     value: (usize, usize),
 }
 
-impl Conn {
-    pub fn new(io: Counted) -> Self {
-        Conn::over(TokioIo::new(io))
-    }
-}
-
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// A connection over `io`.
     pub fn over(io: T) -> Self {
@@ -280,11 +272,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// Sends the request and waits for the final response head. The body is streamed as
     /// the upstream takes it; a response that arrives before the body is all sent ends the
     /// exchange (the connection is then not reused).
-    pub async fn exchange(
+    pub async fn exchange<B>(
         &mut self,
         parts: &request::Parts,
-        body: &mut RequestBody,
-    ) -> Result<(response::Parts, Framing), Error> {
+        body: &mut B,
+    ) -> Result<(response::Parts, Framing), Error>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         self.wrote_any = false;
         self.received_any = false;
         self.took_body = false;
@@ -293,7 +289,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         poll_fn(|cx| self.poll_exchange(cx, body, head_request)).await
     }
 
-    fn encode_head(&mut self, parts: &request::Parts, body: &RequestBody) -> Result<(), Error> {
+    fn encode_head(&mut self, parts: &request::Parts, body: &impl Body) -> Result<(), Error> {
         let stage = &mut self.stage;
         stage.clear();
         self.written = 0;
@@ -326,12 +322,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         Ok(())
     }
 
-    fn poll_exchange(
+    fn poll_exchange<B>(
         &mut self,
         cx: &mut Context<'_>,
-        body: &mut RequestBody,
+        body: &mut B,
         head_request: bool,
-    ) -> Poll<Result<(response::Parts, Framing), Error>> {
+    ) -> Poll<Result<(response::Parts, Framing), Error>>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         let mut write_error = None;
         loop {
             if !self.written_all && write_error.is_none() {
@@ -382,11 +382,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
 
     /// Writes the staged head and the request body as the upstream takes it. Frames that
     /// are ready are staged behind the head first, so a small request goes out in one write.
-    fn poll_write_request(
+    fn poll_write_request<B>(
         &mut self,
         cx: &mut Context<'_>,
-        body: &mut RequestBody,
-    ) -> Poll<Result<(), Error>> {
+        body: &mut B,
+    ) -> Poll<Result<(), Error>>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         loop {
             let room = self.data.is_none() && self.stage.len() - self.written < MAX_STAGE;
             let chunked = match self.encoding {
@@ -423,7 +427,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                 // The body failed (cut short, malformed, its stream reset): the exchange is
                 // abandoned as it is, without the last chunk, and the connection closed, so
                 // the upstream sees an incomplete message rather than a shorter one.
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => {
                     self.took_body = true;
                     frame
@@ -1128,5 +1132,515 @@ mod tests {
             Error::ClientBody("x".into()).kind(),
             ProxyError::BadRequest(_)
         ));
+    }
+
+    // Exchanges against a scripted upstream: the connection's IO is a script of reads
+    // (each one arrives as a read of its own) and a record of what was written.
+
+    /// One step of the upstream's side, as the connection reads it.
+    enum Step {
+        /// These bytes arrive (as one read, or several if the read buffer is smaller).
+        Data(Vec<u8>),
+        /// Nothing has arrived yet: the read waits once (the next step is a later read).
+        Pause,
+        /// The upstream closed the connection.
+        Eof,
+    }
+
+    fn data(bytes: impl AsRef<[u8]>) -> Step {
+        Step::Data(bytes.as_ref().to_vec())
+    }
+
+    /// A scripted upstream connection. With the script played out, reads wait forever
+    /// (an open connection with nothing to say).
+    #[derive(Default)]
+    struct Scripted {
+        reads: std::collections::VecDeque<Step>,
+        written: Vec<u8>,
+        /// Bytes taken before writes fail (the upstream closed its side), if limited.
+        write_limit: Option<usize>,
+    }
+
+    impl Scripted {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+            Scripted {
+                reads: steps.into_iter().collect(),
+                ..Scripted::default()
+            }
+        }
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.reads.pop_front() {
+                None => Poll::Pending,
+                Some(Step::Eof) => {
+                    self.reads.push_front(Step::Eof);
+                    Poll::Ready(Ok(()))
+                }
+                Some(Step::Pause) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Step::Data(mut bytes)) => {
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.reads.push_front(Step::Data(bytes.split_off(n)));
+                    }
+                    Poll::Ready(Ok(()))
+                }
+            }
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = match self.write_limit {
+                Some(0) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Some(left) => buf.len().min(left),
+                None => buf.len(),
+            };
+            if let Some(left) = &mut self.write_limit {
+                *left -= n;
+            }
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    type Full = http_body_util::Full<Bytes>;
+
+    fn request(
+        method: Method,
+        path: &str,
+        fields: &[(&'static str, &'static str)],
+    ) -> request::Parts {
+        let mut req = http::Request::builder().method(method).uri(path);
+        for (n, v) in fields {
+            req = req.header(*n, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn get(path: &str) -> request::Parts {
+        request(Method::GET, path, &[("host", "app")])
+    }
+
+    /// The whole response body: its data, and its trailers if it had any.
+    async fn read_body(
+        conn: &mut Conn<Scripted>,
+        framing: &mut Framing,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
+        let mut body = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, framing)).await {
+            match frame?.into_data() {
+                Ok(d) => body.extend_from_slice(&d),
+                Err(f) => trailers = f.into_trailers().ok(),
+            }
+        }
+        Ok((body, trailers))
+    }
+
+    /// A GET on `conn`: its response head, body and trailers.
+    async fn fetch(
+        conn: &mut Conn<Scripted>,
+        path: &str,
+    ) -> Result<(response::Parts, Vec<u8>, Option<HeaderMap>), Error> {
+        let (head, mut framing) = conn.exchange(&get(path), &mut Full::default()).await?;
+        let (body, trailers) = read_body(conn, &mut framing).await?;
+        Ok((head, body, trailers))
+    }
+
+    /// A chunked body decoded independently of the connection's decoder.
+    fn dechunk(mut wire: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = wire.windows(2).position(|w| w == b"\r\n").unwrap();
+            let line = std::str::from_utf8(&wire[..line_end]).unwrap();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+            wire = &wire[line_end + 2..];
+            if size == 0 {
+                assert_eq!(wire, b"\r\n", "no trailers, then the final CRLF");
+                return body;
+            }
+            body.extend_from_slice(&wire[..size]);
+            assert_eq!(&wire[size..size + 2], b"\r\n", "chunk data ends with CRLF");
+            wire = &wire[size + 2..];
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_responses_with_extensions_and_trailers_are_decoded_and_reused() {
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-digest\r\n\r\n"),
+            data("5;name=value\r\nhello\r\n"),
+            Step::Pause,
+            data("6\r\n wor"),
+            Step::Pause,
+            data("ld\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-digest: abc\r\n\r\n"),
+            data("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext"),
+        ]));
+        let (head, body, trailers) = fetch(&mut conn, "/chunked").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"hello worldabcdefghijklmnopqrstuvwxyz");
+        assert_eq!(trailers.expect("trailers")["x-digest"], "abc");
+        assert!(!head.headers.contains_key("trailer"));
+        assert!(
+            conn.is_reusable(),
+            "a fully read chunked body frees its connection"
+        );
+        let (head, body, _) = fetch(&mut conn, "/after").await.unwrap();
+        assert_eq!((head.status.as_u16(), &body[..]), (200, &b"next"[..]));
+        assert!(conn.is_reusable());
+        let wire = String::from_utf8(conn.io.written.clone()).unwrap();
+        assert_eq!(
+            wire,
+            "GET /chunked HTTP/1.1\r\nhost: app\r\n\r\nGET /after HTTP/1.1\r\nhost: app\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn heads_and_bodies_split_across_many_writes_arrive_whole() {
+        let body: String = (0..50_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let full = format!(
+            "HTTP/1.1 200 OK\r\nx-one: 1\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // Status line, fields and body cut at awkward places.
+        let cuts = [3, 9, 17, 30, 45, 200, 7_000, 30_000, full.len()];
+        let mut steps = Vec::new();
+        let mut at = 0;
+        for cut in cuts {
+            steps.push(data(&full.as_bytes()[at..cut]));
+            steps.push(Step::Pause);
+            at = cut;
+        }
+        let mut conn = Conn::over(Scripted::new(steps));
+        let (head, got, _) = fetch(&mut conn, "/split").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers["x-one"], "1");
+        assert_eq!(got, body.as_bytes());
+        assert!(conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn close_delimited_bodies_are_read_to_the_end_and_not_reused() {
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil "),
+            Step::Pause,
+            data("the end"),
+            Step::Eof,
+        ]));
+        let (head, body, _) = fetch(&mut conn, "/close").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"until the end");
+        assert!(
+            !conn.is_reusable(),
+            "a close-delimited body ends its connection"
+        );
+        // A `Transfer-Encoding` other than chunked is delimited by the close too.
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nzipped"),
+            Step::Eof,
+        ]));
+        let (_, body, _) = fetch(&mut conn, "/gzip").await.unwrap();
+        assert_eq!(body, b"zipped");
+        assert!(!conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 100 Continue\r\n\r\n"),
+            Step::Pause,
+            data("HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"),
+            data("HTTP/1.1 201 Created\r\ncontent-length: 7\r\n\r\ncreated"),
+        ]));
+        let parts = request(Method::POST, "/inbox", &[("content-length", "2")]);
+        let (head, mut framing) = conn
+            .exchange(&parts, &mut Full::new(Bytes::from_static(b"{}")))
+            .await
+            .unwrap();
+        let (body, _) = read_body(&mut conn, &mut framing).await.unwrap();
+        assert_eq!(head.status, 201);
+        assert_eq!(body, b"created");
+        assert!(!head.headers.contains_key("link"), "the hints stay behind");
+        assert_eq!(
+            conn.io.written, b"POST /inbox HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+            "a small body goes out in the head's write"
+        );
+        assert!(conn.is_reusable());
+        // A 101 that nobody asked for is not an interim response.
+        let mut conn = Conn::over(Scripted::new([data(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+        )]));
+        assert!(matches!(
+            fetch(&mut conn, "/").await,
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bodiless_responses_keep_their_length_header_and_connection() {
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"),
+            data("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"),
+            data("HTTP/1.1 204 No Content\r\n\r\n"),
+        ]));
+        let head_request = request(Method::HEAD, "/head", &[]);
+        let (head, mut framing) = conn
+            .exchange(&head_request, &mut Full::default())
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.headers["content-length"], "1234",
+            "HEAD keeps the length of the GET"
+        );
+        assert!(framing.is_end());
+        assert_eq!(framing.exact(), Some(0));
+        assert!(read_body(&mut conn, &mut framing)
+            .await
+            .unwrap()
+            .0
+            .is_empty());
+        assert!(conn.is_reusable());
+        for status in [304, 204] {
+            let (head, mut framing) = conn
+                .exchange(&get("/"), &mut Full::default())
+                .await
+                .unwrap();
+            assert_eq!(head.status, status);
+            assert!(framing.is_end(), "{status}");
+            assert!(read_body(&mut conn, &mut framing)
+                .await
+                .unwrap()
+                .0
+                .is_empty());
+            assert!(conn.is_reusable(), "{status}");
+        }
+        assert_eq!(head_request.method, Method::HEAD);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_hostile_responses_are_refused() {
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let many: String = (0..200).map(|i| format!("x-{i}: {i}\r\n")).collect();
+        let many = format!("HTTP/1.1 200 OK\r\n{many}content-length: 0\r\n\r\n");
+        for (name, response) in [
+            (
+                "both",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+            ),
+            ("lengths", "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello!"),
+            ("length", "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello"),
+            ("status", "HTTP/1.1 2000 Way OK\r\ncontent-length: 0\r\n\r\n"),
+            ("garbage", "this is not http\r\n\r\n"),
+            ("huge", &huge),
+            ("many", &many),
+        ] {
+            let mut conn = Conn::over(Scripted::new([data(response)]));
+            let err = fetch(&mut conn, "/").await.unwrap_err();
+            assert!(matches!(err, Error::Protocol(_)), "{name}: {err:?}");
+            assert_eq!(err.kind(), ProxyError::UpstreamProtocol, "{name}");
+            assert!(!conn.is_reusable(), "{name}");
+        }
+        // A bad chunk comes after the head: the body fails.
+        let mut conn = Conn::over(Scripted::new([data(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        )]));
+        let (head, mut framing) = conn
+            .exchange(&get("/chunk"), &mut Full::default())
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200);
+        let err = read_body(&mut conn, &mut framing).await.unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+        assert!(framing.is_end());
+        assert!(
+            !conn.is_reusable(),
+            "a broken chunked body ends its connection"
+        );
+        // Closed without an answer: a reset, not a protocol error.
+        let mut conn = Conn::over(Scripted::new([Step::Eof]));
+        let err = fetch(&mut conn, "/silent").await.unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err:?}");
+        assert_eq!(err.kind(), ProxyError::UpstreamReset);
+        assert!(conn.may_retry(&err, &Method::GET, false));
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_length_fails() {
+        let mut conn = Conn::over(Scripted::new([
+            data("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly forty bytes of the hundred promised"),
+            Step::Eof,
+        ]));
+        let (head, mut framing) = conn
+            .exchange(&get("/short"), &mut Full::default())
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(framing.exact(), Some(100));
+        let frame = poll_fn(|cx| conn.poll_body(cx, &mut framing)).await;
+        assert_eq!(
+            frame.unwrap().unwrap().into_data().unwrap().len(),
+            40,
+            "what arrived is relayed"
+        );
+        let end = poll_fn(|cx| conn.poll_body(cx, &mut framing)).await;
+        assert!(matches!(end, Some(Err(Error::Closed))), "{end:?}");
+        assert!(!conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn bodies_of_unknown_length_go_upstream_chunked() {
+        let parts: Vec<Bytes> = (0..20u8)
+            .map(|i| Bytes::from(vec![b'a' + i; 5_000 + usize::from(i) * 1_000]))
+            .collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        let frames = futures_util::stream::iter(
+            parts
+                .into_iter()
+                .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))),
+        );
+        let mut body = http_body_util::StreamBody::new(frames);
+        let mut conn = Conn::over(Scripted::new([data(
+            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\ngot it",
+        )]));
+        let (head, mut framing) = conn
+            .exchange(&request(Method::POST, "/upload", &[]), &mut body)
+            .await
+            .unwrap();
+        let (got, _) = read_body(&mut conn, &mut framing).await.unwrap();
+        assert_eq!((head.status.as_u16(), &got[..]), (200, &b"got it"[..]));
+        assert!(conn.wrote_request());
+        let wire = &conn.io.written;
+        let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&wire[..end]).to_ascii_lowercase();
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(dechunk(&wire[end..]), expected);
+
+        // A body that knows its length goes with it; the client's own length is kept.
+        let mut conn = Conn::over(Scripted::new([data(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        )]));
+        let mut known = Full::new(Bytes::from_static(b"hello"));
+        conn.exchange(&request(Method::PUT, "/", &[]), &mut known)
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.io.written,
+            b"PUT / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_read_ends_the_exchange() {
+        let mut conn = Conn::over(Scripted {
+            // The upstream takes the head and a little of the body, then closes.
+            write_limit: Some(16 * 1024),
+            ..Scripted::new([data(
+                "HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large",
+            )])
+        });
+        let parts = request(Method::POST, "/early", &[("content-length", "262144")]);
+        let mut body = Full::new(Bytes::from(vec![b'x'; 256 * 1024]));
+        let (head, mut framing) = conn.exchange(&parts, &mut body).await.unwrap();
+        assert_eq!(head.status, 413);
+        assert!(!conn.wrote_request(), "the rest of the body is not sent");
+        let (got, _) = read_body(&mut conn, &mut framing).await.unwrap();
+        assert_eq!(got, b"too large");
+        assert!(
+            !conn.is_reusable(),
+            "the connection that answered early is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_response_fields_stay_on_the_upstream_connection() {
+        let mut conn = Conn::over(Scripted::new([data(concat!(
+            "HTTP/1.1 200 OK\r\n",
+            "Connection: keep-alive, X-Hop, Date\r\n",
+            "Keep-Alive: timeout=5\r\n",
+            "X-Hop: secret\r\n",
+            "Proxy-Authenticate: Basic\r\n",
+            "Trailer: x-digest\r\n",
+            "Upgrade: h2c\r\n",
+            "Date: Mon, 23 Nov 2026 10:00:00 GMT\r\n",
+            "X-End: kept\r\n",
+            "Transfer-Encoding: chunked\r\n",
+            "\r\n",
+            "4\r\nbody\r\n0\r\n\r\n",
+        ))]));
+        let (head, body, _) = fetch(&mut conn, "/hops").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(body, b"body");
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-hop",
+            "proxy-authenticate",
+            "trailer",
+            "upgrade",
+            "transfer-encoding",
+        ] {
+            assert!(head.headers.get(gone).is_none(), "{gone} was passed on");
+        }
+        assert_eq!(head.headers["x-end"], "kept");
+        assert_eq!(
+            head.headers["date"], "Mon, 23 Nov 2026 10:00:00 GMT",
+            "a Connection option cannot strip what signatures cover"
+        );
+        assert!(conn.is_reusable(), "no `close`: the connection stays");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_usable_until_the_upstream_closes_or_speaks() {
+        let mut open = Conn::over(Scripted::default());
+        assert!(open.is_usable());
+        let mut closed = Conn::over(Scripted::new([Step::Eof]));
+        assert!(!closed.is_usable());
+        assert!(!closed.is_reusable());
+        let mut stray = Conn::over(Scripted::new([data("HTTP/1.1 200 OK\r\n")]));
+        assert!(!stray.is_usable());
+        // A connection that closed on a request it was sent may see that request again
+        // only when nothing can be repeated twice.
+        let mut conn = Conn::over(Scripted::new([Step::Eof]));
+        let parts = request(Method::POST, "/", &[]);
+        let err = conn
+            .exchange(&parts, &mut Full::new(Bytes::from_static(b"x")))
+            .await
+            .unwrap_err();
+        assert!(!conn.may_retry(&err, &Method::POST, true));
+        let mut conn = Conn::over(Scripted::new([Step::Eof]));
+        let parts = request(Method::DELETE, "/", &[]);
+        let err = conn
+            .exchange(&parts, &mut Full::default())
+            .await
+            .unwrap_err();
+        assert!(conn.may_retry(&err, &Method::DELETE, false));
+        assert!(!conn.may_retry(&err, &Method::POST, false));
     }
 }

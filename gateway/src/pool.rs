@@ -32,13 +32,17 @@ use std::time::Duration;
 use http::{request, response, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::body::RequestBody;
-use crate::h1::{self, Conn, Framing};
+use crate::h1::{self, Framing};
 use crate::metrics::ActiveConn;
 use crate::transport::{BoxError, Counted, CountingConnector};
+
+/// A pooled connection: HTTP/1.1 over a counted TCP or TLS connection.
+type Conn = h1::Conn<TokioIo<Counted>>;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug)]
@@ -348,7 +352,7 @@ impl Pool {
     async fn connect(&self, slot: usize) -> Result<Box<Conn>, SendError> {
         let io = self.dial(slot).await?;
         self.start_reaper();
-        Ok(Box::new(Conn::new(io)))
+        Ok(Box::new(Conn::over(TokioIo::new(io))))
     }
 
     /// Opens a transport connection (TCP, and TLS for `https`) within `connect_timeout`.
