@@ -56,6 +56,7 @@ pub mod server;
 pub mod signature;
 pub mod tls;
 pub mod transport;
+pub mod upload;
 pub mod upstream;
 
 pub use config::Config;

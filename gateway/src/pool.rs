@@ -36,10 +36,10 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
-use crate::body::RequestBody;
 use crate::h1::{self, Framing};
 use crate::metrics::ActiveConn;
 use crate::transport::{BoxError, Counted, CountingConnector};
+use crate::upload::RequestBody;
 
 /// A pooled connection: HTTP/1.1 over a counted TCP or TLS connection.
 type Conn = h1::Conn<TokioIo<Counted>>;

@@ -29,12 +29,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{ClientBody, EndGate, Guarded};
+use crate::body::Guarded;
 use crate::config::ListenerConfig;
 use crate::gateway::Shared;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::tls::HandshakeFailure;
+use crate::upload::{ClientBody, EndGate};
 
 /// What a reload can change on a listener that keeps its socket: the TLS material
 /// (certificates are read again on every reload, so a renewed certificate is served without
@@ -402,7 +403,7 @@ async fn serve<I>(
         let rt = shared.runtime();
         let conn = conn.clone();
         // An HTTP/2 body's end is believed only once the stream is known not to have been
-        // reset (see `body::ClientBody`).
+        // reset (see `upload::ClientBody`).
         let (gate, req) = if req.version() == http::Version::HTTP_2
             && !http_body::Body::is_end_stream(req.body())
         {

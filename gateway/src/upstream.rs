@@ -12,13 +12,14 @@ use http::{header, Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{Relay, RequestBody};
+use crate::body::Relay;
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::health::EndpointState;
 use crate::metrics::UpstreamMetrics;
 use crate::pool::{Pool, SendError};
 use crate::transport::{https_connector, ConnTag, CountingConnector, Stream};
+use crate::upload::RequestBody;
 
 /// How requests reach an upstream's endpoints.
 #[derive(Debug)]

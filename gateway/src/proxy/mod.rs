@@ -20,7 +20,7 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{BufferError, ClientBody, Relay, RequestBody, ResponseBody};
+use crate::body::{Relay, ResponseBody};
 use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
@@ -32,6 +32,7 @@ use crate::retry::Outcome as RetryOutcome;
 use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::signature::{Message, Outcome};
+use crate::upload::{BufferError, ClientBody, RequestBody};
 use crate::upstream::Lease;
 
 mod reject;
@@ -241,7 +242,7 @@ pub async fn handle(
         Some(limit) if !upgrade => {
             let read = tokio::time::timeout(
                 route.response_timeout,
-                crate::body::read_whole(body, limit, counter.as_deref()),
+                crate::upload::read_whole(body, limit, counter.as_deref()),
             )
             .await;
             match read {
