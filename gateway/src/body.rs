@@ -1,7 +1,8 @@
-//! The response body sent to the client: relayed from the upstream or a fixed local one,
-//! counted as it passes, never buffered, so a 1 GiB download costs the same memory as a
-//! 1 KiB one. It carries the [`Completion`] of phase 11 and fires it when the last frame is
-//! sent or the body is dropped. The request body is [`crate::upload`]'s.
+//! The response body sent to the client: relayed from the upstream ([`Relay`]) or a fixed
+//! local one, counted as it passes, never buffered, so a 1 GiB download costs the same
+//! memory as a 1 KiB one. It carries the [`Completion`] of phase 11 and fires it when the
+//! last frame is sent or the body is dropped. What the upstream sends is read by [`Relay`]:
+//! this module knows neither the pool nor the framing.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,14 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use crate::h1::Framing;
-use crate::pool::Lent;
 use crate::record::Completion;
 use crate::transport::BoxError;
 use crate::upload::EndGate;
+use crate::upstream::Relay;
 
 pin_project_lite::pin_project! {
     /// The future of an HTTP/2 request, owning its body's [`EndGate`] until the response
@@ -71,28 +70,14 @@ impl<F: std::future::Future<Output = http::Response<ResponseBody>>> std::future:
     }
 }
 
-/// A response body as the upstream sends it.
-#[derive(Debug)]
-pub enum Relay {
-    /// From hyper's client: HTTP/2 upstreams and upgrades.
-    Incoming(Incoming),
-    /// From a pooled HTTP/1.1 connection, which reads it and is released at its end.
-    Pooled { framing: Framing, conn: Lent },
-}
-
 enum Inner {
-    Incoming(Incoming),
-    /// Read from `ResponseBody::conn`.
-    Pooled(Framing),
+    Relay(Relay),
     Fixed(Option<Bytes>),
 }
 
 /// The body sent to the client: relayed from upstream or a fixed local body.
 pub struct ResponseBody {
     inner: Inner,
-    /// The HTTP/1.1 upstream connection a pooled body is read from, returned to its pool
-    /// once the body is complete.
-    conn: Option<Lent>,
     completion: Option<Completion>,
     /// The request body's end gate, when the response was ready before the request body
     /// ended (see [`crate::upload::ClientBody`]).
@@ -141,48 +126,28 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// The upstream's body, relayed; cut off when it sends nothing for `idle_timeout`.
-    pub fn upstream(body: Relay, completion: Completion, idle_timeout: Duration) -> Self {
-        let idle = Some(IdleTimer {
-            timeout: idle_timeout,
-            sleep: None,
-            moved: false,
-        });
-        match body {
-            Relay::Incoming(body) => ResponseBody {
-                inner: Inner::Incoming(body),
-                conn: None,
-                completion: Some(completion),
-                gate: None,
-                idle,
-                open: None,
-            },
-            Relay::Pooled {
-                mut framing,
-                mut conn,
-            } => {
-                // A small response usually arrives whole with its head: its connection is
-                // free before a byte goes to the client.
-                let buffered = conn.take_buffered(&mut framing);
-                if framing.is_end() {
-                    conn.release();
-                    return Self::fixed(buffered.unwrap_or_default(), Some(completion));
-                }
-                ResponseBody {
-                    inner: Inner::Pooled(framing),
-                    conn: Some(conn),
-                    completion: Some(completion),
-                    gate: None,
-                    idle,
-                    open: None,
-                }
-            }
+    pub fn upstream(mut relay: Relay, completion: Completion, idle_timeout: Duration) -> Self {
+        // A small response usually arrives whole with its head: its connection is free
+        // before a byte goes to the client.
+        if let Some(whole) = relay.take_whole() {
+            return Self::fixed(whole, Some(completion));
+        }
+        ResponseBody {
+            inner: Inner::Relay(relay),
+            completion: Some(completion),
+            gate: None,
+            idle: Some(IdleTimer {
+                timeout: idle_timeout,
+                sleep: None,
+                moved: false,
+            }),
+            open: None,
         }
     }
 
     pub fn fixed(bytes: Bytes, completion: Option<Completion>) -> Self {
         let mut b = ResponseBody {
             inner: Inner::Fixed((!bytes.is_empty()).then_some(bytes)),
-            conn: None,
             completion,
             gate: None,
             idle: None,
@@ -206,26 +171,23 @@ impl ResponseBody {
         Self::fixed(bytes.into(), None)
     }
 
-    fn release_conn(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.release();
+    fn record(&mut self, complete: bool) {
+        if let Some(c) = self.completion.take() {
+            c.finish(complete);
         }
     }
 
     /// Records now; the body counts as complete.
     fn finish(&mut self) {
-        self.release_conn();
-        if let Some(c) = self.completion.take() {
-            c.finish(true);
-        }
+        self.record(true);
     }
 
     /// The body failed: its connection is closed, the request recorded as cut short.
     fn fail(&mut self) {
-        self.conn = None;
-        if let Some(c) = self.completion.take() {
-            c.finish(false);
+        if let Inner::Relay(r) = &mut self.inner {
+            r.close();
         }
+        self.record(false);
     }
 
     fn count(&mut self, frame: &Frame<Bytes>) {
@@ -275,70 +237,46 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Fixed(d) => d.is_none(),
-            Inner::Pooled(f) => f.is_end(),
-            Inner::Incoming(b) => b.is_end_stream(),
+            Inner::Relay(r) => r.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Fixed(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            Inner::Pooled(f) => f
-                .exact()
-                .map_or_else(SizeHint::default, SizeHint::with_exact),
-            Inner::Incoming(b) => b.size_hint(),
+            Inner::Relay(r) => r.size_hint(),
         }
     }
 }
 
 impl ResponseBody {
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.inner {
+        let relay = match &mut self.inner {
             Inner::Fixed(data) => {
                 let frame = data.take().map(|d| Ok(Frame::data(d)));
                 if frame.is_none() {
                     self.finish();
                 }
-                Poll::Ready(frame)
+                return Poll::Ready(frame);
             }
-            Inner::Pooled(framing) => {
-                let Some(conn) = &mut self.conn else {
-                    return Poll::Ready(None);
-                };
-                let polled = conn.poll_body(cx, framing);
-                let end = framing.is_end();
-                match polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        self.count(&frame);
-                        // The last bytes are in hand: the connection can serve another
-                        // request while they go to the client.
-                        if end {
-                            self.finish();
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(None) => {
-                        self.finish();
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        self.fail();
-                        Poll::Ready(Some(Err(e.into())))
-                    }
-                    Poll::Pending => Poll::Pending,
+            Inner::Relay(relay) => relay,
+        };
+        let polled = relay.poll_frame(cx);
+        // The last bytes of a pooled body are in hand: its connection already serves
+        // another request while they go to the client.
+        let done = relay.is_done();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.count(frame);
+                if done {
+                    self.finish();
                 }
             }
-            Inner::Incoming(body) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => self.count(frame),
-                    Poll::Ready(None) => self.finish(),
-                    Poll::Ready(Some(Err(_))) => self.fail(),
-                    Poll::Pending => {}
-                }
-                polled.map_err(Into::into)
-            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.fail(),
+            Poll::Pending => {}
         }
+        polled
     }
 }
 
@@ -348,13 +286,13 @@ impl Drop for ResponseBody {
         // is a complete response. Anything else dropped early was cut short by the client.
         let complete = self.is_end_stream();
         if complete {
-            self.release_conn();
+            if let Inner::Relay(r) = &mut self.inner {
+                r.release();
+            }
         }
         if let Some(g) = self.gate.take() {
             g.owner_gone();
         }
-        if let Some(c) = self.completion.take() {
-            c.finish(complete);
-        }
+        self.record(complete);
     }
 }

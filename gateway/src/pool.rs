@@ -27,9 +27,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{request, response, Request, Response, Uri};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -118,7 +121,7 @@ impl std::fmt::Debug for Pool {
 
 /// A connection on loan to one exchange. Drive it while the response body streams, then
 /// [`release`](Self::release) it when the body is complete; dropping it closes it.
-pub struct Lent {
+struct Lent {
     /// Boxed: the protocol state is large, and futures and bodies holding it move.
     conn: Box<Conn>,
     shared: Arc<Shared>,
@@ -136,24 +139,10 @@ impl std::fmt::Debug for Lent {
 }
 
 impl Lent {
-    /// The next frame of the response body (see [`Conn::poll_body`]).
-    pub fn poll_body(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        framing: &mut Framing,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, h1::Error>>> {
-        self.conn.poll_body(cx, framing)
-    }
-
-    /// The rest of the body if it is already read (see [`Conn::take_buffered`]).
-    pub fn take_buffered(&mut self, framing: &mut Framing) -> Option<bytes::Bytes> {
-        self.conn.take_buffered(framing)
-    }
-
     /// Returns the connection to its idle list if the exchange left it reusable (the
     /// upstream did not ask to close, nothing is left unread or unsent), or closes it.
     /// Only for an exchange whose response body was read to its end.
-    pub fn release(self) {
+    fn release(self) {
         if !self.conn.is_reusable() {
             return;
         }
@@ -173,6 +162,82 @@ impl Lent {
                 shared.released.notify_waiters();
             }
         }
+    }
+}
+
+/// A response body read from a pooled connection. The connection goes back to its idle
+/// list as soon as the last byte is read (before it reaches the client), and is closed if
+/// the body fails or is given up before its end.
+pub struct PooledBody {
+    framing: Framing,
+    /// `None` once released or closed.
+    conn: Option<Lent>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    /// The whole body, when it is already read (the common small response, which arrived
+    /// with its head, or no body at all): the connection is released at once.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        let buffered = conn.conn.take_buffered(&mut self.framing);
+        if !self.framing.is_end() {
+            return None;
+        }
+        self.release();
+        Some(buffered.unwrap_or_default())
+    }
+
+    /// The next frame (see [`h1::Conn::poll_body`]); the connection is released with the
+    /// last one, or closed on an error.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.conn.poll_body(cx, &mut self.framing);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if self.framing.is_end() => self.release(),
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    /// Whether the last byte has been read.
+    pub fn is_end(&self) -> bool {
+        self.framing.is_end()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        self.framing
+            .exact()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+
+    /// Gives the connection back to its idle list if the body was read to its end (and the
+    /// exchange left it reusable); otherwise keeps it, to be closed when dropped.
+    pub fn release(&mut self) {
+        if self.framing.is_end() {
+            if let Some(conn) = self.conn.take() {
+                conn.release();
+            }
+        }
+    }
+
+    /// Closes the connection: the body is given up before its end.
+    pub fn close(&mut self) {
+        self.conn = None;
     }
 }
 
@@ -227,13 +292,13 @@ impl Pool {
     }
 
     /// Sends a request (origin-form target in `parts`) to endpoint `slot` and waits for
-    /// the response head. The returned connection reads the response body.
+    /// the response head. The returned body reads the rest from the connection.
     pub async fn send(
         &self,
         slot: usize,
         parts: &request::Parts,
         mut body: RequestBody,
-    ) -> Result<(response::Parts, Framing, Lent), SendError> {
+    ) -> Result<(response::Parts, PooledBody), SendError> {
         let had_body = !http_body::Body::is_end_stream(&body);
         loop {
             let (conn, permit, reused) = match self.checkout(slot) {
@@ -261,7 +326,8 @@ impl Pool {
                     if !lent.conn.wrote_request() && !http_body::Body::is_end_stream(&body) {
                         body.discard();
                     }
-                    return Ok((head, framing, lent));
+                    let conn = Some(lent);
+                    return Ok((head, PooledBody { framing, conn }));
                 }
                 // A kept-alive connection the upstream closed just as it was taken: the
                 // request goes again on another, if that cannot repeat anything.

@@ -4,21 +4,26 @@
 //! eligible, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 
 use http::uri::Authority;
 use http::{header, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::Relay;
 use crate::config::{Balance, EndpointConfig, UpstreamConfig, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::health::EndpointState;
 use crate::metrics::UpstreamMetrics;
-use crate::pool::{Pool, SendError};
-use crate::transport::{https_connector, ConnTag, CountingConnector, Stream};
+use crate::pool::{Pool, PooledBody, SendError};
+use crate::transport::{https_connector, BoxError, ConnTag, CountingConnector, Stream};
 use crate::upload::RequestBody;
 
 /// How requests reach an upstream's endpoints.
@@ -30,6 +35,76 @@ enum Transport {
     /// connections on tasks of their own. A client dials only its endpoint, whatever
     /// authority a request carries, so `:authority` can be the client's `Host`.
     Http2(Box<[Client<CountingConnector, RequestBody>]>),
+}
+
+/// A response body as the upstream sends it.
+#[derive(Debug)]
+pub enum Relay {
+    /// From hyper's client: HTTP/2 upstreams and upgrades.
+    Incoming(Incoming),
+    /// From a pooled HTTP/1.1 connection, which reads it and is released at its end.
+    Pooled(PooledBody),
+}
+
+impl Relay {
+    /// The next frame.
+    #[inline]
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Relay::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Relay::Pooled(b) => b.poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    /// Whether the frame just read was the last one. Only a pooled body knows as it reads
+    /// it; hyper's says so by ending.
+    #[inline]
+    pub fn is_done(&self) -> bool {
+        match self {
+            Relay::Incoming(_) => false,
+            Relay::Pooled(b) => b.is_end(),
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Relay::Incoming(b) => b.is_end_stream(),
+            Relay::Pooled(b) => b.is_end(),
+        }
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self {
+            Relay::Incoming(b) => b.size_hint(),
+            Relay::Pooled(b) => b.size_hint(),
+        }
+    }
+
+    /// The whole body, if it is already read (a pooled body that arrived with its head),
+    /// its connection released.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match self {
+            Relay::Incoming(_) => None,
+            Relay::Pooled(b) => b.take_whole(),
+        }
+    }
+
+    /// Releases a pooled connection whose body was read to its end.
+    pub fn release(&mut self) {
+        if let Relay::Pooled(b) = self {
+            b.release();
+        }
+    }
+
+    /// Gives the body up: a pooled connection is closed.
+    pub fn close(&mut self) {
+        if let Relay::Pooled(b) = self {
+            b.close();
+        }
+    }
 }
 
 /// A failed upstream exchange.
@@ -104,11 +179,11 @@ impl Lease {
         keep: bool,
     ) -> Result<Response<Relay>, ForwardError> {
         if let (Transport::Http1(pool), false) = (&self.upstream.transport, upgrade) {
-            let (head, framing, conn) = pool
+            let (head, body) = pool
                 .send(self.index, parts, body)
                 .await
                 .map_err(|e| ForwardError::from_send(&e))?;
-            return Ok(Response::from_parts(head, Relay::Pooled { framing, conn }));
+            return Ok(Response::from_parts(head, Relay::Pooled(body)));
         }
         let head = if keep {
             copy_parts(parts)
@@ -133,11 +208,11 @@ impl Lease {
                 .map_err(|e| ForwardError::from_send(&e)),
             Transport::Http1(pool) => {
                 let (parts, body) = req.into_parts();
-                let (head, framing, conn) = pool
+                let (head, body) = pool
                     .send(self.index, &parts, body)
                     .await
                     .map_err(|e| ForwardError::from_send(&e))?;
-                Ok(Response::from_parts(head, Relay::Pooled { framing, conn }))
+                Ok(Response::from_parts(head, Relay::Pooled(body)))
             }
             Transport::Http2(clients) => {
                 let endpoint = &self.endpoint().config;

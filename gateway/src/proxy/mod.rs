@@ -20,7 +20,7 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Relay, ResponseBody};
+use crate::body::ResponseBody;
 use crate::config::{SignatureMode, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::headers;
@@ -33,7 +33,7 @@ use crate::routing::Route;
 use crate::runtime::Runtime;
 use crate::signature::{Message, Outcome};
 use crate::upload::{BufferError, ClientBody, RequestBody};
-use crate::upstream::Lease;
+use crate::upstream::{Lease, Relay};
 
 mod reject;
 pub use reject::Rejection;
@@ -608,7 +608,7 @@ pub async fn handle(
 
     let (mut parts, body) = resp.into_parts();
     // A pooled HTTP/1.1 response had its hop-by-hop fields dropped as it was parsed.
-    if !matches!(body, Relay::Pooled { .. }) {
+    if !matches!(body, Relay::Pooled(_)) {
         let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS && upgrade;
         headers::strip_hop_by_hop(&mut parts.headers, switching);
     }
