@@ -1,8 +1,9 @@
 //! The response body sent to the client: relayed from the upstream ([`Relay`]) or a fixed
 //! local one, counted as it passes, never buffered, so a 1 GiB download costs the same
-//! memory as a 1 KiB one. It carries the [`Completion`] of phase 11 and fires it when the
-//! last frame is sent or the body is dropped. What the upstream sends is read by [`Relay`]:
-//! this module knows neither the pool nor the framing.
+//! memory as a 1 KiB one. It carries the [`Completion`] of phase 11 and the endpoint
+//! [`Lease`], and when the last frame is sent or the body is dropped it records the request
+//! and then gives the lease back. What the upstream sends is read by [`Relay`]: this module
+//! knows neither the pool nor the framing.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::time::Sleep;
 use crate::record::Completion;
 use crate::transport::BoxError;
 use crate::upload::EndGate;
-use crate::upstream::Relay;
+use crate::upstream::{Lease, Relay};
 
 pin_project_lite::pin_project! {
     /// The future of an HTTP/2 request, owning its body's [`EndGate`] until the response
@@ -79,6 +80,9 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     completion: Option<Completion>,
+    /// The endpoint the response came from (or failed at): named in the record, and given
+    /// back right after it.
+    lease: Option<Lease>,
     /// The request body's end gate, when the response was ready before the request body
     /// ended (see [`crate::upload::ClientBody`]).
     gate: Option<Arc<EndGate>>,
@@ -125,16 +129,25 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    /// The upstream's body, relayed; cut off when it sends nothing for `idle_timeout`.
-    pub fn upstream(mut relay: Relay, completion: Completion, idle_timeout: Duration) -> Self {
+    /// The upstream's body from the endpoint `lease` holds, relayed; cut off when it sends
+    /// nothing for `idle_timeout`.
+    pub fn upstream(
+        mut relay: Relay,
+        lease: Lease,
+        completion: Completion,
+        idle_timeout: Duration,
+    ) -> Self {
         // A small response usually arrives whole with its head: its connection is free
         // before a byte goes to the client.
         if let Some(whole) = relay.take_whole() {
-            return Self::fixed(whole, Some(completion));
+            let mut b = Self::fixed(whole, Some(completion));
+            b.lease = Some(lease);
+            return b;
         }
         ResponseBody {
             inner: Inner::Relay(relay),
             completion: Some(completion),
+            lease: Some(lease),
             gate: None,
             idle: Some(IdleTimer {
                 timeout: idle_timeout,
@@ -149,6 +162,7 @@ impl ResponseBody {
         let mut b = ResponseBody {
             inner: Inner::Fixed((!bytes.is_empty()).then_some(bytes)),
             completion,
+            lease: None,
             gate: None,
             idle: None,
             open: None,
@@ -161,6 +175,12 @@ impl ResponseBody {
         b
     }
 
+    /// Holds the lease of the endpoint that failed, for a local answer in its place: the
+    /// record names the endpoint, and its in-flight count lasts as long as the body.
+    pub fn hold_lease(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
     /// Counts the client connection as busy until this body is sent or dropped.
     pub fn hold(&mut self, open: crate::server::Open) {
         self.open = Some(open);
@@ -171,10 +191,12 @@ impl ResponseBody {
         Self::fixed(bytes.into(), None)
     }
 
+    /// Records the request (naming the leased endpoint), then gives the lease back.
     fn record(&mut self, complete: bool) {
         if let Some(c) = self.completion.take() {
-            c.finish(complete);
+            c.finish(complete, self.lease.as_ref().map(|l| &l.endpoint().label));
         }
+        self.lease = None;
     }
 
     /// Records now; the body counts as complete.

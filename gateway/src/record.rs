@@ -1,6 +1,7 @@
 //! Phase 11: metrics and the access log, recorded once per request when its response body
 //! ends or is dropped. A [`Completion`] is created as soon as a route is known (or as soon as
-//! it is known that none matches) and travels inside the response body.
+//! it is known that none matches) and travels inside the response body, which names the
+//! endpoint (if one was leased) when it finishes the record.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,6 @@ use http::HeaderValue;
 use crate::headers::TraceId;
 use crate::metrics::{MethodLabel, RouteMetrics};
 use crate::plugin::finished::{Ending, Observed};
-use crate::upstream::Lease;
 
 /// What the access log needs beyond the metrics; allocated only when the log is on.
 #[derive(Debug)]
@@ -23,7 +23,8 @@ pub struct AccessLog {
     pub client: SocketAddr,
 }
 
-/// The record of one request, written when dropped.
+/// The record of one request, written by [`Completion::finish`], or when dropped (then
+/// without an endpoint: none was reached).
 #[derive(Debug)]
 pub struct Completion {
     start: Instant,
@@ -32,12 +33,12 @@ pub struct Completion {
     status: u16,
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
-    lease: Option<Lease>,
     error: Option<&'static str>,
     complete: bool,
     log: Option<Box<AccessLog>>,
     /// The record for the route's observing plugins, if it has any.
     observed: Option<Box<Observed>>,
+    recorded: bool,
 }
 
 impl Completion {
@@ -58,11 +59,11 @@ impl Completion {
             status: 499,
             request_bytes,
             response_bytes: 0,
-            lease: None,
             error: None,
             complete: false,
             log,
             observed: None,
+            recorded: false,
         }
     }
 
@@ -84,23 +85,19 @@ impl Completion {
         self.error = Some(code);
     }
 
-    /// Ties the upstream endpoint lease to the response: released when the body ends.
-    pub fn set_lease(&mut self, lease: Lease) {
-        self.lease = Some(lease);
-    }
-
     pub fn add_response_bytes(&mut self, n: u64) {
         self.response_bytes += n;
     }
 
-    /// Ends the request; `complete` is false when the body was cut short.
-    pub fn finish(mut self, complete: bool) {
+    /// Ends the request; `complete` is false when the body was cut short. `endpoint` is the
+    /// label of the endpoint that answered (or failed), if one was leased.
+    pub fn finish(mut self, complete: bool, endpoint: Option<&Arc<str>>) {
         self.complete = complete;
+        self.record(endpoint);
     }
-}
 
-impl Drop for Completion {
-    fn drop(&mut self) {
+    fn record(&mut self, endpoint: Option<&Arc<str>>) {
+        self.recorded = true;
         let elapsed = self.start.elapsed();
         let request_bytes = self
             .request_bytes
@@ -113,12 +110,11 @@ impl Drop for Completion {
             request_bytes,
             self.response_bytes,
         );
-        let lease = self.lease.take();
         if let Some(observed) = self.observed.take() {
             observed.finish(Ending {
                 status: self.status,
                 error: self.error,
-                endpoint: lease.as_ref().map(|l| l.endpoint().label.clone()),
+                endpoint: endpoint.cloned(),
                 request_bytes,
                 response_bytes: self.response_bytes,
                 completed: self.complete,
@@ -129,7 +125,7 @@ impl Drop for Completion {
         // finished request is in the counters.
         self.metrics.in_flight.dec();
         if let Some(log) = self.log.take() {
-            let endpoint = lease.as_ref().map(|l| &*l.endpoint().label);
+            let endpoint = endpoint.map(|l| &**l);
             tracing::info!(
                 target: "fedgate::access",
                 route = self.metrics.route(),
@@ -147,6 +143,14 @@ impl Drop for Completion {
                 trace_id = log.trace_id.as_str(),
                 client = %log.client,
             );
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(None);
         }
     }
 }

@@ -585,7 +585,6 @@ pub async fn handle(
     }
     upstream.metrics.duration.observe(latency.as_secs_f64());
     let endpoint_label = seen.as_ref().map(|_| lease.endpoint().label.clone());
-    completion.set_lease(lease);
     completion.set_status(resp.status().as_u16());
 
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -637,7 +636,7 @@ pub async fn handle(
     }
     Response::from_parts(
         parts,
-        ResponseBody::upstream(body, completion, route.response_timeout),
+        ResponseBody::upstream(body, lease, completion, route.response_timeout),
     )
 }
 
@@ -683,13 +682,14 @@ fn blocked(
 fn upstream_failure(
     err: ProxyError,
     lease: Lease,
-    mut completion: Completion,
+    completion: Completion,
     request_id: &HeaderValue,
     rt: &Runtime,
 ) -> Response<ResponseBody> {
     if let Some(kind) = err.upstream_kind() {
         lease.upstream().metrics.error(kind);
     }
-    completion.set_lease(lease);
-    Rejection::Error(err).respond(completion, request_id, rt)
+    let mut resp = Rejection::Error(err).respond(completion, request_id, rt);
+    resp.body_mut().hold_lease(lease);
+    resp
 }
