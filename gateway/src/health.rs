@@ -42,6 +42,7 @@ use crate::config::{
     UpstreamProtocol,
 };
 use crate::metrics::{CheckResult, HealthMetrics};
+use crate::transport::{https_connector, DialSettings};
 
 /// Set while active checks say the endpoint is unhealthy.
 const UNHEALTHY: u8 = 1;
@@ -146,9 +147,10 @@ impl Health {
         labels: Vec<Arc<str>>,
         gauges: Vec<IntGauge>,
         metrics: HealthMetrics,
-    ) -> Result<Option<Health>, String> {
+        dial: &DialSettings,
+    ) -> Option<Health> {
         if config.health_check.is_none() && config.outlier_detection.is_none() {
-            return Ok(None);
+            return None;
         }
         let shared = Arc::new(HealthShared {
             endpoints: config
@@ -178,7 +180,7 @@ impl Health {
                 let prober = Arc::new(Prober {
                     kind: h.kind.clone(),
                     protocol: config.protocol,
-                    connector: crate::transport::https_connector(config)?,
+                    connector: https_connector(dial),
                     endpoints: config.endpoints.clone(),
                 });
                 let probe: Probe = Arc::new(move |i| {
@@ -188,11 +190,11 @@ impl Health {
                 Some(probe)
             }
         };
-        Ok(Some(Health {
+        Some(Health {
             shared,
             pending: Mutex::new(Some(Monitor { machine, probe })),
             stop: Mutex::new(None),
-        }))
+        })
     }
 
     /// Starts the monitor task, once; later calls do nothing. Needs a tokio runtime.

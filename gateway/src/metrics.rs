@@ -6,7 +6,7 @@
 //! [`UpstreamErrorKind`]), so a request never hashes a label set on the hot path except for
 //! rare status codes outside [`STATUS_SLOTS`].
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use http::Method;
@@ -14,6 +14,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+
+use crate::transport::ConnStats;
 
 /// Request latency buckets, in seconds: sub-millisecond proxying up to slow federation fetches.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -994,32 +996,6 @@ fn status_str(buf: &mut [u8; 5], status: u16) -> &str {
         }
     }
     std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// Open and active connection counts of one upstream: `open` is kept by its connector,
-/// `active` by [`ActiveConn`] guards (a pooled HTTP/1.1 connection on loan, an HTTP/2
-/// connection with a stream in flight, an upgraded connection carrying its tunnel).
-#[derive(Debug, Default)]
-pub struct ConnStats {
-    pub open: AtomicI64,
-    pub active: AtomicI64,
-}
-
-/// One upstream connection counted as active for as long as this lives.
-#[derive(Debug)]
-pub struct ActiveConn(Arc<ConnStats>);
-
-impl ActiveConn {
-    pub fn new(stats: &Arc<ConnStats>) -> Self {
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        ActiveConn(stats.clone())
-    }
-}
-
-impl Drop for ActiveConn {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Pre-resolved handles for one upstream.

@@ -40,8 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::h1::{self, Framing};
-use crate::metrics::ActiveConn;
-use crate::transport::{BoxError, Counted, CountingConnector};
+use crate::transport::{ActiveConn, BoxError, Counted, CountingConnector};
 use crate::upload::RequestBody;
 
 /// A pooled connection: HTTP/1.1 over a counted TCP or TLS connection.

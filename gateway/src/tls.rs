@@ -64,24 +64,6 @@ impl HandshakeFailure {
     }
 }
 
-/// The crypto provider used everywhere in the gateway.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A TLS client configuration that trusts `roots` (or, with `None`, the public web's roots
-/// from webpki-roots) and presents no client certificate: what the gateway dials with.
-pub fn client_config(roots: Option<rustls::RootCertStore>) -> rustls::ClientConfig {
-    let roots = roots.unwrap_or_else(|| rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    });
-    rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
 /// Loads a certificate chain and its private key from PEM files.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let cert_pem = crate::config::read_file(cert, crate::config::MAX_KEY_FILE)
@@ -203,7 +185,7 @@ impl ResolvesServerCert for SniResolver {
 /// certificate that does not verify always fails it, and so does none in `required` mode.
 pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerConfig, String> {
     let resolver = SniResolver::new(&tls.certificates).ok_or("no certificate configured")?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(crate::transport::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = match &tls.client_auth {
@@ -211,7 +193,7 @@ pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerC
         Some(ca) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 ca.roots.clone(),
-                provider(),
+                crate::transport::provider(),
             );
             let verifier = if ca.required {
                 verifier

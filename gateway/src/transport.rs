@@ -1,74 +1,121 @@
 //! The data plane's transport: what carries upstream bytes, below the protocols. The
 //! connector that dials an endpoint (TCP, then TLS for `https`) and counts every
 //! connection it opens until it closes ([`CountingConnector`], [`Counted`]), the
-//! per-connection stream count of HTTP/2 ([`ConnTag`], [`Stream`]), the TLS client settings
-//! of every upstream-facing connection ([`client_tls`]: upstreams, health probes, key
-//! fetches), and the error type bodies share ([`BoxError`]).
+//! per-connection stream count of HTTP/2 ([`ConnTag`], [`Stream`]), the open and active
+//! connection counts ([`ConnStats`], [`ActiveConn`]), the TLS client settings of every
+//! upstream-facing connection ([`client_tls`]: upstreams, health probes, key fetches, plugin
+//! outbound calls), and the error type bodies share ([`BoxError`]).
 //!
-//! The HTTP/1.1 client ([`crate::h1`]), the pool ([`crate::pool`]) and the upstreams
-//! ([`crate::upstream`]) are built on this module; it knows none of them.
+//! The HTTP/1.1 client ([`crate::h1`]), the pool ([`crate::pool`]), the upstreams
+//! ([`crate::upstream`]), their health probes and the key fetcher are built on this
+//! module; it depends on no other module of the gateway.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-
-use crate::config::{UpstreamConfig, UpstreamProtocol};
-use crate::metrics::{ActiveConn, ConnStats};
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// The error of the bodies the data plane relays, and of connecting.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The crypto provider used everywhere in the gateway (TLS listeners included).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The TLS client settings of every upstream-facing connection: rustls with the ring
-/// provider and its safe default versions, `roots` (the Mozilla roots when `None`), no
-/// client certificate, and `alpn` offered. Upstream connectors pass no ALPN: hyper-rustls
-/// sets it from the protocol it is built for (`h2` for HTTP/2, none for HTTP/1.1) and
-/// refuses a configuration that already has one.
+/// provider and its safe default versions, `roots` (the public web's roots from
+/// webpki-roots when `None`), no client certificate, and `alpn` offered. Upstream
+/// connectors pass no ALPN: hyper-rustls sets it from the protocol it is built for (`h2`
+/// for HTTP/2, none for HTTP/1.1) and refuses a configuration that already has one.
 pub fn client_tls(roots: Option<rustls::RootCertStore>, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut tls = crate::tls::client_config(roots);
+    let roots = roots.unwrap_or_else(|| rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tls
 }
 
-/// The connector of an upstream's endpoints (and of its health probes): TCP with
-/// `connect_timeout`, and TLS with the upstream's trust roots and server name for `https`.
-pub fn https_connector(config: &UpstreamConfig) -> Result<HttpsConnector<HttpConnector>, String> {
+/// How an upstream's endpoints are dialled: what [`https_connector`] builds a connector
+/// from, read from the upstream's config once.
+#[derive(Debug, Clone)]
+pub struct DialSettings {
+    pub connect_timeout: Duration,
+    /// Trust roots for `https` endpoints; `None`: the public web's.
+    pub roots: Option<rustls::RootCertStore>,
+    /// The TLS server name presented and verified, whatever an endpoint's host is.
+    pub server_name: Option<ServerName<'static>>,
+    /// HTTP/2 (offered by ALPN) rather than HTTP/1.1.
+    pub http2: bool,
+}
+
+/// A connector of an upstream's endpoints (or of its health probes): TCP with the connect
+/// timeout, and TLS for `https`. Each connector has TLS client settings (and so a session
+/// cache) of its own.
+pub fn https_connector(dial: &DialSettings) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    http.set_connect_timeout(Some(dial.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
 
-    let roots = match &config.tls_ca_file {
-        Some(path) => Some(crate::tls::load_roots(path)?),
-        None => None,
-    };
-    let tls = client_tls(roots, &[]);
     let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(client_tls(dial.roots.clone(), &[]))
         .https_or_http();
-    if let Some(sn) = &config.tls_server_name {
-        let name = rustls::pki_types::ServerName::try_from(sn.clone())
-            .map_err(|e| format!("tls.server_name: {e}"))?;
-        builder =
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    if let Some(name) = &dial.server_name {
+        builder = builder
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone()));
     }
     // ALPN offers exactly the protocol the pool will speak.
-    Ok(match config.protocol {
-        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
-    })
+    if dial.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    }
+}
+
+/// Open and active connection counts of one upstream: `open` is kept by its connector,
+/// `active` by [`ActiveConn`] guards (a pooled HTTP/1.1 connection on loan, an HTTP/2
+/// connection with a stream in flight, an upgraded connection carrying its tunnel).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicI64,
+    pub active: AtomicI64,
+}
+
+/// One upstream connection counted as active for as long as this lives.
+#[derive(Debug)]
+pub struct ActiveConn(Arc<ConnStats>);
+
+impl ActiveConn {
+    pub fn new(stats: &Arc<ConnStats>) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        ActiveConn(stats.clone())
+    }
+}
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Wraps the connector so every connection it opens is counted until it closes.

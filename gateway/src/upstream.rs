@@ -23,7 +23,9 @@ use crate::error::ProxyError;
 use crate::health::EndpointState;
 use crate::metrics::UpstreamMetrics;
 use crate::pool::{Pool, PooledBody, SendError};
-use crate::transport::{https_connector, BoxError, ConnTag, CountingConnector, Stream};
+use crate::transport::{
+    https_connector, BoxError, ConnTag, CountingConnector, DialSettings, Stream,
+};
 use crate::upload::RequestBody;
 
 /// How requests reach an upstream's endpoints.
@@ -251,6 +253,28 @@ impl Lease {
     }
 }
 
+/// How the endpoints of the upstream `config` describes are dialled: the trust roots of
+/// `tls.ca_file` (read here), `tls.server_name`, the protocol.
+fn dial_settings(config: &UpstreamConfig) -> Result<DialSettings, String> {
+    let roots = match &config.tls_ca_file {
+        Some(path) => Some(crate::tls::load_roots(path)?),
+        None => None,
+    };
+    let server_name = match &config.tls_server_name {
+        Some(sn) => Some(
+            rustls::pki_types::ServerName::try_from(sn.clone())
+                .map_err(|e| format!("tls.server_name: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(DialSettings {
+        connect_timeout: config.connect_timeout,
+        roots,
+        server_name,
+        http2: config.protocol == UpstreamProtocol::Http2,
+    })
+}
+
 /// A request head without its extensions (which the proxy never sets).
 fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     let mut head = Request::new(()).into_parts().0;
@@ -287,7 +311,8 @@ impl Drop for Lease {
 impl Upstream {
     /// Builds the upstream and its (empty) connection pool.
     pub fn new(config: UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, String> {
-        let connector = CountingConnector::new(https_connector(&config)?, metrics.conns.clone());
+        let dial = dial_settings(&config)?;
+        let connector = CountingConnector::new(https_connector(&dial), metrics.conns.clone());
         let mut uris = Vec::with_capacity(config.endpoints.len());
         for e in &config.endpoints {
             let uri = Uri::builder()
@@ -343,7 +368,8 @@ impl Upstream {
             })
             .collect();
         let labels = endpoints.iter().map(|e| e.label.clone()).collect();
-        let health = crate::health::Health::new(&config, labels, gauges, metrics.health.clone())?;
+        let health =
+            crate::health::Health::new(&config, labels, gauges, metrics.health.clone(), &dial);
         Ok(Upstream {
             name,
             config,

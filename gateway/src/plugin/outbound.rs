@@ -201,7 +201,7 @@ fn client() -> Result<(tokio::runtime::Runtime, HttpClient), OutboundError> {
     http.enforce_http(false);
     http.set_nodelay(true);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(crate::tls::client_config(None))
+        .with_tls_config(crate::transport::client_tls(None, &[]))
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
