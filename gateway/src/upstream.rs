@@ -503,3 +503,108 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Balancing over the endpoints health checks and outlier detection leave eligible.
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use std::time::Duration;
+
+    fn upstream(extra: &str) -> Arc<Upstream> {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\n{extra}\n[upstreams.app.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"30s\"\n[[routes]]\nupstream = \"app\"\n"
+        );
+        let config = crate::config::from_str(&text, std::path::Path::new(".")).unwrap();
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let up = Upstream::new(config.upstreams["app"].clone(), metrics.upstream("app")).unwrap();
+        let up = Arc::new(up);
+        up.start_health();
+        up
+    }
+
+    /// Ejects endpoint `i` through the request path's report, as the proxy does.
+    async fn eject_via_report(up: &Arc<Upstream>, i: usize) {
+        let lease = loop {
+            let l = up.pick().expect("an eligible endpoint");
+            if l.index() == i {
+                break l;
+            }
+        };
+        up.report(&lease, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!up.endpoint_state(i).eligible() && up.endpoint_state(i).ejected);
+    }
+
+    fn picks(up: &Arc<Upstream>, n: usize) -> Vec<Option<usize>> {
+        (0..n).map(|_| up.pick().map(|l| l.index())).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn balancing_uses_eligible_endpoints_only() {
+        let up = upstream("");
+        let mut all = picks(&up, 3);
+        all.sort();
+        assert_eq!(all, vec![Some(0), Some(1), Some(2)]);
+        eject_via_report(&up, 1).await;
+        assert_eq!(up.healthy_endpoints(), 2);
+        assert!(picks(&up, 6).iter().all(|i| matches!(i, Some(0) | Some(2))));
+        for _ in 0..4 {
+            assert_eq!(up.pick_other(0).map(|l| l.index()), Some(2));
+        }
+        eject_via_report(&up, 2).await;
+        assert!(up.pick_other(0).is_none(), "no other eligible endpoint");
+        assert_eq!(picks(&up, 3), vec![Some(0); 3]);
+        eject_via_report(&up, 0).await;
+        assert_eq!(picks(&up, 3), vec![None; 3]);
+        assert!(up.pick_other(1).is_none());
+        assert_eq!(up.healthy_endpoints(), 0);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(up.healthy_endpoints(), 3);
+        // A success resets nothing it need not: the endpoint stays eligible.
+        let lease = up.pick().unwrap();
+        up.report(&lease, true);
+        assert_eq!(up.healthy_endpoints(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panic_mode_uses_every_endpoint_when_none_is_eligible() {
+        let up = upstream("no_healthy = \"panic\"");
+        eject_via_report(&up, 0).await;
+        assert!(picks(&up, 4).iter().all(|i| matches!(i, Some(1) | Some(2))));
+        eject_via_report(&up, 1).await;
+        eject_via_report(&up, 2).await;
+        let mut got = picks(&up, 3);
+        got.sort();
+        assert_eq!(got, vec![Some(0), Some(1), Some(2)]);
+        for _ in 0..4 {
+            let other = up.pick_other(1).map(|l| l.index());
+            assert!(matches!(other, Some(0) | Some(2)), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn without_health_config_every_endpoint_is_eligible() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n[[routes]]\nupstream = \"app\"\n";
+        let config = crate::config::from_str(text, std::path::Path::new(".")).unwrap();
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let up = Arc::new(
+            Upstream::new(config.upstreams["app"].clone(), metrics.upstream("app")).unwrap(),
+        );
+        let lease = up.pick().unwrap();
+        for _ in 0..10 {
+            up.report(&lease, false);
+        }
+        assert_eq!(up.healthy_endpoints(), 2);
+        assert_eq!(
+            up.pick_other(lease.index()).map(|l| l.index()),
+            Some(1 - lease.index())
+        );
+        let gauge = metrics
+            .upstream("app")
+            .health
+            .endpoint("app", "http://127.0.0.1:2");
+        assert_eq!(gauge.get(), 1);
+    }
+}
