@@ -17,6 +17,7 @@ Exits 1 when there is a cycle, so it can guard a change.
 import argparse
 import os
 import re
+import signal
 import sys
 
 
@@ -203,6 +204,8 @@ def tarjan(nodes, edges):
 
 
 def main():
+    # Piped into `head`, stop quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--src", default=os.path.join(here, "..", "gateway", "src"))
