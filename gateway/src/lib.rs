@@ -7,11 +7,18 @@
 //! - [`blocklist`]: phase 3, blocked networks and instances ([`netset`]: CIDR sets)
 //! - [`ratelimit`]: phase 4, named keyed limiters (governor) with bounded state
 //! - [`breaker`]: phase 8 admission, a circuit breaker per upstream
-//! - [`upstream`]: phases 8 and 9, balancing and pooled upstream clients
+//! - [`upstream`]: phases 8 and 9, balancing, the endpoint lease, the transport per protocol
+//!   and [`upstream::Relay`], the response body as the upstream sends it; [`health`]: which
+//!   endpoints are eligible
+//! - [`pool`], [`h1`]: the HTTP/1.1 pool and the client side of one connection (over any IO)
+//! - [`transport`]: below all of these, depending on no other module: the connector and its
+//!   connection counts, the upstream-facing TLS client settings, `BoxError`
 //! - [`retry`]: phase 9 retries of idempotent requests within a budget
 //! - [`proxy`]: the request path itself, and `Rejection`, every answer the gateway gives
 //!   in the upstream's place and the one conversion into a response
-//! - [`body`], [`record`]: streaming bodies and phase 11, metrics and access log
+//! - [`upload`]: the client's request body on its way upstream
+//! - [`body`], [`record`]: the response body, which ends phase 11 (metrics and access log)
+//!   and then gives the endpoint lease back
 //! - [`metrics`]: the metric families and their pre-resolved handles
 //! - [`auth`]: phase 5, API keys, bearer JWTs (JWKS) and mTLS client certificates
 //! - [`signature`]: phase 6, HTTP signatures (draft-cavage, RFC 9421) and body digests

@@ -3,6 +3,10 @@
 //! multiplexed; plain or TLS), a balancer over the endpoints [`crate::health`] deems
 //! eligible, and metric handles resolved once. An [`Upstream`] is rebuilt only when its own config
 //! changes, so a reload that leaves it alone keeps its pool and counters.
+//!
+//! A request leases an endpoint ([`Lease`]) and gets back the response head and a [`Relay`],
+//! the body as the upstream sends it, which [`crate::body`] relays to the client (holding
+//! the lease until the body ends). Connections come from [`crate::transport`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
