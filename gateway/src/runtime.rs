@@ -11,9 +11,10 @@ use crate::config::{Config, ForwardingConfig};
 use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::plugin::{Chain, Plugin, PluginHost};
+use crate::proxy::Route;
 use crate::ratelimit::{Limiter, RouteLimits};
 use crate::retry::Retries;
-use crate::routing::{Route, RouteTable};
+use crate::routing::RouteTable;
 use crate::signature::verifier::Verifier;
 use crate::upstream::Upstream;
 use prometheus::IntCounter;
@@ -25,7 +26,7 @@ pub const NO_UPSTREAM: &str = "none";
 
 #[derive(Debug)]
 pub struct Runtime {
-    pub routes: RouteTable,
+    pub routes: RouteTable<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub forwarding: ForwardingConfig,
     pub via: Option<Via>,
@@ -121,8 +122,8 @@ impl Runtime {
                 kept.unwrap_or_else(|| Arc::new(Limiter::new(lc.clone(), metrics.limiter(name))));
             limiters.insert(name.clone(), limiter);
         }
-        let families = metrics.limit_families();
-        let blocklist_size = families.blocklist_size.clone();
+        let families = metrics.blocklist_families();
+        let blocklist_size = families.size.clone();
         let blocked = crate::blocklist::Reason::ALL
             .map(|r| families.blocked.with_label_values(&[r.as_str()]));
         let auth = Arc::new(config.auth.clone());

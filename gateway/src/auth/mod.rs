@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 use http::{HeaderMap, StatusCode};
+use prometheus::Registry;
 use prometheus::{IntCounter, IntCounterVec};
 
 /// A way of authenticating, as routes list them; the `method` label of
@@ -274,6 +275,17 @@ impl RouteAuth {
             c[result as usize].inc();
         }
     }
+}
+
+/// `fedgate_auth_attempts_total{route,method,result}` (phase 5), registered on `registry`;
+/// each route with `auth` resolves its children when it is built.
+pub fn attempts_family(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
+    crate::metrics::counter_vec(
+        registry,
+        "fedgate_auth_attempts_total",
+        "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",
+        &["route", "method", "result"],
+    )
 }
 
 #[cfg(test)]

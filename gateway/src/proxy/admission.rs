@@ -102,10 +102,7 @@ impl Ctx {
 
     /// The body: read whole, up to their limit, on routes whose plugins read bodies and on
     /// routes that check signatures (whose digests cover the exact body); else streamed.
-    pub(super) async fn read_body(
-        &self,
-        mut body: ClientBody,
-    ) -> Result<Admitted, Rejection> {
+    pub(super) async fn read_body(&self, mut body: ClientBody) -> Result<Admitted, Rejection> {
         let route = &self.route;
         let body_failure = (route.upstream.config.protocol == UpstreamProtocol::Http2
             && !body.is_end_stream())
@@ -133,9 +130,9 @@ impl Ctx {
                 body_failure,
             }),
             Ok(Err(BufferError::TooLarge)) => Err(Rejection::Error(ProxyError::BodyTooLarge)),
-            Ok(Err(BufferError::Client)) | Err(_) => Err(Rejection::Error(
-                ProxyError::BadRequest("the request body could not be read"),
-            )),
+            Ok(Err(BufferError::Client)) | Err(_) => Err(Rejection::Error(ProxyError::BadRequest(
+                "the request body could not be read",
+            ))),
         }
     }
 

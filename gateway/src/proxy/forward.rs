@@ -17,6 +17,7 @@ use http::{HeaderMap, Response};
 use tokio::time::Instant;
 
 use super::admission::Admitted;
+use super::Route;
 use super::{Ctx, Rejection};
 use crate::body::{Relay, RequestBody};
 use crate::breaker::{Admission, Breaker};
@@ -24,7 +25,6 @@ use crate::error::ProxyError;
 use crate::metrics::UpstreamErrorKind;
 use crate::outcome::TryOutcome;
 use crate::retry::{self, Outcome as RetryOutcome, Retries};
-use crate::routing::Route;
 use crate::upstream::Lease;
 
 /// The upstream's answer, from the last try.

@@ -33,14 +33,16 @@ use crate::headers;
 use crate::metrics::MethodLabel;
 use crate::plugin::Exchange;
 use crate::record::{AccessLog, Completion};
-use crate::routing::Route;
+
 use crate::runtime::Runtime;
 
 mod admission;
 mod forward;
 mod plugins;
 mod reject;
+mod route;
 pub use reject::Rejection;
+pub use route::Route;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -219,9 +221,11 @@ impl Ctx {
             }
             let completion = Completion::new(start, rt.unmatched.clone(), method, None, log);
             let error = refusal.unwrap_or(ProxyError::NoRoute);
-            return Err(Box::new(
-                Rejection::Error(error).respond(completion, &request_id, &rt),
-            ));
+            return Err(Box::new(Rejection::Error(error).respond(
+                completion,
+                &request_id,
+                &rt,
+            )));
         };
         // Only the upgrades the route allows (WebSocket by default) are passed on; any
         // other (`h2c` above all, which would hand the connection to the upstream past
@@ -289,7 +293,11 @@ impl Ctx {
         if let Some(o) = self.completion.observed() {
             o.upstream_latency = Some(latency);
         }
-        route.upstream.metrics.duration.observe(latency.as_secs_f64());
+        route
+            .upstream
+            .metrics
+            .duration
+            .observe(latency.as_secs_f64());
         let endpoint_label = self.seen.as_ref().map(|_| lease.endpoint().label.clone());
         self.completion.set_lease(lease);
         self.completion.set_status(resp.status().as_u16());
@@ -341,8 +349,8 @@ fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
     tokio::spawn(async move {
         match tokio::try_join!(client, upstream) {
             Ok((c, u)) => {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
-                    .await;
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

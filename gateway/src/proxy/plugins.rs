@@ -10,10 +10,10 @@ use http::HeaderMap;
 
 use super::admission::Facts;
 use super::reject::Answer;
+use super::Route;
 use super::{Ctx, Rejection};
 use crate::error::ProxyError;
 use crate::plugin::{Decision, Exchange, ResponseView, TlsFacts};
-use crate::routing::Route;
 
 impl Ctx {
     /// Phase 7. A chain of health-check-only plugins has nothing to do here. The request

@@ -129,9 +129,7 @@ impl Rejection {
                 let status = refusal.status();
                 let mut answer = json(status, "auth", refusal.reason, refusal.result.as_str());
                 if status == StatusCode::UNAUTHORIZED {
-                    answer
-                        .headers
-                        .insert(header::WWW_AUTHENTICATE, challenge);
+                    answer.headers.insert(header::WWW_AUTHENTICATE, challenge);
                 }
                 answer
             }

@@ -18,7 +18,7 @@ use super::{
     cavage, digest, instance_of, rfc9421, scheme_of, Message, Outcome, Rejection, Scheme, Window,
 };
 use crate::config::SignaturesConfig;
-use crate::metrics::SignatureFamilies;
+use crate::signature::SignatureFamilies;
 
 /// Who signed a request whose signature verified: available to later phases.
 #[derive(Debug, Clone, PartialEq, Eq)]
