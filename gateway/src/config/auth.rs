@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use super::{duration_or_zero, file, resolve, ConfigError, ListenerConfig, RouteConfig};
+use super::parse::{duration_or_zero, resolve};
+use super::{file, ConfigError, ListenerConfig, RouteConfig};
 use crate::auth::jwt::{Expectations, JwtVerifier};
 use crate::auth::{api_key, AuthConfig, AuthMethod, RouteAuthConfig};
 
