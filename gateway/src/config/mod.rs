@@ -4,10 +4,12 @@
 //! path of a bad value named), and [`validate`] turns them into typed values (socket
 //! addresses, durations, URIs, methods, loaded certificates), one domain module per part of
 //! the file, each naming the field at fault. Nothing binds a port or touches the running
-//! gateway until a file has passed here.
+//! gateway until a file has passed here. [`diff`] tells a reload what a new configuration
+//! changes against the running one.
 
 mod auth;
 mod blocklist;
+pub mod diff;
 pub mod file;
 mod limits;
 mod listener;
@@ -23,6 +25,7 @@ use std::path::Path;
 
 pub use auth::ClientAuth;
 pub use blocklist::BlocklistConfig;
+pub use diff::ConfigDiff;
 pub use file::FileConfig;
 pub use listener::{ListenerConfig, ListenerTls, DEFAULT_IDLE_TIMEOUT, MIN_HEADER_BYTES};
 pub use parse::MAX_DURATION;
