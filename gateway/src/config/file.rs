@@ -6,9 +6,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::{
-    Balance, CheckType, ClientHeaders, FailurePolicy, LogFormat, NoHealthy, SignatureMode,
-    UpstreamProtocol,
+    Balance, CheckType, ClientAuthMode, ClientHeaders, FailurePolicy, LogFormat, NoHealthy,
+    SignatureMode, UpstreamProtocol,
 };
+use crate::auth::AuthMethod;
 use crate::ratelimit::{KeyKind, Mode};
 
 /// Top level of a `fedgate.toml`.
@@ -331,7 +332,7 @@ pub struct ListenerTlsSection {
     pub client_ca_file: Option<String>,
     /// `required` (default: no handshake without a valid client certificate) or `optional`
     /// (a client may present none; one it presents must verify).
-    pub client_auth: Option<String>,
+    pub client_auth: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -476,7 +477,7 @@ pub struct RouteSection {
     /// Whether the blocklist applies (default true).
     pub blocklist: Option<bool>,
     /// Phase 5: methods accepted (`api_key`, `jwt`, `mtls`); unset means no authentication.
-    pub auth: Option<Vec<String>>,
+    pub auth: Option<Vec<AuthMethod>>,
     /// Principals allowed on the route (default: every authenticated one).
     pub principals: Option<Vec<String>>,
     /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `[]` allows none).

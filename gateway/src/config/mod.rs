@@ -23,7 +23,7 @@ mod upstream;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use auth::ClientAuth;
+pub use auth::{ClientAuth, ClientAuthMode};
 pub use blocklist::BlocklistConfig;
 pub use diff::ConfigDiff;
 pub use file::FileConfig;
