@@ -33,7 +33,8 @@ use prometheus::{IntCounter, IntGauge};
 use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
 /// What a limiter's buckets are keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     /// The client address (after trusted proxies), IPv6 truncated to a prefix.
     Client,
@@ -56,7 +57,8 @@ impl KeyKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Refuse with 429.
     Enforce,

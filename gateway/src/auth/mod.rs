@@ -23,7 +23,8 @@ use prometheus::{IntCounter, IntCounterVec};
 
 /// A way of authenticating, as routes list them; the `method` label of
 /// `fedgate_auth_attempts_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ApiKey,
     Jwt,
@@ -39,10 +40,6 @@ impl AuthMethod {
             Self::Jwt => "jwt",
             Self::Mtls => "mtls",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     /// The challenge this method adds to `WWW-Authenticate` on a 401.
