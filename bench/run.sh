@@ -29,6 +29,7 @@ RATE=${RATE:-25000}              # offered requests/s of the paced scenarios (h2
 DEFAULT_FEDGATE=$REPO_DIR/target/release/fedgate
 FEDGATE=${FEDGATE:-$DEFAULT_FEDGATE}
 SKIP_FEDGATE=${SKIP_FEDGATE:-0}  # 1: measure only the baseline, nginx and HAProxy
+FEDGATE_BASELINE=${FEDGATE_BASELINE:-} # another fedgate binary (an earlier build) to measure beside it
 JSON_OUT=${JSON_OUT:-}           # also write the results as JSON to this file
 KEEP_WORK=${KEEP_WORK:-0}        # 1: keep the temporary directory (configs, logs, wrk output)
 BUILD=0
@@ -54,6 +55,10 @@ usage: bash bench/run.sh [options]
                         three do the same forwarding work; minimal: they add only
                         X-Forwarded-For, fedgate still adds its full set  (env HEADERS, $HEADERS)
   --skip-fedgate        measure only the baseline, nginx and HAProxy (env SKIP_FEDGATE=1)
+  --fedgate-baseline BIN
+                        also measure another fedgate binary (an earlier build) in the
+                        proxy comparisons, as "fedgate-base", taking turns with the others,
+                        and print fedgate's ratio to it   (env FEDGATE_BASELINE)
   --keep                keep the temporary directory with configs and logs (env KEEP_WORK=1)
 
 Other environment: PROXY_CPU (core for the proxies, $PROXY_CPU), LOAD_CPU (core for wrk and
@@ -284,6 +289,7 @@ compare() {
   local scenario=$1 path=$2 round proxies=(direct)
   shift 2
   [ "$SKIP_FEDGATE" = 1 ] || proxies+=(fedgate)
+  [ "$SKIP_FEDGATE" = 1 ] || [ -z "$FEDGATE_BASELINE" ] || proxies+=(fedgate-base)
   proxies+=(nginx haproxy)
   table_header "$scenario" "$path"
   # Like nginx and HAProxy, fedgate keeps running across the rounds: every proxy is
@@ -291,6 +297,10 @@ compare() {
   if [ "$SKIP_FEDGATE" != 1 ]; then
     fedgate_start fedgate "$BENCH_DIR/conf/fedgate.toml"
     check_forwarding fedgate "${FG_PORT[fedgate]}"
+    if [ -n "$FEDGATE_BASELINE" ]; then
+      FEDGATE_BIN=$FEDGATE_BASELINE fedgate_start fedgate-base "$BENCH_DIR/conf/fedgate.toml"
+      check_forwarding fedgate-base "${FG_PORT[fedgate-base]}"
+    fi
   fi
   local order=("${proxies[@]:1}") n i proxy
   n=${#order[@]}
@@ -302,18 +312,20 @@ compare() {
     for i in $(seq 0 $((n - 1))); do
       proxy=${order[$(((round - 1 + i) % n))]}
       case $proxy in
-        fedgate) fedgate_measure "$scenario" fedgate "$path" "$@" ;;
+        fedgate | fedgate-base) fedgate_measure "$scenario" "$proxy" "$path" "$@" ;;
         nginx) measure "$scenario" nginx "$NG_PORT" "$NG_PID" "$path" "$@" ;;
         haproxy) measure "$scenario" haproxy "$HA_PORT" "$HA_PID" "$path" "$@" ;;
       esac
     done
   done
   [ "$SKIP_FEDGATE" = 1 ] || fedgate_stop fedgate
+  [ "$SKIP_FEDGATE" = 1 ] || [ -z "$FEDGATE_BASELINE" ] || fedgate_stop fedgate-base
   print_medians "$scenario" "${proxies[@]}"
   echo
   if [ "$SKIP_FEDGATE" != 1 ]; then
     print_ratio "$scenario" fedgate haproxy
     print_ratio "$scenario" fedgate nginx
+    [ -z "$FEDGATE_BASELINE" ] || print_ratio "$scenario" fedgate fedgate-base
   fi
   print_notes
 }
@@ -677,11 +689,12 @@ fedgate_start() {
   render "$template" "$dir/fedgate.toml" \
     PORT="$port" ADMIN_PORT="$admin" UPSTREAM_PORT="$UP_PORT" DIR="$dir"
   printf '%s\n' "$extra" >>"$dir/fedgate.toml"
-  "$FEDGATE" check --config "$dir/fedgate.toml" >"$dir/check.txt" 2>&1 || {
+  local bin=${FEDGATE_BIN:-$FEDGATE}
+  "$bin" check --config "$dir/fedgate.toml" >"$dir/check.txt" 2>&1 || {
     cat "$dir/check.txt" >&2
     die "$template: fedgate check failed"
   }
-  start_bg "$dir/fedgate.log" "$PROXY_CPU" "$FEDGATE" run --config "$dir/fedgate.toml"
+  start_bg "$dir/fedgate.log" "$PROXY_CPU" "$bin" run --config "$dir/fedgate.toml"
   FG_PID[$label]=$STARTED_PID FG_PORT[$label]=$port FG_ADMIN[$label]=$admin
   wait_ready "http://127.0.0.1:$admin/ready" "$STARTED_PID" "$dir/fedgate.log"
   # A route that admits only signed requests is checked by its scenario instead.
@@ -850,6 +863,7 @@ while [ $# -gt 0 ]; do
     --headers) HEADERS=${2:?}; shift ;;
     --rate) RATE=${2:?}; shift ;;
     --skip-fedgate) SKIP_FEDGATE=1 ;;
+    --fedgate-baseline) FEDGATE_BASELINE=${2:?}; shift ;;
     --keep) KEEP_WORK=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -903,6 +917,7 @@ if [ "$SKIP_FEDGATE" != 1 ]; then
     done
   fi
   [ -x "$FEDGATE" ] || die "no fedgate binary at $FEDGATE"
+  [ -z "$FEDGATE_BASELINE" ] || [ -x "$FEDGATE_BASELINE" ] || die "no fedgate binary at $FEDGATE_BASELINE"
   FEDGATE_VERSION=$("$FEDGATE" --version 2>&1) || die "$FEDGATE does not run: $FEDGATE_VERSION"
   FEDGATE_VERSION=${FEDGATE_VERSION%%$'\n'*}
 else

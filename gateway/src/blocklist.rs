@@ -20,9 +20,11 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 use crate::activity::{is_activity_json, Activity};
+use crate::metrics;
 use crate::netset::{parse_net, NetSet};
 use crate::signature::instance_of;
 use crate::signature::verifier::Signer;
+use prometheus::{IntCounterVec, IntGauge, Registry};
 
 /// Why a request was refused: the `reason` label of `fedgate_blocked_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +215,33 @@ fn normalize_domain(entry: &str) -> Result<String, String> {
         ));
     }
     Ok(d)
+}
+
+/// The blocklist families (phase 3), registered by [`BlocklistFamilies::register`].
+#[derive(Debug, Clone)]
+pub struct BlocklistFamilies {
+    /// `fedgate_blocked_requests_total{reason}`.
+    pub blocked: IntCounterVec,
+    /// `fedgate_blocklist_size`: domains and networks on the blocklist.
+    pub size: IntGauge,
+}
+
+impl BlocklistFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(BlocklistFamilies {
+            blocked: metrics::counter_vec(
+                registry,
+                "fedgate_blocked_requests_total",
+                "Requests refused by the blocklist, by reason (address, instance).",
+                &["reason"],
+            )?,
+            size: metrics::gauge(
+                registry,
+                "fedgate_blocklist_size",
+                "Domains and networks on the blocklist of the running configuration.",
+            )?,
+        })
+    }
 }
 
 #[cfg(test)]

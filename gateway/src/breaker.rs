@@ -32,6 +32,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Consecutive, Growth};
+use crate::metrics;
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
 /// The validated `[upstreams.NAME.circuit_breaker]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -506,6 +508,70 @@ fn open(inner: &Inner, from: State, trips: u32, reason: &str) {
             period.as_secs_f64()
         ),
     );
+}
+
+/// The circuit breaker families (phase 8), registered by [`BreakerFamilies::register`].
+#[derive(Debug, Clone)]
+pub struct BreakerFamilies {
+    pub state: IntGaugeVec,
+    pub transitions: IntCounterVec,
+    pub rejections: IntCounterVec,
+}
+
+impl BreakerFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(BreakerFamilies {
+            state: metrics::gauge_vec(
+                registry,
+                "fedgate_circuit_breaker_state",
+                "Circuit breaker state by upstream: 0 closed, 1 open, 2 half-open.",
+                &["upstream"],
+            )?,
+            transitions: metrics::counter_vec(
+                registry,
+                "fedgate_circuit_breaker_transitions_total",
+                "Circuit breaker transitions by upstream, from and to.",
+                &["upstream", "from", "to"],
+            )?,
+            rejections: metrics::counter_vec(
+                registry,
+                "fedgate_circuit_breaker_rejections_total",
+                "Requests refused with 503 by an open (or fully probing half-open) circuit breaker.",
+                &["upstream"],
+            )?,
+        })
+    }
+
+    /// Handles of one upstream's breaker.
+    pub fn upstream(&self, upstream: &str) -> BreakerMetrics {
+        BreakerMetrics {
+            state: self.state.with_label_values(&[upstream]),
+            // Only the four transitions the state machine makes get series.
+            transitions: State::ALL.map(|from| {
+                State::ALL.map(|to| {
+                    is_transition(from, to).then(|| {
+                        self.transitions
+                            .with_label_values(&[upstream, from.as_str(), to.as_str()])
+                    })
+                })
+            }),
+            rejections: self.rejections.with_label_values(&[upstream]),
+        }
+    }
+
+    /// Removes the series of an upstream's breaker (the upstream dropped, or its breaker
+    /// turned off).
+    pub fn forget(&self, upstream: &str) {
+        let _ = self.state.remove_label_values(&[upstream]);
+        let _ = self.rejections.remove_label_values(&[upstream]);
+        for from in State::ALL {
+            for to in State::ALL {
+                let _ =
+                    self.transitions
+                        .remove_label_values(&[upstream, from.as_str(), to.as_str()]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,12 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::RESTART_ONLY;
+use crate::config::diff::{restart_only_values, ListenerChanges};
 use crate::config::{self, Config};
+use crate::config::{ConfigDiff, RESTART_ONLY};
 use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::runtime::{load_plugins, HandleCache, Runtime};
+use crate::runtime::{load_plugins, HandleCache, Previous, Runtime};
 use crate::server::{Listener, Running, Settings};
 
 /// State shared by listeners, the admin server and the reloader.
@@ -55,7 +56,7 @@ struct ReloadState {
     /// Watches every connection of every listener; taken by the drain.
     graceful: Option<Arc<crate::server::Drain>>,
     /// The process-wide settings the process started with (see [`RESTART_ONLY`]).
-    started_with: [String; 4],
+    started_with: [String; RESTART_ONLY.len()],
 }
 
 /// The running admin server.
@@ -88,11 +89,6 @@ impl AdminServer {
     }
 }
 
-/// The values of [`RESTART_ONLY`] a configuration asks for.
-fn restart_only(server: &config::ServerConfig) -> [String; 4] {
-    RESTART_ONLY.map(|(_, read)| read(server))
-}
-
 /// What a reload does to one listener of the new configuration.
 enum Step {
     /// Keep the running listener at this index (same address): new settings only.
@@ -101,45 +97,24 @@ enum Step {
     Start(String, Listener),
 }
 
-/// Matches the new listeners with the running ones and binds what is new, before anything
-/// changes: a listener that cannot be bound (or whose certificates do not load) rejects the
-/// reload. A listener keeps its socket when a new one has its name and address, or, for a
-/// fixed port, its address under another name.
+/// Builds the settings of the listeners the reload keeps (which the diff decides, see
+/// [`ListenerChanges`]) and binds the new ones, before anything changes: a listener that
+/// cannot be bound (or whose certificates do not load) rejects the reload.
 fn plan_listeners(
-    running: &[Running],
+    changes: &ListenerChanges,
     wanted: &[config::ListenerConfig],
     metrics: &Metrics,
-) -> Result<(Vec<Step>, Vec<usize>), String> {
-    let configs: Vec<_> = running.iter().map(Running::config).collect();
-    let mut taken = vec![false; running.len()];
-    let mut matched: Vec<Option<usize>> = vec![None; wanted.len()];
-    for (w, l) in wanted.iter().enumerate() {
-        if let Some(i) = (0..configs.len())
-            .find(|&i| !taken[i] && configs[i].name == l.name && configs[i].address == l.address)
-        {
-            taken[i] = true;
-            matched[w] = Some(i);
-        }
-    }
-    for (w, l) in wanted.iter().enumerate() {
-        if matched[w].is_some() || l.address.port() == 0 {
-            continue;
-        }
-        if let Some(i) = (0..configs.len()).find(|&i| !taken[i] && configs[i].address == l.address)
-        {
-            taken[i] = true;
-            matched[w] = Some(i);
-        }
-    }
-    let mut steps = Vec::with_capacity(wanted.len());
-    for (w, l) in wanted.iter().enumerate() {
-        steps.push(match matched[w] {
-            Some(i) => Step::Keep(i, Settings::new(l, metrics)?),
-            None => Step::Start(l.name.clone(), crate::server::bind(l, metrics)?),
-        });
-    }
-    let removed = (0..running.len()).filter(|&i| !taken[i]).collect();
-    Ok((steps, removed))
+) -> Result<Vec<Step>, String> {
+    wanted
+        .iter()
+        .zip(&changes.kept)
+        .map(|(l, kept)| {
+            Ok(match kept {
+                Some(i) => Step::Keep(*i, Settings::new(l, metrics)?),
+                None => Step::Start(l.name.clone(), crate::server::bind(l, metrics)?),
+            })
+        })
+        .collect()
 }
 
 /// Why a reload did not take effect.
@@ -208,27 +183,33 @@ impl Shared {
     pub async fn apply(self: &Arc<Self>, config: Config) -> Result<(), ReloadError> {
         let mut guard = self.reload.lock().await;
         let current = self.state.load_full();
-        let built = match load_plugins(&self.plugins, &config, Some(&current), &self.metrics).await
+        // The serving listeners are those of the running configuration, in its order: the
+        // diff's listener indices are theirs.
+        let diff = ConfigDiff::between(&current.config, &config, &guard.started_with);
+        let previous = Previous {
+            runtime: &current,
+            diff: &diff,
+        };
+        let built = match load_plugins(&self.plugins, &config, Some(previous), &self.metrics).await
         {
             Ok(plugins) => Runtime::build(
                 config,
                 &self.metrics,
-                Some(&current),
+                Some(previous),
                 &mut guard.cache,
                 plugins,
             ),
             Err(e) => Err(e),
         };
         let sockets = built.and_then(|next| {
-            let (steps, removed) =
-                plan_listeners(&guard.listeners, &next.config.listeners, &self.metrics)?;
+            let steps = plan_listeners(&diff.listeners, &next.config.listeners, &self.metrics)?;
             let admin = next.config.admin.address;
             let admin = (guard.admin.as_ref().map(|a| a.address) != Some(admin))
                 .then(|| crate::admin::bind(admin))
                 .transpose()?;
-            Ok((next, steps, removed, admin))
+            Ok((next, steps, admin))
         });
-        let (next, steps, removed, admin) = match sockets {
+        let (next, steps, admin) = match sockets {
             Ok(x) => x,
             Err(e) => {
                 self.metrics.config_reload(false);
@@ -236,12 +217,8 @@ impl Shared {
                 return Err(ReloadError::Build(e));
             }
         };
-        let kept = next
-            .upstreams
-            .iter()
-            .filter(|(n, u)| current.upstreams.get(*n).is_some_and(|c| Arc::ptr_eq(c, u)))
-            .count();
-        current.retire_removed(&next, &self.metrics, &mut guard.cache);
+        let kept = diff.upstreams.unchanged.len();
+        current.retire_removed(&next, &diff, &self.metrics, &mut guard.cache);
         let routes = next.routes.routes().len();
         let upstreams = next.upstreams.len();
         let server = next.config.server.clone();
@@ -270,7 +247,7 @@ impl Shared {
                 }
             });
         }
-        for i in removed {
+        for &i in &diff.listeners.removed {
             if let Some(l) = old[i].take() {
                 tracing::info!(listener = %l.config().name, address = %l.local_addr, "listener removed; its connections drain");
                 l.stop().await;
@@ -284,21 +261,18 @@ impl Shared {
         }
         self.publish_addresses(state);
 
-        let wanted = restart_only(&server);
-        for (((setting, _), now), want) in RESTART_ONLY.iter().zip(&state.started_with).zip(&wanted)
-        {
-            let pending = now != want;
-            self.metrics.restart_required(setting, pending);
-            if pending {
+        for r in &diff.restart_only {
+            self.metrics.restart_required(r.setting, r.pending());
+            if r.pending() {
                 tracing::warn!(
-                    setting = %format!("server.{setting}"),
-                    running = %now,
-                    configured = %want,
+                    setting = %format!("server.{}", r.setting),
+                    running = %r.running,
+                    configured = %r.configured,
                     "setting takes effect after a restart"
                 );
             }
         }
-        if server.log_level != current.config.server.log_level {
+        if diff.log_level_changed {
             crate::logging::set_level(&server.log_level);
         }
         self.metrics.config_reload(true);
@@ -400,7 +374,7 @@ impl Gateway {
                 listeners: Vec::new(),
                 admin: None,
                 graceful: Some(Arc::new(crate::server::Drain::new())),
-                started_with: restart_only(&cfg.server),
+                started_with: restart_only_values(&cfg.server),
             }),
             plugins: plugin_host,
             addresses: ArcSwap::from_pointee(Addresses {

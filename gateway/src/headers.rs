@@ -376,12 +376,18 @@ pub fn request_id(headers: &HeaderMap, cfg: &ForwardingConfig) -> (HeaderValue, 
     if cfg.trust_request_id {
         let mut values = headers.get_all(&cfg.request_id_header).iter();
         if let (Some(v), None) = (values.next(), values.next()) {
-            if crate::config::is_valid_request_id(v) {
+            if is_valid_request_id(v) {
                 return (v.clone(), true);
             }
         }
     }
     (new_request_id(), false)
+}
+
+/// `true` when the value is a plausible request id to keep: visible ASCII, bounded length.
+fn is_valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
 /// A random UUID (version 4) as a header value.

@@ -41,8 +41,9 @@ use crate::config::{
     CheckKind, EndpointConfig, HealthCheckConfig, NoHealthy, OutlierConfig, UpstreamConfig,
     UpstreamProtocol,
 };
-use crate::metrics::{CheckResult, HealthMetrics};
+use crate::metrics;
 use crate::transport::{https_connector, DialSettings};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Set while active checks say the endpoint is unhealthy.
 const UNHEALTHY: u8 = 1;
@@ -648,6 +649,109 @@ impl Prober {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The endpoint health families (phase 8), registered by [`HealthFamilies::register`].
+#[derive(Debug)]
+pub struct HealthFamilies {
+    /// `fedgate_upstream_endpoint_healthy{upstream,endpoint}`: 1 while eligible for traffic.
+    pub endpoint_healthy: IntGaugeVec,
+    /// `fedgate_health_checks_total{upstream,result}`.
+    pub checks: IntCounterVec,
+    /// `fedgate_outlier_ejections_total{upstream}`.
+    pub ejections: IntCounterVec,
+}
+
+impl HealthFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(HealthFamilies {
+            endpoint_healthy: metrics::gauge_vec(
+                registry,
+                "fedgate_upstream_endpoint_healthy",
+                "1 while an endpoint is eligible for traffic (healthy and not ejected), else 0.",
+                &["upstream", "endpoint"],
+            )?,
+            checks: metrics::counter_vec(
+                registry,
+                "fedgate_health_checks_total",
+                "Active health checks, by upstream and result (success, failure, timeout).",
+                &["upstream", "result"],
+            )?,
+            ejections: metrics::counter_vec(
+                registry,
+                "fedgate_outlier_ejections_total",
+                "Endpoints ejected by outlier detection, by upstream.",
+                &["upstream"],
+            )?,
+        })
+    }
+
+    /// Handles of one upstream; resolved when the upstream is built.
+    pub fn upstream(self: &Arc<Self>, upstream: &str) -> HealthMetrics {
+        HealthMetrics {
+            checks: CheckResult::ALL
+                .map(|r| self.checks.with_label_values(&[upstream, r.as_str()])),
+            ejections: self.ejections.with_label_values(&[upstream]),
+            families: self.clone(),
+        }
+    }
+
+    /// Removes the series of an upstream that a reload dropped.
+    pub fn forget_upstream(&self, upstream: &str) {
+        for r in CheckResult::ALL {
+            let _ = self.checks.remove_label_values(&[upstream, r.as_str()]);
+        }
+        let _ = self.ejections.remove_label_values(&[upstream]);
+    }
+
+    /// Removes the gauge of an endpoint that a reload dropped.
+    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+        let _ = self
+            .endpoint_healthy
+            .remove_label_values(&[upstream, endpoint]);
+    }
+}
+
+/// The `result` label of `fedgate_health_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    Success,
+    Failure,
+    Timeout,
+}
+
+impl CheckResult {
+    pub const ALL: [Self; 3] = [Self::Success, Self::Failure, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Health handles of one upstream; endpoint gauges are resolved as its endpoints are built.
+#[derive(Debug, Clone)]
+pub struct HealthMetrics {
+    /// By `CheckResult as usize`.
+    pub checks: [IntCounter; 3],
+    pub ejections: IntCounter,
+    families: Arc<HealthFamilies>,
+}
+
+impl HealthMetrics {
+    pub fn check(&self, result: CheckResult) {
+        self.checks[result as usize].inc();
+    }
+
+    /// The `fedgate_upstream_endpoint_healthy` gauge of one endpoint.
+    pub fn endpoint(&self, upstream: &str, endpoint: &str) -> IntGauge {
+        self.families
+            .endpoint_healthy
+            .with_label_values(&[upstream, endpoint])
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,13 @@ use prometheus::{
     Registry,
 };
 
+use crate::blocklist::BlocklistFamilies;
+use crate::breaker::BreakerFamilies;
+use crate::health::{HealthFamilies, HealthMetrics};
+use crate::plugin::families::PluginFamilies;
+use crate::ratelimit::LimitFamilies;
+use crate::retry::RetryFamilies;
+use crate::signature::SignatureFamilies;
 use crate::transport::ConnStats;
 
 /// Request latency buckets, in seconds: sub-millisecond proxying up to slow federation fetches.
@@ -121,7 +128,7 @@ fn status_slot(code: u16) -> Option<usize> {
     STATUS_SLOTS.iter().position(|&c| c == code)
 }
 
-/// Every metric family of the request path, plus build info and process metrics.
+/// The gateway's families: the request path's own here, each concern's registered by it.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -138,548 +145,167 @@ pub struct Metrics {
     plugins: Arc<PluginFamilies>,
     declared: Arc<crate::plugin::declared::Declared>,
     signatures: Arc<SignatureFamilies>,
-    limits: Arc<LimitFamilies>,
-    resilience: Arc<ResilienceFamilies>,
+    limits: LimitFamilies,
+    blocklist: BlocklistFamilies,
+    breakers: BreakerFamilies,
+    retries: RetryFamilies,
     auth_attempts: IntCounterVec,
     health: Arc<HealthFamilies>,
     tls_handshake_errors: IntCounterVec,
 }
 
-/// The families of phases 8 and 9: circuit breakers and retries.
-#[derive(Debug)]
-pub struct ResilienceFamilies {
-    pub breaker_state: IntGaugeVec,
-    pub breaker_transitions: IntCounterVec,
-    pub breaker_rejections: IntCounterVec,
-    pub retries: IntCounterVec,
+/// A counter family registered on `registry`. Each concern registers its own families
+/// with these helpers, where it declares them.
+pub fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
 }
 
-/// The endpoint health families (phase 8).
-#[derive(Debug)]
-pub struct HealthFamilies {
-    /// `fedgate_upstream_endpoint_healthy{upstream,endpoint}`: 1 while eligible for traffic.
-    pub endpoint_healthy: IntGaugeVec,
-    /// `fedgate_health_checks_total{upstream,result}`.
-    pub checks: IntCounterVec,
-    /// `fedgate_outlier_ejections_total{upstream}`.
-    pub ejections: IntCounterVec,
+/// A gauge family registered on `registry`.
+pub fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
-/// The `result` label of `fedgate_health_checks_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckResult {
-    Success,
-    Failure,
-    Timeout,
+/// A histogram family with `buckets` registered on `registry`.
+pub fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> Result<HistogramVec, prometheus::Error> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, HistogramVec::new(opts, labels)?)
 }
 
-impl CheckResult {
-    pub const ALL: [Self; 3] = [Self::Success, Self::Failure, Self::Timeout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-            Self::Timeout => "timeout",
-        }
-    }
+/// A gauge without labels registered on `registry`.
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    registered(registry, IntGauge::new(name, help)?)
 }
 
-/// The families of phases 3 and 4: the blocklist and the rate limiters.
-#[derive(Debug)]
-pub struct LimitFamilies {
-    /// `fedgate_rate_limit_decisions_total{limiter,decision}`.
-    pub decisions: IntCounterVec,
-    /// `fedgate_rate_limit_keys{limiter}`: keys a limiter tracks, as of its last sweep.
-    pub keys: IntGaugeVec,
-    /// `fedgate_blocked_requests_total{reason}`.
-    pub blocked: IntCounterVec,
-    /// `fedgate_blocklist_size`: domains and networks on the blocklist.
-    pub blocklist_size: IntGauge,
+/// A histogram without labels, with `buckets`, registered on `registry`.
+pub fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> Result<Histogram, prometheus::Error> {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, Histogram::with_opts(opts)?)
 }
 
-/// The `fedgate_signature_*` families (phase 6).
-#[derive(Debug)]
-pub struct SignatureFamilies {
-    /// `fedgate_trust_store_size`: keys in the trust store of the running config.
-    pub trust_store_size: prometheus::IntGauge,
-    /// `fedgate_federation_peers`, kept across reloads.
-    pub peers: Arc<crate::signature::peers::Peers>,
-    pub verifications: IntCounterVec,
-    pub failures_by_instance: IntCounterVec,
-    pub duration: HistogramVec,
-    /// `fedgate_signature_key_cache_lookups_total{result}`: hit, miss, negative_hit.
-    pub key_cache_lookups: IntCounterVec,
-    /// `fedgate_signature_key_fetches_total{result}`.
-    pub key_fetches: IntCounterVec,
-    pub key_fetch_duration: Histogram,
-    /// `fedgate_signature_key_cache_entries`: fetched keys and failures held.
-    pub key_cache_entries: prometheus::IntGauge,
+fn registered<C>(registry: &Registry, collector: C) -> Result<C, prometheus::Error>
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
 }
-
-/// Registers the shared peer table as a collector.
-struct PeersCollector(Arc<crate::signature::peers::Peers>);
-
-impl prometheus::core::Collector for PeersCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
-    }
-}
-
-/// Signature verification latency buckets, in seconds: 10 µs to 10 ms.
-pub const SIGNATURE_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-];
-
-/// Key fetch latency buckets, in seconds: 5 ms to the longest fetch timeout.
-pub const KEY_FETCH_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
-
-/// The `fedgate_plugin_*` families.
-#[derive(Debug)]
-pub struct PluginFamilies {
-    pub invocations: IntCounterVec,
-    pub duration: HistogramVec,
-    pub memory: IntGaugeVec,
-    pub reloads: IntCounterVec,
-    /// `fedgate_plugin_compilations_total{plugin,result}`: each load of a component, by
-    /// where its machine code came from.
-    pub compilations: IntCounterVec,
-    /// ABI 0.2.0 key-value stores: entries and bytes held, entries dropped by reason.
-    pub store_entries: IntGaugeVec,
-    pub store_bytes: IntGaugeVec,
-    pub store_evictions: IntCounterVec,
-    /// ABI 0.2.0 observers: finished exchanges by what became of them (delivered,
-    /// dropped), batches delivered, and exchanges waiting in each queue.
-    pub observed: IntCounterVec,
-    pub observer_batches: IntCounterVec,
-    pub observer_queued: IntGaugeVec,
-    /// ABI 0.2.0 outbound HTTP calls, by result.
-    pub outbound: IntCounterVec,
-}
-
-/// Plugin call latency buckets, in seconds: a microsecond to the longest deadline.
-pub const PLUGIN_BUCKETS: &[f64] = &[
-    0.000_001,
-    0.000_002_5,
-    0.000_005,
-    0.000_01,
-    0.000_025,
-    0.000_05,
-    0.000_1,
-    0.000_25,
-    0.000_5,
-    0.001,
-    0.002_5,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-];
 
 impl Metrics {
     /// Registers all families on `registry`.
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
-        let requests_total = IntCounterVec::new(
-            Opts::new(
-                "fedgate_requests_total",
-                "Requests answered, by route, upstream, method and status.",
-            ),
+        let r = &registry;
+        let requests_total = counter_vec(
+            r,
+            "fedgate_requests_total",
+            "Requests answered, by route, upstream, method and status.",
             &["route", "upstream", "method", "status"],
         )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "fedgate_request_duration_seconds",
-                "Time from receiving request headers to the end of the response body.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let request_duration = histogram_vec(
+            r,
+            "fedgate_request_duration_seconds",
+            "Time from receiving request headers to the end of the response body.",
+            LATENCY_BUCKETS,
             &["route", "upstream", "method"],
         )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "fedgate_upstream_request_duration_seconds",
-                "Time from sending a request upstream to receiving its response headers.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        let upstream_duration = histogram_vec(
+            r,
+            "fedgate_upstream_request_duration_seconds",
+            "Time from sending a request upstream to receiving its response headers.",
+            LATENCY_BUCKETS,
             &["upstream"],
         )?;
-        let request_size = HistogramVec::new(
-            HistogramOpts::new(
-                "fedgate_request_size_bytes",
-                "Request body bytes received from clients.",
-            )
-            .buckets(SIZE_BUCKETS.to_vec()),
+        let request_size = histogram_vec(
+            r,
+            "fedgate_request_size_bytes",
+            "Request body bytes received from clients.",
+            SIZE_BUCKETS,
             &["route"],
         )?;
-        let response_size = HistogramVec::new(
-            HistogramOpts::new(
-                "fedgate_response_size_bytes",
-                "Response body bytes sent to clients.",
-            )
-            .buckets(SIZE_BUCKETS.to_vec()),
+        let response_size = histogram_vec(
+            r,
+            "fedgate_response_size_bytes",
+            "Response body bytes sent to clients.",
+            SIZE_BUCKETS,
             &["route"],
         )?;
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                "fedgate_requests_in_flight",
-                "Requests being served, by route.",
-            ),
+        let in_flight = gauge_vec(
+            r,
+            "fedgate_requests_in_flight",
+            "Requests being served, by route.",
             &["route"],
         )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "fedgate_upstream_errors_total",
-                "Failed upstream requests, by upstream and kind of failure.",
-            ),
+        let upstream_errors = counter_vec(
+            r,
+            "fedgate_upstream_errors_total",
+            "Failed upstream requests, by upstream and kind of failure.",
             &["upstream", "kind"],
         )?;
-        let upstream_connections = IntGaugeVec::new(
-            Opts::new(
-                "fedgate_upstream_connections",
-                "Open upstream connections: active (carrying a request) and idle (pooled).",
-            ),
+        let upstream_connections = gauge_vec(
+            r,
+            "fedgate_upstream_connections",
+            "Open upstream connections: active (carrying a request) and idle (pooled).",
             &["upstream", "state"],
         )?;
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "fedgate_config_reloads_total",
-                "Configuration reloads, by result.",
-            ),
+        let config_reloads = counter_vec(
+            r,
+            "fedgate_config_reloads_total",
+            "Configuration reloads, by result.",
             &["result"],
         )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "fedgate_build_info",
-                "Always 1; the version label identifies the build.",
-            ),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for r in ["success", "error"] {
-            config_reloads.with_label_values(&[r]);
+        for result in ["success", "error"] {
+            config_reloads.with_label_values(&[result]);
         }
-        let restart_required = IntGaugeVec::new(
-            Opts::new(
-                "fedgate_config_restart_required",
-                "1 when the running configuration file sets a process-wide setting \
-                 (server.workers, server.event_interval, server.log_format) to a value \
-                 that takes effect only after a restart.",
-            ),
+        let restart_required = gauge_vec(
+            r,
+            "fedgate_config_restart_required",
+            "1 when the running configuration file sets a process-wide setting \
+             (server.workers, server.event_interval, server.log_format) to a value \
+             that takes effect only after a restart.",
             &["setting"],
         )?;
-        for (s, _) in crate::config::RESTART_ONLY {
-            restart_required.with_label_values(&[s]);
+        for (setting, _) in crate::config::RESTART_ONLY {
+            restart_required.with_label_values(&[setting]);
         }
-
-        registry.register(Box::new(requests_total.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(request_size.clone()))?;
-        registry.register(Box::new(response_size.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        registry.register(Box::new(upstream_connections.clone()))?;
-        registry.register(Box::new(config_reloads.clone()))?;
-        registry.register(Box::new(restart_required.clone()))?;
-        registry.register(Box::new(build_info))?;
-        let plugins = Arc::new(PluginFamilies {
-            invocations: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_invocations_total",
-                    "Plugin hook calls, by plugin, hook and result (ok, deny, trap, timeout, error, skipped).",
-                ),
-                &["plugin", "hook", "result"],
-            )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "fedgate_plugin_duration_seconds",
-                    "Time spent in plugin hook calls, including instantiation when one was needed.",
-                )
-                .buckets(PLUGIN_BUCKETS.to_vec()),
-                &["plugin", "hook"],
-            )?,
-            memory: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_plugin_memory_bytes",
-                    "Linear memory of a plugin's live instances.",
-                ),
-                &["plugin"],
-            )?,
-            reloads: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_reloads_total",
-                    "Plugin loads after start-up (a changed file or config), by result.",
-                ),
-                &["plugin", "result"],
-            )?,
-            compilations: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_compilations_total",
-                    "Component loads, by where the machine code came from: cached (server.plugin_cache), compiled (and stored when a cache is set), or cache_error (compiled: the cached copy was unusable).",
-                ),
-                &["plugin", "result"],
-            )?,
-            store_entries: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_plugin_store_entries",
-                    "Entries in a plugin's key-value store.",
-                ),
-                &["plugin"],
-            )?,
-            store_bytes: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_plugin_store_bytes",
-                    "Bytes a plugin's key-value store holds: keys, values and a fixed overhead per entry.",
-                ),
-                &["plugin"],
-            )?,
-            store_evictions: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_store_evictions_total",
-                    "Entries dropped from a plugin's key-value store, by reason: expired, or capacity (evicted to make room).",
-                ),
-                &["plugin", "reason"],
-            )?,
-            observed: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_observed_exchanges_total",
-                    "Finished exchanges for a plugin's observe hook: delivered (handed to observe), or dropped (its queue was full).",
-                ),
-                &["plugin", "result"],
-            )?,
-            observer_batches: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_observer_batches_total",
-                    "Batches of finished exchanges handed to a plugin's observe hook.",
-                ),
-                &["plugin"],
-            )?,
-            observer_queued: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_plugin_observer_queued",
-                    "Finished exchanges waiting in a plugin's observer queue.",
-                ),
-                &["plugin"],
-            )?,
-            outbound: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_plugin_outbound_requests_total",
-                    "HTTP requests plugins sent from on-tick and observe, by result: ok, not_allowed, not_here, timeout, too_large, connect, invalid.",
-                ),
-                &["plugin", "result"],
-            )?,
-        });
-        let drops = IntCounterVec::new(
-            Opts::new(
-                "fedgate_plugin_metric_drops_total",
-                "Updates of plugin-declared metrics not recorded as asked: series_cap (folded into the other series), labels, value.",
-            ),
-            &["plugin", "metric", "reason"],
-        )?;
-        registry.register(Box::new(plugins.invocations.clone()))?;
-        registry.register(Box::new(plugins.duration.clone()))?;
-        registry.register(Box::new(plugins.memory.clone()))?;
-        registry.register(Box::new(plugins.reloads.clone()))?;
-        registry.register(Box::new(plugins.compilations.clone()))?;
-        registry.register(Box::new(plugins.store_entries.clone()))?;
-        registry.register(Box::new(plugins.store_bytes.clone()))?;
-        registry.register(Box::new(plugins.store_evictions.clone()))?;
-        registry.register(Box::new(plugins.observed.clone()))?;
-        registry.register(Box::new(plugins.observer_batches.clone()))?;
-        registry.register(Box::new(plugins.observer_queued.clone()))?;
-        registry.register(Box::new(plugins.outbound.clone()))?;
-        registry.register(Box::new(drops.clone()))?;
-        let declared = Arc::new(crate::plugin::declared::Declared::new(
-            registry.clone(),
-            drops,
-        ));
-        let signatures = Arc::new(SignatureFamilies {
-            trust_store_size: prometheus::IntGauge::new(
-                "fedgate_trust_store_size",
-                "Keys in the signature trust store of the running configuration.",
-            )?,
-            peers: Arc::new(crate::signature::peers::Peers::new()?),
-            verifications: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_signature_verifications_total",
-                    "HTTP signature checks on routes that verify them, by route, scheme (cavage, rfc9421, none) and result.",
-                ),
-                &["route", "scheme", "result"],
-            )?,
-            failures_by_instance: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_signature_failures_by_instance_total",
-                    "Failed signature checks by the instance named in the key id (capped; the rest count as other) and result.",
-                ),
-                &["instance", "result"],
-            )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "fedgate_signature_verification_duration_seconds",
-                    "Time to check one request's signature and body digest, by scheme.",
-                )
-                .buckets(SIGNATURE_BUCKETS.to_vec()),
-                &["scheme"],
-            )?,
-            key_cache_lookups: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_signature_key_cache_lookups_total",
-                    "Lookups of keys missing from the trust store in the fetched-key cache, by result (hit, miss, negative_hit).",
-                ),
-                &["result"],
-            )?,
-            key_fetches: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_signature_key_fetches_total",
-                    "Fetches of key documents from key id URLs, by result (ok, timeout, connect, status, too_large, invalid_document, refused_address, breaker_open).",
-                ),
-                &["result"],
-            )?,
-            key_fetch_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "fedgate_signature_key_fetch_duration_seconds",
-                    "Time of one key document fetch, from resolving the host to the parsed key.",
-                )
-                .buckets(KEY_FETCH_BUCKETS.to_vec()),
-            )?,
-            key_cache_entries: prometheus::IntGauge::new(
-                "fedgate_signature_key_cache_entries",
-                "Fetched keys and remembered fetch failures in the key cache.",
-            )?,
-        });
-        registry.register(Box::new(signatures.trust_store_size.clone()))?;
-        registry.register(Box::new(PeersCollector(signatures.peers.clone())))?;
-        registry.register(Box::new(signatures.verifications.clone()))?;
-        registry.register(Box::new(signatures.failures_by_instance.clone()))?;
-        registry.register(Box::new(signatures.duration.clone()))?;
-        let limits = Arc::new(LimitFamilies {
-            decisions: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_rate_limit_decisions_total",
-                    "Rate limit decisions by limiter and decision (allowed, limited, would_limit in observe mode).",
-                ),
-                &["limiter", "decision"],
-            )?,
-            keys: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_rate_limit_keys",
-                    "Keys a rate limiter holds state for, as of its last sweep.",
-                ),
-                &["limiter"],
-            )?,
-            blocked: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_blocked_requests_total",
-                    "Requests refused by the blocklist, by reason (address, instance).",
-                ),
-                &["reason"],
-            )?,
-            blocklist_size: IntGauge::new(
-                "fedgate_blocklist_size",
-                "Domains and networks on the blocklist of the running configuration.",
-            )?,
-        });
-        registry.register(Box::new(limits.decisions.clone()))?;
-        registry.register(Box::new(limits.keys.clone()))?;
-        registry.register(Box::new(limits.blocked.clone()))?;
-        registry.register(Box::new(limits.blocklist_size.clone()))?;
-        let resilience = Arc::new(ResilienceFamilies {
-            breaker_state: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_circuit_breaker_state",
-                    "Circuit breaker state by upstream: 0 closed, 1 open, 2 half-open.",
-                ),
-                &["upstream"],
-            )?,
-            breaker_transitions: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_circuit_breaker_transitions_total",
-                    "Circuit breaker transitions by upstream, from and to.",
-                ),
-                &["upstream", "from", "to"],
-            )?,
-            breaker_rejections: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_circuit_breaker_rejections_total",
-                    "Requests refused with 503 by an open (or fully probing half-open) circuit breaker.",
-                ),
-                &["upstream"],
-            )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_retries_total",
-                    "Retries by upstream and result (success, failure, budget_exhausted, no_endpoint).",
-                ),
-                &["upstream", "result"],
-            )?,
-        });
-        registry.register(Box::new(resilience.breaker_state.clone()))?;
-        registry.register(Box::new(resilience.breaker_transitions.clone()))?;
-        registry.register(Box::new(resilience.breaker_rejections.clone()))?;
-        registry.register(Box::new(resilience.retries.clone()))?;
-        let auth_attempts = IntCounterVec::new(
-            Opts::new(
-                "fedgate_auth_attempts_total",
-                "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",
-            ),
-            &["route", "method", "result"],
-        )?;
-        registry.register(Box::new(auth_attempts.clone()))?;
-        registry.register(Box::new(signatures.key_cache_lookups.clone()))?;
-        registry.register(Box::new(signatures.key_fetches.clone()))?;
-        registry.register(Box::new(signatures.key_fetch_duration.clone()))?;
-        registry.register(Box::new(signatures.key_cache_entries.clone()))?;
-        let health = Arc::new(HealthFamilies {
-            endpoint_healthy: IntGaugeVec::new(
-                Opts::new(
-                    "fedgate_upstream_endpoint_healthy",
-                    "1 while an endpoint is eligible for traffic (healthy and not ejected), else 0.",
-                ),
-                &["upstream", "endpoint"],
-            )?,
-            checks: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_health_checks_total",
-                    "Active health checks, by upstream and result (success, failure, timeout).",
-                ),
-                &["upstream", "result"],
-            )?,
-            ejections: IntCounterVec::new(
-                Opts::new(
-                    "fedgate_outlier_ejections_total",
-                    "Endpoints ejected by outlier detection, by upstream.",
-                ),
-                &["upstream"],
-            )?,
-        });
-        registry.register(Box::new(health.endpoint_healthy.clone()))?;
-        registry.register(Box::new(health.checks.clone()))?;
-        registry.register(Box::new(health.ejections.clone()))?;
-        let tls_handshake_errors = IntCounterVec::new(
-            Opts::new(
-                "fedgate_tls_handshake_errors_total",
-                "Failed TLS handshakes on listeners, by listener and reason (client_certificate, protocol, timeout, other).",
-            ),
-            &["listener", "reason"],
-        )?;
-        registry.register(Box::new(tls_handshake_errors.clone()))?;
+        gauge_vec(
+            r,
+            "fedgate_build_info",
+            "Always 1; the version label identifies the build.",
+            &["version"],
+        )?
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
 
+        let plugins = Arc::new(PluginFamilies::register(r)?);
+        let declared = Arc::new(crate::plugin::declared::Declared::new(
+            registry.clone(),
+            plugins.drops.clone(),
+        ));
         Ok(Metrics {
-            registry,
             requests_total,
             request_duration,
             upstream_duration,
@@ -692,12 +318,15 @@ impl Metrics {
             restart_required,
             plugins,
             declared,
-            signatures,
-            limits,
-            resilience,
-            auth_attempts,
-            health,
-            tls_handshake_errors,
+            signatures: Arc::new(SignatureFamilies::register(r)?),
+            limits: LimitFamilies::register(r)?,
+            blocklist: BlocklistFamilies::register(r)?,
+            breakers: BreakerFamilies::register(r)?,
+            retries: RetryFamilies::register(r)?,
+            auth_attempts: crate::auth::attempts_family(r)?,
+            health: Arc::new(HealthFamilies::register(r)?),
+            tls_handshake_errors: crate::tls::handshake_errors_family(r)?,
+            registry,
         })
     }
 
@@ -712,82 +341,38 @@ impl Metrics {
 
     /// Handles of one upstream's circuit breaker.
     pub fn breaker(&self, upstream: &str) -> crate::breaker::BreakerMetrics {
-        use crate::breaker::State;
-        let r = &self.resilience;
-        crate::breaker::BreakerMetrics {
-            state: r.breaker_state.with_label_values(&[upstream]),
-            // Only the four transitions the state machine makes get series.
-            transitions: State::ALL.map(|from| {
-                State::ALL.map(|to| {
-                    crate::breaker::is_transition(from, to).then(|| {
-                        r.breaker_transitions.with_label_values(&[
-                            upstream,
-                            from.as_str(),
-                            to.as_str(),
-                        ])
-                    })
-                })
-            }),
-            rejections: r.breaker_rejections.with_label_values(&[upstream]),
-        }
+        self.breakers.upstream(upstream)
     }
 
     /// Removes the breaker and retry series of an upstream (dropped, or its breaker or
     /// retries turned off).
     pub fn forget_resilience(&self, upstream: &str, breaker: bool, retries: bool) {
-        use crate::breaker::State;
-        let r = &self.resilience;
         if breaker {
-            let _ = r.breaker_state.remove_label_values(&[upstream]);
-            let _ = r.breaker_rejections.remove_label_values(&[upstream]);
-            for from in State::ALL {
-                for to in State::ALL {
-                    let _ = r.breaker_transitions.remove_label_values(&[
-                        upstream,
-                        from.as_str(),
-                        to.as_str(),
-                    ]);
-                }
-            }
+            self.breakers.forget(upstream);
         }
         if retries {
-            for o in crate::retry::Outcome::ALL {
-                let _ = r.retries.remove_label_values(&[upstream, o.as_str()]);
-            }
+            self.retries.forget(upstream);
         }
     }
 
     /// Handles of one upstream's retry counters, by [`crate::retry::Outcome`].
     pub fn retries(&self, upstream: &str) -> [IntCounter; 4] {
-        crate::retry::Outcome::ALL.map(|o| {
-            self.resilience
-                .retries
-                .with_label_values(&[upstream, o.as_str()])
-        })
+        self.retries.upstream(upstream)
     }
 
-    /// The blocklist and rate limit families.
-    pub fn limit_families(&self) -> &LimitFamilies {
-        &self.limits
+    /// The blocklist's families.
+    pub fn blocklist_families(&self) -> &BlocklistFamilies {
+        &self.blocklist
     }
 
     /// Handles of one rate limiter; resolved when the limiter is built.
     pub fn limiter(&self, name: &str) -> crate::ratelimit::LimiterMetrics {
-        let d = &self.limits.decisions;
-        crate::ratelimit::LimiterMetrics {
-            allowed: d.with_label_values(&[name, "allowed"]),
-            limited: d.with_label_values(&[name, "limited"]),
-            would_limit: d.with_label_values(&[name, "would_limit"]),
-            keys: self.limits.keys.with_label_values(&[name]),
-        }
+        self.limits.limiter(name)
     }
 
     /// Removes the series of a limiter that a reload dropped.
     pub fn forget_limiter(&self, name: &str) {
-        for d in ["allowed", "limited", "would_limit"] {
-            let _ = self.limits.decisions.remove_label_values(&[name, d]);
-        }
-        let _ = self.limits.keys.remove_label_values(&[name]);
+        self.limits.forget(name);
     }
 
     /// `fedgate_auth_attempts_total` (phase 5), whose children each route with `auth`
@@ -816,10 +401,7 @@ impl Metrics {
 
     /// Counts a plugin load done by a reload.
     pub fn plugin_reload(&self, plugin: &str, ok: bool) {
-        self.plugins
-            .reloads
-            .with_label_values(&[plugin, if ok { "success" } else { "error" }])
-            .inc();
+        self.plugins.reload(plugin, ok);
     }
 
     /// Handles for one route; resolved when the route is built.
@@ -852,15 +434,7 @@ impl Metrics {
                 .upstream_connections
                 .with_label_values(&[upstream, "idle"]),
             conns: Arc::new(ConnStats::default()),
-            health: HealthMetrics {
-                checks: CheckResult::ALL.map(|r| {
-                    self.health
-                        .checks
-                        .with_label_values(&[upstream, r.as_str()])
-                }),
-                ejections: self.health.ejections.with_label_values(&[upstream]),
-                families: self.health.clone(),
-            },
+            health: self.health.upstream(upstream),
         }
     }
 
@@ -893,21 +467,12 @@ impl Metrics {
                 .upstream_connections
                 .remove_label_values(&[upstream, s]);
         }
-        for r in CheckResult::ALL {
-            let _ = self
-                .health
-                .checks
-                .remove_label_values(&[upstream, r.as_str()]);
-        }
-        let _ = self.health.ejections.remove_label_values(&[upstream]);
+        self.health.forget_upstream(upstream);
     }
 
     /// Removes the health gauge of an endpoint that a reload dropped.
     pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
-        let _ = self
-            .health
-            .endpoint_healthy
-            .remove_label_values(&[upstream, endpoint]);
+        self.health.forget_endpoint(upstream, endpoint);
     }
 
     /// Renders the registry in the Prometheus text format.
@@ -1007,28 +572,6 @@ pub struct UpstreamMetrics {
     connections_idle: IntGauge,
     pub conns: Arc<ConnStats>,
     pub health: HealthMetrics,
-}
-
-/// Health handles of one upstream; endpoint gauges are resolved as its endpoints are built.
-#[derive(Debug, Clone)]
-pub struct HealthMetrics {
-    /// By `CheckResult as usize`.
-    pub checks: [IntCounter; 3],
-    pub ejections: IntCounter,
-    families: Arc<HealthFamilies>,
-}
-
-impl HealthMetrics {
-    pub fn check(&self, result: CheckResult) {
-        self.checks[result as usize].inc();
-    }
-
-    /// The `fedgate_upstream_endpoint_healthy` gauge of one endpoint.
-    pub fn endpoint(&self, upstream: &str, endpoint: &str) -> IntGauge {
-        self.families
-            .endpoint_healthy
-            .with_label_values(&[upstream, endpoint])
-    }
 }
 
 impl UpstreamMetrics {

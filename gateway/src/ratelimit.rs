@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::metrics;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -29,9 +30,11 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use http::HeaderValue;
 use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
 /// What a limiter's buckets are keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     /// The client address (after trusted proxies), IPv6 truncated to a prefix.
     Client,
@@ -54,7 +57,8 @@ impl KeyKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Refuse with 429.
     Enforce,
@@ -349,6 +353,53 @@ fn check_all(
 impl Limiter {
     pub fn new(config: LimiterConfig, metrics: LimiterMetrics) -> Self {
         Self::with_clock(config, metrics, DefaultClock::default())
+    }
+}
+
+/// The rate limit families (phase 4), registered by [`LimitFamilies::register`].
+#[derive(Debug, Clone)]
+pub struct LimitFamilies {
+    /// `fedgate_rate_limit_decisions_total{limiter,decision}`.
+    pub decisions: IntCounterVec,
+    /// `fedgate_rate_limit_keys{limiter}`: keys a limiter tracks, as of its last sweep.
+    pub keys: IntGaugeVec,
+}
+
+impl LimitFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(LimitFamilies {
+            decisions: metrics::counter_vec(
+                registry,
+                "fedgate_rate_limit_decisions_total",
+                "Rate limit decisions by limiter and decision (allowed, limited, would_limit in observe mode).",
+                &["limiter", "decision"],
+            )?,
+            keys: metrics::gauge_vec(
+                registry,
+                "fedgate_rate_limit_keys",
+                "Keys a rate limiter holds state for, as of its last sweep.",
+                &["limiter"],
+            )?,
+        })
+    }
+
+    /// Handles of one rate limiter; resolved when the limiter is built.
+    pub fn limiter(&self, name: &str) -> LimiterMetrics {
+        let d = &self.decisions;
+        LimiterMetrics {
+            allowed: d.with_label_values(&[name, "allowed"]),
+            limited: d.with_label_values(&[name, "limited"]),
+            would_limit: d.with_label_values(&[name, "would_limit"]),
+            keys: self.keys.with_label_values(&[name]),
+        }
+    }
+
+    /// Removes the series of a limiter that a reload dropped.
+    pub fn forget(&self, name: &str) {
+        for d in ["allowed", "limited", "would_limit"] {
+            let _ = self.decisions.remove_label_values(&[name, d]);
+        }
+        let _ = self.keys.remove_label_values(&[name]);
     }
 }
 

@@ -12,8 +12,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::metrics;
 use http::Method;
 use prometheus::IntCounter;
+use prometheus::{IntCounterVec, Registry};
 
 /// The validated `[upstreams.NAME.retries]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +154,37 @@ impl Retries {
     /// Retries in flight (for tests and `/health`).
     pub fn in_flight(&self) -> usize {
         self.retrying.load(Ordering::Relaxed)
+    }
+}
+
+/// `fedgate_retries_total{upstream,result}` (phase 9).
+#[derive(Debug, Clone)]
+pub struct RetryFamilies {
+    pub retries: IntCounterVec,
+}
+
+impl RetryFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(RetryFamilies {
+            retries: metrics::counter_vec(
+                registry,
+                "fedgate_retries_total",
+                "Retries by upstream and result (success, failure, budget_exhausted, no_endpoint).",
+                &["upstream", "result"],
+            )?,
+        })
+    }
+
+    /// Handles of one upstream's retry counters, by [`Outcome`].
+    pub fn upstream(&self, upstream: &str) -> [IntCounter; 4] {
+        Outcome::ALL.map(|o| self.retries.with_label_values(&[upstream, o.as_str()]))
+    }
+
+    /// Removes the series of an upstream (dropped, or its retries turned off).
+    pub fn forget(&self, upstream: &str) {
+        for o in Outcome::ALL {
+            let _ = self.retries.remove_label_values(&[upstream, o.as_str()]);
+        }
     }
 }
 

@@ -1,19 +1,21 @@
 //! The swappable part of a running gateway: routes, upstreams and forwarding settings built
 //! from one validated [`Config`]. A reload builds a new [`Runtime`] next to the running one,
-//! reusing every upstream whose config did not change, then swaps it in with one atomic store.
+//! reusing what the reload's [`ConfigDiff`] says is unchanged, then swaps it in with one atomic
+//! store.
 //! Requests already in flight keep the `Arc<Runtime>` they started with.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::breaker::Breaker;
-use crate::config::{Config, ForwardingConfig};
+use crate::config::{Config, ConfigDiff, ForwardingConfig};
 use crate::headers::Via;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::plugin::{Chain, Plugin, PluginHost};
+use crate::proxy::Route;
 use crate::ratelimit::{Limiter, RouteLimits};
 use crate::retry::Retries;
-use crate::routing::{Route, RouteTable};
+use crate::routing::RouteTable;
 use crate::signature::verifier::Verifier;
 use crate::upstream::Upstream;
 use prometheus::IntCounter;
@@ -25,7 +27,7 @@ pub const NO_UPSTREAM: &str = "none";
 
 #[derive(Debug)]
 pub struct Runtime {
-    pub routes: RouteTable,
+    pub routes: RouteTable<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub forwarding: ForwardingConfig,
     pub via: Option<Via>,
@@ -54,13 +56,22 @@ pub struct HandleCache {
     upstreams: HashMap<String, UpstreamMetrics>,
 }
 
+/// The runtime a reload replaces, and what the new configuration changes against its
+/// configuration: what [`Runtime::build`] and [`load_plugins`] carry over.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    pub runtime: &'a Runtime,
+    pub diff: &'a ConfigDiff,
+}
+
 impl Runtime {
-    /// Builds a runtime; unchanged upstreams of `previous` are carried over as they are.
-    /// `plugins` are the config's plugins, loaded by [`load_plugins`].
+    /// Builds a runtime; what `previous.diff` says is unchanged is carried over from
+    /// `previous.runtime` as it is. `plugins` are the config's plugins, loaded by
+    /// [`load_plugins`].
     pub fn build(
         config: Config,
         metrics: &Metrics,
-        previous: Option<&Runtime>,
+        previous: Option<Previous<'_>>,
         cache: &mut HandleCache,
         plugins: BTreeMap<String, Arc<Plugin>>,
     ) -> Result<Runtime, String> {
@@ -68,15 +79,12 @@ impl Runtime {
         let mut breakers = BTreeMap::new();
         let mut retries = BTreeMap::new();
         for (name, uc) in &config.upstreams {
-            let reused = previous
-                .and_then(|p| p.upstreams.get(name))
-                .filter(|u| u.config == *uc)
-                .cloned();
             // An unchanged upstream keeps its breaker state and retry budget.
-            let kept = |p: &Runtime| reused.is_some() && p.upstreams.contains_key(name);
+            let kept = previous
+                .filter(|p| p.diff.upstreams.keeps(name))
+                .map(|p| p.runtime);
             if let Some(bc) = &uc.breaker {
-                let b = previous
-                    .filter(|p| kept(p))
+                let b = kept
                     .and_then(|p| p.breakers.get(name).cloned())
                     .unwrap_or_else(|| {
                         Arc::new(Breaker::new(name, bc.clone(), metrics.breaker(name)))
@@ -84,14 +92,13 @@ impl Runtime {
                 breakers.insert(name.clone(), b);
             }
             if let Some(rc) = &uc.retries {
-                let r = previous
-                    .filter(|p| kept(p))
+                let r = kept
                     .and_then(|p| p.retries.get(name).cloned())
                     .unwrap_or_else(|| Arc::new(Retries::new(rc.clone(), metrics.retries(name))));
                 retries.insert(name.clone(), r);
             }
-            let upstream = match reused {
-                Some(u) => u,
+            let upstream = match kept.and_then(|p| p.upstreams.get(name)) {
+                Some(u) => u.clone(),
                 None => {
                     let handles = cache
                         .upstreams
@@ -109,20 +116,22 @@ impl Runtime {
         let verifier = Arc::new(Verifier::new(
             &config.signatures,
             metrics.signature_families(),
-            previous.map(|p| &*p.verifier),
+            previous
+                .filter(|p| !p.diff.fetch_changed)
+                .map(|p| &*p.runtime.verifier),
         ));
         let mut limiters = BTreeMap::new();
         for (name, lc) in &config.rate_limits {
             let kept = previous
-                .and_then(|p| p.limiters.get(name))
-                .filter(|l| l.config == *lc)
+                .filter(|p| p.diff.rate_limits.keeps(name))
+                .and_then(|p| p.runtime.limiters.get(name))
                 .cloned();
             let limiter =
                 kept.unwrap_or_else(|| Arc::new(Limiter::new(lc.clone(), metrics.limiter(name))));
             limiters.insert(name.clone(), limiter);
         }
-        let families = metrics.limit_families();
-        let blocklist_size = families.blocklist_size.clone();
+        let families = metrics.blocklist_families();
+        let blocklist_size = families.size.clone();
         let blocked = crate::blocklist::Reason::ALL
             .map(|r| families.blocked.with_label_values(&[r.as_str()]));
         let auth = Arc::new(config.auth.clone());
@@ -198,12 +207,18 @@ impl Runtime {
         })
     }
 
-    /// Drops the metric series of upstreams and limiters that `next` no longer has.
-    pub fn retire_removed(&self, next: &Runtime, metrics: &Metrics, cache: &mut HandleCache) {
-        for name in self.limiters.keys() {
-            if !next.limiters.contains_key(name) {
-                metrics.forget_limiter(name);
-            }
+    /// Drops the metric series of upstreams and limiters that `next` no longer has, and stops
+    /// the health monitors of upstreams it rebuilt; `diff` is the reload's, from this
+    /// runtime's configuration to `next`'s.
+    pub fn retire_removed(
+        &self,
+        next: &Runtime,
+        diff: &ConfigDiff,
+        metrics: &Metrics,
+        cache: &mut HandleCache,
+    ) {
+        for name in &diff.rate_limits.removed {
+            metrics.forget_limiter(name);
         }
         for name in self
             .upstreams
@@ -215,10 +230,10 @@ impl Runtime {
             metrics.forget_resilience(name, breaker, retries);
         }
         for (name, old) in &self.upstreams {
-            let kept = next.upstreams.get(name);
-            if kept.is_some_and(|u| Arc::ptr_eq(u, old)) {
+            if diff.upstreams.keeps(name) {
                 continue;
             }
+            let kept = next.upstreams.get(name);
             // Replaced or removed: its monitor stops, and the health gauges of endpoints
             // the upstream no longer has go.
             old.stop_health();
@@ -227,7 +242,7 @@ impl Runtime {
                     metrics.forget_endpoint(name, &e.label);
                 }
             }
-            if kept.is_none() {
+            if diff.upstreams.removed.contains(name) {
                 cache.upstreams.remove(name);
                 metrics.forget_upstream(name);
             }
@@ -253,14 +268,14 @@ impl Runtime {
     }
 }
 
-/// Loads the plugins `config` names: a plugin whose config and file are unchanged since
-/// `previous` is kept as it is (instances, state and all); the others are compiled (or read
-/// from `server.plugin_cache`) on the loader threads, side by side, and started. Any
-/// failure names the plugin and leaves `previous` serving.
+/// Loads the plugins `config` names: a plugin whose section `previous.diff` finds unchanged,
+/// and whose file is unchanged too, is kept as it is (instances, state and all); the others
+/// are compiled (or read from `server.plugin_cache`) on the loader threads, side by side,
+/// and started. Any failure names the plugin and leaves `previous` serving.
 pub async fn load_plugins(
     host: &Arc<PluginHost>,
     config: &Config,
-    previous: Option<&Runtime>,
+    previous: Option<Previous<'_>>,
     metrics: &Metrics,
 ) -> Result<BTreeMap<String, Arc<Plugin>>, String> {
     host.set_upstreams(config);
@@ -285,8 +300,9 @@ pub async fn load_plugins(
             .map_err(|e| format!("plugins.{name}.path: {}: {e}", pc.path.display()))?;
             let digest = crate::plugin::digest(&bytes);
             let kept = previous
-                .and_then(|p| p.plugins.get(name))
-                .filter(|p| p.config == *pc && p.digest == digest);
+                .filter(|p| p.diff.plugins.keeps(name))
+                .and_then(|p| p.runtime.plugins.get(name))
+                .filter(|p| p.digest == digest);
             if let Some(p) = kept {
                 return Ok((name.clone(), p.clone()));
             }

@@ -18,11 +18,13 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 use http::{HeaderMap, StatusCode};
+use prometheus::Registry;
 use prometheus::{IntCounter, IntCounterVec};
 
 /// A way of authenticating, as routes list them; the `method` label of
 /// `fedgate_auth_attempts_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ApiKey,
     Jwt,
@@ -38,10 +40,6 @@ impl AuthMethod {
             Self::Jwt => "jwt",
             Self::Mtls => "mtls",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     /// The challenge this method adds to `WWW-Authenticate` on a 401.
@@ -274,6 +272,17 @@ impl RouteAuth {
             c[result as usize].inc();
         }
     }
+}
+
+/// `fedgate_auth_attempts_total{route,method,result}` (phase 5), registered on `registry`;
+/// each route with `auth` resolves its children when it is built.
+pub fn attempts_family(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
+    crate::metrics::counter_vec(
+        registry,
+        "fedgate_auth_attempts_total",
+        "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",
+        &["route", "method", "result"],
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use super::{duration_or_zero, file, resolve, ConfigError, ListenerConfig, RouteConfig};
+use super::parse::{duration_or_zero, resolve};
+use super::{file, ConfigError, ListenerConfig, RouteConfig};
 use crate::auth::jwt::{Expectations, JwtVerifier};
 use crate::auth::{api_key, AuthConfig, AuthMethod, RouteAuthConfig};
 
@@ -27,6 +28,16 @@ impl std::fmt::Debug for ClientAuth {
             .field("required", &self.required)
             .finish()
     }
+}
+
+/// `listeners[].tls.client_auth`: whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// No handshake without a valid client certificate.
+    Required,
+    /// A client may present none; one it presents must verify.
+    Optional,
 }
 
 /// Default clock tolerance for `exp` and `nbf`.
@@ -146,13 +157,12 @@ pub(super) fn validate_route_auth(
         ));
     }
     let mut methods = Vec::with_capacity(names.len());
-    for (j, n) in names.iter().enumerate() {
-        let field = format!("routes[{i}].auth[{j}]");
-        let m = AuthMethod::parse(n).ok_or_else(|| {
-            ConfigError::field(&field, format!("{n:?} is not one of api_key, jwt, mtls"))
-        })?;
+    for (j, &m) in names.iter().enumerate() {
         if methods.contains(&m) {
-            return Err(ConfigError::field(field, format!("{n:?} is listed twice")));
+            return Err(ConfigError::field(
+                format!("routes[{i}].auth[{j}]"),
+                format!("{:?} is listed twice", m.as_str()),
+            ));
         }
         methods.push(m);
     }
@@ -222,16 +232,7 @@ pub(super) fn validate_client_auth(
         }
         return Ok(None);
     };
-    let required = match t.client_auth.as_deref().unwrap_or("required") {
-        "required" => true,
-        "optional" => false,
-        other => {
-            return Err(ConfigError::field(
-                field("client_auth"),
-                format!("expected \"required\" or \"optional\", got {other:?}"),
-            ))
-        }
-    };
+    let required = t.client_auth.unwrap_or(ClientAuthMode::Required) == ClientAuthMode::Required;
     let roots = crate::tls::load_roots(&resolve(base, ca))
         .map_err(|e| ConfigError::field(field("client_ca_file"), e))?;
     Ok(Some(ClientAuth {

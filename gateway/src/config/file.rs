@@ -5,6 +5,13 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use super::{
+    Balance, CheckType, ClientAuthMode, ClientHeaders, FailurePolicy, LogFormat, NoHealthy,
+    SignatureMode, UpstreamProtocol,
+};
+use crate::auth::AuthMethod;
+use crate::ratelimit::{KeyKind, Mode};
+
 /// Top level of a `fedgate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -47,13 +54,13 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     /// `client`, `instance`, `principal` or `route`.
-    pub key: Option<String>,
+    pub key: Option<KeyKind>,
     /// Requests per period, e.g. `"100/s"`, `"300/5m"`, `"1000/h"`.
     pub rate: Option<String>,
     /// Requests allowed at once (default: the rate's count).
     pub burst: Option<u32>,
     /// `enforce` (default) or `observe`.
-    pub mode: Option<String>,
+    pub mode: Option<Mode>,
     /// Keys tracked one by one (default 100000).
     pub max_keys: Option<usize>,
     /// IPv6 clients are keyed by this prefix length (default 64).
@@ -176,7 +183,7 @@ pub struct PluginSection {
     /// The component file, relative to the config file.
     pub path: Option<String>,
     /// `fail_open` (default) or `fail_closed`.
-    pub failure: Option<String>,
+    pub failure: Option<FailurePolicy>,
     /// Deadline of one call on the request path (at most 100ms).
     pub timeout: Option<String>,
     /// Deadline of one health-check call, which runs off the request path.
@@ -247,7 +254,7 @@ pub struct ServerSection {
     /// One log line per request on the `access` target.
     pub access_log: Option<bool>,
     /// `json` (default) or `text`.
-    pub log_format: Option<String>,
+    pub log_format: Option<LogFormat>,
     /// tracing filter directive, e.g. `info` or `fedgate=debug`; `RUST_LOG` overrides it.
     pub log_level: Option<String>,
     /// Linear memory all plugin instances may hold together (bytes or `"1GiB"`).
@@ -284,7 +291,7 @@ pub struct ReloadSection {
 #[serde(deny_unknown_fields)]
 pub struct ForwardingSection {
     /// `x-forwarded` (default), `forwarded` (RFC 7239), `both` or `none`.
-    pub client_headers: Option<String>,
+    pub client_headers: Option<ClientHeaders>,
     /// Pseudonym used in `Via`; an empty string disables `Via`.
     pub via: Option<String>,
     /// Keep the client's `Host` (default true); false sends the endpoint's authority.
@@ -325,7 +332,7 @@ pub struct ListenerTlsSection {
     pub client_ca_file: Option<String>,
     /// `required` (default: no handshake without a valid client certificate) or `optional`
     /// (a client may present none; one it presents must verify).
-    pub client_auth: Option<String>,
+    pub client_auth: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -345,9 +352,9 @@ pub struct UpstreamSection {
     #[serde(default)]
     pub endpoints: Vec<String>,
     /// `round_robin` (default) or `least_in_flight`.
-    pub balance: Option<String>,
+    pub balance: Option<Balance>,
     /// `http1` (default) or `http2`.
-    pub protocol: Option<String>,
+    pub protocol: Option<UpstreamProtocol>,
     pub connect_timeout: Option<String>,
     /// Time allowed from sending the request to receiving response headers.
     pub response_timeout: Option<String>,
@@ -366,7 +373,7 @@ pub struct UpstreamSection {
     /// `[upstreams.NAME.outlier_detection]`: passive ejection of failing endpoints.
     pub outlier_detection: Option<OutlierDetectionSection>,
     /// `fail` (default: 503 when no endpoint is eligible) or `panic` (use them all).
-    pub no_healthy: Option<String>,
+    pub no_healthy: Option<NoHealthy>,
 }
 
 /// `[upstreams.NAME.circuit_breaker]`: present turns the breaker on.
@@ -404,7 +411,7 @@ pub struct RetriesSection {
 pub struct HealthCheckSection {
     /// `http` (default) or `tcp`.
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<CheckType>,
     /// Path (and query) of the HTTP check (default `/`).
     pub path: Option<String>,
     /// Statuses that pass: integers or ranges such as `"200-399"` (default 200-399).
@@ -463,14 +470,14 @@ pub struct RouteSection {
     pub buffer_body: Option<toml::Value>,
     /// HTTP signature checks: `off` (default), `observe` (verify and count, forward
     /// anyway) or `enforce` (401 unless valid).
-    pub signatures: Option<String>,
+    pub signatures: Option<SignatureMode>,
     /// Limiters applied to this route, in order.
     #[serde(default)]
     pub rate_limits: Vec<String>,
     /// Whether the blocklist applies (default true).
     pub blocklist: Option<bool>,
     /// Phase 5: methods accepted (`api_key`, `jwt`, `mtls`); unset means no authentication.
-    pub auth: Option<Vec<String>>,
+    pub auth: Option<Vec<AuthMethod>>,
     /// Principals allowed on the route (default: every authenticated one).
     pub principals: Option<Vec<String>>,
     /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `[]` allows none).

@@ -23,6 +23,7 @@ pub mod abi;
 pub mod abi2;
 pub mod cache;
 pub mod declared;
+pub mod families;
 pub mod finished;
 pub mod observer;
 mod outbound;

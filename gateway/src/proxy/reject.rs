@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::auth::{Refusal, RouteAuth};
+use crate::auth::Refusal;
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::plugin::Denial;
@@ -19,7 +19,7 @@ use crate::signature::verifier::Verification;
 
 /// Why the gateway answers a request itself.
 #[derive(Debug)]
-pub enum Rejection<'a> {
+pub enum Rejection {
     /// A failure, with its status and fixed plain-text body (see [`ProxyError`]).
     Error(ProxyError),
     /// 503 from an open circuit breaker, to be tried again after the wait.
@@ -29,26 +29,27 @@ pub enum Rejection<'a> {
     RateLimited(crate::ratelimit::Refusal),
     /// 401 for a signature an enforcing route refused, with a JSON reason as Mastodon
     /// gives one.
-    Signature(&'a Verification),
-    /// 401 (with the route's challenges) or 403 from auth, with a JSON reason; the
-    /// credential is never echoed.
-    Auth(Refusal, &'a RouteAuth),
+    Signature(Box<Verification>),
+    /// 401 (with the route's challenges, the `WWW-Authenticate` value) or 403 from auth,
+    /// with a JSON reason; the credential is never echoed.
+    Auth(Refusal, HeaderValue),
     /// A plugin's local reply, as the plugin wrote it.
-    Plugin(Denial),
+    Plugin(Box<Denial>),
 }
 
 /// What a rejection answers.
-struct Answer {
-    status: StatusCode,
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
     /// The cause recorded (`error` of the access log and of observed exchanges).
-    cause: &'static str,
+    pub(super) cause: &'static str,
     headers: HeaderMap,
     body: Bytes,
 }
 
-impl Rejection<'_> {
+impl Answer {
     /// The response, with the request id, recorded on `completion` as the gateway's own.
-    pub fn respond(
+    pub(super) fn respond(
         self,
         mut completion: Completion,
         request_id: &HeaderValue,
@@ -59,7 +60,7 @@ impl Rejection<'_> {
             cause,
             mut headers,
             body,
-        } = self.answer();
+        } = self;
         completion.set_status(status.as_u16());
         completion.set_error(cause);
         headers.insert(&rt.forwarding.request_id_header, request_id.clone());
@@ -68,8 +69,21 @@ impl Rejection<'_> {
         *resp.headers_mut() = headers;
         resp
     }
+}
 
-    fn answer(self) -> Answer {
+impl Rejection {
+    /// The response, with the request id, recorded on `completion` as the gateway's own.
+    pub fn respond(
+        self,
+        completion: Completion,
+        request_id: &HeaderValue,
+        rt: &Runtime,
+    ) -> Response<ResponseBody> {
+        self.answer().respond(completion, request_id, rt)
+    }
+
+    /// Its status, fields, body and recorded cause.
+    pub(super) fn answer(self) -> Answer {
         match self {
             Rejection::Error(err) => fixed(err, HeaderMap::with_capacity(2)),
             Rejection::CircuitOpen(wait) => try_later(
@@ -105,7 +119,7 @@ impl Rejection<'_> {
                 );
                 answer
             }
-            Rejection::Auth(refusal, auth) => {
+            Rejection::Auth(refusal, challenge) => {
                 tracing::debug!(
                     method = refusal.method.as_str(),
                     result = refusal.result.as_str(),
@@ -115,13 +129,12 @@ impl Rejection<'_> {
                 let status = refusal.status();
                 let mut answer = json(status, "auth", refusal.reason, refusal.result.as_str());
                 if status == StatusCode::UNAUTHORIZED {
-                    answer
-                        .headers
-                        .insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
+                    answer.headers.insert(header::WWW_AUTHENTICATE, challenge);
                 }
                 answer
             }
             Rejection::Plugin(d) => {
+                let d = *d;
                 tracing::debug!(plugin = %d.plugin, status = d.status.as_u16(), "request denied by plugin");
                 Answer {
                     status: d.status,
@@ -211,12 +224,12 @@ mod tests {
     fn plugin_replies_are_sent_as_written() {
         let mut headers = HeaderMap::new();
         headers.insert("x-spam", HeaderValue::from_static("dropped"));
-        let a = Rejection::Plugin(Denial {
+        let a = Rejection::Plugin(Box::new(Denial {
             plugin: "spam".into(),
             status: StatusCode::ACCEPTED,
             headers,
             body: Bytes::from_static(b"accepted"),
-        })
+        }))
         .answer();
         assert_eq!((a.status, a.cause), (StatusCode::ACCEPTED, "plugin_denied"));
         assert_eq!(a.headers["x-spam"], "dropped");

@@ -41,7 +41,7 @@ use super::key::PublicKey;
 use super::keycache::{Cached, KeyCache};
 use crate::backoff::Consecutive;
 use crate::config::FetchConfig;
-use crate::metrics::SignatureFamilies;
+use crate::signature::SignatureFamilies;
 
 /// Redirects followed within the key id's origin.
 pub const MAX_REDIRECTS: usize = 3;

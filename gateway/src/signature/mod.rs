@@ -29,7 +29,10 @@ pub const MAX_COVERED: usize = 64;
 
 use std::time::{Duration, SystemTime};
 
+use crate::metrics;
 use http::{HeaderMap, Method};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, Registry};
+use std::sync::Arc;
 
 /// The scheme a request was signed with; the `scheme` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +297,106 @@ impl Window {
 pub fn unix_time(seconds: i64) -> Option<SystemTime> {
     let s = u64::try_from(seconds).ok()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))
+}
+
+/// The `fedgate_signature_*` families (phase 6), registered by
+/// [`SignatureFamilies::register`].
+#[derive(Debug)]
+pub struct SignatureFamilies {
+    /// `fedgate_trust_store_size`: keys in the trust store of the running config.
+    pub trust_store_size: IntGauge,
+    /// `fedgate_federation_peers`, kept across reloads.
+    pub peers: Arc<peers::Peers>,
+    pub verifications: IntCounterVec,
+    pub failures_by_instance: IntCounterVec,
+    pub duration: HistogramVec,
+    /// `fedgate_signature_key_cache_lookups_total{result}`: hit, miss, negative_hit.
+    pub key_cache_lookups: IntCounterVec,
+    /// `fedgate_signature_key_fetches_total{result}`.
+    pub key_fetches: IntCounterVec,
+    pub key_fetch_duration: Histogram,
+    /// `fedgate_signature_key_cache_entries`: fetched keys and failures held.
+    pub key_cache_entries: IntGauge,
+}
+
+/// Signature verification latency buckets, in seconds: 10 µs to 10 ms.
+pub const SIGNATURE_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+];
+
+/// Key fetch latency buckets, in seconds: 5 ms to the longest fetch timeout.
+pub const KEY_FETCH_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl SignatureFamilies {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let peers = Arc::new(peers::Peers::new()?);
+        registry.register(Box::new(PeersCollector(peers.clone())))?;
+        Ok(SignatureFamilies {
+            trust_store_size: metrics::gauge(
+                registry,
+                "fedgate_trust_store_size",
+                "Keys in the signature trust store of the running configuration.",
+            )?,
+            peers,
+            verifications: metrics::counter_vec(
+                registry,
+                "fedgate_signature_verifications_total",
+                "HTTP signature checks on routes that verify them, by route, scheme (cavage, rfc9421, none) and result.",
+                &["route", "scheme", "result"],
+            )?,
+            failures_by_instance: metrics::counter_vec(
+                registry,
+                "fedgate_signature_failures_by_instance_total",
+                "Failed signature checks by the instance named in the key id (capped; the rest count as other) and result.",
+                &["instance", "result"],
+            )?,
+            duration: metrics::histogram_vec(
+                registry,
+                "fedgate_signature_verification_duration_seconds",
+                "Time to check one request's signature and body digest, by scheme.",
+                SIGNATURE_BUCKETS,
+                &["scheme"],
+            )?,
+            key_cache_lookups: metrics::counter_vec(
+                registry,
+                "fedgate_signature_key_cache_lookups_total",
+                "Lookups of keys missing from the trust store in the fetched-key cache, by result (hit, miss, negative_hit).",
+                &["result"],
+            )?,
+            key_fetches: metrics::counter_vec(
+                registry,
+                "fedgate_signature_key_fetches_total",
+                "Fetches of key documents from key id URLs, by result (ok, timeout, connect, status, too_large, invalid_document, refused_address, breaker_open).",
+                &["result"],
+            )?,
+            key_fetch_duration: metrics::histogram(
+                registry,
+                "fedgate_signature_key_fetch_duration_seconds",
+                "Time of one key document fetch, from resolving the host to the parsed key.",
+                KEY_FETCH_BUCKETS,
+            )?,
+            key_cache_entries: metrics::gauge(
+                registry,
+                "fedgate_signature_key_cache_entries",
+                "Fetched keys and remembered fetch failures in the key cache.",
+            )?,
+        })
+    }
+}
+
+/// Registers the shared peer table as a collector.
+struct PeersCollector(Arc<peers::Peers>);
+
+impl prometheus::core::Collector for PeersCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 #[cfg(test)]

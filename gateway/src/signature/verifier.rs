@@ -18,7 +18,7 @@ use super::{
     cavage, digest, instance_of, rfc9421, scheme_of, Message, Outcome, Rejection, Scheme, Window,
 };
 use crate::config::SignaturesConfig;
-use crate::metrics::SignatureFamilies;
+use crate::signature::SignatureFamilies;
 
 /// Who signed a request whose signature verified: available to later phases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,17 +76,16 @@ impl Parsed {
 }
 
 impl Verifier {
-    /// `previous` is the verifier of the runtime being replaced: its key fetcher (cache and
-    /// breakers) is kept when `[signatures.fetch]` did not change.
+    /// `kept` is the verifier of the runtime being replaced, given when the reload leaves
+    /// `[signatures.fetch]` as it is (see [`crate::config::ConfigDiff`]): its key fetcher
+    /// (cache and breakers) carries over.
     pub fn new(
         config: &SignaturesConfig,
         families: Arc<SignatureFamilies>,
-        previous: Option<&Verifier>,
+        kept: Option<&Verifier>,
     ) -> Self {
         let fetcher = config.fetch.enabled.then(|| {
-            previous
-                .and_then(|p| p.fetcher.as_ref())
-                .filter(|f| *f.config() == config.fetch)
+            kept.and_then(|p| p.fetcher.as_ref())
                 .cloned()
                 .unwrap_or_else(|| Arc::new(KeyFetcher::new(&config.fetch, &families)))
         });
