@@ -318,3 +318,67 @@ impl Drop for ResponseBody {
         self.record(complete);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::metrics::{MethodLabel, Metrics};
+    use crate::upstream::Upstream;
+
+    /// An upstream of one endpoint, and a route's metrics.
+    fn fixture() -> (Arc<Upstream>, Arc<crate::metrics::RouteMetrics>) {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n";
+        let config = crate::config::from_str(text, std::path::Path::new(".")).unwrap();
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
+        let up = Upstream::new(config.upstreams["app"].clone(), metrics.upstream("app")).unwrap();
+        (Arc::new(up), metrics.route("all", "app"))
+    }
+
+    fn completion(route: &Arc<crate::metrics::RouteMetrics>) -> Completion {
+        Completion::new(
+            Instant::now(),
+            route.clone(),
+            MethodLabel::of(&http::Method::GET),
+            None,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_lease_a_body_holds_is_given_back_when_the_body_ends() {
+        let (up, route) = fixture();
+        let mut body = ResponseBody::fixed(
+            Bytes::from_static(b"bad gateway\n"),
+            Some(completion(&route)),
+        );
+        body.hold_lease(up.pick().unwrap());
+        assert_eq!(up.endpoints[0].in_flight(), 1);
+        assert_eq!(route.in_flight.get(), 1);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "bad gateway\n");
+        assert!(body.frame().await.is_none());
+        assert_eq!(route.in_flight.get(), 0, "recorded at the end");
+        assert_eq!(up.endpoints[0].in_flight(), 0, "and the lease given back");
+        drop(body);
+        assert_eq!(route.in_flight.get(), 0, "recorded once");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_records_and_gives_its_lease_back() {
+        let (up, route) = fixture();
+        let mut body = ResponseBody::fixed(Bytes::from_static(b"cut"), Some(completion(&route)));
+        body.hold_lease(up.pick().unwrap());
+        drop(body);
+        assert_eq!(route.in_flight.get(), 0);
+        assert_eq!(up.endpoints[0].in_flight(), 0);
+        // A completion that never reached a body records itself when dropped.
+        let c = completion(&route);
+        assert_eq!(route.in_flight.get(), 1);
+        drop(c);
+        assert_eq!(route.in_flight.get(), 0);
+    }
+}
