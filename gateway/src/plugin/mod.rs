@@ -19,15 +19,11 @@
 //! worst report counts. Metrics a plugin declares live in the gateway, not the instance, and
 //! survive both.
 
-pub mod abi;
-pub mod abi2;
-pub mod cache;
-pub mod declared;
-pub mod families;
-pub mod finished;
-pub mod observer;
+crate::internal!(abi, abi2, cache, declared, families, finished, observer, store);
 mod outbound;
-pub mod store;
+
+pub use declared::MAX_LABEL_VALUE;
+pub use store::StoreLimits;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
