@@ -55,6 +55,9 @@ done
 # time limit (.config/nextest.toml), so one hung test fails alone and names itself.
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo build --workspace --all-targets --locked
+# The benches reach the gateway's internal modules through its `internals` feature: built
+# here so that they keep compiling.
+cargo build --locked -p fedgate --benches --features internals
 # Everything the tests run is built now: the tests use it as it is rather than each calling
 # cargo, whose builds could replace a test binary while another test starts it.
 FEDGATE_TESTS_PREBUILT=1 cargo nextest run --workspace --locked "$@"

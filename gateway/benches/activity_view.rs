@@ -4,7 +4,7 @@
 //! 2 KiB Mastodon `Create` of a `Note` (bench/create-activity.json).
 //!
 //! ```sh
-//! cargo bench -p fedgate --bench activity_view
+//! cargo bench -p fedgate --features internals --bench activity_view
 //! ```
 
 // The figures are the benchmark's output.

@@ -5,7 +5,7 @@
 //! restarted on the same port.
 //!
 //! ```sh
-//! cargo bench -p fedgate --bench breaker_timing
+//! cargo bench -p fedgate --features internals --bench breaker_timing
 //! ```
 
 // The figures are the benchmark's output.

@@ -6,7 +6,7 @@
 //! for ws in plugins tests/plugins; do
 //!   cargo build --release --target wasm32-wasip2 --manifest-path $ws/Cargo.toml --target-dir target
 //! done
-//! cargo bench -p fedgate --bench plugin_call -- [COMPONENT_DIR]
+//! cargo bench -p fedgate --features internals --bench plugin_call -- [COMPONENT_DIR]
 //! ```
 //!
 //! COMPONENT_DIR holds the `.wasm` files of `plugins/` and `tests/plugins/` (default

@@ -4,7 +4,7 @@
 //! its own keys, and both on one hot key).
 //!
 //! ```sh
-//! cargo bench -p fedgate --bench plugin_store
+//! cargo bench -p fedgate --features internals --bench plugin_store
 //! ```
 
 // The figures are the benchmark's output.

@@ -3,7 +3,7 @@
 //! (phase 3), on one core.
 //!
 //! ```sh
-//! cargo bench -p fedgate --bench rate_limit
+//! cargo bench -p fedgate --features internals --bench rate_limit
 //! ```
 
 // The figures are the benchmark's output.

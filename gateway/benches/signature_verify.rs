@@ -7,7 +7,7 @@
 //!   body, the latency histogram, the route's counter and the federation-peer table.
 //!
 //! ```sh
-//! cargo bench -p fedgate --bench signature_verify
+//! cargo bench -p fedgate --features internals --bench signature_verify
 //! ```
 //!
 //! The keys are the unit tests' (`gateway/src/signature/testdata/`, made with OpenSSL).

@@ -61,92 +61,77 @@ impl ProxyError {
         match self {
             NoRoute => (
                 S::NOT_FOUND,
-                "no route
-",
+                "no route\n",
                 Gateway("no_route"),
             ),
             UpstreamConnect => (
                 S::BAD_GATEWAY,
-                "bad gateway
-",
+                "bad gateway\n",
                 Upstream(K::Connect),
             ),
             UpstreamReset => (
                 S::BAD_GATEWAY,
-                "bad gateway
-",
+                "bad gateway\n",
                 Upstream(K::Reset),
             ),
             UpstreamProtocol => (
                 S::BAD_GATEWAY,
-                "bad gateway
-",
+                "bad gateway\n",
                 Upstream(K::Protocol),
             ),
             UpstreamTimeout => (
                 S::GATEWAY_TIMEOUT,
-                "gateway timeout
-",
+                "gateway timeout\n",
                 Upstream(K::Timeout),
             ),
             NoHealthyEndpoint => (
                 S::SERVICE_UNAVAILABLE,
-                "no healthy upstream
-",
+                "no healthy upstream\n",
                 Upstream(K::NoHealthyEndpoint),
             ),
             UpstreamBusy => (
                 S::SERVICE_UNAVAILABLE,
-                "upstream busy
-",
+                "upstream busy\n",
                 Upstream(K::ConnectionLimit),
             ),
             BadRequest(_) => (
                 S::BAD_REQUEST,
-                "bad request
-",
+                "bad request\n",
                 Gateway("bad_request"),
             ),
             BodyTooLarge => (
                 S::PAYLOAD_TOO_LARGE,
-                "request body too large
-",
+                "request body too large\n",
                 Gateway("body_too_large"),
             ),
             PluginFailed => (
                 S::SERVICE_UNAVAILABLE,
-                "service unavailable
-",
+                "service unavailable\n",
                 Gateway("plugin_failed"),
             ),
             Blocked => (
                 S::FORBIDDEN,
-                "forbidden
-",
+                "forbidden\n",
                 Gateway("blocked"),
             ),
             RateLimited => (
                 S::TOO_MANY_REQUESTS,
-                "too many requests
-",
+                "too many requests\n",
                 Gateway("rate_limited"),
             ),
             CircuitOpen => (
                 S::SERVICE_UNAVAILABLE,
-                "upstream unavailable
-",
+                "upstream unavailable\n",
                 Gateway("circuit_open"),
             ),
             UpgradeUnsupported => (
                 S::NOT_IMPLEMENTED,
-                "upgrade not supported on this route
-",
+                "upgrade not supported on this route\n",
                 Gateway("upgrade_unsupported"),
             ),
             UnsupportedTransferCoding => (
                 S::NOT_IMPLEMENTED,
-                "transfer coding not supported
-",
+                "transfer coding not supported\n",
                 Gateway("unsupported_transfer_coding"),
             ),
         }

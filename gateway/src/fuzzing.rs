@@ -483,6 +483,37 @@ pub fn config(data: &[u8]) {
     let _ = crate::config::from_str(text, Path::new("/nonexistent/fedgate-fuzzing"));
 }
 
+/// An upstream's HTTP/1.1 response, its head and then its body (length delimited,
+/// chunked, or up to the end), as an upstream connection reads it. The first byte says
+/// whether the request was a HEAD; the rest is the response.
+pub fn h1_response(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Some((&flags, input)) = data.split_first() else {
+        return;
+    };
+    let head_request = flags & 1 == 1;
+    let Ok((parts, frames)) = crate::h1::parse_response_bytes(input, head_request) else {
+        return;
+    };
+    let body: usize = frames.iter().map(|f| f.len()).sum();
+    // The body is decoded out of the input: it cannot be longer.
+    assert!(
+        body <= input.len(),
+        "{body} body bytes out of {} input bytes",
+        input.len()
+    );
+    // RFC 9112 6.3: no body after a HEAD request, nor in a 204 or 304.
+    if head_request || matches!(parts.status.as_u16(), 204 | 304) {
+        assert_eq!(
+            body, 0,
+            "a body on a {} response (HEAD: {head_request})",
+            parts.status
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,41 +30,45 @@
 //!   drain
 //! - [`tls`], [`demo`], [`logging`], [`memory`] (the allocator's trim hook, loader threads)
 
-pub mod activity;
-pub mod admin;
-pub mod auth;
-pub mod backoff;
-pub mod blocklist;
-pub mod body;
-pub mod breaker;
+/// Declares modules the gateway uses internally: crate-private, and public only with the
+/// `internals` feature, which the benches in `benches/` turn on to reach them
+/// (`cargo bench -p fedgate --features internals`). Their items are `pub` for that feature.
+macro_rules! internal {
+    ($($(#[$attr:meta])* $module:ident),* $(,)?) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "internals")]
+        pub mod $module;
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(unreachable_pub)]
+        pub(crate) mod $module;
+    )*};
+}
+pub(crate) use internal;
+
+// What a program embedding the gateway uses: its config, the gateway itself, logging and
+// memory set-up, the demo, and the fuzz targets' entry points.
 pub mod config;
-pub mod deadline;
 pub mod demo;
-pub mod error;
 pub mod fuzzing;
 pub mod gateway;
-pub mod h1;
-pub mod headers;
-pub mod health;
 pub mod logging;
 pub mod memory;
-pub mod metrics;
-pub mod netset;
-pub mod outcome;
-pub mod plugin;
-pub mod pool;
-pub mod proxy;
-pub mod ratelimit;
-pub mod record;
-pub mod retry;
-pub mod routing;
-pub mod runtime;
-pub mod server;
-pub mod signature;
-pub mod tls;
-pub mod transport;
-pub mod upload;
-pub mod upstream;
+
+internal!(
+    activity, admin, auth, backoff, blocklist, body, breaker, deadline, error, h1, headers, health,
+    metrics, netset, outcome, plugin, pool, proxy, ratelimit, record, retry, routing, runtime,
+    server, signature, tls, transport, upload, upstream,
+);
+
+/// The bounds the gateway holds plugins to. The SDK's test backend imitates them, and a
+/// test checks its copies against these.
+pub mod plugin_limits {
+    pub use crate::config::DEFAULT_PLUGIN_SERIES;
+    pub use crate::plugin::{StoreLimits, MAX_LABEL_VALUE, MAX_REQUEST_HEADERS, MIN_TICK};
+}
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub use metrics::Metrics;
+pub use plugin::PluginHost;

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fedgate::config::{self, LogFormat, DEFAULT_EVENT_INTERVAL};
-use fedgate::metrics::Metrics;
-use fedgate::plugin::PluginHost;
-use fedgate::Gateway;
+use fedgate::{Gateway, Metrics, PluginHost};
 use tokio::signal::unix::{signal, SignalKind};
 
 // Proxying allocates many small, short-lived buffers across threads, a pattern mimalloc

@@ -281,15 +281,6 @@ impl Pool {
         }
     }
 
-    /// Idle connections of endpoint `slot` right now.
-    pub fn idle(&self, slot: usize) -> usize {
-        self.shared.slots[slot]
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
-
     /// Sends a request (origin-form target in `parts`) to endpoint `slot` and waits for
     /// the response head. The returned body reads the rest from the connection.
     pub async fn send(

@@ -15,54 +15,54 @@ use crate::ratelimit::{KeyKind, Mode};
 /// Top level of a `fedgate.toml`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
-    pub server: ServerSection,
+    pub(crate) server: ServerSection,
     #[serde(default)]
-    pub admin: AdminSection,
+    pub(crate) admin: AdminSection,
     #[serde(default)]
-    pub reload: ReloadSection,
+    pub(crate) reload: ReloadSection,
     #[serde(default)]
-    pub forwarding: ForwardingSection,
+    pub(crate) forwarding: ForwardingSection,
     #[serde(default)]
-    pub listeners: Vec<ListenerSection>,
+    pub(crate) listeners: Vec<ListenerSection>,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, UpstreamSection>,
+    pub(crate) upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
-    pub routes: Vec<RouteSection>,
+    pub(crate) routes: Vec<RouteSection>,
     /// `[plugins.NAME]`: Wasm plugins, attached to routes by name.
     #[serde(default)]
-    pub plugins: BTreeMap<String, PluginSection>,
+    pub(crate) plugins: BTreeMap<String, PluginSection>,
     #[serde(default)]
-    pub global: GlobalSection,
+    pub(crate) global: GlobalSection,
     /// `[signatures]`: what routes with `signatures` set verify against.
     #[serde(default)]
-    pub signatures: SignaturesSection,
+    pub(crate) signatures: SignaturesSection,
     /// `[rate_limits.NAME]`: named limiters, applied by the routes that list them.
     #[serde(default)]
-    pub rate_limits: BTreeMap<String, RateLimitSection>,
+    pub(crate) rate_limits: BTreeMap<String, RateLimitSection>,
     /// `[blocklist]`: domains and networks refused on every route.
     #[serde(default)]
-    pub blocklist: BlocklistSection,
+    pub(crate) blocklist: BlocklistSection,
     /// `[auth]`: what routes with `auth` check credentials against.
     #[serde(default)]
-    pub auth: AuthSection,
+    pub(crate) auth: AuthSection,
 }
 
 /// `[rate_limits.NAME]`: one limiter.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitSection {
+pub(crate) struct RateLimitSection {
     /// `client`, `instance`, `principal` or `route`.
-    pub key: Option<KeyKind>,
+    pub(crate) key: Option<KeyKind>,
     /// Requests per period, e.g. `"100/s"`, `"300/5m"`, `"1000/h"`.
-    pub rate: Option<String>,
+    pub(crate) rate: Option<String>,
     /// Requests allowed at once (default: the rate's count).
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
     /// `enforce` (default) or `observe`.
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     /// Keys tracked one by one (default 100000).
-    pub max_keys: Option<usize>,
+    pub(crate) max_keys: Option<usize>,
     /// IPv6 clients are keyed by this prefix length (default 64).
     pub ipv6_prefix: Option<u8>,
 }
@@ -70,416 +70,416 @@ pub struct RateLimitSection {
 /// `[blocklist]`: entries in the config, in a file, or both.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct BlocklistSection {
+pub(crate) struct BlocklistSection {
     /// A file of domains, addresses and CIDR blocks, relative to the config file; read
     /// again on every reload and watched with the config file.
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Domains (each with its subdomains), addresses and CIDR blocks.
     #[serde(default)]
-    pub entries: Vec<String>,
+    pub(crate) entries: Vec<String>,
 }
 
 /// `[auth]`: API keys and the JWT settings of phase 5 (mTLS is set on TLS listeners).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AuthSection {
+pub(crate) struct AuthSection {
     /// Header API keys are sent in (default `x-api-key`; `authorization` takes `ApiKey <key>`).
-    pub api_key_header: Option<String>,
+    pub(crate) api_key_header: Option<String>,
     /// `[[auth.api_keys]]`: one principal and the SHA-256 of its key each.
     #[serde(default)]
-    pub api_keys: Vec<ApiKeySection>,
+    pub(crate) api_keys: Vec<ApiKeySection>,
     /// `[auth.jwt]`: bearer tokens verified against a JWKS file.
-    pub jwt: Option<JwtSection>,
+    pub(crate) jwt: Option<JwtSection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKeySection {
-    pub principal: Option<String>,
+pub(crate) struct ApiKeySection {
+    pub(crate) principal: Option<String>,
     /// Hex SHA-256 of the key (e.g. `printf %s "$KEY" | sha256sum`).
     pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct JwtSection {
+pub(crate) struct JwtSection {
     /// A JWKS (RFC 7517) file, relative to the config file; re-read on every reload.
-    pub jwks_file: Option<String>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
+    pub(crate) jwks_file: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
     /// Clock tolerance for `exp` and `nbf` (default 60s).
-    pub leeway: Option<String>,
+    pub(crate) leeway: Option<String>,
     /// Accepted algorithms (default: every supported one the JWKS has keys for).
-    pub algorithms: Option<Vec<String>>,
+    pub(crate) algorithms: Option<Vec<String>>,
 }
 
 /// `[signatures]`: the clock window, the body limit and the trust store of HTTP signature
 /// checks.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct SignaturesSection {
+pub(crate) struct SignaturesSection {
     /// How far a signer's clock may be off (default 1h).
-    pub clock_skew: Option<String>,
+    pub(crate) clock_skew: Option<String>,
     /// How long a signature without `expires` is valid after it was made (default 5m).
-    pub max_age: Option<String>,
+    pub(crate) max_age: Option<String>,
     /// The latest an `expires` may be after the signature was made (default 12h).
-    pub max_expires: Option<String>,
+    pub(crate) max_expires: Option<String>,
     /// Bodies of signed requests are read whole up to this size to check their digest
     /// (default 1MiB; a route's `buffer_body`, if set, applies instead).
-    pub max_body: Option<toml::Value>,
+    pub(crate) max_body: Option<toml::Value>,
     /// Instances with their own `instance` label in the failure counter (default 1000).
-    pub max_instances: Option<usize>,
+    pub(crate) max_instances: Option<usize>,
     /// `[[signatures.keys]]`: known keys by key id.
     #[serde(default)]
-    pub keys: Vec<KeySection>,
+    pub(crate) keys: Vec<KeySection>,
     /// `[signatures.fetch]`: keys not in the trust store fetched from the key id URL.
     #[serde(default)]
-    pub fetch: FetchSection,
+    pub(crate) fetch: FetchSection,
 }
 
 /// `[signatures.fetch]`: fetching actor documents for key ids the trust store lacks.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct FetchSection {
+pub(crate) struct FetchSection {
     /// Fetch unknown keys at all (default false).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Limit on one whole fetch: resolve, connect, TLS, request, body (default 5s).
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// How long a fetched key is kept (default 1h).
-    pub ttl: Option<String>,
+    pub(crate) ttl: Option<String>,
     /// How long a failed fetch is remembered (default 5m).
-    pub negative_ttl: Option<String>,
+    pub(crate) negative_ttl: Option<String>,
     /// Least time between two fetches of one key id to follow a key rotation (default 1m).
-    pub refetch_interval: Option<String>,
+    pub(crate) refetch_interval: Option<String>,
     /// Keys and failures kept at most (default 10000).
-    pub max_entries: Option<usize>,
+    pub(crate) max_entries: Option<usize>,
     /// Largest actor document read: bytes or a string such as `"256KiB"` (default 256KiB).
-    pub max_document_bytes: Option<toml::Value>,
+    pub(crate) max_document_bytes: Option<toml::Value>,
     /// Consecutive failed fetches from one host that open its breaker (default 5).
-    pub breaker_failures: Option<u32>,
+    pub(crate) breaker_failures: Option<u32>,
     /// How long an open breaker refuses fetches from its host (default 30s).
-    pub breaker_open: Option<String>,
+    pub(crate) breaker_open: Option<String>,
     /// Fetch from loopback, private and link-local addresses (default false).
-    pub allow_private_addresses: Option<bool>,
+    pub(crate) allow_private_addresses: Option<bool>,
     /// Fetch `http://` key ids (default false: only `https://`).
-    pub allow_http: Option<bool>,
+    pub(crate) allow_http: Option<bool>,
 }
 
 /// One trusted key: its id and exactly one of `pem`, `pem_file` or `multibase`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct KeySection {
-    pub key_id: Option<String>,
-    pub pem: Option<String>,
+pub(crate) struct KeySection {
+    pub(crate) key_id: Option<String>,
+    pub(crate) pem: Option<String>,
     /// A PEM file, relative to the config file.
-    pub pem_file: Option<String>,
-    pub multibase: Option<String>,
+    pub(crate) pem_file: Option<String>,
+    pub(crate) multibase: Option<String>,
 }
 
 /// `[plugins.NAME]`: one Wasm plugin and its limits.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PluginSection {
+pub(crate) struct PluginSection {
     /// The component file, relative to the config file.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// `fail_open` (default) or `fail_closed`.
-    pub failure: Option<FailurePolicy>,
+    pub(crate) failure: Option<FailurePolicy>,
     /// Deadline of one call on the request path (at most 100ms).
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// Deadline of one health-check call, which runs off the request path.
-    pub health_check_timeout: Option<String>,
+    pub(crate) health_check_timeout: Option<String>,
     /// Linear memory cap per instance: bytes, or a string such as `"16MiB"`.
-    pub memory_limit: Option<toml::Value>,
+    pub(crate) memory_limit: Option<toml::Value>,
     /// Series cap per metric the plugin declares.
-    pub max_series: Option<usize>,
+    pub(crate) max_series: Option<usize>,
     /// ABI 0.2.0 key-value store: entries and bytes held at most, longest value.
-    pub store_entries: Option<usize>,
-    pub store_bytes: Option<toml::Value>,
-    pub store_value_bytes: Option<toml::Value>,
+    pub(crate) store_entries: Option<usize>,
+    pub(crate) store_bytes: Option<toml::Value>,
+    pub(crate) store_value_bytes: Option<toml::Value>,
     /// ABI 0.2.0 observers: how finished exchanges are queued and batched for `observe`,
     /// and the deadline of an `observe` or `on-tick` call (which run off the request path).
-    pub observe: Option<ObserveSection>,
+    pub(crate) observe: Option<ObserveSection>,
     /// ABI 0.2.0 outbound HTTP from `on-tick` and `observe`.
-    pub outbound: Option<OutboundSection>,
+    pub(crate) outbound: Option<OutboundSection>,
     /// The plugin's own settings, passed to its `init` as JSON.
-    pub config: Option<toml::Table>,
+    pub(crate) config: Option<toml::Table>,
 }
 
 /// `[plugins.NAME.observe]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ObserveSection {
+pub(crate) struct ObserveSection {
     /// Exchanges per `observe` call, at most.
-    pub batch: Option<usize>,
+    pub(crate) batch: Option<usize>,
     /// Longest an exchange waits before its batch is delivered.
-    pub max_delay: Option<String>,
+    pub(crate) max_delay: Option<String>,
     /// Exchanges queued at most; beyond it, new ones are dropped and counted.
-    pub queue: Option<usize>,
+    pub(crate) queue: Option<usize>,
     /// Deadline of one `observe` or `on-tick` call.
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 /// `[plugins.NAME.outbound]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct OutboundSection {
+pub(crate) struct OutboundSection {
     /// Hosts the plugin may call: `host` (any port) or `host:port`.
     #[serde(default)]
-    pub allow: Vec<String>,
+    pub(crate) allow: Vec<String>,
     /// Longest one call may take, connection and body included.
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// Largest response body accepted.
-    pub max_response_bytes: Option<toml::Value>,
+    pub(crate) max_response_bytes: Option<toml::Value>,
 }
 
 /// `[global]`: what applies to every matched route.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct GlobalSection {
+pub(crate) struct GlobalSection {
     /// Plugins run on every matched route, before the route's own.
     #[serde(default)]
-    pub plugins: Vec<String>,
+    pub(crate) plugins: Vec<String>,
 }
 
 /// `[server]`: process-wide settings (read at start; changing them needs a restart).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     /// Worker threads; 0 means one per available core.
-    pub workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     /// Tasks a worker runs between two looks for new socket events.
-    pub event_interval: Option<u32>,
+    pub(crate) event_interval: Option<u32>,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
-    pub shutdown_grace: Option<String>,
+    pub(crate) shutdown_grace: Option<String>,
     /// One log line per request on the `access` target.
-    pub access_log: Option<bool>,
+    pub(crate) access_log: Option<bool>,
     /// `json` (default) or `text`.
-    pub log_format: Option<LogFormat>,
+    pub(crate) log_format: Option<LogFormat>,
     /// tracing filter directive, e.g. `info` or `fedgate=debug`; `RUST_LOG` overrides it.
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
     /// Linear memory all plugin instances may hold together (bytes or `"1GiB"`).
-    pub plugin_memory: Option<toml::Value>,
+    pub(crate) plugin_memory: Option<toml::Value>,
     /// Directory for compiled plugins, so a restart does not compile them again.
-    pub plugin_cache: Option<String>,
+    pub(crate) plugin_cache: Option<String>,
 }
 
 /// `[admin]`: the separate listener for `/metrics`, `/health`, `/ready`, `/live`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSection {
-    pub address: Option<String>,
+pub(crate) struct AdminSection {
+    pub(crate) address: Option<String>,
     /// The longest `/health` waits for plugins' health checks.
-    pub health_timeout: Option<String>,
+    pub(crate) health_timeout: Option<String>,
     /// Most connections open at once; further clients wait in the kernel's backlog.
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     /// Longest a client may take to send a request head (and the first bytes of a
     /// connection).
-    pub header_read_timeout: Option<String>,
+    pub(crate) header_read_timeout: Option<String>,
 }
 
 /// `[reload]`: hot reload on SIGHUP and on file change.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ReloadSection {
+pub(crate) struct ReloadSection {
     /// Watch the config file for changes (content hash, polled).
-    pub watch: Option<bool>,
-    pub poll_interval: Option<String>,
+    pub(crate) watch: Option<bool>,
+    pub(crate) poll_interval: Option<String>,
 }
 
 /// `[forwarding]`: what the proxy adds to and keeps in forwarded requests.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ForwardingSection {
+pub(crate) struct ForwardingSection {
     /// `x-forwarded` (default), `forwarded` (RFC 7239), `both` or `none`.
-    pub client_headers: Option<ClientHeaders>,
+    pub(crate) client_headers: Option<ClientHeaders>,
     /// Pseudonym used in `Via`; an empty string disables `Via`.
-    pub via: Option<String>,
+    pub(crate) via: Option<String>,
     /// Keep the client's `Host` (default true); false sends the endpoint's authority.
-    pub preserve_host: Option<bool>,
+    pub(crate) preserve_host: Option<bool>,
     /// Header carrying the request id (default `x-request-id`).
-    pub request_id_header: Option<String>,
+    pub(crate) request_id_header: Option<String>,
     /// Keep an incoming request id (default true); false always replaces it.
-    pub trust_request_id: Option<bool>,
+    pub(crate) trust_request_id: Option<bool>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client for rate
     /// limits and the blocklist.
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
 }
 
 /// `[[listeners]]`: a public socket, plain or TLS.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerSection {
-    pub name: Option<String>,
-    pub address: Option<String>,
-    pub max_connections: Option<usize>,
-    pub header_read_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub max_header_bytes: Option<usize>,
-    pub tls: Option<ListenerTlsSection>,
+pub(crate) struct ListenerSection {
+    pub(crate) name: Option<String>,
+    pub(crate) address: Option<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) header_read_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) tls: Option<ListenerTlsSection>,
 }
 
 /// `[listeners.tls]`: certificates chosen by SNI; the first one is the default.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerTlsSection {
+pub(crate) struct ListenerTlsSection {
     #[serde(default)]
-    pub certificates: Vec<CertificateSection>,
+    pub(crate) certificates: Vec<CertificateSection>,
     /// Offer HTTP/2 through ALPN (default true).
     pub http2: Option<bool>,
-    pub handshake_timeout: Option<String>,
+    pub(crate) handshake_timeout: Option<String>,
     /// PEM bundle of the CAs client certificates are verified against (mTLS).
-    pub client_ca_file: Option<String>,
+    pub(crate) client_ca_file: Option<String>,
     /// `required` (default: no handshake without a valid client certificate) or `optional`
     /// (a client may present none; one it presents must verify).
-    pub client_auth: Option<ClientAuthMode>,
+    pub(crate) client_auth: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct CertificateSection {
-    pub cert: Option<String>,
-    pub key: Option<String>,
+pub(crate) struct CertificateSection {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
     /// Names served by this certificate; empty means the names in the certificate itself.
     #[serde(default)]
-    pub server_names: Vec<String>,
+    pub(crate) server_names: Vec<String>,
 }
 
 /// `[upstreams.NAME]`: a named service with one or more endpoints.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
+pub(crate) struct UpstreamSection {
     #[serde(default)]
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     /// `round_robin` (default) or `least_in_flight`.
-    pub balance: Option<Balance>,
+    pub(crate) balance: Option<Balance>,
     /// `http1` (default) or `http2`.
-    pub protocol: Option<UpstreamProtocol>,
-    pub connect_timeout: Option<String>,
+    pub(crate) protocol: Option<UpstreamProtocol>,
+    pub(crate) connect_timeout: Option<String>,
     /// Time allowed from sending the request to receiving response headers.
-    pub response_timeout: Option<String>,
+    pub(crate) response_timeout: Option<String>,
     /// Idle pooled connections are closed after this long.
-    pub idle_timeout: Option<String>,
-    pub max_idle_per_endpoint: Option<usize>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_idle_per_endpoint: Option<usize>,
     /// Most HTTP/1.1 connections open to the upstream at once, all endpoints together.
-    pub max_connections: Option<usize>,
-    pub tls: Option<UpstreamTlsSection>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) tls: Option<UpstreamTlsSection>,
     /// Whether `/health` is unhealthy when this upstream is down (default true).
-    pub critical: Option<bool>,
-    pub circuit_breaker: Option<CircuitBreakerSection>,
-    pub retries: Option<RetriesSection>,
+    pub(crate) critical: Option<bool>,
+    pub(crate) circuit_breaker: Option<CircuitBreakerSection>,
+    pub(crate) retries: Option<RetriesSection>,
     /// `[upstreams.NAME.health_check]`: active checks of every endpoint.
-    pub health_check: Option<HealthCheckSection>,
+    pub(crate) health_check: Option<HealthCheckSection>,
     /// `[upstreams.NAME.outlier_detection]`: passive ejection of failing endpoints.
-    pub outlier_detection: Option<OutlierDetectionSection>,
+    pub(crate) outlier_detection: Option<OutlierDetectionSection>,
     /// `fail` (default: 503 when no endpoint is eligible) or `panic` (use them all).
-    pub no_healthy: Option<NoHealthy>,
+    pub(crate) no_healthy: Option<NoHealthy>,
 }
 
 /// `[upstreams.NAME.circuit_breaker]`: present turns the breaker on.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct CircuitBreakerSection {
-    pub consecutive_failures: Option<u32>,
+pub(crate) struct CircuitBreakerSection {
+    pub(crate) consecutive_failures: Option<u32>,
     /// A share between 0 and 1, e.g. 0.5.
-    pub failure_rate: Option<f64>,
-    pub window: Option<String>,
-    pub min_requests: Option<u32>,
-    pub open_duration: Option<String>,
-    pub max_open_duration: Option<String>,
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) window: Option<String>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) open_duration: Option<String>,
+    pub(crate) max_open_duration: Option<String>,
     /// A share between 0 and 1 of the open period.
-    pub jitter: Option<f64>,
-    pub half_open_probes: Option<u32>,
-    pub failure_statuses: Option<Vec<u16>>,
+    pub(crate) jitter: Option<f64>,
+    pub(crate) half_open_probes: Option<u32>,
+    pub(crate) failure_statuses: Option<Vec<u16>>,
 }
 
 /// `[upstreams.NAME.retries]`: present turns retries on.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RetriesSection {
-    pub max_retries: Option<u32>,
-    pub methods: Option<Vec<String>>,
-    pub statuses: Option<Vec<u16>>,
-    pub per_try_timeout: Option<String>,
-    pub budget_percent: Option<f64>,
-    pub min_concurrency: Option<usize>,
+pub(crate) struct RetriesSection {
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) statuses: Option<Vec<u16>>,
+    pub(crate) per_try_timeout: Option<String>,
+    pub(crate) budget_percent: Option<f64>,
+    pub(crate) min_concurrency: Option<usize>,
 }
 
 /// `[upstreams.NAME.health_check]`: an HTTP request or a TCP connect per endpoint.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheckSection {
+pub(crate) struct HealthCheckSection {
     /// `http` (default) or `tcp`.
     #[serde(rename = "type")]
-    pub kind: Option<CheckType>,
+    pub(crate) kind: Option<CheckType>,
     /// Path (and query) of the HTTP check (default `/`).
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Statuses that pass: integers or ranges such as `"200-399"` (default 200-399).
     #[serde(default)]
-    pub expected_statuses: Vec<toml::Value>,
+    pub(crate) expected_statuses: Vec<toml::Value>,
     /// A string the response body must contain.
-    pub body_contains: Option<String>,
-    pub interval: Option<String>,
+    pub(crate) body_contains: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Random extra wait per check: a share of the interval (`"10%"`) or a duration.
-    pub jitter: Option<String>,
-    pub timeout: Option<String>,
-    pub healthy_threshold: Option<u32>,
-    pub unhealthy_threshold: Option<u32>,
+    pub(crate) jitter: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) healthy_threshold: Option<u32>,
+    pub(crate) unhealthy_threshold: Option<u32>,
 }
 
 /// `[upstreams.NAME.outlier_detection]`: consecutive failures eject an endpoint.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct OutlierDetectionSection {
-    pub consecutive_failures: Option<u32>,
-    pub base_ejection_time: Option<String>,
-    pub max_ejection_time: Option<String>,
-    pub max_ejection_percent: Option<u32>,
+pub(crate) struct OutlierDetectionSection {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) base_ejection_time: Option<String>,
+    pub(crate) max_ejection_time: Option<String>,
+    pub(crate) max_ejection_percent: Option<u32>,
 }
 
 /// `[upstreams.NAME.tls]`: for `https://` endpoints.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamTlsSection {
+pub(crate) struct UpstreamTlsSection {
     /// PEM bundle of trusted roots; default the Mozilla roots.
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
     /// Name to verify and send as SNI instead of the endpoint host.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 /// `[[routes]]`: matched in file order; the first match wins.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RouteSection {
-    pub name: Option<String>,
+pub(crate) struct RouteSection {
+    pub(crate) name: Option<String>,
     /// Exact host names or `*.domain` wildcards; empty matches any host.
     #[serde(default)]
-    pub hosts: Vec<String>,
-    pub path_prefix: Option<String>,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) path_prefix: Option<String>,
     /// Methods matched; empty matches any method.
     #[serde(default)]
-    pub methods: Vec<String>,
-    pub upstream: Option<String>,
+    pub(crate) methods: Vec<String>,
+    pub(crate) upstream: Option<String>,
     /// Overall limit for the upstream to produce response headers on this route.
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// Plugins run on this route (after the global ones), in order.
     #[serde(default)]
-    pub plugins: Vec<String>,
+    pub(crate) plugins: Vec<String>,
     /// Read request bodies whole, up to this size (bytes or `"1MiB"`), before the plugins
     /// run, so they can read them; larger bodies are refused with 413.
-    pub buffer_body: Option<toml::Value>,
+    pub(crate) buffer_body: Option<toml::Value>,
     /// HTTP signature checks: `off` (default), `observe` (verify and count, forward
     /// anyway) or `enforce` (401 unless valid).
-    pub signatures: Option<SignatureMode>,
+    pub(crate) signatures: Option<SignatureMode>,
     /// Limiters applied to this route, in order.
     #[serde(default)]
-    pub rate_limits: Vec<String>,
+    pub(crate) rate_limits: Vec<String>,
     /// Whether the blocklist applies (default true).
-    pub blocklist: Option<bool>,
+    pub(crate) blocklist: Option<bool>,
     /// Phase 5: methods accepted (`api_key`, `jwt`, `mtls`); unset means no authentication.
-    pub auth: Option<Vec<AuthMethod>>,
+    pub(crate) auth: Option<Vec<AuthMethod>>,
     /// Principals allowed on the route (default: every authenticated one).
-    pub principals: Option<Vec<String>>,
+    pub(crate) principals: Option<Vec<String>>,
     /// Protocols an `Upgrade` may switch to (default `["websocket"]`; `[]` allows none).
-    pub upgrades: Option<Vec<String>>,
+    pub(crate) upgrades: Option<Vec<String>>,
 }

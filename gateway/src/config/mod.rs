@@ -10,7 +10,7 @@
 mod auth;
 mod blocklist;
 pub mod diff;
-pub mod file;
+pub(crate) mod file;
 mod limits;
 mod listener;
 mod parse;
@@ -26,7 +26,7 @@ use std::path::Path;
 pub use auth::{ClientAuth, ClientAuthMode};
 pub use blocklist::BlocklistConfig;
 pub use diff::ConfigDiff;
-pub use file::FileConfig;
+pub(crate) use file::FileConfig;
 pub use listener::{ListenerConfig, ListenerTls, DEFAULT_IDLE_TIMEOUT, MIN_HEADER_BYTES};
 pub use parse::MAX_DURATION;
 pub use plugin::{
@@ -169,7 +169,7 @@ fn schema_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
 /// Turns the raw file into a typed configuration, naming the first bad field. The sections
 /// are checked in a fixed order (routes after what they name), so the error reported for a
 /// file with several faults is always the same one.
-pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn validate(file: &FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let server = server::validate_server(&file.server, base)?;
     let admin = server::validate_admin(&file.admin)?;
     let reload = server::validate_reload(&file.reload)?;

@@ -27,11 +27,10 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::fedgate::plugin::handler::Guest as Handler;
 pub use fedgate::plugin::log::Level;
 pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub use fedgate::plugin::types::{
-    Denial, Header, HealthReport, HealthStatus, Hooks, Request, Response, ResponseOrigin, Signer,
+    Header, HealthReport, HealthStatus, Hooks, Request, Response, ResponseOrigin, Signer,
     Verdict,
 };
 

@@ -25,7 +25,6 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::fedgate::plugin::handler::Guest as Handler;
 use fedgate::plugin::clocks::Datetime;
 use fedgate::plugin::gateway::UpstreamInfo;
 pub use fedgate::plugin::log::Level;
@@ -33,9 +32,9 @@ pub use fedgate::plugin::metrics::{Counter, Gauge, Histogram};
 pub(super) use fedgate::plugin::outbound::{OutboundError, OutboundRequest, OutboundResponse};
 use fedgate::plugin::store::StoreError;
 pub use fedgate::plugin::types::{
-    Activity, Batch, DeclaredFields, Header, HealthReport, HealthStatus, Hooks, HttpVersion,
-    LocalReply, Principal, PrincipalKind, Registration, Request, RequestEdit, Response,
-    ResponseEdit, ResponseOrigin, Signer, TlsInfo, Verdict,
+    Activity, Batch, DeclaredFields, Header, HealthStatus, Hooks, HttpVersion, Principal,
+    PrincipalKind, Registration, Request, Response, ResponseEdit, ResponseOrigin, Signer,
+    TlsInfo, Verdict,
 };
 
 /// A `text-ref` to no value.

@@ -19,15 +19,11 @@
 //! worst report counts. Metrics a plugin declares live in the gateway, not the instance, and
 //! survive both.
 
-pub mod abi;
-pub mod abi2;
-pub mod cache;
-pub mod declared;
-pub mod families;
-pub mod finished;
-pub mod observer;
+crate::internal!(abi, abi2, cache, declared, families, finished, observer, store);
 mod outbound;
-pub mod store;
+
+pub use declared::MAX_LABEL_VALUE;
+pub use store::StoreLimits;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -1213,36 +1209,32 @@ impl PluginCore {
             .unwrap_or("");
         let route = request.map_or("", |e| &*e.route);
         let path = request.map_or("", |e| e.uri.path());
-        if let Some(d) = backoff {
-            tracing::warn!(
-                plugin = %self.name,
-                hook = hook.as_str(),
-                result = failure.outcome.as_str(),
-                cause = failure.cause,
-                reason = %failure.reason,
-                request_id,
-                route,
-                path,
-                backoff_ms = d.as_millis() as u64,
-                "plugin hook failed repeatedly; skipping it for the backoff period"
-            );
-        } else if self.may_log() {
-            tracing::warn!(
-                plugin = %self.name,
-                hook = hook.as_str(),
-                result = failure.outcome.as_str(),
-                cause = failure.cause,
-                reason = %failure.reason,
-                request_id,
-                route,
-                path,
-                policy = match self.config.failure {
-                    FailurePolicy::Open => "fail_open",
-                    FailurePolicy::Closed => "fail_closed",
-                },
-                "plugin call failed"
-            );
+        // A hook backed off is always logged; other failures within the log budget.
+        if backoff.is_none() && !self.may_log() {
+            return;
         }
+        let policy = match self.config.failure {
+            FailurePolicy::Open => "fail_open",
+            FailurePolicy::Closed => "fail_closed",
+        };
+        tracing::warn!(
+            plugin = %self.name,
+            hook = hook.as_str(),
+            result = failure.outcome.as_str(),
+            cause = failure.cause,
+            reason = %failure.reason,
+            request_id,
+            route,
+            path,
+            backoff_ms = backoff.map(|d| d.as_millis() as u64),
+            policy = backoff.is_none().then_some(policy),
+            "{}",
+            if backoff.is_some() {
+                "plugin hook failed repeatedly; skipping it for the backoff period"
+            } else {
+                "plugin call failed"
+            }
+        );
     }
 
     /// At most [`FAILURE_LOGS_PER_SECOND`] failure lines per second per plugin.

@@ -15,7 +15,10 @@
 //! drain loses nothing that was counted. Delivery order is the order responses ended.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
+#[cfg(test)]
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,6 +98,9 @@ impl<T> Queue<T> {
 #[derive(Debug)]
 pub struct Observer<T> {
     queue: Arc<Queue<T>>,
+    /// The delivery thread, joined by `close` in tests; the gateway stops threads through
+    /// their [`Handle`] and waits for `done`.
+    #[cfg(test)]
     thread: Mutex<Option<JoinHandle<()>>>,
     handle: Handle,
 }
@@ -179,6 +185,7 @@ impl<T: Send + 'static> Observer<T> {
         };
         Ok(Observer {
             queue,
+            #[cfg(test)]
             thread: Mutex::new(Some(thread)),
             handle,
         })
@@ -197,6 +204,7 @@ impl<T: Send + 'static> Observer<T> {
     /// Stops the thread once everything queued is delivered, and waits for it (blocking:
     /// call it off the async workers). Exchanges pushed after this are dropped and counted
     /// as the queue fills, never delivered.
+    #[cfg(test)]
     pub fn close(&self) {
         self.handle.stop();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());

@@ -245,7 +245,7 @@ impl KeyFetcher {
 
     /// Shows this fetcher's cache on `fedgate_signature_key_cache_entries`.
     pub fn publish(&self) {
-        self.metrics.entries.set(self.cache.len() as i64);
+        self.metrics.entries.set(self.cache.entries() as i64);
     }
 
     /// The key for `key_id`: cached, or fetched now. `Err` says why there is none.

@@ -141,12 +141,8 @@ impl KeyCache {
     }
 
     /// Entries held, live or expired but not yet evicted.
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.len.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -181,7 +177,7 @@ mod tests {
         tokio::time::advance(55 * minute).await;
         assert!(cache.get("a").is_none(), "the key expired");
         assert_eq!(
-            cache.len(),
+            cache.entries(),
             2,
             "expired entries wait to be evicted or replaced"
         );
@@ -189,7 +185,7 @@ mod tests {
         // A replaced entry starts a new ttl.
         cache.insert("a", Cached::Failed("timeout".into()), minute);
         assert!(matches!(cache.get("a"), Some(Cached::Failed(_))));
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.entries(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,7 +198,7 @@ mod tests {
         // Replacing `a` makes it the newest: `b` is now the oldest.
         cache.insert("a", Cached::Failed("x".into()), hour);
         cache.insert("d", Cached::Key(key(), Instant::now()), hour);
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.entries(), 3);
         assert!(cache.get("b").is_none());
         for id in ["a", "c", "d"] {
             assert!(cache.get(id).is_some(), "{id}");
@@ -212,7 +208,7 @@ mod tests {
             cache.insert(&format!("k{i}"), Cached::Failed("x".into()), hour);
             cache.insert("hot", Cached::Failed("y".into()), hour);
         }
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.entries(), 3);
         let shard = cache.shards[0].read().unwrap();
         assert!(shard.order.len() <= 2 * 3 + 9, "{}", shard.order.len());
         assert!(shard.map.len() <= 3);
@@ -229,8 +225,8 @@ mod tests {
                 Duration::from_secs(60),
             );
         }
-        assert!(cache.len() <= 1000, "{}", cache.len());
-        assert!(cache.len() >= 900, "{}", cache.len());
+        assert!(cache.entries() <= 1000, "{}", cache.entries());
+        assert!(cache.entries() >= 900, "{}", cache.entries());
     }
 
     #[tokio::test(start_paused = true)]
