@@ -49,15 +49,23 @@ fn now() -> SystemTime {
 /// A request's head and body, as the gateway has them when phase 3 or 6 runs.
 #[derive(Debug)]
 pub struct Request {
+    /// The first word of the first line; `POST` when it is missing or not a method.
     pub method: Method,
+    /// The second word of the first line, byte for byte; `/` when missing.
     pub path_and_query: String,
+    /// The third word of the first line (`:authority` of HTTP/2), if there is one.
     pub authority: Option<String>,
+    /// The fourth word of the first line; `https` when missing.
     pub scheme: String,
+    /// The field lines up to the first empty line, at most 100; lines that are not a valid
+    /// field are skipped.
     pub headers: HeaderMap,
+    /// Everything after the empty line.
     pub body: Vec<u8>,
 }
 
 impl Request {
+    /// The request as signature verification sees it: the parts a signature can cover.
     pub fn message(&self) -> Message<'_> {
         Message {
             method: &self.method,

@@ -120,10 +120,15 @@ fn plan_listeners(
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The gateway was started without a configuration file, so there is nothing to read.
     #[error("no configuration file to reload from")]
     NoFile,
+    /// The file could not be read, or did not validate.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The configuration validated but could not be put to work: a plugin that does not
+    /// load, an upstream that cannot be built, a listener or admin address that cannot be
+    /// bound, certificates that do not load.
     #[error("{0}")]
     Build(String),
 }
@@ -134,18 +139,22 @@ impl Shared {
         self.state.load_full()
     }
 
+    /// The gateway's metric families, shared by every runtime it has served with.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// Time since the gateway started (`uptime_seconds` on `/health`).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
+    /// Whether `/ready` answers 200: the gateway has started serving and is not draining.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
+    /// Whether a shutdown has begun ([`Gateway::shutdown`]).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -416,6 +425,8 @@ impl Gateway {
         })
     }
 
+    /// The state the listeners, the admin server and the reloader share: the running
+    /// runtime, the metrics, readiness.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

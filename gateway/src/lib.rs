@@ -30,6 +30,9 @@
 //!   drain
 //! - [`tls`], [`demo`], [`logging`], [`memory`] (the allocator's trim hook, loader threads)
 
+// `internals` exposes internal modules for the benches; the documented surface is the default one.
+#![cfg_attr(feature = "internals", allow(missing_docs))]
+
 /// Declares modules the gateway uses internally: crate-private, and public only with the
 /// `internals` feature, which the benches in `benches/` turn on to reach them
 /// (`cargo bench -p fedgate --features internals`). Their items are `pub` for that feature.

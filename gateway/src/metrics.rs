@@ -386,10 +386,14 @@ impl Metrics {
         self.signatures.clone()
     }
 
+    /// The registry every family is registered on, the one given to [`Metrics::new`]:
+    /// what `/metrics` renders.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
+    /// The `fedgate_plugin_*` families the gateway keeps about plugins (calls, memory,
+    /// reloads, stores, observers, outbound calls).
     pub fn plugin_families(&self) -> &PluginFamilies {
         &self.plugins
     }

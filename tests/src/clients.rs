@@ -27,10 +27,12 @@ pub fn h2_client() -> PlainClient {
         .build_http()
 }
 
+/// A `GET` of `url` with no body.
 pub fn get(url: &str) -> Request<Body> {
     Request::get(url).body(empty()).unwrap()
 }
 
+/// A `POST` to `url` with `body`, sent whole.
 pub fn post(url: &str, body: impl Into<Bytes>) -> Request<Body> {
     Request::post(url)
         .body(

@@ -11,10 +11,16 @@ use crate::*;
 /// A gateway started in-process from a real config file written to a temp directory.
 #[derive(Debug)]
 pub struct TestGateway {
+    /// The running gateway; taken by [`TestGateway::shutdown`].
     pub gateway: Option<fedgate::Gateway>,
+    /// Where the first listener is bound.
     pub addr: SocketAddr,
+    /// Where the admin server is bound.
     pub admin: SocketAddr,
+    /// The temp directory holding the config file, where tests put the other files a
+    /// config names; removed when the `TestGateway` is dropped.
     pub dir: tempfile::TempDir,
+    /// The config file the gateway was started from and reloads.
     pub config_path: PathBuf,
 }
 
@@ -58,10 +64,12 @@ impl TestGateway {
         }
     }
 
+    /// The URL of `path` on the first listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The running gateway. Panics after [`TestGateway::shutdown`].
     pub fn gw(&self) -> &fedgate::Gateway {
         self.gateway.as_ref().unwrap()
     }
@@ -72,12 +80,15 @@ impl TestGateway {
         self.gw().reload().await
     }
 
+    /// The admin server's `/metrics` text; asserts it is answered 200.
     pub async fn metrics(&self) -> String {
         let (status, _, body) = send(get(&format!("http://{}/metrics", self.admin))).await;
         assert_eq!(status, 200);
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// Drains the gateway as SIGTERM does; `true` when every connection finished within
+    /// the grace period.
     pub async fn shutdown(mut self) -> bool {
         self.gateway.take().unwrap().shutdown().await
     }

@@ -4,20 +4,32 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// The client connection preface, sent before the first frame (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Frame type DATA: a piece of a stream's body.
 pub const DATA: u8 = 0x0;
+/// Frame type HEADERS: opens a stream with (the start of) a header block.
 pub const HEADERS: u8 = 0x1;
+/// Frame type RST_STREAM: ends one stream with an error code.
 pub const RST_STREAM: u8 = 0x3;
+/// Frame type SETTINGS: the sender's connection parameters, or their acknowledgement.
 pub const SETTINGS: u8 = 0x4;
+/// Frame type PING: 8 opaque bytes the peer echoes with `ACK`.
 pub const PING: u8 = 0x6;
+/// Frame type GOAWAY: the connection is ending; names the last stream processed.
 pub const GOAWAY: u8 = 0x7;
+/// Frame type CONTINUATION: the rest of a header block too large for one frame.
 pub const CONTINUATION: u8 = 0x9;
 
+/// Flag END_STREAM of DATA and HEADERS: the sender's last frame on the stream.
 pub const END_STREAM: u8 = 0x1;
+/// Flag ACK of SETTINGS and PING: an acknowledgement, not a new frame of its kind.
 pub const ACK: u8 = 0x1;
+/// Flag END_HEADERS of HEADERS and CONTINUATION: the header block is complete.
 pub const END_HEADERS: u8 = 0x4;
 
+/// Error code CANCEL, for RST_STREAM and GOAWAY: the stream is no longer needed.
 pub const CANCEL: u32 = 0x8;
 
 /// The largest frame payload a peer must accept before settings say otherwise.
@@ -32,6 +44,7 @@ pub fn put_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &
     out.extend_from_slice(payload);
 }
 
+/// One frame of type `kind` on `stream`, as [`put_frame`] writes it.
 pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + payload.len());
     put_frame(&mut out, kind, flags, stream, payload);
@@ -187,9 +200,13 @@ pub fn response_status(block: &[u8]) -> Option<u16> {
 /// One frame as received.
 #[derive(Debug)]
 pub struct RawFrame {
+    /// The frame type ([`DATA`], [`HEADERS`], ...).
     pub kind: u8,
+    /// The flags byte ([`END_STREAM`], [`END_HEADERS`], [`ACK`], ...).
     pub flags: u8,
+    /// The stream identifier, without the reserved bit; 0 for connection frames.
     pub stream: u32,
+    /// The payload, as many bytes as the frame's length says.
     pub payload: Vec<u8>,
 }
 

@@ -28,4 +28,6 @@ pub use upstream::*;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
+/// The body of every request and response the harness builds and serves: boxed, in
+/// `Bytes` chunks, failing with hyper's error.
 pub type Body = BoxBody<Bytes, hyper::Error>;

@@ -6,9 +6,12 @@ use crate::*;
 /// An HTTP/1.1 response read off a raw socket by [`read_response`].
 #[derive(Debug, Clone)]
 pub struct RawResponse {
+    /// The status code of the status line.
     pub status: u16,
     /// The status line and header fields, as received.
     pub head: String,
+    /// The body: `Content-Length` bytes, or the chunks of a chunked body joined; empty
+    /// without either.
     pub body: Vec<u8>,
 }
 

@@ -22,14 +22,19 @@ use crate::*;
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The request method, e.g. `POST`.
     pub method: String,
     /// The request target exactly as received (path and query).
     pub target: String,
     /// The request URI's authority: HTTP/2's `:authority` (HTTP/1.1 targets have none).
     pub authority: Option<String>,
+    /// The header fields as received.
     pub headers: HeaderMap,
+    /// The HTTP version the request came in on.
     pub version: http::Version,
+    /// The body's length in bytes; 0 for `/echo`, whose body is streamed back unread.
     pub body_len: u64,
+    /// The body's SHA-256, in lower-case hex; empty for `/echo`.
     pub body_sha256: String,
 }
 
@@ -50,7 +55,9 @@ pub struct Seen {
 /// be killed (listener closed, connections dropped) and restarted on the same port.
 #[derive(Debug, Clone)]
 pub struct TestUpstream {
+    /// Where it listens: 127.0.0.1 and the port bound at start, kept by a restart.
     pub addr: SocketAddr,
+    /// What it answers with: the `x-upstream` value and the default body `upstream NAME`.
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     hits: Arc<AtomicUsize>,
@@ -85,6 +92,7 @@ pub enum Fault {
 }
 
 impl TestUpstream {
+    /// Binds 127.0.0.1:0 and serves there, as `name`, with no fault.
     pub async fn start(name: &str) -> TestUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -185,10 +193,12 @@ impl TestUpstream {
         self.health_hits.load(Ordering::SeqCst)
     }
 
+    /// `http://ADDR`: the upstream as a config's endpoint.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Requests so far other than those for `/healthz`, faulted ones included.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
@@ -198,10 +208,13 @@ impl TestUpstream {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// The requests recorded so far, in the order they were recorded (once their body was
+    /// read): every request but those for `/healthz` and `/ws` and those a fault answered.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The request recorded last (see [`TestUpstream::seen`]). Panics when there is none.
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the upstream saw no request")
     }
@@ -352,6 +365,7 @@ impl TestUpstream {
     }
 }
 
+/// A 200 response with body `s`, sent whole.
 pub fn full(s: String) -> Response<Body> {
     Response::new(
         Full::new(Bytes::from(s))
@@ -360,6 +374,7 @@ pub fn full(s: String) -> Response<Body> {
     )
 }
 
+/// An empty body.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }

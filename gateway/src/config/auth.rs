@@ -16,6 +16,7 @@ use crate::auth::{api_key, AuthConfig, AuthMethod, RouteAuthConfig};
 /// mTLS on a TLS listener: the CAs client certificates must chain to.
 #[derive(Clone)]
 pub struct ClientAuth {
+    /// The CAs of `client_ca_file` (a PEM bundle), loaded when the config is.
     pub roots: Arc<rustls::RootCertStore>,
     /// `false` (`client_auth = "optional"`): a client may present no certificate.
     pub required: bool,

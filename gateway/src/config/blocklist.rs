@@ -9,6 +9,7 @@ use super::{file, read_text, ConfigError, MAX_BLOCKLIST_FILE};
 /// `[blocklist]`, validated: the file is read when the config is loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlocklistConfig {
+    /// The blocked domains and networks: `entries` and the lines of `file` together.
     pub list: crate::blocklist::Blocklist,
     /// Watched with the config file: a change reloads the config.
     pub file: Option<PathBuf>,

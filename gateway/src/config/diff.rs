@@ -94,8 +94,12 @@ fn claim(
 /// configuration asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartOnly {
+    /// The key under `[server]`, e.g. `workers`: the `setting` label of
+    /// `fedgate_config_restart_required`.
     pub setting: &'static str,
+    /// The value the process started with, as text.
     pub running: String,
+    /// The value the new configuration asks for, as text.
     pub configured: String,
 }
 
@@ -122,9 +126,12 @@ pub struct ConfigDiff {
     /// By section only: an unchanged plugin is kept if its file is unchanged too, which only
     /// reading the file tells.
     pub plugins: Changes,
+    /// Which running listener, if any, each new one takes over, and which running ones stop.
     pub listeners: ListenerChanges,
     /// `[signatures.fetch]` changed: the key fetcher, its cache and breakers start afresh.
     pub fetch_changed: bool,
+    /// `server.log_level` changed: the reload applies the new filter (unless `RUST_LOG`
+    /// set it at start).
     pub log_level_changed: bool,
     /// Every restart-only setting, compared with the value the process started with (no
     /// reload applies them, so the running configuration's value may never have run).

@@ -14,23 +14,39 @@ use super::auth::{self, ClientAuth};
 use super::parse::{duration, is_label_safe, parse_addr, resolve};
 use super::{file, ConfigError};
 
+/// One `[[listeners]]` entry: a socket the gateway serves proxied traffic on.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// Unique name, used in log lines and as the `listener` label of
+    /// `fedgate_tls_handshake_errors_total` (`name`, default `listener<N>`, N the entry's
+    /// index from 0).
     pub name: String,
+    /// Address the socket is bound to (`address`, required); port 0 binds any free port.
     pub address: SocketAddr,
+    /// Connections served at once (`max_connections`, default 10000); beyond it new ones
+    /// wait in the kernel backlog.
     pub max_connections: usize,
+    /// Time a client has to send its first request and each later HTTP/1.1 request head
+    /// (`header_read_timeout`, default 10 s).
     pub header_read_timeout: Duration,
     /// How long a connection may have no request in progress before it is closed.
     pub idle_timeout: Duration,
+    /// Largest request head, in bytes (`max_header_bytes`, default 65536, from
+    /// [`MIN_HEADER_BYTES`] to 16 MiB): a larger HTTP/1.1 head is answered 431; HTTP/2
+    /// applies it to the decoded header list.
     pub max_header_bytes: usize,
+    /// `[listeners.tls]`: serve TLS with these settings; `None` serves plain HTTP.
     pub tls: Option<ListenerTls>,
 }
 
+/// `[listeners.tls]`: the certificates a listener serves and its TLS settings.
 #[derive(Clone)]
 pub struct ListenerTls {
     /// Certificates with the names they serve; the first is the default for unknown SNI.
     pub certificates: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    /// Whether `h2` is offered through ALPN (`http2`, default `true`).
     pub http2: bool,
+    /// Time a client has to complete the TLS handshake (`handshake_timeout`, default 10 s).
     pub handshake_timeout: Duration,
     /// mTLS: verify client certificates against these CAs.
     pub client_auth: Option<ClientAuth>,

@@ -50,12 +50,26 @@ pub use upstream::{
 /// A configuration error that names the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
     #[error("cannot read {path}: {message}")]
-    Io { path: String, message: String },
+    Io {
+        /// The file, as it was given.
+        path: String,
+        /// Why it could not be read.
+        message: String,
+    },
+    /// The file is not TOML, or does not fit the schema (an unknown key, a value of the
+    /// wrong type): TOML's own message, with its line.
     #[error("{0}")]
     Parse(String),
+    /// A value the validation refuses.
     #[error("`{field}`: {message}")]
-    Field { field: String, message: String },
+    Field {
+        /// The value's path in the file, e.g. `routes[0].upstream`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -70,14 +84,23 @@ impl ConfigError {
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[server]`: worker threads, shutdown grace, logging, plugin memory.
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener (`/metrics`, `/health`, `/ready`, `/live`).
     pub admin: AdminConfig,
+    /// `[reload]`: whether and how often the file is watched for changes.
     pub reload: ReloadConfig,
+    /// `[forwarding]`: the headers added to forwarded requests.
     pub forwarding: ForwardingConfig,
+    /// `[[listeners]]`, in file order; at least one.
     pub listeners: Vec<ListenerConfig>,
+    /// `[upstreams.NAME]`, by name.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Phase 2: `[[routes]]`, in file order (the first match wins).
     pub routes: Vec<RouteConfig>,
+    /// `[plugins.NAME]`, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Phase 6: `[signatures]`, what routes that check HTTP signatures verify against.
     pub signatures: SignaturesConfig,
     /// Phase 4: the named limiters.
     pub rate_limits: BTreeMap<String, crate::ratelimit::LimiterConfig>,
@@ -88,9 +111,13 @@ pub struct Config {
 }
 
 /// Largest files the configuration names, by kind.
+/// This one: the configuration file itself, 16 MiB.
 pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+/// The blocklist file (`blocklist.file`): 64 MiB.
 pub const MAX_BLOCKLIST_FILE: u64 = 64 << 20;
+/// A certificate, private key, CA bundle, public key (`pem_file`) or JWKS file: 1 MiB.
 pub const MAX_KEY_FILE: u64 = 1 << 20;
+/// A plugin component (`plugins.NAME.path`): 256 MiB.
 pub const MAX_PLUGIN_FILE: u64 = 256 << 20;
 
 /// Reads a file the configuration names: a regular file (never a FIFO, a device or a

@@ -24,13 +24,25 @@ pub enum FailurePolicy {
 /// One Wasm plugin, validated; the component itself is compiled when the runtime is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
+    /// `NAME`, the key of the section: what routes and `[global]` list, and the `plugin`
+    /// label of its metrics.
     pub name: String,
+    /// The component (`.wasm`) file (`path`, required), resolved against the config file's
+    /// directory.
     pub path: PathBuf,
+    /// What a failed call does to the request (`failure`, default
+    /// [`FailurePolicy::Open`]).
     pub failure: FailurePolicy,
+    /// Deadline of one call on the request path (`timeout`, default
+    /// [`DEFAULT_PLUGIN_TIMEOUT`], at most [`MAX_PLUGIN_TIMEOUT`]).
     pub timeout: Duration,
     /// Deadline of a health-check call (on a blocking thread, not a worker).
     pub health_check_timeout: Duration,
+    /// Linear-memory cap of one instance, in bytes (`memory_limit`, default
+    /// [`DEFAULT_PLUGIN_MEMORY`], from 64 KiB to 4 GiB and at most `server.plugin_memory`).
     pub memory_limit: usize,
+    /// Label sets each metric the plugin declares may hold; more fold into `other`
+    /// (`max_series`, default [`DEFAULT_PLUGIN_SERIES`], at most 1 000 000).
     pub max_series: usize,
     /// Bounds of the plugin's key-value store (ABI 0.2.0).
     pub store: crate::plugin::store::StoreLimits,
@@ -50,7 +62,11 @@ pub struct PluginConfig {
 pub struct OutboundConfig {
     /// Allowed hosts, lowercased: `host` allows any port, `host:port` one.
     pub allow: Vec<String>,
+    /// Longest one outbound call may take, connection, head and body together
+    /// (`outbound.timeout`, default 5 s, at most [`MAX_PLUGIN_BACKGROUND_TIMEOUT`]).
     pub timeout: Duration,
+    /// Largest response body accepted, in bytes (`outbound.max_response_bytes`, default
+    /// 1 MiB, at most 64 MiB); a larger one fails the call.
     pub max_response_bytes: usize,
 }
 

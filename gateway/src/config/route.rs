@@ -12,25 +12,41 @@ use super::auth;
 use super::parse::{byte_size, duration, is_label_safe};
 use super::{file, ConfigError, PluginConfig, UpstreamConfig};
 
+/// One entry of a route's `hosts`, lower-cased; compared with the request's host without
+/// its port, ignoring case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
+    /// A host name: matches that name only.
     Exact(String),
     /// `*.example.org`, stored as `.example.org`: matches any subdomain, not the apex.
     Suffix(String),
 }
 
+/// One `[[routes]]` entry: what requests it matches and what they go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// Unique name, the `route` label of its metrics and access-log lines (`name`, default
+    /// `route<N>`, N the entry's index from 0).
     pub name: String,
+    /// Hosts the route matches (`hosts`); empty matches any host.
     pub hosts: Vec<HostMatch>,
+    /// A plain string prefix the request path must start with (`path_prefix`, default
+    /// `/`).
     pub path_prefix: String,
+    /// Methods the route matches (`methods`, upper-cased); empty matches any method.
     pub methods: Vec<Method>,
+    /// Name of the upstream matched requests go to (`upstream`, required); validation
+    /// checks that it is defined.
     pub upstream: String,
+    /// Response-header deadline on this route (`timeout`); the smaller of it and the
+    /// upstream's `response_timeout` applies. `None`: the upstream's alone.
     pub timeout: Option<Duration>,
     /// Plugins of this route, global ones first, in the order they run.
     pub plugins: Vec<String>,
     /// Request bodies are read whole up to this many bytes before the plugins run.
     pub buffer_body: Option<usize>,
+    /// Whether HTTP signatures are checked, and what a failed check does (`signatures`,
+    /// default [`SignatureMode::Off`]).
     pub signatures: SignatureMode,
     /// Names of the limiters this route applies, in order.
     pub rate_limits: Vec<String>,
@@ -47,6 +63,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureMode {
+    /// No signature checks (the default).
     #[default]
     Off,
     /// Verify and count; forward whatever the result.

@@ -16,7 +16,9 @@ use super::{file, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    /// `"json"` (the default): one JSON object per line, the event's fields flattened into it.
     Json,
+    /// `"text"`: tracing's human-readable lines.
     Text,
 }
 
@@ -34,6 +36,7 @@ pub const RESTART_ONLY: [(&str, ReadSetting); 4] = [
     ("plugin_memory", |s| s.plugin_memory.to_string()),
 ];
 
+/// `[server]`: process-wide settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Worker threads; never zero (0 in the file is resolved to the core count).
@@ -41,9 +44,15 @@ pub struct ServerConfig {
     /// Tasks a worker polls between two checks for new I/O events (tokio's
     /// `event_interval`).
     pub event_interval: u32,
+    /// Time in-flight requests get to finish after SIGTERM or SIGINT (`shutdown_grace`,
+    /// default 30 s).
     pub shutdown_grace: Duration,
+    /// Whether each request gets a log line on target `fedgate::access` (`access_log`,
+    /// default `true`).
     pub access_log: bool,
+    /// Format of the log lines (`log_format`, default JSON); fixed at start.
     pub log_format: LogFormat,
+    /// tracing filter directive (`log_level`, default `"info"`); `RUST_LOG` overrides it.
     pub log_level: String,
     /// Linear memory all plugin instances may hold together.
     pub plugin_memory: usize,
@@ -51,8 +60,11 @@ pub struct ServerConfig {
     pub plugin_cache: Option<PathBuf>,
 }
 
+/// `[admin]`: the listener serving `/metrics`, `/health`, `/ready` and `/live`.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
+    /// Address the admin server listens on (`address`, default
+    /// [`DEFAULT_ADMIN_ADDRESS`]).
     pub address: SocketAddr,
     /// The longest `/health` takes: plugin health checks not answered by then are reported
     /// unhealthy (timed out).
@@ -75,9 +87,13 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default admin address, also used by `demo`.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
+/// `[reload]`: watching the configuration file. SIGHUP reloads whatever these say.
 #[derive(Debug, Clone)]
 pub struct ReloadConfig {
+    /// Whether a change of the file's content, or of a file it names (plugin components,
+    /// the blocklist file, listener certificates), reloads it (`watch`, default `true`).
     pub watch: bool,
+    /// How often the files are checked for changes (`poll_interval`, default 2 s).
     pub poll_interval: Duration,
 }
 
@@ -89,18 +105,31 @@ pub enum ClientHeaders {
     XForwarded,
     /// RFC 7239 `Forwarded`.
     Forwarded,
+    /// The `X-Forwarded-*` headers and `Forwarded`.
     Both,
+    /// No client-address headers.
     None,
 }
 
+/// `[forwarding]`: what the gateway adds to the requests it forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardingConfig {
+    /// Whether `X-Forwarded-For` (appended to), `-Proto` and `-Host` are set; `true` for
+    /// `client_headers` `"x-forwarded"` (the default) and `"both"`.
     pub x_forwarded: bool,
+    /// Whether an RFC 7239 `Forwarded` element is added; `true` for `client_headers`
+    /// `"forwarded"` and `"both"`.
     pub forwarded: bool,
     /// `Via` entry pseudonym; `None` disables `Via`.
     pub via: Option<String>,
+    /// Whether the client's `Host` is forwarded (`preserve_host`, default `true`); `false`
+    /// sends the endpoint's authority.
     pub preserve_host: bool,
+    /// Header carrying the request id, forwarded and echoed in the response
+    /// (`request_id_header`, default `x-request-id`).
     pub request_id_header: HeaderName,
+    /// Whether a client's well-formed request id (visible ASCII, at most 200 bytes) is kept
+    /// rather than replaced by a new one (`trust_request_id`, default `true`).
     pub trust_request_id: bool,
     /// Proxies whose `X-Forwarded-For` names the client (rate limits, blocklist).
     pub trusted_proxies: crate::netset::NetSet,

@@ -12,10 +12,21 @@ use super::{file, read_text, ConfigError, MAX_KEY_FILE};
 /// refuses the config and names the entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignaturesConfig {
+    /// When a signature is valid: `clock_skew` (default 1 h, 0 allowed), `max_age`
+    /// (default 5 min) and `max_expires` (default 12 h).
     pub window: crate::signature::Window,
+    /// Largest body, in bytes, read whole to check its digest on a route that checks
+    /// signatures and sets no `buffer_body` (`max_body`, default 1 MiB, at most 1 GiB);
+    /// larger bodies get 413.
     pub max_body: usize,
+    /// Instances with their own `instance` label in
+    /// `fedgate_signature_failures_by_instance_total`; later ones count as `other`
+    /// (`max_instances`, default 1000).
     pub max_instances: usize,
+    /// The trust store (`[[signatures.keys]]`): each key id, as signers send it, with its
+    /// parsed public key; no key id twice.
     pub keys: Vec<(String, crate::signature::key::PublicKey)>,
+    /// How keys missing from `keys` are fetched (`[signatures.fetch]`, off by default).
     pub fetch: FetchConfig,
 }
 
@@ -35,16 +46,36 @@ impl Default for SignaturesConfig {
 /// their key id URL and cached. A reload that leaves it equal keeps the key cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchConfig {
+    /// Whether missing keys are fetched at all (`enabled`, default `false`).
     pub enabled: bool,
+    /// Limit on one whole fetch: resolve, connect, TLS, answer and body (`timeout`, default
+    /// 5 s, at most 60 s since the request waits for it).
     pub timeout: Duration,
+    /// How long a fetched key is used before it is fetched again (`ttl`, default 1 h).
     pub ttl: Duration,
+    /// How long a failed fetch is remembered; requests naming that key id meanwhile get
+    /// `unknown_key` without a fetch (`negative_ttl`, default 5 min).
     pub negative_ttl: Duration,
+    /// Shortest time between two fetches of a key id whose fetched key did not verify a
+    /// signature, for key rotation (`refetch_interval`, default 1 min).
     pub refetch_interval: Duration,
+    /// Keys and failures held at most, the oldest dropped first (`max_entries`, default
+    /// 10000, at most 10 000 000).
     pub max_entries: usize,
+    /// Largest actor document read, in bytes (`max_document_bytes`, default 256 KiB, at
+    /// most 16 MiB).
     pub max_document_bytes: usize,
+    /// Failed fetches in a row from one host that open its breaker (`breaker_failures`,
+    /// default 5, at least 1).
     pub breaker_failures: u32,
+    /// How long an open breaker refuses fetches from its host before one trial fetch
+    /// (`breaker_open`, default 30 s).
     pub breaker_open: Duration,
+    /// Whether hosts resolving to loopback, private, link-local and other non-public
+    /// addresses may be fetched from (`allow_private_addresses`, default `false`).
     pub allow_private_addresses: bool,
+    /// Whether `http://` key ids are fetched; otherwise only `https://` ones
+    /// (`allow_http`, default `false`).
     pub allow_http: bool,
 }
 

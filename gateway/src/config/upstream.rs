@@ -16,7 +16,10 @@ use super::{file, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
+    /// `"round_robin"` (the default): eligible endpoints in turn.
     RoundRobin,
+    /// `"least_in_flight"`: the eligible endpoint with the fewest requests in flight; ties
+    /// go in round-robin order.
     LeastInFlight,
 }
 
@@ -24,14 +27,19 @@ pub enum Balance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
+    /// `"http1"` (the default): HTTP/1.1, on pooled connections.
     Http1,
+    /// `"http2"`: HTTP/2, by prior knowledge on `http://` endpoints and through ALPN on
+    /// `https://` ones. It has no `Upgrade`, so upgrade requests to it are answered 501.
     Http2,
 }
 
+/// One entry of `upstreams.NAME.endpoints`: where requests are sent (a URI with no path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
+    /// `host:port` to connect to, as written in the URI.
     pub authority: http::uri::Authority,
 }
 
@@ -41,24 +49,44 @@ impl fmt::Display for EndpointConfig {
     }
 }
 
+/// One `[upstreams.NAME]` section: a group of endpoints routes send requests to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
+    /// `NAME`, the key of the section: what routes name, and the `upstream` label of its
+    /// metrics.
     pub name: String,
+    /// The endpoints (`endpoints`, required): at least one, none twice.
     pub endpoints: Vec<EndpointConfig>,
+    /// How an endpoint is chosen for a request (`balance`, default round robin).
     pub balance: Balance,
+    /// The protocol spoken to the endpoints (`protocol`, default HTTP/1.1).
     pub protocol: UpstreamProtocol,
+    /// Longest a TCP (and TLS) connect to an endpoint may take; past it the request is
+    /// answered 502 (`connect_timeout`, default 5 s).
     pub connect_timeout: Duration,
+    /// Longest wait without progress for the response head, past which the request is
+    /// answered 504, and between two reads of the response body, past which the body is
+    /// cut off (`response_timeout`, default 60 s). A route's `timeout` may shorten it.
     pub response_timeout: Duration,
+    /// Time after which an idle pooled connection is closed (`idle_timeout`, default 90 s).
     pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint (`max_idle_per_endpoint`, default 256).
     pub max_idle_per_endpoint: usize,
     /// Most HTTP/1.1 connections open to the upstream at once (idle and in use, all
     /// endpoints together; upgraded tunnels not counted).
     pub max_connections: usize,
+    /// PEM bundle of the roots `https://` endpoints are verified against (`tls.ca_file`,
+    /// resolved against the config file's directory); `None`: the Mozilla roots of
+    /// `webpki-roots`.
     pub tls_ca_file: Option<PathBuf>,
+    /// Name verified in endpoint certificates and sent as SNI (`tls.server_name`); `None`:
+    /// each endpoint's host.
     pub tls_server_name: Option<String>,
     /// An unhealthy critical upstream makes `/health` unhealthy (503); others degrade it.
     pub critical: bool,
+    /// The circuit breaker (`[upstreams.NAME.circuit_breaker]`); `None`: no breaker.
     pub breaker: Option<crate::breaker::BreakerConfig>,
+    /// Retries of idempotent requests (`[upstreams.NAME.retries]`); `None`: no retries.
     pub retries: Option<crate::retry::RetryConfig>,
     /// Active checks of every endpoint; `None`: none run.
     pub health_check: Option<HealthCheckConfig>,
@@ -83,7 +111,9 @@ pub enum NoHealthy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckType {
+    /// `"http"` (the default): a `GET` whose answer is checked.
     Http,
+    /// `"tcp"`: a TCP connect, nothing sent.
     Tcp,
 }
 
@@ -93,8 +123,12 @@ pub enum CheckKind {
     /// A GET of `path`: passes when the status is in `expected` (inclusive ranges) and the
     /// body contains `body_contains`, if set.
     Http {
+        /// Path and query requested (`path`, default `/`).
         path: http::uri::PathAndQuery,
+        /// Statuses that pass, as inclusive ranges (`expected_statuses`, default
+        /// 200-399).
         expected: Vec<(u16, u16)>,
+        /// Text the body must contain (`body_contains`); `None`: the body is not checked.
         body_contains: Option<String>,
     },
     /// A TCP connect to the endpoint (no TLS handshake, no request).
@@ -123,9 +157,15 @@ impl Jitter {
 /// `[upstreams.NAME.health_check]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
+    /// How an endpoint is probed (`type` and its settings, default an HTTP `GET /`).
     pub kind: CheckKind,
+    /// Time from the start of one check of an endpoint to the start of the next
+    /// (`interval`, default 10 s).
     pub interval: Duration,
+    /// Random extra wait added to each interval and before the first check (`jitter`,
+    /// default 10 % of the interval).
     pub jitter: Jitter,
+    /// Longest one check may take before it counts as failed (`timeout`, default 2 s).
     pub timeout: Duration,
     /// Consecutive passing checks that make an unhealthy endpoint healthy.
     pub healthy_threshold: u32,
@@ -136,8 +176,14 @@ pub struct HealthCheckConfig {
 /// `[upstreams.NAME.outlier_detection]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutlierConfig {
+    /// Failed forwards in a row on one endpoint that eject it (`consecutive_failures`,
+    /// default 5, at least 1).
     pub consecutive_failures: u32,
+    /// Length of an endpoint's first ejection; the n-th lasts n times this
+    /// (`base_ejection_time`, default 30 s).
     pub base_ejection_time: Duration,
+    /// Longest an ejection lasts (`max_ejection_time`, default 300 s, or
+    /// `base_ejection_time` if that is longer).
     pub max_ejection_time: Duration,
     /// At most this share (0-100) of the endpoints are ejected at once.
     pub max_ejection_percent: u32,

@@ -282,6 +282,11 @@ pub struct Inspection {
 }
 
 impl PluginHost {
+    /// Creates the Wasm engine and the linker every plugin is instantiated with (both
+    /// ABIs, and WASI's `insecure-seed` as the only WASI function), keeping `workers` idle
+    /// instances per plugin (at least one) and the default memory budget
+    /// ([`DEFAULT_PLUGIN_MEMORY_BUDGET`](crate::config::DEFAULT_PLUGIN_MEMORY_BUDGET)).
+    /// Fails when the engine or the linker cannot be set up.
     pub fn new(metrics: &Metrics, workers: usize) -> Result<Self, String> {
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true)
