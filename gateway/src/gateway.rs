@@ -1,4 +1,4 @@
-//! A running gateway: listeners, the admin server, the current [`Runtime`] and its reloads,
+//! A running gateway: listeners, the admin server, the current `Runtime` and its reloads,
 //! and graceful drain. `main` drives it from signals; tests drive it directly.
 //!
 //! Reload = validate, diff, swap, keep state: a file that fails validation (or whose

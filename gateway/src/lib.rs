@@ -1,34 +1,39 @@
 //! fedgate: an edge reverse proxy for federation services that measures what operators need.
 //!
-//! Module map, in request order (see `docs/architecture.md` for the phase chart):
-//! - [`server`]: phase 1, accept, TLS, HTTP/1.1 and HTTP/2 connections
-//! - [`headers`]: request ids, trace context, hop-by-hop and forwarding headers
-//! - [`routing`]: phase 2, route selection
-//! - [`blocklist`]: phase 3, blocked networks and instances ([`netset`]: CIDR sets)
-//! - [`ratelimit`]: phase 4, named keyed limiters (governor) with bounded state
-//! - [`breaker`]: phase 8 admission, a circuit breaker per upstream
-//! - [`upstream`]: phases 8 and 9, balancing, the endpoint lease, the transport per protocol
-//!   and [`upstream::Relay`], the response body as the upstream sends it; [`health`]: which
-//!   endpoints are eligible
-//! - [`pool`], [`h1`]: the HTTP/1.1 pool and the client side of one connection (over any IO)
-//! - [`transport`]: below all of these, depending on no other module: the connector and its
-//!   connection counts, the upstream-facing TLS client settings, `BoxError`
-//! - [`retry`]: phase 9 retries of idempotent requests within a budget
-//! - [`proxy`]: the request path itself, and `Rejection`, every answer the gateway gives
-//!   in the upstream's place and the one conversion into a response
-//! - [`upload`]: the client's request body on its way upstream
-//! - [`body`], [`record`]: the response body, which ends phase 11 (metrics and access log)
-//!   and then gives the endpoint lease back
-//! - [`metrics`]: the metric families and their pre-resolved handles
-//! - [`auth`]: phase 5, API keys, bearer JWTs (JWKS) and mTLS client certificates
-//! - [`signature`]: phase 6, HTTP signatures (draft-cavage, RFC 9421) and body digests
-//! - [`activity`]: the federation view of an activity body, parsed once per request
-//! - [`plugin`]: phases 7 and 10, Wasm plugins (wasmtime host, ABIs 0.1.0 and 0.2.0,
-//!   declared metrics, the compiled-plugin cache, observers, the per-plugin store)
-//! - [`admin`]: `/metrics`, `/health`, `/ready`, `/live`
-//! - [`config`], [`runtime`], [`gateway`]: config file → validated config → runtime, reload,
-//!   drain
-//! - [`tls`], [`demo`], [`logging`], [`memory`] (the allocator's trim hook, loader threads)
+//! The public surface is what a program embedding the gateway uses: [`config`] (file →
+//! validated [`Config`]), [`Gateway`] (start, reload, drain), [`Metrics`] and
+//! [`PluginHost`] (for checking plugins outside a gateway), [`logging`], [`memory`],
+//! [`demo`], [`plugin_limits`] and [`fuzzing`] (the fuzz targets' entry points). Every other
+//! module is crate-private, public only with the `internals` feature for the benches.
+//!
+//! Module map, in request order (`docs/architecture.md` has the phase chart and follows one
+//! request through these):
+//! - `server`: phase 1, accept, TLS, HTTP/1.1 and HTTP/2 connections; `headers`: request
+//!   ids, trace context, hop-by-hop and forwarding headers
+//! - `proxy`: the request path as its phase chart, `handle`: phases 1 and 2 in `proxy`,
+//!   3 to 6 in `proxy::admission`, the plugin phases 7 and 10 in `proxy::plugins`, 8 and 9
+//!   in `proxy::forward` (a `Try` owns its breaker admission, endpoint lease and retry
+//!   slot); `proxy::Route` is a route with everything it resolves to; `Rejection` is every
+//!   answer the gateway gives in the upstream's place, with the one conversion into a
+//!   response
+//! - `routing`: phase 2, a pure matcher over route configs
+//! - `blocklist` (phase 3, with `netset`: CIDR sets), `ratelimit` (phase 4), `auth`
+//!   (phase 5), `signature` (phase 6), `activity` (the federation view of a body, parsed
+//!   once), `plugin` (phases 7, 10 and 11's observers)
+//! - `breaker` (phase 8 admission), `outcome` (what a try came to, classified once),
+//!   `backoff` (failures in a row and the backoff they earn), `retry` (phase 9 budget)
+//! - `upstream`: balancing, the endpoint lease, the transport per protocol and `Relay`, the
+//!   response body as the upstream sends it; `health`: which endpoints are eligible;
+//!   `pool`, `h1`: the HTTP/1.1 pool and the client side of one connection (over any IO);
+//!   `transport`: below all of these, the connector, its connection counts and the
+//!   upstream-facing TLS client settings; `deadline`: a try's deadline, moved by progress
+//! - `upload`: the client's request body on its way upstream; `body`, `record`: the
+//!   response body, which ends phase 11 (metrics, access log) and gives the lease back
+//! - `metrics`: the request path's families and the helpers each concern registers its own
+//!   with; `admin`: `/metrics`, `/health`, `/ready`, `/live`
+//! - `config`, `runtime`, `gateway`: config file → validated config → runtime; reload reads
+//!   one `config::ConfigDiff`; drain
+//! - `tls`, `demo`, `logging`, `memory` (the allocator's trim hook, loader threads)
 
 // `internals` exposes internal modules for the benches; the documented surface is the default one.
 #![cfg_attr(feature = "internals", allow(missing_docs))]

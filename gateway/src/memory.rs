@@ -76,7 +76,7 @@ fn loaders() -> &'static [Loader] {
 }
 
 /// Runs `job` on a loader thread and returns its result. Loader threads (one per core, at
-/// most [`MAX_LOADERS`]) are long-lived threads for the heavy, bursty work of loading
+/// most `MAX_LOADERS`) are long-lived threads for the heavy, bursty work of loading
 /// plugins (reading components, compiling them): keeping that work on a few threads keeps
 /// what it allocates in their heaps, which each trims after its jobs. A job goes to the
 /// thread with the fewest jobs queued, so several plugins compile side by side.

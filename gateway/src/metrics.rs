@@ -355,7 +355,7 @@ impl Metrics {
         }
     }
 
-    /// Handles of one upstream's retry counters, by [`crate::retry::Outcome`].
+    /// Handles of one upstream's retry counters, by `retry::Outcome`.
     pub fn retries(&self, upstream: &str) -> [IntCounter; 4] {
         self.retries.upstream(upstream)
     }

@@ -200,7 +200,7 @@ impl RouteAuth {
         self.check_with_method(headers, peer).map(|(_, p)| p)
     }
 
-    /// As [`Auth::check`], with the method that authenticated the principal.
+    /// As [`RouteAuth::check`], with the method that authenticated the principal.
     pub fn check_with_method(
         &self,
         headers: &HeaderMap,

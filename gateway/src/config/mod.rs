@@ -1,7 +1,7 @@
 //! Configuration: file → validated [`Config`] → runtime.
 //!
 //! [`load`] reads a TOML file into the raw sections of [`file`] (unknown keys refused, the
-//! path of a bad value named), and [`validate`] turns them into typed values (socket
+//! path of a bad value named), and `validate` turns them into typed values (socket
 //! addresses, durations, URIs, methods, loaded certificates), one domain module per part of
 //! the file, each naming the field at fault. Nothing binds a port or touches the running
 //! gateway until a file has passed here. [`diff`] tells a reload what a new configuration

@@ -11,7 +11,7 @@
 //! thread only when the queue goes from empty to one item (to start the delay) and when it
 //! reaches a batch; otherwise a push is one atomic operation on the queue.
 //!
-//! [`Observer::close`] stops it after delivering everything still queued: a reload or a
+//! Stopping it through its [`Handle`] delivers everything still queued first: a reload or a
 //! drain loses nothing that was counted. Delivery order is the order responses ended.
 
 use std::sync::atomic::{AtomicBool, Ordering};

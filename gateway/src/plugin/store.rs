@@ -139,7 +139,7 @@ impl std::error::Error for StoreError {}
 pub struct StoreLimits {
     /// Entries held at most.
     pub max_entries: usize,
-    /// Bytes held at most: keys, values and [`ENTRY_OVERHEAD`] per entry.
+    /// Bytes held at most: keys, values and `ENTRY_OVERHEAD` per entry.
     pub max_bytes: usize,
     /// The longest key.
     pub max_key_bytes: usize,
