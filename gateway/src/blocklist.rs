@@ -20,7 +20,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 use crate::activity::{is_activity_json, Activity};
-use crate::metrics;
+use crate::register;
 use crate::netset::{parse_net, NetSet};
 use crate::signature::instance_of;
 use crate::signature::verifier::Signer;
@@ -229,13 +229,13 @@ pub struct BlocklistFamilies {
 impl BlocklistFamilies {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(BlocklistFamilies {
-            blocked: metrics::counter_vec(
+            blocked: register::counter_vec(
                 registry,
                 "fedgate_blocked_requests_total",
                 "Requests refused by the blocklist, by reason (address, instance).",
                 &["reason"],
             )?,
-            size: metrics::gauge(
+            size: register::gauge(
                 registry,
                 "fedgate_blocklist_size",
                 "Domains and networks on the blocklist of the running configuration.",

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Consecutive, Growth};
-use crate::metrics;
+use crate::register;
 use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
 /// The validated `[upstreams.NAME.circuit_breaker]` section.
@@ -521,19 +521,19 @@ pub struct BreakerFamilies {
 impl BreakerFamilies {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(BreakerFamilies {
-            state: metrics::gauge_vec(
+            state: register::gauge_vec(
                 registry,
                 "fedgate_circuit_breaker_state",
                 "Circuit breaker state by upstream: 0 closed, 1 open, 2 half-open.",
                 &["upstream"],
             )?,
-            transitions: metrics::counter_vec(
+            transitions: register::counter_vec(
                 registry,
                 "fedgate_circuit_breaker_transitions_total",
                 "Circuit breaker transitions by upstream, from and to.",
                 &["upstream", "from", "to"],
             )?,
-            rejections: metrics::counter_vec(
+            rejections: register::counter_vec(
                 registry,
                 "fedgate_circuit_breaker_rejections_total",
                 "Requests refused with 503 by an open (or fully probing half-open) circuit breaker.",

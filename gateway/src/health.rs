@@ -41,7 +41,7 @@ use crate::config::{
     CheckKind, EndpointConfig, HealthCheckConfig, NoHealthy, OutlierConfig, UpstreamConfig,
     UpstreamProtocol,
 };
-use crate::metrics;
+use crate::register;
 use crate::transport::{https_connector, DialSettings};
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
@@ -665,19 +665,19 @@ pub struct HealthFamilies {
 impl HealthFamilies {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(HealthFamilies {
-            endpoint_healthy: metrics::gauge_vec(
+            endpoint_healthy: register::gauge_vec(
                 registry,
                 "fedgate_upstream_endpoint_healthy",
                 "1 while an endpoint is eligible for traffic (healthy and not ejected), else 0.",
                 &["upstream", "endpoint"],
             )?,
-            checks: metrics::counter_vec(
+            checks: register::counter_vec(
                 registry,
                 "fedgate_health_checks_total",
                 "Active health checks, by upstream and result (success, failure, timeout).",
                 &["upstream", "result"],
             )?,
-            ejections: metrics::counter_vec(
+            ejections: register::counter_vec(
                 registry,
                 "fedgate_outlier_ejections_total",
                 "Endpoints ejected by outlier detection, by upstream.",

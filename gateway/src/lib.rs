@@ -13,7 +13,7 @@
 //! - `proxy`: the request path as its phase chart, `handle`: phases 1 and 2 in `proxy`,
 //!   3 to 6 in `proxy::admission`, the plugin phases 7 and 10 in `proxy::plugins`, 8 and 9
 //!   in `proxy::forward` (a `Try` owns its breaker admission, endpoint lease and retry
-//!   slot); `proxy::Route` is a route with everything it resolves to; `Rejection` is every
+//!   slot); `Rejection` is every
 //!   answer the gateway gives in the upstream's place, with the one conversion into a
 //!   response
 //! - `routing`: phase 2, a pure matcher over route configs
@@ -31,8 +31,10 @@
 //!   response body, which ends phase 11 (metrics, access log) and gives the lease back
 //! - `metrics`: the request path's families and the helpers each concern registers its own
 //!   with; `admin`: `/metrics`, `/health`, `/ready`, `/live`
-//! - `config`, `runtime`, `gateway`: config file → validated config → runtime; reload reads
-//!   one `config::ConfigDiff`; drain
+//! - `config`, `runtime`, `gateway`: config file → validated config → runtime (with
+//!   `runtime::Route`, a route with everything it resolves to); reload reads one
+//!   `config::ConfigDiff`; drain
+//! - `register`: the helpers every concern registers its metric families with
 //! - `tls`, `demo`, `logging`, `memory` (the allocator's trim hook, loader threads)
 
 // `internals` exposes internal modules for the benches; the documented surface is the default one.
@@ -65,8 +67,8 @@ pub mod memory;
 
 internal!(
     activity, admin, auth, backoff, blocklist, body, breaker, deadline, error, h1, headers, health,
-    metrics, netset, outcome, plugin, pool, proxy, ratelimit, record, retry, routing, runtime,
-    server, signature, tls, transport, upload, upstream,
+    metrics, netset, outcome, plugin, pool, proxy, ratelimit, record, register, retry, routing,
+    runtime, server, signature, tls, transport, upload, upstream,
 );
 
 /// The bounds the gateway holds plugins to. The SDK's test backend imitates them, and a

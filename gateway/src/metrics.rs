@@ -11,11 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use http::Method;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Registry,
 };
 
 use crate::blocklist::BlocklistFamilies;
+use crate::register::{counter_vec, gauge_vec, histogram_vec};
 use crate::breaker::BreakerFamilies;
 use crate::health::{HealthFamilies, HealthMetrics};
 use crate::plugin::families::PluginFamilies;
@@ -152,63 +153,6 @@ pub struct Metrics {
     auth_attempts: IntCounterVec,
     health: Arc<HealthFamilies>,
     tls_handshake_errors: IntCounterVec,
-}
-
-/// A counter family registered on `registry`. Each concern registers its own families
-/// with these helpers, where it declares them.
-pub fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-}
-
-/// A gauge family registered on `registry`.
-pub fn gauge_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, prometheus::Error> {
-    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels)?)
-}
-
-/// A histogram family with `buckets` registered on `registry`.
-pub fn histogram_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: &[f64],
-    labels: &[&str],
-) -> Result<HistogramVec, prometheus::Error> {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    registered(registry, HistogramVec::new(opts, labels)?)
-}
-
-/// A gauge without labels registered on `registry`.
-pub fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
-    registered(registry, IntGauge::new(name, help)?)
-}
-
-/// A histogram without labels, with `buckets`, registered on `registry`.
-pub fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: &[f64],
-) -> Result<Histogram, prometheus::Error> {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    registered(registry, Histogram::with_opts(opts)?)
-}
-
-fn registered<C>(registry: &Registry, collector: C) -> Result<C, prometheus::Error>
-where
-    C: prometheus::core::Collector + Clone + 'static,
-{
-    registry.register(Box::new(collector.clone()))?;
-    Ok(collector)
 }
 
 impl Metrics {

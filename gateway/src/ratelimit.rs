@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::metrics;
+use crate::register;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -368,13 +368,13 @@ pub struct LimitFamilies {
 impl LimitFamilies {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(LimitFamilies {
-            decisions: metrics::counter_vec(
+            decisions: register::counter_vec(
                 registry,
                 "fedgate_rate_limit_decisions_total",
                 "Rate limit decisions by limiter and decision (allowed, limited, would_limit in observe mode).",
                 &["limiter", "decision"],
             )?,
-            keys: metrics::gauge_vec(
+            keys: register::gauge_vec(
                 registry,
                 "fedgate_rate_limit_keys",
                 "Keys a rate limiter holds state for, as of its last sweep.",

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::metrics;
+use crate::register;
 use http::Method;
 use prometheus::IntCounter;
 use prometheus::{IntCounterVec, Registry};
@@ -166,7 +166,7 @@ pub struct RetryFamilies {
 impl RetryFamilies {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         Ok(RetryFamilies {
-            retries: metrics::counter_vec(
+            retries: register::counter_vec(
                 registry,
                 "fedgate_retries_total",
                 "Retries by upstream and result (success, failure, budget_exhausted, no_endpoint).",

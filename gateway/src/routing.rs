@@ -1,7 +1,7 @@
 //! Phase 2: route selection, a pure matcher over the configured routes. Routes are tried in
 //! configuration order; the first whose host, path prefix and methods all match wins. Host
 //! matching ignores case and any port. What a route resolves to (upstream, limiters,
-//! plugins, metric handles) is the table's business, not the matcher's: see `proxy::Route`.
+//! plugins, metric handles) is the table's business, not the matcher's: see `runtime::Route`.
 
 use std::sync::Arc;
 

@@ -220,7 +220,7 @@ pub fn server_config(tls: &crate::config::ListenerTls) -> Result<rustls::ServerC
 pub fn handshake_errors_family(
     registry: &prometheus::Registry,
 ) -> Result<prometheus::IntCounterVec, prometheus::Error> {
-    crate::metrics::counter_vec(
+    crate::register::counter_vec(
         registry,
         "fedgate_tls_handshake_errors_total",
         "Failed TLS handshakes on listeners, by listener and reason (client_certificate, protocol, timeout, other).",

@@ -277,7 +277,7 @@ impl RouteAuth {
 /// `fedgate_auth_attempts_total{route,method,result}` (phase 5), registered on `registry`;
 /// each route with `auth` resolves its children when it is built.
 pub fn attempts_family(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
-    crate::metrics::counter_vec(
+    crate::register::counter_vec(
         registry,
         "fedgate_auth_attempts_total",
         "Authentication attempts on routes with auth, by route, method (api_key, jwt, mtls) and result (ok, missing, invalid, expired, forbidden).",

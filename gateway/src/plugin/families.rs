@@ -3,7 +3,7 @@
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 
-use crate::metrics;
+use crate::register;
 
 /// The `fedgate_plugin_*` families.
 #[derive(Debug)]
@@ -57,80 +57,80 @@ impl PluginFamilies {
         let plugin = &["plugin"];
         let plugin_result = &["plugin", "result"];
         Ok(PluginFamilies {
-            invocations: metrics::counter_vec(
+            invocations: register::counter_vec(
                 registry,
                 "fedgate_plugin_invocations_total",
                 "Plugin hook calls, by plugin, hook and result (ok, deny, trap, timeout, error, skipped).",
                 &["plugin", "hook", "result"],
             )?,
-            duration: metrics::histogram_vec(
+            duration: register::histogram_vec(
                 registry,
                 "fedgate_plugin_duration_seconds",
                 "Time spent in plugin hook calls, including instantiation when one was needed.",
                 PLUGIN_BUCKETS,
                 &["plugin", "hook"],
             )?,
-            memory: metrics::gauge_vec(
+            memory: register::gauge_vec(
                 registry,
                 "fedgate_plugin_memory_bytes",
                 "Linear memory of a plugin's live instances.",
                 plugin,
             )?,
-            reloads: metrics::counter_vec(
+            reloads: register::counter_vec(
                 registry,
                 "fedgate_plugin_reloads_total",
                 "Plugin loads after start-up (a changed file or config), by result.",
                 plugin_result,
             )?,
-            compilations: metrics::counter_vec(
+            compilations: register::counter_vec(
                 registry,
                 "fedgate_plugin_compilations_total",
                 "Component loads, by where the machine code came from: cached (server.plugin_cache), compiled (and stored when a cache is set), or cache_error (compiled: the cached copy was unusable).",
                 plugin_result,
             )?,
-            store_entries: metrics::gauge_vec(
+            store_entries: register::gauge_vec(
                 registry,
                 "fedgate_plugin_store_entries",
                 "Entries in a plugin's key-value store.",
                 plugin,
             )?,
-            store_bytes: metrics::gauge_vec(
+            store_bytes: register::gauge_vec(
                 registry,
                 "fedgate_plugin_store_bytes",
                 "Bytes a plugin's key-value store holds: keys, values and a fixed overhead per entry.",
                 plugin,
             )?,
-            store_evictions: metrics::counter_vec(
+            store_evictions: register::counter_vec(
                 registry,
                 "fedgate_plugin_store_evictions_total",
                 "Entries dropped from a plugin's key-value store, by reason: expired, or capacity (evicted to make room).",
                 &["plugin", "reason"],
             )?,
-            observed: metrics::counter_vec(
+            observed: register::counter_vec(
                 registry,
                 "fedgate_plugin_observed_exchanges_total",
                 "Finished exchanges for a plugin's observe hook: delivered (handed to observe), or dropped (its queue was full).",
                 plugin_result,
             )?,
-            observer_batches: metrics::counter_vec(
+            observer_batches: register::counter_vec(
                 registry,
                 "fedgate_plugin_observer_batches_total",
                 "Batches of finished exchanges handed to a plugin's observe hook.",
                 plugin,
             )?,
-            observer_queued: metrics::gauge_vec(
+            observer_queued: register::gauge_vec(
                 registry,
                 "fedgate_plugin_observer_queued",
                 "Finished exchanges waiting in a plugin's observer queue.",
                 plugin,
             )?,
-            outbound: metrics::counter_vec(
+            outbound: register::counter_vec(
                 registry,
                 "fedgate_plugin_outbound_requests_total",
                 "HTTP requests plugins sent from on-tick and observe, by result: ok, not_allowed, not_here, timeout, too_large, connect, invalid.",
                 plugin_result,
             )?,
-            drops: metrics::counter_vec(
+            drops: register::counter_vec(
                 registry,
                 "fedgate_plugin_metric_drops_total",
                 "Updates of plugin-declared metrics not recorded as asked: series_cap (folded into the other series), labels, value.",

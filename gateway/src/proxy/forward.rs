@@ -17,7 +17,7 @@ use http::{HeaderMap, Response};
 use tokio::time::Instant;
 
 use super::admission::Admitted;
-use super::Route;
+use crate::runtime::Route;
 use super::{Ctx, Rejection};
 use crate::breaker::{Admission, Breaker};
 use crate::error::ProxyError;

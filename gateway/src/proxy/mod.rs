@@ -34,7 +34,7 @@ use crate::metrics::MethodLabel;
 use crate::plugin::Exchange;
 use crate::record::{AccessLog, Completion};
 
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
 use crate::upload::ClientBody;
 use crate::upstream::{Lease, Relay};
 
@@ -42,9 +42,7 @@ mod admission;
 mod forward;
 mod plugins;
 mod reject;
-mod route;
 pub use reject::Rejection;
-pub use route::Route;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use http::HeaderMap;
 
 use super::admission::Facts;
 use super::reject::Answer;
-use super::Route;
+use crate::runtime::Route;
 use super::{Ctx, Rejection};
 use crate::error::ProxyError;
 use crate::plugin::{Decision, Exchange, ResponseView, TlsFacts};

@@ -29,7 +29,7 @@ pub const MAX_COVERED: usize = 64;
 
 use std::time::{Duration, SystemTime};
 
-use crate::metrics;
+use crate::register;
 use http::{HeaderMap, Method};
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, Registry};
 use std::sync::Arc;
@@ -334,50 +334,50 @@ impl SignatureFamilies {
         let peers = Arc::new(peers::Peers::new()?);
         registry.register(Box::new(PeersCollector(peers.clone())))?;
         Ok(SignatureFamilies {
-            trust_store_size: metrics::gauge(
+            trust_store_size: register::gauge(
                 registry,
                 "fedgate_trust_store_size",
                 "Keys in the signature trust store of the running configuration.",
             )?,
             peers,
-            verifications: metrics::counter_vec(
+            verifications: register::counter_vec(
                 registry,
                 "fedgate_signature_verifications_total",
                 "HTTP signature checks on routes that verify them, by route, scheme (cavage, rfc9421, none) and result.",
                 &["route", "scheme", "result"],
             )?,
-            failures_by_instance: metrics::counter_vec(
+            failures_by_instance: register::counter_vec(
                 registry,
                 "fedgate_signature_failures_by_instance_total",
                 "Failed signature checks by the instance named in the key id (capped; the rest count as other) and result.",
                 &["instance", "result"],
             )?,
-            duration: metrics::histogram_vec(
+            duration: register::histogram_vec(
                 registry,
                 "fedgate_signature_verification_duration_seconds",
                 "Time to check one request's signature and body digest, by scheme.",
                 SIGNATURE_BUCKETS,
                 &["scheme"],
             )?,
-            key_cache_lookups: metrics::counter_vec(
+            key_cache_lookups: register::counter_vec(
                 registry,
                 "fedgate_signature_key_cache_lookups_total",
                 "Lookups of keys missing from the trust store in the fetched-key cache, by result (hit, miss, negative_hit).",
                 &["result"],
             )?,
-            key_fetches: metrics::counter_vec(
+            key_fetches: register::counter_vec(
                 registry,
                 "fedgate_signature_key_fetches_total",
                 "Fetches of key documents from key id URLs, by result (ok, timeout, connect, status, too_large, invalid_document, refused_address, breaker_open).",
                 &["result"],
             )?,
-            key_fetch_duration: metrics::histogram(
+            key_fetch_duration: register::histogram(
                 registry,
                 "fedgate_signature_key_fetch_duration_seconds",
                 "Time of one key document fetch, from resolving the host to the parsed key.",
                 KEY_FETCH_BUCKETS,
             )?,
-            key_cache_entries: metrics::gauge(
+            key_cache_entries: register::gauge(
                 registry,
                 "fedgate_signature_key_cache_entries",
                 "Fetched keys and remembered fetch failures in the key cache.",
