@@ -609,8 +609,6 @@ impl Prober {
             }
             Ok((status, body))
         };
-        // The connection is driven beside the exchange and dropped with it: a check that
-        // times out leaves nothing running.
         match self.protocol {
             UpstreamProtocol::Http1 => {
                 *req.uri_mut() = Uri::from(path.clone());
@@ -620,30 +618,29 @@ impl Prober {
                 let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;
-                let conn = async move {
-                    let _ = conn.await;
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    r = async move { exchange(tx.send_request(req).await).await } => r,
-                    _ = conn => unreachable!("the connection future never resolves"),
-                }
+                beside(conn, async move { exchange(tx.send_request(req).await).await }).await
             }
             UpstreamProtocol::Http2 => {
                 let (mut tx, conn) =
                     hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
                         .map_err(|e| format!("handshake: {e}"))?;
-                let conn = async move {
-                    let _ = conn.await;
-                    std::future::pending::<()>().await
-                };
-                tokio::select! {
-                    r = async move { exchange(tx.send_request(req).await).await } => r,
-                    _ = conn => unreachable!("the connection future never resolves"),
-                }
+                beside(conn, async move { exchange(tx.send_request(req).await).await }).await
             }
         }
+    }
+}
+
+/// Runs `exchange` with its connection `conn` driven beside it. The connection is dropped
+/// with the exchange: a check that times out leaves nothing running.
+async fn beside<C: Future, T>(conn: C, exchange: impl Future<Output = T>) -> T {
+    let conn = async move {
+        let _ = conn.await;
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = exchange => r,
+        _ = conn => unreachable!("the connection future never resolves"),
     }
 }
 
