@@ -444,7 +444,7 @@ impl Upstream {
     }
 
     /// Reports a forward's outcome on `lease` to outlier detection (see
-    /// [`crate::health::forward_ok`] for what counts as a failure).
+    /// `TryOutcome::endpoint_failed` for what counts as a failure).
     #[inline]
     pub fn report(&self, lease: &Lease, ok: bool) {
         if let Some(h) = &self.health {
