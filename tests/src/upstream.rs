@@ -63,7 +63,8 @@ pub struct TestUpstream {
     hits: Arc<AtomicUsize>,
     health_hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
-    stop: Arc<tokio::sync::Notify>,
+    /// Bumped by [`TestUpstream::stop`] and [`TestUpstream::kill`]: the accept loop ends.
+    stops: Arc<tokio::sync::watch::Sender<u64>>,
     fault: Arc<Mutex<Fault>>,
     health_fault: Arc<Mutex<Fault>>,
     /// Bumped by [`TestUpstream::kill`]: every open connection is dropped.
@@ -83,8 +84,16 @@ struct ResetHandle {
 pub enum Fault {
     /// Answer normally.
     None,
-    /// Answer with this status.
+    /// Answer with this status (after reading the request body whole, so that the answer
+    /// never races the client's upload).
     Status(u16),
+    /// Answer with `status` once `after` has passed (the body read whole first).
+    Late {
+        /// The status answered.
+        status: u16,
+        /// How long after the request arrived.
+        after: Duration,
+    },
     /// Never answer (the connection stays open).
     Hang,
     /// Reset the connection (TCP RST) instead of answering.
@@ -105,7 +114,7 @@ impl TestUpstream {
             hits: Arc::default(),
             health_hits: Arc::default(),
             connections: Arc::default(),
-            stop: Arc::new(tokio::sync::Notify::new()),
+            stops: Arc::new(tokio::sync::watch::channel(0).0),
             fault: Arc::new(Mutex::new(Fault::None)),
             health_fault: Arc::new(Mutex::new(Fault::None)),
             kills: Arc::new(tokio::sync::watch::channel(0).0),
@@ -116,12 +125,15 @@ impl TestUpstream {
 
     fn serve(&self, listener: TcpListener) {
         let state = self.clone();
+        // Subscribed before the task runs: a stop that comes before its first poll still
+        // ends it.
+        let mut stopped = self.stops.subscribe();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             loop {
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = state.stop.notified() => return,
+                    _ = stopped.changed() => return,
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
                 // A second handle on the socket, to turn its close into a reset only when a
@@ -160,13 +172,13 @@ impl TestUpstream {
 
     /// Stops accepting new connections (existing ones finish).
     pub fn stop(&self) {
-        self.stop.notify_waiters();
+        self.stops.send_modify(|n| *n += 1);
     }
 
     /// Kills the server: the listener closes (connects are refused) and every open
     /// connection is closed.
     pub async fn kill(&self) {
-        self.stop.notify_waiters();
+        self.stop();
         self.kills.send_modify(|k| *k += 1);
         // Let the accept loop drop its listener.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -219,6 +231,23 @@ impl TestUpstream {
         self.seen().pop().expect("the upstream saw no request")
     }
 
+    /// A fault's answer: `status` after `delay`, once the request body is read whole (an
+    /// unread body would turn the connection's close into a reset).
+    async fn fault_answer(
+        &self,
+        req: Request<Incoming>,
+        status: u16,
+        delay: Duration,
+    ) -> Response<Body> {
+        let _ = req.into_body().collect().await;
+        tokio::time::sleep(delay).await;
+        let mut r = full(format!("fault {status} from {}", self.name));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut()
+            .insert("x-upstream", self.name.parse().unwrap());
+        r
+    }
+
     async fn answer(
         &self,
         mut req: Request<Incoming>,
@@ -234,13 +263,8 @@ impl TestUpstream {
         };
         match fault {
             Fault::None => {}
-            Fault::Status(code) => {
-                let mut r = full(format!("fault {code} from {}", self.name));
-                *r.status_mut() = StatusCode::from_u16(code).unwrap();
-                r.headers_mut()
-                    .insert("x-upstream", self.name.parse().unwrap());
-                return r;
-            }
+            Fault::Status(code) => return self.fault_answer(req, code, Duration::ZERO).await,
+            Fault::Late { status, after } => return self.fault_answer(req, status, after).await,
             Fault::Hang => std::future::pending::<()>().await,
             Fault::Reset => {
                 let handle = reset.lock().unwrap().take();

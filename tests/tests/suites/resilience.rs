@@ -2,173 +2,9 @@
 //! fail on demand (5xx, hanging past the timeout, resetting connections, killed and
 //! restarted), with exact metric values and the `/health` rules.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedgate_tests::*;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// How a [`FaultyUpstream`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Mode {
-    Ok = 0,
-    Status503 = 1,
-    Status502 = 2,
-    Status404 = 3,
-    /// Never answers.
-    Hang = 4,
-    /// Resets the connection (TCP RST: SO_LINGER 0, then close) as soon as a request
-    /// arrives.
-    Reset = 5,
-    /// 503 after 150 ms.
-    Slow503 = 6,
-    Status500 = 7,
-}
-
-/// An upstream on a fixed port that fails as told, and can be killed and restarted.
-struct FaultyUpstream {
-    addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    hits: Arc<AtomicUsize>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl FaultyUpstream {
-    async fn start() -> FaultyUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut up = FaultyUpstream {
-            addr: listener.local_addr().unwrap(),
-            mode: Arc::new(AtomicU8::new(Mode::Ok as u8)),
-            hits: Arc::new(AtomicUsize::new(0)),
-            task: None,
-        };
-        up.serve(listener);
-        up
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let (mode, hits) = (self.mode.clone(), self.hits.clone());
-        self.task = Some(tokio::spawn(async move {
-            // Connections live in the accept task's set: killing the task closes them all.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                // A second handle on the socket, to set SO_LINGER 0 on it when a request is
-                // to be answered with a reset: the close that follows then sends RST, not FIN.
-                let Ok(std_stream) = stream.into_std() else {
-                    continue;
-                };
-                let twin = std_stream.try_clone().ok();
-                let Ok(stream) = TcpStream::from_std(std_stream) else {
-                    continue;
-                };
-                let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<()>();
-                let reset = Arc::new(Mutex::new(Some((reset_tx, twin))));
-                let (mode, hits) = (mode.clone(), hits.clone());
-                conns.spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<Incoming>| {
-                        let (mode, hits, reset) = (mode.clone(), hits.clone(), reset.clone());
-                        async move {
-                            hits.fetch_add(1, Ordering::SeqCst);
-                            let mode = mode.load(Ordering::SeqCst);
-                            if mode == 5 {
-                                let handle = reset.lock().unwrap().take();
-                                if let Some((signal, twin)) = handle {
-                                    if let Some(t) = twin.and_then(|t| TcpStream::from_std(t).ok())
-                                    {
-                                        let _ = t.set_zero_linger();
-                                    }
-                                    let _ = signal.send(());
-                                }
-                                std::future::pending::<()>().await;
-                            }
-                            // The body is read whole before any answer, so that an answer
-                            // never races the client's upload (an unread body would turn
-                            // the close into a reset).
-                            let _ = req.into_body().collect().await;
-                            let status = match mode {
-                                0 => 200,
-                                1 => 503,
-                                2 => 502,
-                                3 => 404,
-                                4 => {
-                                    std::future::pending::<()>().await;
-                                    unreachable!()
-                                }
-                                7 => 500,
-                                _ => {
-                                    tokio::time::sleep(Duration::from_millis(150)).await;
-                                    503
-                                }
-                            };
-                            let mut r = full(format!("status {status}\n"));
-                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, &'static str>(r)
-                        }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = reset_rx => {}
-                    }
-                });
-                while conns.try_join_next().is_some() {}
-            }
-        }));
-    }
-
-    fn set(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops listening and drops every connection: connects are refused from now on.
-    fn kill(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-
-    /// Listens on the same port again.
-    async fn restart(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
-            }
-        };
-        self.serve(listener);
-    }
-}
-
-impl Drop for FaultyUpstream {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn breaker_config(urls: &[String], breaker: &str, extra: &str) -> String {
     format!(
@@ -220,7 +56,7 @@ async fn status(url: &str) -> u16 {
 
 #[tokio::test]
 async fn the_breaker_opens_after_exactly_n_failures_rejects_fast_probes_and_closes() {
-    let up = FaultyUpstream::start().await;
+    let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 3\nopen_duration = \"400ms\"\njitter = 0.0\nhalf_open_probes = 2",
@@ -228,7 +64,7 @@ async fn the_breaker_opens_after_exactly_n_failures_rejects_fast_probes_and_clos
     ))
     .await;
     let url = gw.url("/api");
-    up.set(Mode::Status503);
+    up.set_fault(Fault::Status(503));
     for _ in 0..2 {
         assert_eq!(status(&url).await, 503);
     }
@@ -277,7 +113,7 @@ async fn the_breaker_opens_after_exactly_n_failures_rejects_fast_probes_and_clos
     assert_eq!(entry["circuit_breaker"], "open");
 
     // The upstream recovers; after the open period two probes go through and close it.
-    up.set(Mode::Ok);
+    up.set_fault(Fault::None);
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(status(&url).await, 200);
     assert_eq!(status(&url).await, 200);
@@ -297,7 +133,7 @@ async fn the_breaker_opens_after_exactly_n_failures_rejects_fast_probes_and_clos
 
 #[tokio::test]
 async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
-    let up = FaultyUpstream::start().await;
+    let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 2\nopen_duration = \"300ms\"\njitter = 0.0\nhalf_open_probes = 1",
@@ -306,16 +142,16 @@ async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
     .await;
     let url = gw.url("/");
     // A hang past the route's 300 ms timeout, then a reset.
-    up.set(Mode::Hang);
+    up.set_fault(Fault::Hang);
     assert_eq!(status(&url).await, 504);
-    up.set(Mode::Reset);
+    up.set_fault(Fault::Reset);
     assert_eq!(status(&url).await, 502);
     wait_state(&gw, 1.0).await;
     assert_eq!(status(&url).await, 503);
     assert_eq!(up.hits(), 2);
 
     // Still failing at the probe: open again, for twice as long.
-    up.set(Mode::Status502);
+    up.set_fault(Fault::Status(502));
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(status(&url).await, 502);
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -342,8 +178,8 @@ async fn a_failed_probe_reopens_and_timeouts_and_resets_count_as_failures() {
 
 #[tokio::test]
 async fn configured_500s_open_the_breaker_and_default_ones_do_not() {
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Status500);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Status(500));
     // By default a 500 is the application's answer, not a failure of the upstream ...
     let default =
         TestGateway::start(&breaker_config(&[up.url()], "consecutive_failures = 2", "")).await;
@@ -377,14 +213,14 @@ async fn configured_500s_open_the_breaker_and_default_ones_do_not() {
 
 #[tokio::test]
 async fn client_errors_never_open_the_breaker() {
-    let up = FaultyUpstream::start().await;
+    let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 2\nfailure_rate = 0.5\nmin_requests = 4",
         "",
     ))
     .await;
-    up.set(Mode::Status404);
+    up.set_fault(Fault::Status(404));
     for _ in 0..10 {
         assert_eq!(status(&gw.url("/")).await, 404);
     }
@@ -396,7 +232,7 @@ async fn client_errors_never_open_the_breaker() {
 
 #[tokio::test]
 async fn a_killed_upstream_opens_the_breaker_and_its_restart_closes_it() {
-    let mut up = FaultyUpstream::start().await;
+    let up = TestUpstream::start("app").await;
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 3\nopen_duration = \"200ms\"\njitter = 0.0\nhalf_open_probes = 1",
@@ -405,7 +241,7 @@ async fn a_killed_upstream_opens_the_breaker_and_its_restart_closes_it() {
     .await;
     let url = gw.url("/");
     assert_eq!(status(&url).await, 200);
-    up.kill();
+    up.kill().await;
     for _ in 0..3 {
         assert_eq!(status(&url).await, 502);
     }
@@ -436,7 +272,7 @@ async fn a_killed_upstream_opens_the_breaker_and_its_restart_closes_it() {
 
 #[tokio::test]
 async fn a_non_critical_upstream_only_degrades_health() {
-    let up = FaultyUpstream::start().await;
+    let up = TestUpstream::start("app").await;
     let text = breaker_config(
         &[up.url()],
         "consecutive_failures = 1\nopen_duration = \"60s\"",
@@ -444,7 +280,7 @@ async fn a_non_critical_upstream_only_degrades_health() {
     )
     .replace("[upstreams.app]\n", "[upstreams.app]\ncritical = false\n");
     let gw = TestGateway::start(&text).await;
-    up.set(Mode::Status503);
+    up.set_fault(Fault::Status(503));
     assert_eq!(status(&gw.url("/")).await, 503);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
@@ -477,9 +313,9 @@ fn retries(m: &str, result: &str) -> f64 {
 
 #[tokio::test]
 async fn idempotent_requests_are_retried_on_the_healthy_endpoint() {
-    let bad = FaultyUpstream::start().await;
-    let good = FaultyUpstream::start().await;
-    bad.set(Mode::Status503);
+    let bad = TestUpstream::start("app").await;
+    let good = TestUpstream::start("app").await;
+    bad.set_fault(Fault::Status(503));
     let gw = TestGateway::start(&retry_config(&[bad.url(), good.url()], "max_retries = 2")).await;
     for _ in 0..10 {
         assert_eq!(status(&gw.url("/users/alice")).await, 200);
@@ -510,8 +346,11 @@ async fn idempotent_requests_are_retried_on_the_healthy_endpoint() {
 
 #[tokio::test]
 async fn retries_stop_at_the_budget() {
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Slow503);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Late {
+        status: 503,
+        after: Duration::from_millis(150),
+    });
     let gw = TestGateway::start(&retry_config(
         &[up.url()],
         "max_retries = 2\nbudget_percent = 0.0\nmin_concurrency = 1",
@@ -538,9 +377,9 @@ async fn retries_stop_at_the_budget() {
 
 #[tokio::test]
 async fn retries_go_to_another_endpoint_when_one_is_down() {
-    let mut dead = FaultyUpstream::start().await;
-    let good = FaultyUpstream::start().await;
-    dead.kill();
+    let dead = TestUpstream::start("app").await;
+    let good = TestUpstream::start("app").await;
+    dead.kill().await;
     let gw = TestGateway::start(&retry_config(&[dead.url(), good.url()], "max_retries = 1")).await;
     for _ in 0..6 {
         assert_eq!(status(&gw.url("/")).await, 200);
@@ -557,9 +396,9 @@ async fn retries_go_to_another_endpoint_when_one_is_down() {
 
 #[tokio::test]
 async fn a_try_past_the_per_try_timeout_is_retried_on_the_other_endpoint() {
-    let hanging = FaultyUpstream::start().await;
-    let good = FaultyUpstream::start().await;
-    hanging.set(Mode::Hang);
+    let hanging = TestUpstream::start("app").await;
+    let good = TestUpstream::start("app").await;
+    hanging.set_fault(Fault::Hang);
     let gw = TestGateway::start(&retry_config(
         &[hanging.url(), good.url()],
         "max_retries = 1\nper_try_timeout = \"200ms\"",
@@ -596,9 +435,9 @@ async fn a_try_past_the_per_try_timeout_is_retried_on_the_other_endpoint() {
 
 #[tokio::test]
 async fn a_reset_try_is_retried_on_the_other_endpoint() {
-    let resetting = FaultyUpstream::start().await;
-    let good = FaultyUpstream::start().await;
-    resetting.set(Mode::Reset);
+    let resetting = TestUpstream::start("app").await;
+    let good = TestUpstream::start("app").await;
+    resetting.set_fault(Fault::Reset);
     let gw = TestGateway::start(&retry_config(
         &[resetting.url(), good.url()],
         "max_retries = 1",
@@ -626,8 +465,8 @@ fn upload(n: usize) -> (String, String) {
 
 #[tokio::test]
 async fn only_buffered_bodies_are_sent_again() {
-    let bad = FaultyUpstream::start().await;
-    bad.set(Mode::Status503);
+    let bad = TestUpstream::start("app").await;
+    bad.set_fault(Fault::Status(503));
     let good = TestUpstream::start("good").await;
     let text = format!(
         "{}[upstreams.app.retries]\nmax_retries = 1\n\
@@ -672,8 +511,8 @@ async fn only_buffered_bodies_are_sent_again() {
 
 #[tokio::test]
 async fn a_retry_the_breaker_refuses_counts_as_no_endpoint() {
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Status503);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Status(503));
     let text = format!(
         "{}[upstreams.app.circuit_breaker]\nconsecutive_failures = 1\nopen_duration = \"60s\"\n\
          [upstreams.app.retries]\nmax_retries = 2\n\
@@ -685,7 +524,7 @@ async fn a_retry_the_breaker_refuses_counts_as_no_endpoint() {
     // upstream, and the 503 stands.
     let (code, _, body) = send(get(&gw.url("/"))).await;
     assert_eq!(code, 503);
-    assert_eq!(&body[..], b"status 503\n");
+    assert_eq!(&body[..], b"fault 503 from app");
     assert_eq!(up.hits(), 1);
     let m = gw.metrics().await;
     assert_eq!(retries(&m, "no_endpoint"), 1.0);
@@ -703,8 +542,8 @@ const BREAKER_BODY: &[u8] = b"upstream unavailable\n";
 
 #[tokio::test]
 async fn the_request_after_the_nth_failure_is_refused_without_waiting_for_the_task() {
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Status503);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Status(503));
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 3\nopen_duration = \"60s\"",
@@ -714,7 +553,10 @@ async fn the_request_after_the_nth_failure_is_refused_without_waiting_for_the_ta
     let url = gw.url("/");
     for _ in 0..3 {
         let (code, _, body) = send(get(&url)).await;
-        assert_eq!((code.as_u16(), &body[..]), (503, &b"status 503\n"[..]));
+        assert_eq!(
+            (code.as_u16(), &body[..]),
+            (503, &b"fault 503 from app"[..])
+        );
     }
     // No wait for the breaker's task: the third failure's report marked it open.
     let (code, headers, body) = send(get(&url)).await;
@@ -734,8 +576,8 @@ async fn the_request_after_the_nth_failure_is_refused_without_waiting_for_the_ta
 async fn concurrent_requests_after_the_nth_failure_never_reach_the_upstream() {
     const N: usize = 3;
     const CLIENTS: usize = 8;
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Status503);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Status(503));
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 3\nopen_duration = \"60s\"",
@@ -782,8 +624,8 @@ async fn concurrent_requests_after_the_nth_failure_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn a_half_open_breaker_degrades_health() {
-    let up = FaultyUpstream::start().await;
-    up.set(Mode::Status503);
+    let up = TestUpstream::start("app").await;
+    up.set_fault(Fault::Status(503));
     let gw = TestGateway::start(&breaker_config(
         &[up.url()],
         "consecutive_failures = 1\nopen_duration = \"300ms\"\njitter = 0.0\nhalf_open_probes = 1",
