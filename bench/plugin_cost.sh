@@ -11,6 +11,8 @@
 #   bash bench/plugin_cost.sh                      # 3 rounds of 100 000 requests
 #   REQUESTS=200000 ROUNDS=5 bash bench/plugin_cost.sh
 #   INSTRUCTIONS=1 bash bench/plugin_cost.sh       # instructions per request instead
+#   INSTRUCTIONS=1 CONFIGS=none FEDGATE=path/to/fedgate bash bench/plugin_cost.sh
+#                                                  # one configuration, another build
 #
 # CPU time on a shared virtual machine moves by a few microseconds from run to run. With
 # INSTRUCTIONS=1 each configuration runs under valgrind's callgrind instead (plugins
@@ -115,7 +117,8 @@ ROUTE[policy_ap]=$'plugins = ["policy", "ap"]\nbuffer_body = "64KiB"'
 TABLES[policy_ap]="$policy"$'\n'"$ap"
 ROUTE[all4]=$'plugins = ["policy", "ap", "moderation", "slo"]\nbuffer_body = "64KiB"'
 TABLES[all4]="$policy"$'\n'"$ap"$'\n'"$moderation"$'\n'"$slo"
-ORDER=(none buffered viewed noop2 ap policy_ap all4)
+# CONFIGS picks some of them, in its order (with `none` first: the others are compared to it).
+read -r -a ORDER <<<"${CONFIGS:-none buffered viewed noop2 ap policy_ap all4}"
 
 declare -A PORT ADMIN PID
 for label in "${ORDER[@]}"; do
@@ -186,6 +189,11 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     callgrind_control -d "$pid" >/dev/null
     sleep 1
     total=$(awk '/^(summary|totals):/ { print $2; exit }' "$WORK/$label.cg".*)
+    # KEEP_CALLGRIND=DIR keeps the profiles, for callgrind_annotate.
+    if [ -n "${KEEP_CALLGRIND:-}" ]; then
+      mkdir -p "$KEEP_CALLGRIND"
+      cp "$WORK/$label.cg".* "$KEEP_CALLGRIND/"
+    fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     IR[$label]=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')

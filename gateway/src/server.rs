@@ -413,7 +413,9 @@ async fn serve<I>(
             (None, req.map(ClientBody::new))
         };
         let http2 = req.version() == http::Version::HTTP_2;
-        let handled = Guarded::new(proxy::handle(rt, req, conn), gate);
+        // The request's future is kilobytes; boxed once, it is not copied again on its way
+        // into the connection's dispatcher (each move of a future copies all of it).
+        let handled = Guarded::new(Box::pin(proxy::handle(rt, req, conn)), gate);
         let cancels = cancels.clone();
         async move {
             // An HTTP/2 request whose future is dropped before it answers was cancelled by

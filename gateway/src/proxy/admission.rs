@@ -44,6 +44,7 @@ pub(super) struct Admitted {
 impl Ctx {
     /// Phase 3, the blocklist on the client, then phase 4: the limiters whose key is known
     /// before auth and before the body is read (client and route).
+    #[inline(always)]
     pub(super) fn screen_client(&self, req: &Request<ClientBody>) -> Result<(), Rejection> {
         let blocklist = &self.rt.config.blocklist.list;
         if self.route.config.blocklist && !blocklist.is_empty() {
@@ -59,6 +60,7 @@ impl Ctx {
 
     /// Phase 5: auth, then the principal's own limiters. Credentials are in the head (and
     /// the connection), so a refused request is answered before its body is read.
+    #[inline(always)]
     pub(super) fn authenticate(
         &mut self,
         req: &Request<ClientBody>,
@@ -87,6 +89,7 @@ impl Ctx {
     /// needs an HTTP/1.1 upstream connection to take over: HTTP/2 has no `Upgrade` (RFC 9113
     /// §8.6), so the gateway says so itself instead of sending the upstream a request it
     /// must refuse (a 502 that would look like its fault).
+    #[inline(always)]
     pub(super) fn take_upgrade(
         &self,
         req: &mut Request<ClientBody>,
@@ -102,6 +105,7 @@ impl Ctx {
 
     /// The body: read whole, up to their limit, on routes whose plugins read bodies and on
     /// routes that check signatures (whose digests cover the exact body); else streamed.
+    #[inline(always)]
     pub(super) async fn read_body(&self, mut body: ClientBody) -> Result<Admitted, Rejection> {
         let route = &self.route;
         let body_failure = (route.upstream.config.protocol == UpstreamProtocol::Http2
@@ -140,6 +144,7 @@ impl Ctx {
     /// (the blocklist here, plugins in phase 7); then phase 3 again, now that the body is
     /// at hand: an activity of a blocked actor is refused whoever signed it, before its
     /// signature costs anything.
+    #[inline(always)]
     pub(super) fn screen_activity(
         &mut self,
         parts: &Parts,
@@ -170,6 +175,7 @@ impl Ctx {
 
     /// Phase 6: signatures, checked on the request as the client sent it; then the
     /// blocklist on the verified signer and the limiters keyed by its instance.
+    #[inline(always)]
     pub(super) async fn verify(
         &mut self,
         parts: &Parts,
@@ -231,6 +237,7 @@ impl Ctx {
     /// The request as the upstream gets it: the target in origin form, byte for byte (the
     /// endpoint decides where), the upstream's version, `Host`, the forwarding headers,
     /// `Via` and the request id.
+    #[inline(always)]
     pub(super) fn to_upstream(&self, parts: &mut Parts) {
         let rt = &self.rt;
         parts.uri = match parts.uri.path_and_query() {

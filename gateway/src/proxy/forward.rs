@@ -36,11 +36,14 @@ pub(super) struct Answered {
 }
 
 impl Ctx {
-    /// Phases 8 and 9 for a request that passed admission and plugins.
+    /// Phases 8 and 9 for a request that passed admission and plugins. The request comes
+    /// by reference: an async fn's arguments are held twice in its future, and this one is
+    /// part of every request's.
+    #[inline(always)]
     pub(super) async fn forward(
         &mut self,
-        mut parts: Parts,
-        admitted: Admitted,
+        parts: &mut Parts,
+        admitted: &mut Admitted,
     ) -> Result<Answered, Rejection> {
         let route = Arc::clone(&self.route);
         let upstream = &route.upstream;
@@ -59,8 +62,11 @@ impl Ctx {
         // whole). The head is kept as it is: HTTP/1.1 upstreams only read it.
         let template = retry.and_then(|_| admitted.body.replica());
         let keep = template.is_some();
-        let body_failure = admitted.body_failure;
-        let mut body = Some(admitted.body);
+        let body_failure = admitted.body_failure.take();
+        let mut body = Some(std::mem::replace(
+            &mut admitted.body,
+            RequestBody::buffered(Bytes::new()),
+        ));
         let sent = std::time::Instant::now();
         // The deadline comes from the instant already read: one clock read fewer per request.
         let started = Instant::from_std(sent);
@@ -81,7 +87,7 @@ impl Ctx {
                 deadline,
                 timeout,
                 self.counter.clone(),
-                attempt.lease.send(&mut parts, sending, self.upgrade, keep),
+                attempt.lease.send(parts, sending, self.upgrade, keep),
             )
             .await
             {
@@ -143,6 +149,7 @@ struct Try<'r> {
 
 impl<'r> Try<'r> {
     /// Phase 8: the breaker's admission, then an endpoint, or the gateway answers 503.
+    #[inline(always)]
     fn first(route: &'r Route) -> Result<Self, Rejection> {
         let admission = admit(route).map_err(Rejection::CircuitOpen)?;
         let Some(lease) = route.upstream.pick() else {
@@ -161,6 +168,7 @@ impl<'r> Try<'r> {
     }
 
     /// Outlier detection and the breaker judge the try's outcome.
+    #[inline(always)]
     fn report(&mut self, route: &Route, outcome: TryOutcome, sent: Instant) {
         route
             .upstream
@@ -189,6 +197,7 @@ struct Tries<'r> {
 impl<'r> Tries<'r> {
     /// The next try's deadline and the timeout it reports: the request's, or the per-try
     /// timeout within it.
+    #[inline(always)]
     fn window(&self) -> (Instant, Duration) {
         match self.retry.and_then(|r| r.config.per_try_timeout) {
             Some(t) if self.retried == 0 => (self.deadline.min(self.started + t), t),
@@ -201,6 +210,7 @@ impl<'r> Tries<'r> {
     /// policy must want one, the budget and the breaker admit it, and an endpoint take it
     /// (another eligible one if there is one; else the same one again, since a reset on a
     /// reused connection is worth a second try there too).
+    #[inline(always)]
     fn again(&mut self, done: Try<'r>, outcome: TryOutcome) -> Result<Try<'r>, Lease> {
         let Some(r) = self.retry else {
             return Err(done.lease);

@@ -19,6 +19,7 @@ impl Ctx {
     /// Phase 7. A chain of health-check-only plugins has nothing to do here. The request
     /// goes on as the plugins left it; a chain that reads responses keeps the exchange for
     /// phase 10.
+    #[inline(always)]
     pub(super) fn on_request(
         &mut self,
         parts: &mut Parts,
