@@ -379,6 +379,13 @@ impl Drop for Open {
     }
 }
 
+/// `make()`'s value in a box of its own, allocated first so that the value can be written
+/// straight into it.
+#[inline(always)]
+fn boxed<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 async fn serve<I>(
     io: I,
     conn: ConnInfo,
@@ -415,7 +422,7 @@ async fn serve<I>(
         let http2 = req.version() == http::Version::HTTP_2;
         // The request's future is kilobytes; boxed once, it is not copied again on its way
         // into the connection's dispatcher (each move of a future copies all of it).
-        let handled = Guarded::new(Box::pin(proxy::handle(rt, req, conn)), gate);
+        let handled = Guarded::new(boxed(|| proxy::handle(rt, req, conn)), gate);
         let cancels = cancels.clone();
         async move {
             // An HTTP/2 request whose future is dropped before it answers was cancelled by
