@@ -11,17 +11,7 @@ use tokio::net::TcpStream;
 /// A gateway whose one listener has `limits` (TOML lines of `[[listeners]]`).
 async fn limited(up: &TestUpstream, limits: &str) -> TestGateway {
     TestGateway::start_full(&format!(
-        r#"[server]
-access_log = false
-shutdown_grace = "5s"
-[admin]
-address = "127.0.0.1:0"
-[reload]
-watch = false
-[[listeners]]
-name = "public"
-address = "127.0.0.1:0"
-{limits}
+        r#"{HEAD}{limits}
 {}
 [[routes]]
 name = "all"
